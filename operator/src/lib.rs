@@ -1,0 +1,1 @@
+//! shop-operator: reconciles Shop custom resources into the six components.

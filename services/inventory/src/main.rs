@@ -1,0 +1,3 @@
+//! shop-inventory: stock on MySQL with atomic, idempotent reservations.
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! shop-notification: consumes OrderPlaced events exactly-once-effectively, stores and streams notifications.
+
+fn main() {}
