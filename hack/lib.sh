@@ -48,7 +48,10 @@ is_running() {
 start_bg() {
   local name=$1; shift
   if is_running "$name"; then log "$name already running (pid $(cat "$PID_DIR/$name.pid"))"; return 0; fi
-  setsid "$@" >>"$LOG_DIR/$name.log" 2>&1 < /dev/null &
+  # A fresh log per start (the previous one is kept as .prev), so readiness checks that grep the log
+  # never see a line from an earlier run.
+  [[ -f $LOG_DIR/$name.log ]] && mv -f "$LOG_DIR/$name.log" "$LOG_DIR/$name.log.prev"
+  setsid "$@" >"$LOG_DIR/$name.log" 2>&1 < /dev/null &
   echo $! > "$PID_DIR/$name.pid"
   log "$name started (pid $!, log $LOG_DIR/$name.log)"
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs or builds every tool of the local stack, from package registries only (no Docker, no
 # prebuilt downloads). Each tool is cached under $CACHE_DIR/<tool>-<version>; a tool whose cache
-# directory holds a finished marker is not rebuilt. Usage: hack/tools.sh [all|k8s|kwok|helm|ferretdb|kafka|zipkin|apt]...
+# directory holds a finished marker is not rebuilt. Usage: hack/tools.sh [all|k8s|kwok|helm|mongo|kafka|zipkin|apt]...
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 GO_BUILD_FLAGS=(-trimpath)
@@ -67,20 +67,15 @@ tool_helm() {
   touch "$out/.done"
 }
 
-# FerretDB v1 (SQLite backend) as the MongoDB server. Built from a wrapper module: a plain
-# `go install` panics at start because version.txt is not in the module zip (FerretDB#2982).
-tool_ferretdb() {
-  local out=$CACHE_DIR/ferretdb-$FERRETDB_VERSION
+# MongoDB wire-protocol server: nx-27017 (PyPI) in its own virtualenv. FerretDB v1.24.1, the planned
+# server, is not served by the Go module proxy this machine reaches (403 on every version).
+tool_mongo() {
+  local out=$CACHE_DIR/nx27017-$NX27017_VERSION
   [[ -f $out/.done ]] && return 0
-  log "building FerretDB $FERRETDB_VERSION"
-  local src=$CACHE_DIR/src/ferretdb-$FERRETDB_VERSION
-  mkdir -p "$src" "$out"
-  (
-    cd "$src"
-    printf 'module example.invalid/ferret\n\ngo 1.26\n' > go.mod
-    go get github.com/FerretDB/FerretDB/cmd/ferretdb@"$FERRETDB_VERSION"
-    go build "${GO_BUILD_FLAGS[@]}" -ldflags "-s -w" -o "$out/ferretdb" github.com/FerretDB/FerretDB/cmd/ferretdb
-  )
+  log "installing nx-27017 $NX27017_VERSION (MongoDB wire protocol on SQLite) from PyPI"
+  python3 -m venv "$out"
+  "$out/bin/pip" install -q --disable-pip-version-check "nx-27017==$NX27017_VERSION" \
+    "neosqlite==$NEOSQLITE_VERSION" "pymongo==$PYMONGO_VERSION"
   touch "$out/.done"
 }
 
@@ -89,7 +84,8 @@ mvn_get() { # mvn_get OUTDIR ARGS... : runs the pinned maven-dependency-plugin
   mvn -B -q "org.apache.maven.plugins:maven-dependency-plugin:$MAVEN_DEPENDENCY_PLUGIN:$1" "${@:2}" -DoutputDirectory="$outdir"
 }
 
-# Apache Kafka broker (KRaft) from Maven Central jars; the POM brings no logging binding, so we add log4j2.
+# Apache Kafka broker (KRaft) from Maven Central jars. The POM brings no logging binding; Kafka 4.1 uses
+# slf4j 1.7, so the binding is log4j-slf4j-impl (the slf4j2 one is silently ignored: NOP logger).
 tool_kafka() {
   local out=$CACHE_DIR/kafka-$KAFKA_VERSION
   [[ -f $out/.done ]] && return 0
@@ -100,7 +96,7 @@ tool_kafka() {
  <groupId>dev.shopkeeper.local</groupId><artifactId>kafka-runtime</artifactId><version>1</version><packaging>pom</packaging>
  <dependencies>
   <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$KAFKA_VERSION</version></dependency>
-  <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j2-impl</artifactId><version>$LOG4J_VERSION</version></dependency>
+  <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>$LOG4J_VERSION</version></dependency>
   <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>$LOG4J_VERSION</version></dependency>
   <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-1.2-api</artifactId><version>$LOG4J_VERSION</version></dependency>
  </dependencies></project>
@@ -138,8 +134,8 @@ main() {
   ((${#what[@]})) || what=(all)
   for t in "${what[@]}"; do
     case $t in
-      all) tool_apt; tool_kafka; tool_zipkin; tool_ferretdb; tool_kwok; tool_helm; tool_k8s ;;
-      k8s|kwok|helm|ferretdb|kafka|zipkin|apt) "tool_$t" ;;
+      all) tool_apt; tool_kafka; tool_zipkin; tool_mongo; tool_kwok; tool_helm; tool_k8s ;;
+      k8s|kwok|helm|mongo|kafka|zipkin|apt) "tool_$t" ;;
       *) die "unknown tool '$t'" ;;
     esac
   done
@@ -149,7 +145,7 @@ main() {
 K8S_BIN=$CACHE_DIR/k8s-$K8S_VERSION
 KWOK_BIN=$CACHE_DIR/kwok-$KWOK_VERSION/kwok
 HELM_BIN=$CACHE_DIR/helm-$HELM_VERSION/helm
-FERRETDB_BIN=$CACHE_DIR/ferretdb-$FERRETDB_VERSION/ferretdb
+NX27017_BIN=$CACHE_DIR/nx27017-$NX27017_VERSION/bin/nx-27017
 KAFKA_LIBS=$CACHE_DIR/kafka-$KAFKA_VERSION/libs
 ZIPKIN_JAR=$CACHE_DIR/zipkin-$ZIPKIN_VERSION/zipkin-server-$ZIPKIN_VERSION-exec.jar
 

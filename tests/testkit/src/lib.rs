@@ -1,1 +1,39 @@
-//! Test support shared by the integration tests: where the local stack is, fail-loud checks, fresh databases, process spawning.
+//! Test support shared by every integration test of the workspace.
+//!
+//! It exists so that all tests find the local stack the same way, fail the same loud way when a
+//! server is missing (never skipping), isolate themselves with fresh databases and names, and start
+//! our real binaries as child processes. Nothing here fakes a server: it only locates real ones.
+
+pub mod process;
+pub mod stack;
+
+pub use process::{Service, binary_path, free_port};
+pub use stack::*;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Polls `check` every 100 ms until it returns true or `timeout` passes; returns whether it did.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A name unique to this test run, safe for databases, topics, namespaces and consumer groups
+/// (lower-case letters, digits and `-`/`_` only, as given in `prefix`).
+pub fn fresh_name(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}{}", &id[..12])
+}

@@ -1,0 +1,62 @@
+# shopkeeper — the two commands a newcomer needs: `make up` and `make test`.
+# Everything is real (MariaDB, a MongoDB wire-protocol server, Kafka, Zipkin, a Kubernetes control plane
+# with kwok nodes) and runs on loopback with no Docker; tools are built once into ~/.cache/shopkeeper.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+
+.PHONY: help up down status test test-only lint fmt build bench crds clean-state tools \
+        kind-up kind-images kind-install kind-shop kind-down
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+up: ## start the whole platform: stack + control plane + six services + operator (prints the URLs)
+	@hack/up.sh
+
+down: ## stop everything `make up` / `make test` started (by pid), keep data
+	@hack/platform.sh down; hack/stack.sh down
+
+status: ## what is running, and where
+	@hack/stack.sh status; hack/platform.sh status
+
+test: ## lint, then every test against the real stack (starts what is missing, stops what it started)
+	@hack/test.sh
+
+test-only: ## the tests without lint (stack must be up or is started)
+	@SHOP_SKIP_LINT=1 hack/test.sh
+
+lint: ## rustfmt check, clippy -D warnings on all targets, helm lint of the chart
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	@if [ -x .state/bin/helm ]; then .state/bin/helm lint charts/shopkeeper; else echo "helm not built yet: run make up"; fi
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+build: ## build every binary (debug)
+	$(CARGO) build --workspace --bins --locked
+
+bench: ## run the benchmarks against real processes; writes docs/benchmarks.md
+	@hack/bench.sh
+
+crds: ## regenerate crds/ from the operator's code
+	$(CARGO) run -q -p shop-operator --bin crdgen > crds/shop.yaml
+
+tools: ## build/install every stack tool into the cache (no servers started)
+	@hack/tools.sh all
+
+clean-state: down ## stop everything and delete all local data (.state)
+	rm -rf .state
+
+# ---- kind (needs Docker; cannot run on the project's CI machines — see docs/operator.md) ----
+kind-up: ## create the kind cluster from kind-config.yaml
+	hack/kind.sh up
+kind-images: ## build the images and load them into kind
+	hack/kind.sh images
+kind-install: ## helm install the operator chart into kind
+	hack/kind.sh install
+kind-shop: ## apply the example Shop
+	hack/kind.sh shop
+kind-down: ## delete the kind cluster
+	hack/kind.sh down

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# `make test`: builds/starts whatever of the stack is missing, lints, builds every binary, runs every test.
+# Servers this script started are stopped at the end; servers that were already up are left alone.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT_DIR"
+
+started_here=()
+for n in mariadb mongo kafka zipkin etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do
+  is_running "$n" || started_here+=("$n")
+done
+cleanup() {
+  local rc=$?
+  if ((${#started_here[@]})); then
+    log "stopping what make test started: ${started_here[*]}"
+    local i
+    for (( i=${#started_here[@]}-1; i>=0; i-- )); do stop_pid "${started_here[$i]}"; done
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+
+t0=$SECONDS
+hack/stack.sh up
+log "stack ready after $(( SECONDS - t0 ))s"
+
+if [[ -z ${SHOP_SKIP_LINT:-} ]]; then
+  cargo fmt --all -- --check || die "cargo fmt --check failed: run make fmt"
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+  "$STATE_DIR/bin/helm" lint charts/shopkeeper
+fi
+cargo build --workspace --bins --locked
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${SHOP_TEST_THREADS:-4}"
+log "make test finished in $(( SECONDS - t0 ))s"
