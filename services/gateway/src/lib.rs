@@ -1,0 +1,8 @@
+//! shop-gateway library: the pieces of the single entry point of a shop (routing table, JWT security,
+//! rate limiting, the streaming proxy), kept in a library so each is unit-tested on its own and the
+//! binary only wires them to the shared runtime.
+
+pub mod auth;
+pub mod config;
+pub mod ratelimit;
+pub mod routes;
