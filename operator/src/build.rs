@@ -1,0 +1,521 @@
+//! Step 2 of the pipeline (pure, no client): renders every child object of a validated Shop.
+//! Keeping this free of I/O makes the rendered objects snapshot-testable and lets the apply step
+//! stay a thin loop over the returned list.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Service,
+    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::component::Component;
+use crate::crd::SecretKeyRef;
+use crate::validate::{ResolvedComponent, ValidatedShop};
+
+/// `app.kubernetes.io/name` of every child.
+pub const APP_NAME: &str = "shopkeeper";
+/// `app.kubernetes.io/managed-by` of every child; owned watches are scoped by it.
+pub const MANAGED_BY: &str = "shop-operator";
+/// Label keys (Kubernetes recommended labels).
+pub mod labels {
+    /// Application name.
+    pub const NAME: &str = "app.kubernetes.io/name";
+    /// The Shop.
+    pub const INSTANCE: &str = "app.kubernetes.io/instance";
+    /// The component.
+    pub const COMPONENT: &str = "app.kubernetes.io/component";
+    /// The larger application.
+    pub const PART_OF: &str = "app.kubernetes.io/part-of";
+    /// The operator.
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    /// Image tag.
+    pub const VERSION: &str = "app.kubernetes.io/version";
+}
+/// Pod template annotation carrying a hash of the ConfigMap, so a config change rolls the pods.
+pub const CONFIG_HASH_ANNOTATION: &str = "shopkeeper.dev/config-hash";
+/// Container port name used by Services, probes and NetworkPolicies.
+pub const PORT_NAME: &str = "http";
+/// Port every Service also exposes (to the component's own port), so that the runtime's single
+/// DNS fallback pattern `http://<shop>-{service}.<ns>.svc:80` reaches any component.
+pub const DNS_FALLBACK_PORT: i32 = 80;
+/// UID/GID the images run as (distroless `nonroot`).
+pub const RUN_AS: i64 = 65532;
+
+/// Everything one component consists of, in apply order within the component.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ComponentResources {
+    /// Which component.
+    pub component: Component,
+    /// Its own identity (no API token mounted).
+    pub service_account: ServiceAccount,
+    /// Its non-secret configuration, consumed through `envFrom`.
+    pub config_map: ConfigMap,
+    /// ClusterIP (gateway: configurable) Service.
+    pub service: Service,
+    /// Registry only: headless Service for peer discovery.
+    pub peer_service: Option<Service>,
+    /// Who may connect to it.
+    pub network_policy: NetworkPolicy,
+    /// Only when replicas > 1.
+    pub pdb: Option<PodDisruptionBudget>,
+    /// The workload, applied last so its config exists first.
+    pub deployment: Deployment,
+}
+
+/// Every child of a Shop, components in apply order (registry first, gateway last).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resources {
+    /// Enabled components.
+    pub components: Vec<ComponentResources>,
+}
+
+/// Object name of a component's children.
+pub fn child_name(shop: &str, c: Component) -> String {
+    format!("{shop}-{c}")
+}
+
+/// Name of the registry's headless peer Service.
+pub fn peer_service_name(shop: &str) -> String {
+    format!("{shop}-registry-peers")
+}
+
+/// Labels that select a component's pods (immutable once a Deployment exists).
+pub fn selector_labels(shop: &str, c: Component) -> BTreeMap<String, String> {
+    [
+        (labels::NAME, APP_NAME.to_string()),
+        (labels::INSTANCE, shop.to_string()),
+        (labels::COMPONENT, c.name().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// Label selector string matching every child of one Shop.
+pub fn shop_selector(shop: &str) -> String {
+    format!("{}={MANAGED_BY},{}={shop}", labels::MANAGED_BY, labels::INSTANCE)
+}
+
+/// A label value from an image tag: at most 63 characters, alphanumeric at both ends.
+fn label_value(s: &str) -> String {
+    let cut: String = s
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .take(63)
+        .collect();
+    cut.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
+}
+
+fn all_labels(shop: &ValidatedShop, c: Component) -> BTreeMap<String, String> {
+    let mut l = selector_labels(&shop.name, c);
+    l.insert(labels::PART_OF.into(), APP_NAME.into());
+    l.insert(labels::MANAGED_BY.into(), MANAGED_BY.into());
+    let v = label_value(&shop.version);
+    if !v.is_empty() {
+        l.insert(labels::VERSION.into(), v);
+    }
+    l
+}
+
+fn meta(shop: &ValidatedShop, c: Component, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(shop.namespace.clone()),
+        labels: Some(all_labels(shop, c)),
+        owner_references: Some(vec![shop.owner.clone()]),
+        ..Default::default()
+    }
+}
+
+/// FNV-1a, 64 bit: a hash that is stable across Rust releases (unlike `DefaultHasher`), so an
+/// operator upgrade does not roll every pod.
+fn fnv1a(data: &BTreeMap<String, String>) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (k, v) in data {
+        for b in k.bytes().chain([0u8]).chain(v.bytes()).chain([0u8]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// The non-secret configuration of a component, as environment variables.
+pub fn config_data(shop: &ValidatedShop, c: Component) -> BTreeMap<String, String> {
+    let ns = &shop.namespace;
+    let name = &shop.name;
+    let mut d = BTreeMap::new();
+    let registry = child_name(name, Component::Registry);
+    d.insert(
+        "SHOP_REGISTRY_URL".to_string(),
+        format!("http://{registry}.{ns}.svc:{}/eureka", Component::Registry.port()),
+    );
+    d.insert(
+        "SHOP_DNS_PATTERN".to_string(),
+        format!("http://{name}-{{service}}.{ns}.svc:{DNS_FALLBACK_PORT}"),
+    );
+    d.insert("SHOP_BIND".to_string(), "0.0.0.0".to_string());
+    d.insert("SHOP_PORT".to_string(), c.port().to_string());
+    if let Some(z) = &shop.zipkin_endpoint {
+        d.insert("SHOP_ZIPKIN_ENDPOINT".to_string(), z.clone());
+    }
+    if c.uses_kafka()
+        && let Some(k) = &shop.kafka_bootstrap
+    {
+        d.insert("KAFKA_BOOTSTRAP".to_string(), k.clone());
+    }
+    match c {
+        Component::Registry => {
+            d.insert(
+                "SHOP_REGISTRY_PEERS_DNS".to_string(),
+                format!("{}.{ns}.svc", peer_service_name(name)),
+            );
+        }
+        Component::Gateway => {
+            if let Some(jwt) = &shop.gateway.jwt {
+                if let Some(u) = &jwt.jwks_url {
+                    d.insert("SHOP_JWT_JWKS_URL".to_string(), u.clone());
+                }
+                if let Some(i) = &jwt.issuer {
+                    d.insert("SHOP_JWT_ISSUER".to_string(), i.clone());
+                }
+                if let Some(a) = &jwt.audience {
+                    d.insert("SHOP_JWT_AUDIENCE".to_string(), a.clone());
+                }
+            }
+            if let Some(r) = &shop.gateway.rate_limit {
+                d.insert("SHOP_RATE_LIMIT_RPS".to_string(), r.requests_per_second.to_string());
+                d.insert("SHOP_RATE_LIMIT_BURST".to_string(), r.burst.to_string());
+            }
+        }
+        _ => {}
+    }
+    d
+}
+
+fn secret_env(name: &str, r: &SecretKeyRef) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: r.name.clone(),
+                key: r.key.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_string(),
+                api_version: None,
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Explicit env of the container: downward API, secrets, then the user's overrides (which
+/// replace a variable of the same name in place, or are appended).
+fn container_env(shop: &ValidatedShop, rc: &ResolvedComponent) -> Vec<EnvVar> {
+    let c = rc.component;
+    let mut env = vec![
+        field_env("POD_IP", "status.podIP"),
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_NAMESPACE", "metadata.namespace"),
+    ];
+    if c.uses_mysql()
+        && let Some(r) = &shop.mysql
+    {
+        env.push(secret_env("DATABASE_URL", r));
+    }
+    if c.uses_mongodb()
+        && let Some(r) = &shop.mongodb
+    {
+        env.push(secret_env("MONGODB_URL", r));
+    }
+    if c == Component::Gateway
+        && let Some(r) = shop.gateway.jwt.as_ref().and_then(|j| j.secret_ref.as_ref())
+    {
+        env.push(secret_env("SHOP_JWT_SECRET", r));
+    }
+    for user in &rc.env {
+        match env.iter_mut().find(|e| e.name == user.name) {
+            Some(existing) => *existing = user.clone(),
+            None => env.push(user.clone()),
+        }
+    }
+    env
+}
+
+fn probe(path: &str, period: i32, failure: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::String(PORT_NAME.to_string()),
+            scheme: Some("HTTP".to_string()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failure),
+        success_threshold: Some(1),
+        ..Default::default()
+    }
+}
+
+fn deployment(shop: &ValidatedShop, rc: &ResolvedComponent, config_hash: String) -> Deployment {
+    let c = rc.component;
+    let name = child_name(&shop.name, c);
+    let container = Container {
+        name: c.name().to_string(),
+        image: Some(rc.image.clone()),
+        image_pull_policy: Some(rc.pull_policy.as_str().to_string()),
+        ports: Some(vec![ContainerPort {
+            name: Some(PORT_NAME.to_string()),
+            container_port: c.port(),
+            protocol: Some("TCP".to_string()),
+            ..Default::default()
+        }]),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: name.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }]),
+        env: Some(container_env(shop, rc)),
+        resources: Some(rc.resources.clone()),
+        // Startup gives a slow first start 60 s before liveness may restart the pod.
+        startup_probe: Some(probe("/health/live", 2, 30)),
+        liveness_probe: Some(probe("/health/live", 10, 3)),
+        readiness_probe: Some(probe("/health/ready", 5, 3)),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            privileged: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_string()]),
+                add: None,
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_string(),
+                localhost_profile: None,
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tmp".to_string(),
+            mount_path: "/tmp".to_string(),
+            ..Default::default()
+        }]),
+        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
+        ..Default::default()
+    };
+    let mut pod_labels = all_labels(shop, c);
+    pod_labels.remove(labels::MANAGED_BY);
+    Deployment {
+        metadata: meta(shop, c, name.clone()),
+        spec: Some(DeploymentSpec {
+            replicas: Some(rc.replicas),
+            revision_history_limit: Some(3),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&shop.name, c)),
+                match_expressions: None,
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_string()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some([(CONFIG_HASH_ANNOTATION.to_string(), config_hash)].into()),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(name),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    termination_grace_period_seconds: Some(30),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS),
+                        run_as_group: Some(RUN_AS),
+                        fs_group: Some(RUN_AS),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_string(),
+                            localhost_profile: None,
+                        }),
+                        ..Default::default()
+                    }),
+                    containers: vec![container],
+                    volumes: Some(vec![Volume {
+                        name: "tmp".to_string(),
+                        empty_dir: Some(EmptyDirVolumeSource {
+                            medium: None,
+                            size_limit: Some(Quantity("64Mi".to_string())),
+                        }),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn service_ports(c: Component) -> Vec<ServicePort> {
+    let port = |name: &str, port: i32| ServicePort {
+        name: Some(name.to_string()),
+        port,
+        target_port: Some(IntOrString::String(PORT_NAME.to_string())),
+        protocol: Some("TCP".to_string()),
+        ..Default::default()
+    };
+    vec![port(PORT_NAME, c.port()), port("dns-fallback", DNS_FALLBACK_PORT)]
+}
+
+fn network_policy(shop: &ValidatedShop, c: Component) -> NetworkPolicy {
+    let from = c.callers().map(|callers| {
+        let mut names: Vec<String> = callers.iter().map(|c| c.name().to_string()).collect();
+        names.sort();
+        vec![NetworkPolicyPeer {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(
+                    [
+                        (labels::NAME.to_string(), APP_NAME.to_string()),
+                        (labels::INSTANCE.to_string(), shop.name.clone()),
+                    ]
+                    .into(),
+                ),
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: labels::COMPONENT.to_string(),
+                    operator: "In".to_string(),
+                    values: Some(names),
+                }]),
+            }),
+            ..Default::default()
+        }]
+    });
+    NetworkPolicy {
+        metadata: meta(shop, c, child_name(&shop.name, c)),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(&shop.name, c)),
+                match_expressions: None,
+            }),
+            policy_types: Some(vec!["Ingress".to_string()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from,
+                ports: Some(vec![NetworkPolicyPort {
+                    port: Some(IntOrString::Int(c.port())),
+                    protocol: Some("TCP".to_string()),
+                    end_port: None,
+                }]),
+            }]),
+            egress: None,
+        }),
+    }
+}
+
+/// Renders every child object of a validated Shop.
+pub fn build(shop: &ValidatedShop) -> Resources {
+    let components = shop
+        .enabled
+        .iter()
+        .map(|rc| {
+            let c = rc.component;
+            let name = child_name(&shop.name, c);
+            let data = config_data(shop, c);
+            let hash = fnv1a(&data);
+            let selector = selector_labels(&shop.name, c);
+            let service = Service {
+                metadata: meta(shop, c, name.clone()),
+                spec: Some(ServiceSpec {
+                    type_: Some(if c == Component::Gateway {
+                        shop.gateway.service_type.as_str().to_string()
+                    } else {
+                        "ClusterIP".to_string()
+                    }),
+                    selector: Some(selector.clone()),
+                    ports: Some(service_ports(c)),
+                    ..Default::default()
+                }),
+                status: None,
+            };
+            let peer_service = (c == Component::Registry).then(|| Service {
+                metadata: meta(shop, c, peer_service_name(&shop.name)),
+                spec: Some(ServiceSpec {
+                    type_: Some("ClusterIP".to_string()),
+                    cluster_ip: Some("None".to_string()),
+                    publish_not_ready_addresses: Some(true),
+                    selector: Some(selector.clone()),
+                    ports: Some(service_ports(c)),
+                    ..Default::default()
+                }),
+                status: None,
+            });
+            let pdb = (rc.replicas > 1).then(|| PodDisruptionBudget {
+                metadata: meta(shop, c, name.clone()),
+                spec: Some(PodDisruptionBudgetSpec {
+                    max_unavailable: Some(IntOrString::Int(1)),
+                    selector: Some(LabelSelector {
+                        match_labels: Some(selector.clone()),
+                        match_expressions: None,
+                    }),
+                    ..Default::default()
+                }),
+                status: None,
+            });
+            ComponentResources {
+                component: c,
+                service_account: ServiceAccount {
+                    metadata: meta(shop, c, name.clone()),
+                    automount_service_account_token: Some(false),
+                    ..Default::default()
+                },
+                config_map: ConfigMap {
+                    metadata: meta(shop, c, name.clone()),
+                    data: Some(data),
+                    ..Default::default()
+                },
+                service,
+                peer_service,
+                network_policy: network_policy(shop, c),
+                pdb,
+                deployment: deployment(shop, rc, hash),
+            }
+        })
+        .collect();
+    Resources { components }
+}

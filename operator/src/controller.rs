@@ -1,0 +1,242 @@
+//! The reconciler: glues validate → build → apply → status together for one Shop, publishes
+//! Events through one shared `Recorder`, and implements the per-object exponential backoff that
+//! kube's `error_policy` alone does not give (it is not told about successes).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::apply::{self, FIELD_MANAGER};
+use crate::build::{self, Resources};
+use crate::component::Component;
+use crate::crd::{Shop, ShopStatus};
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::status::{self, Observed, Outcome};
+use crate::validate::validate;
+
+/// Tunables of the reconciler.
+#[derive(Clone, Debug)]
+pub struct ReconcileSettings {
+    /// Safety-net resync of a healthy Shop (watches do the real work).
+    pub requeue: Duration,
+    /// First retry delay after a failure.
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        Self {
+            requeue: Duration::from_secs(3600),
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Shared state of every reconcile.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// The one Recorder (events aggregate only when it is shared).
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Consecutive failures per Shop uid.
+    failures: Mutex<HashMap<String, u32>>,
+    /// Tunables.
+    pub settings: ReconcileSettings,
+}
+
+impl Context {
+    /// Creates the context.
+    pub fn new(client: Client, recorder: Recorder, metrics: Arc<Metrics>, settings: ReconcileSettings) -> Self {
+        Self { client, recorder, metrics, failures: Mutex::new(HashMap::new()), settings }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn event(&self, reference: &ObjectReference, type_: EventType, reason: &str, action: &str, note: String) {
+        let ev = Event { type_, reason: reason.to_string(), note: Some(note), action: action.to_string(), secondary: None };
+        if let Err(e) = self.recorder.publish(&ev, reference).await {
+            warn!(error = %e, reason, "could not publish event");
+        }
+    }
+}
+
+/// Delay before retry number `failures` (1-based): `base·2^(n-1)` capped at `max`, plus up to
+/// 10 % jitter so many failing Shops do not retry in lockstep.
+pub fn backoff_delay(failures: u32, base: Duration, max: Duration, jitter: f64) -> Duration {
+    let exp = failures.saturating_sub(1).min(20);
+    let raw = base.saturating_mul(1u32 << exp).min(max);
+    raw + raw.mul_f64(jitter.clamp(0.0, 1.0) * 0.1)
+}
+
+fn key(obj: &DeserializeGuard<Shop>) -> String {
+    let m = obj.meta();
+    m.uid.clone().unwrap_or_else(|| format!("{}/{}", m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default()))
+}
+
+/// The controller's error policy: count, then retry this object with exponential backoff.
+pub fn error_policy(obj: Arc<DeserializeGuard<Shop>>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failure(err.metric_label());
+    let n = {
+        let mut f = ctx.failures();
+        let e = f.entry(key(&obj)).or_insert(0);
+        *e = e.saturating_add(1);
+        *e
+    };
+    let delay = backoff_delay(n, ctx.settings.backoff_base, ctx.settings.backoff_max, rand::random::<f64>());
+    let m = obj.meta();
+    warn!(shop = m.name.as_deref().unwrap_or(""), namespace = m.namespace.as_deref().unwrap_or(""), error = %err, failures = n, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Reconciles one Shop (entry point for the kube Controller).
+pub async fn reconcile(obj: Arc<DeserializeGuard<Shop>>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciles.inc();
+    let started = Instant::now();
+    let result = match &obj.0 {
+        Err(invalid) => {
+            // Undeserializable (e.g. stored before a schema change): report it and wait for an
+            // edit; the watch itself keeps working for every other Shop.
+            ctx.metrics.failure("invalid_object");
+            let m = &invalid.metadata;
+            warn!(shop = m.name.as_deref().unwrap_or(""), namespace = m.namespace.as_deref().unwrap_or(""), error = %invalid.error, "Shop cannot be read");
+            let reference = ObjectReference {
+                api_version: Some(format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION)),
+                kind: Some("Shop".into()),
+                name: m.name.clone(),
+                namespace: m.namespace.clone(),
+                uid: m.uid.clone(),
+                resource_version: m.resource_version.clone(),
+                field_path: None,
+            };
+            ctx.event(&reference, EventType::Warning, "InvalidObject", "Reading", format!("cannot read this Shop: {}", invalid.error)).await;
+            Ok(Action::await_change())
+        }
+        Ok(shop) if shop.meta().deletion_timestamp.is_some() => Ok(Action::await_change()),
+        Ok(shop) => reconcile_shop(shop, &ctx).await,
+    };
+    if result.is_ok() {
+        ctx.failures().remove(&key(&obj));
+    }
+    ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
+    result
+}
+
+fn now() -> Time {
+    // Whole seconds: that is what the API server stores, so a re-read status compares equal.
+    Time(Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
+    let ns = shop.namespace().unwrap_or_default();
+    let name = shop.name_any();
+    let reference = shop.object_ref(&());
+    let generation = shop.metadata.generation;
+    let client = &ctx.client;
+
+    let validated = validate(shop);
+    let desired: Vec<(Component, i32)> = match &validated {
+        Ok(v) => v.enabled.iter().map(|r| (r.component, r.replicas)).collect(),
+        Err(_) => Vec::new(),
+    };
+    let (resources, outcome): (Option<Resources>, Outcome) = match validated {
+        Err(e) => {
+            ctx.event(&reference, EventType::Warning, "InvalidSpec", "Validating", e.to_string()).await;
+            (None, Outcome::Invalid(e.to_string()))
+        }
+        Ok(v) if v.paused => (None, Outcome::Paused),
+        Ok(v) => (Some(build::build(&v)), Outcome::Applied),
+    };
+
+    let (deployments, outcome, apply_error) = match resources {
+        Some(resources) => match apply::apply_all(client, &ns, &resources, &ctx.metrics).await {
+            Ok(applied) => {
+                let uid = shop.uid().unwrap_or_default();
+                let deleted = apply::delete_orphans(client, &ns, &name, &uid, &resources, &ctx.metrics).await?;
+                if !deleted.is_empty() {
+                    info!(shop = %name, namespace = %ns, ?deleted, "deleted objects no longer in the spec");
+                    ctx.event(&reference, EventType::Normal, "Deleted", "Pruning", format!("deleted {}", deleted.join(", "))).await;
+                }
+                (applied.deployments, outcome, None)
+            }
+            Err(e) => {
+                ctx.event(&reference, EventType::Warning, "ApplyFailed", "Applying", e.to_string()).await;
+                let observed = apply::observe_deployments(client, &ns, &name).await.unwrap_or_default();
+                (observed, Outcome::Failed(e.to_string()), Some(e))
+            }
+        },
+        None => (apply::observe_deployments(client, &ns, &name).await?, outcome, None),
+    };
+
+    let observed: Vec<Observed<'_>> = desired
+        .iter()
+        .map(|(c, n)| Observed { component: *c, desired: *n, deployment: deployments.get(c) })
+        .collect();
+    let new_status = status::compute(generation, &observed, &outcome, shop.status.as_ref(), &now());
+    let old_phase = shop.status.as_ref().and_then(|s| s.phase.clone());
+    if shop.status.as_ref() != Some(&new_status) {
+        write_status(client, &ns, &name, &new_status, &ctx.metrics).await?;
+        if old_phase != new_status.phase {
+            let phase = new_status.phase.clone().unwrap_or_default();
+            info!(shop = %name, namespace = %ns, %phase, "phase changed");
+            let type_ = if matches!(phase.as_str(), "Degraded" | "Invalid") { EventType::Warning } else { EventType::Normal };
+            let note = new_status.conditions.iter().map(|c| format!("{}={}: {}", c.type_, c.status, c.message)).collect::<Vec<_>>().join("; ");
+            ctx.event(&reference, type_, &phase, "Reconciling", note).await;
+        }
+    }
+    if let Some(e) = apply_error {
+        return Err(e);
+    }
+    Ok(match outcome {
+        Outcome::Invalid(_) => Action::await_change(),
+        _ => Action::requeue(ctx.settings.requeue),
+    })
+}
+
+async fn write_status(client: &Client, ns: &str, name: &str, status: &ShopStatus, metrics: &Metrics) -> Result<(), Error> {
+    let api: Api<Shop> = Api::namespaced(client.clone(), ns);
+    let patch = json!({
+        "apiVersion": format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION),
+        "kind": "Shop",
+        "status": status,
+    });
+    metrics.write("Shop", "status");
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(Error::Status)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_base_and_caps() {
+        let b = Duration::from_millis(500);
+        let m = Duration::from_secs(300);
+        assert_eq!(backoff_delay(1, b, m, 0.0), Duration::from_millis(500));
+        assert_eq!(backoff_delay(2, b, m, 0.0), Duration::from_secs(1));
+        assert_eq!(backoff_delay(4, b, m, 0.0), Duration::from_secs(4));
+        assert_eq!(backoff_delay(50, b, m, 0.0), m);
+        assert_eq!(backoff_delay(3, b, m, 1.0), Duration::from_millis(2200));
+    }
+}

@@ -1,0 +1,352 @@
+//! The `Shop` custom resource (group `shopkeeper.dev`, version `v1alpha1`): the one object a user
+//! writes to get a whole shop. The OpenAPI schema (with CEL rules) is generated from these types,
+//! so the API server refuses nonsense before the operator ever sees it.
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of the Shop CRD.
+pub const GROUP: &str = "shopkeeper.dev";
+/// Served and stored version.
+pub const VERSION: &str = "v1alpha1";
+/// Full CRD name, `<plural>.<group>`.
+pub const CRD_NAME: &str = "shops.shopkeeper.dev";
+/// Longest Shop name: the longest child name is `<shop>-registry-peers` (15 more characters)
+/// and every child name must stay a 63-character DNS label.
+pub const MAX_SHOP_NAME: usize = 48;
+
+/// Desired state of a shop: images, the six components and the backing services they use.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "shopkeeper.dev",
+    version = "v1alpha1",
+    kind = "Shop",
+    plural = "shops",
+    singular = "shop",
+    shortname = "shp",
+    category = "shopkeeper",
+    namespaced,
+    status = "ShopStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "A whole shop: registry, gateway, product, inventory, order and notification services.",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.readyComponents", description = "ready components / enabled components"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("size(self.metadata.name) <= 48").message("metadata.name must be at most 48 characters: child names such as <name>-registry-peers must fit a 63-character DNS label"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter) because it prefixes Service names")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ShopSpec {
+    /// Default image repository and tag for every component (`<repository>/shop-<component>:<tag>`).
+    #[serde(default)]
+    pub image: ImageSpec,
+    /// When true the operator leaves every child object alone (no apply, no delete) and only reports status.
+    #[serde(default)]
+    pub paused: bool,
+    /// The six components; each may be disabled, scaled and overridden.
+    #[serde(default)]
+    pub components: Components,
+    /// Databases, Kafka and Zipkin the components use.
+    #[serde(default)]
+    pub backing: BackingServices,
+}
+
+/// Image repository, tag and pull policy.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageSpec {
+    /// Registry and path prefix, e.g. `ghcr.io/example`; images are `<repository>/shop-<component>:<tag>`.
+    #[serde(default = "default_repository")]
+    #[x_kube(validation = Rule::new("self.trim() != ''").message("image.repository must not be empty"))]
+    #[schemars(length(max = 200))]
+    pub repository: String,
+    /// Image tag shared by all components.
+    #[serde(default = "default_tag")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$')").message("image.tag must be a valid image tag (letters, digits, '_', '.', '-'; at most 128 characters)"))]
+    pub tag: String,
+    /// Kubernetes image pull policy.
+    #[serde(default)]
+    pub pull_policy: PullPolicy,
+}
+
+fn default_repository() -> String {
+    "ghcr.io/shopkeeper".to_string()
+}
+fn default_tag() -> String {
+    env!("CARGO_PKG_VERSION").to_string()
+}
+
+impl Default for ImageSpec {
+    fn default() -> Self {
+        Self {
+            repository: default_repository(),
+            tag: default_tag(),
+            pull_policy: PullPolicy::default(),
+        }
+    }
+}
+
+/// Kubernetes image pull policy (a unit-only enum keeps the schema structural).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Pull only when the image is not on the node.
+    #[default]
+    IfNotPresent,
+    /// Always pull.
+    Always,
+    /// Never pull.
+    Never,
+}
+
+impl PullPolicy {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Always => "Always",
+            Self::Never => "Never",
+        }
+    }
+}
+
+/// Per-component settings, one field per component.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Components {
+    /// Service registry (Eureka-compatible); started first.
+    #[serde(default)]
+    pub registry: ComponentSpec,
+    /// API gateway: the only component that takes outside traffic; started last.
+    #[serde(default)]
+    pub gateway: GatewaySpec,
+    /// Product catalogue (MongoDB).
+    #[serde(default)]
+    pub product: ComponentSpec,
+    /// Inventory (MySQL).
+    #[serde(default)]
+    pub inventory: ComponentSpec,
+    /// Orders (MySQL + Kafka).
+    #[serde(default)]
+    pub order: ComponentSpec,
+    /// Notifications (Kafka consumer).
+    #[serde(default)]
+    pub notification: ComponentSpec,
+}
+
+/// Settings every component has.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentSpec {
+    /// Whether the component runs; a disabled component has all its objects deleted.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Number of pods (0 keeps the objects but runs no pod).
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// Full image reference overriding `<repository>/shop-<component>:<tag>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.trim() != '' && !self.contains(' ')").message("image override must be a non-empty image reference without spaces"))]
+    pub image: Option<String>,
+    /// CPU/memory requests and limits; defaults are small (the services are Rust).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Extra environment variables; they win over the operator's own settings of the same name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub env: Vec<EnvVar>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_replicas() -> i32 {
+    1
+}
+
+impl Default for ComponentSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            replicas: 1,
+            image: None,
+            resources: None,
+            env: Vec::new(),
+        }
+    }
+}
+
+/// The gateway: a component plus JWT, rate-limit and Service-type settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    /// Common component settings.
+    #[serde(flatten)]
+    pub common: ComponentSpec,
+    /// How the gateway is exposed.
+    #[serde(default)]
+    pub service_type: ServiceType,
+    /// JWT validation; without it the gateway only serves public routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSpec>,
+    /// Token-bucket rate limit per client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
+}
+
+/// Kubernetes Service type for the gateway.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServiceType {
+    /// Cluster-internal (use an Ingress or port-forward).
+    #[default]
+    ClusterIP,
+    /// A port on every node.
+    NodePort,
+    /// A cloud load balancer.
+    LoadBalancer,
+}
+
+impl ServiceType {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterIP => "ClusterIP",
+            Self::NodePort => "NodePort",
+            Self::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// JWT settings: exactly one of an HS256 shared secret or a JWKS URL.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretRef) != has(self.jwksUrl)").message("jwt needs exactly one of secretRef (HS256 shared secret) or jwksUrl (RS256/ES256)"))]
+pub struct JwtSpec {
+    /// Secret key holding the HS256 shared secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// URL of the JWKS document for RS256/ES256 tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("jwt.jwksUrl must be an http(s) URL"))]
+    pub jwks_url: Option<String>,
+    /// Required `iss` claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Required `aud` claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+}
+
+/// Token-bucket rate limit.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSpec {
+    /// Sustained requests per second per client.
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub requests_per_second: i32,
+    /// Bucket size (burst).
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub burst: i32,
+}
+
+/// A key in a Secret of the Shop's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[x_kube(validation = Rule::new("self != ''").message("secretRef.name must not be empty"))]
+    #[schemars(length(max = 253))]
+    pub name: String,
+    /// Key inside the Secret.
+    #[x_kube(validation = Rule::new("self != ''").message("secretRef.key must not be empty"))]
+    #[schemars(length(max = 253))]
+    pub key: String,
+}
+
+/// Backing services: where the data and the events live.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackingServices {
+    /// MySQL/MariaDB URL for inventory and order (`DATABASE_URL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mysql: Option<UrlSecret>,
+    /// MongoDB URL for product (`MONGODB_URL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mongodb: Option<UrlSecret>,
+    /// Kafka for order and notification (`KAFKA_BOOTSTRAP`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaSpec>,
+    /// Zipkin span endpoint for every component (`SHOP_ZIPKIN_ENDPOINT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zipkin: Option<ZipkinSpec>,
+}
+
+/// A connection URL kept in a Secret (URLs carry passwords).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UrlSecret {
+    /// Secret key holding the URL.
+    pub url_secret_ref: SecretKeyRef,
+}
+
+/// Kafka bootstrap servers.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaSpec {
+    /// Comma-separated `host:port` list.
+    #[x_kube(validation = Rule::new("self.trim() != ''").message("kafka.bootstrapServers must not be empty"))]
+    #[schemars(length(max = 1024))]
+    pub bootstrap_servers: String,
+}
+
+/// Zipkin endpoint.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ZipkinSpec {
+    /// e.g. `http://zipkin.observability.svc:9411/api/v2/spans`.
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("zipkin.endpoint must be an http(s) URL"))]
+    #[schemars(length(max = 1024))]
+    pub endpoint: String,
+}
+
+/// Observed state, computed deterministically from the applied objects so that writing it never
+/// triggers another reconcile.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ShopStatus {
+    /// `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// One word summary: Available, Progressing, Degraded, Paused or Invalid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// `<ready>/<enabled>` components.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_components: Option<String>,
+    /// Per enabled component, in start order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<ComponentStatus>,
+    /// Available / Progressing / Degraded, Kubernetes conventions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Replica counts of one component.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    /// Component name (registry, gateway, ...).
+    pub name: String,
+    /// Replicas asked for.
+    pub desired: i32,
+    /// Pods passing readiness.
+    pub ready: i32,
+    /// Pods running the current template.
+    pub updated: i32,
+    /// Image the Deployment runs.
+    pub image: String,
+}
