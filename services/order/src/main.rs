@@ -1,3 +1,190 @@
-//! shop-order: orders on MySQL with idempotency keys and a transactional outbox to Kafka.
+//! shop-order binary: configuration, migrations, the inventory client (discovery + breaker +
+//! deadline), the outbox relay task and the API, served through the shared runtime.
 
-fn main() {}
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+use opentelemetry::propagation::Injector;
+use prometheus_client::metrics::gauge::Gauge;
+use shop_order::{
+    api::{AppState, router},
+    inventory::InventoryClient,
+    relay::{self, Relay, RelayConfig, RelayStats},
+    store,
+};
+use shop_runtime::{BreakerConfig, ClientConfig, CommonArgs, Runtime, ServiceClient};
+use sqlx::mysql::MySqlPoolOptions;
+use tokio::sync::Notify;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Command line / environment configuration.
+#[derive(Debug, Parser)]
+#[command(
+    name = "shop-order",
+    about = "Orders with idempotency keys and a transactional outbox"
+)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// MySQL URL, e.g. mysql://shop:shop@127.0.0.1:3306/order_service
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// Maximum pooled MySQL connections.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    database_max_connections: u32,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    kafka_bootstrap: String,
+    /// Topic of OrderPlaced events.
+    #[arg(long, env = "ORDER_TOPIC", default_value = "notificationTopic")]
+    topic: String,
+    /// Deadline of one inventory call, in milliseconds.
+    #[arg(long, env = "INVENTORY_TIMEOUT_MS", default_value_t = 2000)]
+    inventory_timeout_ms: u64,
+    /// Seconds the inventory breaker stays open before trial calls.
+    #[arg(long, env = "INVENTORY_BREAKER_OPEN_SECS", default_value_t = 5)]
+    breaker_open_secs: u64,
+    /// Calls in the breaker's count window.
+    #[arg(long, env = "INVENTORY_BREAKER_WINDOW", default_value_t = 5)]
+    breaker_window: usize,
+    /// Kafka per-message delivery timeout, in milliseconds (then the relay retries).
+    #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 10_000)]
+    kafka_message_timeout_ms: u64,
+    /// Outbox poll interval when idle, in milliseconds (commits wake the relay at once).
+    #[arg(long, env = "OUTBOX_POLL_MS", default_value_t = 500)]
+    outbox_poll_ms: u64,
+    /// Seconds after which an in-flight Idempotency-Key is considered abandoned.
+    #[arg(long, env = "IDEMPOTENCY_STALE_SECS", default_value_t = 30)]
+    idempotency_stale_secs: u64,
+}
+
+struct MapInjector<'a>(&'a mut BTreeMap<String, String>);
+
+impl Injector for MapInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_owned(), value);
+    }
+}
+
+/// Trace context of the current request, carried on the Kafka message.
+fn trace_headers() -> BTreeMap<String, String> {
+    let mut map = BTreeMap::new();
+    shop_runtime::telemetry::inject_into(
+        &tracing::Span::current().context(),
+        &mut MapInjector(&mut map),
+    );
+    map
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = Runtime::init("order", 8082, &args.common).await?;
+    let pool = MySqlPoolOptions::new()
+        .max_connections(args.database_max_connections)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect(&args.database_url)
+        .await
+        .context("connecting to MySQL (DATABASE_URL)")?;
+    store::MIGRATOR
+        .run(&pool)
+        .await
+        .context("applying order migrations")?;
+
+    let ready_pool = pool.clone();
+    rt.readiness().add("mysql", move || {
+        let pool = ready_pool.clone();
+        async move {
+            sqlx::query("SELECT 1")
+                .execute(&pool)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("mysql: {e}"))
+        }
+    });
+
+    let timeout = Duration::from_millis(args.inventory_timeout_ms.max(1));
+    let client = ServiceClient::new(
+        rt.discovery(),
+        rt.metrics(),
+        ClientConfig {
+            timeout,
+            breaker: BreakerConfig {
+                window: args.breaker_window.max(1),
+                open_wait: Duration::from_secs(args.breaker_open_secs.max(1)),
+                ..BreakerConfig::default()
+            },
+            ..ClientConfig::default()
+        },
+    );
+    // Register the breaker gauge now so /metrics shows it closed before the first call.
+    let _ = client.breaker(shop_order::inventory::INVENTORY_APP);
+
+    let relay_cfg = RelayConfig {
+        bootstrap: args.kafka_bootstrap.clone(),
+        message_timeout: Duration::from_millis(args.kafka_message_timeout_ms.max(100)),
+        poll_interval: Duration::from_millis(args.outbox_poll_ms.max(10)),
+        batch_size: 500,
+    };
+    let producer = relay::producer(&relay_cfg).context("creating the Kafka producer")?;
+    let wake = Arc::new(Notify::new());
+    let stats = Arc::new(RelayStats::default());
+    register_metrics(&rt, &pool, &stats);
+    let relay_task = tokio::spawn(
+        Relay::new(pool.clone(), producer, wake.clone(), relay_cfg, stats).run(rt.shutdown_token()),
+    );
+
+    let state = AppState {
+        pool: pool.clone(),
+        inventory: Arc::new(InventoryClient::new(client, timeout)),
+        relay_wake: wake,
+        topic: Arc::from(args.topic.as_str()),
+        idempotency_stale_after: Duration::from_secs(args.idempotency_stale_secs.max(1)),
+        trace_headers,
+    };
+    let shutdown = rt.shutdown_token();
+    let served = rt.serve(router(state)).await;
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), relay_task).await;
+    pool.close().await;
+    served?;
+    Ok(())
+}
+
+/// Outbox metrics: events published / failed (counters) and rows pending (gauge, sampled).
+fn register_metrics(rt: &Runtime, pool: &sqlx::MySqlPool, stats: &Arc<RelayStats>) {
+    let pending = Gauge::<i64>::default();
+    {
+        let metrics = rt.metrics();
+        let mut reg = metrics.registry();
+        reg.register(
+            "order_outbox_pending",
+            "Outbox events not yet acknowledged by Kafka",
+            pending.clone(),
+        );
+        reg.register(
+            "order_outbox_published",
+            "Outbox events acknowledged by Kafka since start",
+            stats.published.clone(),
+        );
+        reg.register(
+            "order_outbox_publish_failures",
+            "Outbox publish attempts that failed since start (they are retried)",
+            stats.failed.clone(),
+        );
+    }
+    let pool = pool.clone();
+    let stop = rt.shutdown_token();
+    tokio::spawn(async move {
+        loop {
+            if let Ok(n) = store::outbox_pending(&pool).await {
+                pending.set(n);
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    });
+}

@@ -1,0 +1,434 @@
+//! HTTP API of shop-inventory: the original's `GET /api/inventory?skuCode=…` (with correct
+//! quantity semantics), stock set/adjust used by shop-product, and reservations used by
+//! shop-order. Input is validated completely before anything is written.
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, Path, RawQuery, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post, put},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::MySqlPool;
+
+use crate::{
+    problem::{ApiJson, Problem, json_response},
+    store::{self, Line, ReserveOutcome, StoreError},
+};
+
+/// Longest SKU code accepted (the column width).
+pub const MAX_SKU_LEN: usize = 128;
+/// Longest order number accepted (the column width).
+pub const MAX_ORDER_NUMBER_LEN: usize = 64;
+/// Most SKUs in one stock query or reservation.
+pub const MAX_SKUS: usize = 200;
+/// Largest quantity in one line or stock level.
+pub const MAX_QUANTITY: i64 = 1_000_000_000;
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Shared handler state.
+#[derive(Clone)]
+pub struct AppState {
+    /// MySQL pool.
+    pub pool: MySqlPool,
+}
+
+/// The service's routes (health/metrics are added by the runtime).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/inventory", get(check_stock))
+        .route("/api/inventory/reservations", post(create_reservation))
+        .route(
+            "/api/inventory/reservations/{order_number}",
+            get(get_reservation).delete(release_reservation),
+        )
+        .route("/api/inventory/{sku_code}", put(set_stock).get(get_stock))
+        .route("/api/inventory/{sku_code}/adjust", post(adjust_stock))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+fn store_problem(e: StoreError) -> Problem {
+    match e {
+        StoreError::Insufficient(short) => Problem::new(
+            StatusCode::CONFLICT,
+            "insufficient-stock",
+            "Insufficient stock",
+            format!(
+                "not enough stock for: {}",
+                short
+                    .iter()
+                    .map(|s| s.sku_code.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+        .with("unavailable", json!(short)),
+        StoreError::ConflictingReplay(n) => Problem::new(
+            StatusCode::CONFLICT,
+            "reservation-conflict",
+            "Reservation conflict",
+            format!("order number {n} was already reserved with different lines"),
+        )
+        .with("field", json!("orderNumber")),
+        StoreError::Released(n) => Problem::new(
+            StatusCode::CONFLICT,
+            "reservation-released",
+            "Reservation released",
+            format!("the reservation for order {n} was released; use a new order number"),
+        )
+        .with("field", json!("orderNumber")),
+        StoreError::WouldGoNegative {
+            sku_code,
+            available,
+            delta,
+        } => Problem::new(
+            StatusCode::CONFLICT,
+            "insufficient-stock",
+            "Insufficient stock",
+            format!("stock of {sku_code} is {available}; adjusting by {delta} would go below zero"),
+        )
+        .with("field", json!("delta"))
+        .with(
+            "unavailable",
+            json!([{"skuCode": sku_code, "requested": -delta, "available": available}]),
+        ),
+        StoreError::UnknownSku(s) => Problem::not_found("SKU", &s),
+        StoreError::Db(e) => {
+            tracing::error!(error = %e, "database failure");
+            match e {
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                    Problem::unavailable("the inventory database is unavailable", 1)
+                }
+                _ => Problem::internal(),
+            }
+        }
+    }
+}
+
+/// Checks a SKU code: non-empty, bounded, printable without spaces at the ends.
+pub fn validate_sku(field: &str, sku: &str) -> Result<(), Problem> {
+    if sku.trim().is_empty() {
+        return Err(Problem::invalid(
+            field,
+            format!("{field} must not be empty"),
+        ));
+    }
+    if sku.len() > MAX_SKU_LEN {
+        return Err(Problem::invalid(
+            field,
+            format!("{field} must be at most {MAX_SKU_LEN} bytes"),
+        ));
+    }
+    if sku.trim() != sku || sku.chars().any(char::is_control) {
+        return Err(Problem::invalid(
+            field,
+            format!("{field} must not contain control characters or surrounding spaces"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_order_number(n: &str) -> Result<(), Problem> {
+    if n.is_empty()
+        || n.len() > MAX_ORDER_NUMBER_LEN
+        || n.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(Problem::invalid(
+            "orderNumber",
+            format!("orderNumber must be 1..={MAX_ORDER_NUMBER_LEN} bytes without spaces"),
+        ));
+    }
+    Ok(())
+}
+
+/// The parsed query of `GET /api/inventory`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StockQuery {
+    /// Requested SKUs, de-duplicated, in request order.
+    pub skus: Vec<String>,
+    /// Units each SKU must have to be `inStock`.
+    pub quantity: i64,
+}
+
+/// Parses `skuCode=a&skuCode=b,c&quantity=n` (repeated and comma-separated forms, as Spring binds `List<String>`).
+pub fn parse_stock_query(raw: Option<&str>) -> Result<StockQuery, Problem> {
+    let mut skus: Vec<String> = Vec::new();
+    let mut quantity = 1;
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "skuCode" => {
+                for sku in v.split(',') {
+                    validate_sku("skuCode", sku)?;
+                    if !skus.iter().any(|s| s == sku) {
+                        skus.push(sku.to_owned());
+                    }
+                }
+            }
+            "quantity" => {
+                quantity = v
+                    .parse::<i64>()
+                    .map_err(|_| Problem::bad_request("quantity", "quantity must be an integer"))?;
+                if !(1..=MAX_QUANTITY).contains(&quantity) {
+                    return Err(Problem::invalid(
+                        "quantity",
+                        format!("quantity must be between 1 and {MAX_QUANTITY}"),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    if skus.is_empty() {
+        return Err(Problem::bad_request(
+            "skuCode",
+            "at least one skuCode query parameter is required",
+        ));
+    }
+    if skus.len() > MAX_SKUS {
+        return Err(Problem::invalid(
+            "skuCode",
+            format!("at most {MAX_SKUS} SKUs per query"),
+        ));
+    }
+    Ok(StockQuery { skus, quantity })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StockAnswer {
+    sku_code: String,
+    in_stock: bool,
+    available_quantity: i64,
+}
+
+async fn check_stock(
+    State(st): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, Problem> {
+    let q = parse_stock_query(raw.as_deref())?;
+    let found = store::levels(&st.pool, &q.skus)
+        .await
+        .map_err(store_problem)?;
+    let answers: Vec<StockAnswer> = q
+        .skus
+        .into_iter()
+        .map(|sku| {
+            let available = found.get(&sku).copied().unwrap_or(0);
+            StockAnswer {
+                in_stock: found.contains_key(&sku) && available >= q.quantity,
+                available_quantity: available,
+                sku_code: sku,
+            }
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &answers))
+}
+
+async fn get_stock(
+    State(st): State<AppState>,
+    Path(sku): Path<String>,
+) -> Result<Response, Problem> {
+    validate_sku("skuCode", &sku)?;
+    let found = store::levels(&st.pool, std::slice::from_ref(&sku))
+        .await
+        .map_err(store_problem)?;
+    match found.get(&sku) {
+        Some(q) => Ok(json_response(
+            StatusCode::OK,
+            &json!({"skuCode": sku, "quantity": q}),
+        )),
+        None => Err(Problem::not_found("SKU", &sku)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetStockBody {
+    quantity: i64,
+}
+
+async fn set_stock(
+    State(st): State<AppState>,
+    Path(sku): Path<String>,
+    ApiJson(body): ApiJson<SetStockBody>,
+) -> Result<Response, Problem> {
+    validate_sku("skuCode", &sku)?;
+    if !(0..=MAX_QUANTITY).contains(&body.quantity) {
+        return Err(Problem::invalid(
+            "quantity",
+            format!("quantity must be between 0 and {MAX_QUANTITY}"),
+        ));
+    }
+    let level = store::set_stock(&st.pool, &sku, body.quantity)
+        .await
+        .map_err(store_problem)?;
+    tracing::info!(sku = %level.sku_code, quantity = level.quantity, "stock set");
+    Ok(json_response(StatusCode::OK, &level))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdjustBody {
+    delta: i64,
+}
+
+async fn adjust_stock(
+    State(st): State<AppState>,
+    Path(sku): Path<String>,
+    ApiJson(body): ApiJson<AdjustBody>,
+) -> Result<Response, Problem> {
+    validate_sku("skuCode", &sku)?;
+    if body.delta.abs() > MAX_QUANTITY {
+        return Err(Problem::invalid(
+            "delta",
+            format!("delta must be between -{MAX_QUANTITY} and {MAX_QUANTITY}"),
+        ));
+    }
+    let level = store::adjust_stock(&st.pool, &sku, body.delta)
+        .await
+        .map_err(store_problem)?;
+    tracing::info!(sku = %level.sku_code, delta = body.delta, quantity = level.quantity, "stock adjusted");
+    Ok(json_response(StatusCode::OK, &level))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReservationLineBody {
+    sku_code: String,
+    quantity: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReservationBody {
+    order_number: String,
+    lines: Vec<ReservationLineBody>,
+}
+
+fn validate_reservation(body: ReservationBody) -> Result<(String, Vec<Line>), Problem> {
+    validate_order_number(&body.order_number)?;
+    if body.lines.is_empty() {
+        return Err(Problem::invalid("lines", "lines must not be empty"));
+    }
+    if body.lines.len() > MAX_SKUS {
+        return Err(Problem::invalid(
+            "lines",
+            format!("at most {MAX_SKUS} lines per reservation"),
+        ));
+    }
+    let mut lines = Vec::with_capacity(body.lines.len());
+    for (i, l) in body.lines.into_iter().enumerate() {
+        validate_sku(&format!("lines[{i}].skuCode"), &l.sku_code)?;
+        if !(1..=MAX_QUANTITY).contains(&l.quantity) {
+            return Err(Problem::invalid(
+                &format!("lines[{i}].quantity"),
+                format!("lines[{i}].quantity must be between 1 and {MAX_QUANTITY}"),
+            ));
+        }
+        lines.push(Line {
+            sku_code: l.sku_code,
+            quantity: l.quantity,
+        });
+    }
+    Ok((body.order_number, lines))
+}
+
+async fn create_reservation(
+    State(st): State<AppState>,
+    ApiJson(body): ApiJson<ReservationBody>,
+) -> Result<Response, Problem> {
+    let (order_number, lines) = validate_reservation(body)?;
+    match store::reserve(&st.pool, &order_number, &lines).await {
+        Ok(ReserveOutcome::Created(r)) => {
+            tracing::info!(order_number = %r.order_number, lines = r.lines.len(), "stock reserved");
+            Ok(json_response(StatusCode::CREATED, &r))
+        }
+        Ok(ReserveOutcome::Replayed(r)) => {
+            tracing::info!(order_number = %r.order_number, "reservation replayed");
+            Ok(json_response(StatusCode::OK, &r))
+        }
+        Err(e) => {
+            if let StoreError::Insufficient(short) = &e {
+                tracing::info!(%order_number, short = short.len(), "reservation refused: insufficient stock");
+            }
+            Err(store_problem(e))
+        }
+    }
+}
+
+async fn get_reservation(
+    State(st): State<AppState>,
+    Path(order_number): Path<String>,
+) -> Result<Response, Problem> {
+    validate_order_number(&order_number)?;
+    match store::get_reservation(&st.pool, &order_number)
+        .await
+        .map_err(store_problem)?
+    {
+        Some(r) => Ok(json_response(StatusCode::OK, &r)),
+        None => Err(Problem::not_found("reservation", &order_number)),
+    }
+}
+
+async fn release_reservation(
+    State(st): State<AppState>,
+    Path(order_number): Path<String>,
+) -> Result<impl IntoResponse, Problem> {
+    validate_order_number(&order_number)?;
+    let r = store::release(&st.pool, &order_number)
+        .await
+        .map_err(store_problem)?;
+    tracing::info!(%order_number, "reservation released");
+    Ok(json_response(StatusCode::OK, &r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stock_query_accepts_repeated_and_comma_forms_and_dedups() {
+        let q = parse_stock_query(Some("skuCode=a&skuCode=b%2Cc&skuCode=a&quantity=3")).unwrap();
+        assert_eq!(q.skus, vec!["a", "b", "c"]);
+        assert_eq!(q.quantity, 3);
+        let q = parse_stock_query(Some("skuCode=iphone_13")).unwrap();
+        assert_eq!(q.quantity, 1);
+    }
+
+    #[test]
+    fn stock_query_rejects_missing_sku_and_bad_quantity() {
+        assert_eq!(
+            parse_stock_query(None).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        let p = parse_stock_query(Some("skuCode=a&quantity=x")).unwrap_err();
+        assert_eq!(p.body()["field"], "quantity");
+        let p = parse_stock_query(Some("skuCode=a&quantity=0")).unwrap_err();
+        assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let p = parse_stock_query(Some("skuCode=")).unwrap_err();
+        assert_eq!(p.body()["field"], "skuCode");
+    }
+
+    #[test]
+    fn reservation_validation_names_the_line() {
+        let body = ReservationBody {
+            order_number: "o-1".into(),
+            lines: vec![
+                ReservationLineBody {
+                    sku_code: "a".into(),
+                    quantity: 1,
+                },
+                ReservationLineBody {
+                    sku_code: "b".into(),
+                    quantity: 0,
+                },
+            ],
+        };
+        let p = validate_reservation(body).unwrap_err();
+        assert_eq!(p.body()["field"], "lines[1].quantity");
+    }
+}

@@ -1,0 +1,335 @@
+//! shop-inventory against the real MariaDB, as a real process: stock queries with the
+//! original's shape and correct semantics, all-or-nothing reservations that never oversell
+//! under concurrency, idempotent replay and release, and bad input refused with nothing written.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use shop_testkit::{Service, free_port, fresh_mysql_database};
+
+struct Inv {
+    svc: Service,
+    http: Client,
+}
+
+impl Inv {
+    async fn start() -> Inv {
+        let db = fresh_mysql_database("inv").await;
+        let port = free_port();
+        let svc = Service::spawn(
+            "shop-inventory",
+            &[],
+            &[("DATABASE_URL", db.as_str())],
+            port,
+        )
+        .await;
+        Inv {
+            svc,
+            http: Client::new(),
+        }
+    }
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.svc.base_url())
+    }
+    async fn set(&self, sku: &str, q: i64) {
+        let r = self
+            .http
+            .put(self.url(&format!("/api/inventory/{sku}")))
+            .json(&json!({"quantity": q}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    }
+    async fn stock(&self, sku: &str) -> i64 {
+        let v: Value = self
+            .http
+            .get(self.url(&format!("/api/inventory?skuCode={sku}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v[0]["availableQuantity"].as_i64().unwrap()
+    }
+    async fn reserve(&self, order: &str, lines: Value) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(self.url("/api/inventory/reservations"))
+            .json(&json!({"orderNumber": order, "lines": lines}))
+            .send()
+            .await
+            .unwrap();
+        let s = r.status();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test]
+async fn stock_query_keeps_the_original_shape_and_checks_the_requested_quantity() {
+    let inv = Inv::start().await;
+    inv.set("iphone_13", 100).await;
+    inv.set("iphone_13_red", 0).await;
+    let r = inv
+        .http
+        .get(inv.url("/api/inventory?skuCode=iphone_13&skuCode=iphone_13_red&skuCode=nokia"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v,
+        json!([
+            {"skuCode": "iphone_13", "inStock": true, "availableQuantity": 100},
+            {"skuCode": "iphone_13_red", "inStock": false, "availableQuantity": 0},
+            {"skuCode": "nokia", "inStock": false, "availableQuantity": 0},
+        ])
+    );
+    let v: Value = inv
+        .http
+        .get(inv.url("/api/inventory?skuCode=iphone_13&quantity=101"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v[0]["inStock"], false, "100 in stock cannot serve 101");
+}
+
+#[tokio::test]
+async fn reservation_is_all_or_nothing_and_names_every_short_sku() {
+    let inv = Inv::start().await;
+    inv.set("a", 5).await;
+    inv.set("b", 1).await;
+    let (s, body) = inv
+        .reserve(
+            "o-1",
+            json!([{"skuCode": "a", "quantity": 2}, {"skuCode": "b", "quantity": 2}, {"skuCode": "ghost", "quantity": 1}]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let mut short: Vec<Value> = body["unavailable"].as_array().unwrap().clone();
+    short.sort_by_key(|v| v["skuCode"].as_str().unwrap().to_owned());
+    assert_eq!(
+        short,
+        vec![
+            json!({"skuCode": "b", "requested": 2, "available": 1}),
+            json!({"skuCode": "ghost", "requested": 1, "available": 0}),
+        ]
+    );
+    assert_eq!(
+        inv.stock("a").await,
+        5,
+        "the servable line must not be taken either"
+    );
+    assert_eq!(inv.stock("b").await, 1);
+    // The order number was not consumed by the refused attempt.
+    let (s, body) = inv
+        .reserve("o-1", json!([{"skuCode": "a", "quantity": 2}]))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"], "RESERVED");
+    assert_eq!(inv.stock("a").await, 3);
+}
+
+#[tokio::test]
+async fn concurrent_reservations_for_the_last_units_never_oversell() {
+    let inv = Inv::start().await;
+    inv.set("last", 7).await;
+    inv.set("other", 1000).await;
+    let futs = (0..40).map(|i| {
+        // Half the orders also take another SKU, in a different line order, to provoke lock-order conflicts.
+        let lines = if i % 2 == 0 {
+            json!([{"skuCode": "last", "quantity": 1}, {"skuCode": "other", "quantity": 1}])
+        } else {
+            json!([{"skuCode": "other", "quantity": 1}, {"skuCode": "last", "quantity": 1}])
+        };
+        let inv = &inv;
+        async move { inv.reserve(&format!("race-{i}"), lines).await.0 }
+    });
+    let statuses = futures::future::join_all(futs).await;
+    let ok = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((ok, refused), (7, 33), "{statuses:?}");
+    assert_eq!(inv.stock("last").await, 0);
+    assert_eq!(
+        inv.stock("other").await,
+        1000 - 7,
+        "refused orders must not keep the other line"
+    );
+}
+
+#[tokio::test]
+async fn reservations_replay_by_order_number_and_release_is_idempotent() {
+    let inv = Inv::start().await;
+    inv.set("a", 10).await;
+    let lines = json!([{"skuCode": "a", "quantity": 3}]);
+    let (s1, b1) = inv.reserve("o-7", lines.clone()).await;
+    assert_eq!(s1, StatusCode::CREATED);
+    let (s2, b2) = inv.reserve("o-7", lines.clone()).await;
+    assert_eq!(s2, StatusCode::OK, "a replay is not a new reservation");
+    assert_eq!(b1, b2, "a replay answers the same body");
+    assert_eq!(inv.stock("a").await, 7, "taken once");
+    let (s3, b3) = inv
+        .reserve("o-7", json!([{"skuCode": "a", "quantity": 4}]))
+        .await;
+    assert_eq!(s3, StatusCode::CONFLICT, "{b3}");
+    assert_eq!(b3["field"], "orderNumber");
+
+    for _ in 0..2 {
+        let r = inv
+            .http
+            .delete(inv.url("/api/inventory/reservations/o-7"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["status"], "RELEASED");
+        assert_eq!(
+            inv.stock("a").await,
+            10,
+            "released once, even when asked twice"
+        );
+    }
+    // A late reservation for a released (e.g. timed-out) order is refused, never taken.
+    let (s, _) = inv.reserve("o-7", lines.clone()).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let r = inv
+        .http
+        .delete(inv.url("/api/inventory/reservations/never-came"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (s, _) = inv.reserve("never-came", lines).await;
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "release-before-reserve leaves a tombstone"
+    );
+    assert_eq!(inv.stock("a").await, 10);
+}
+
+#[tokio::test]
+async fn adjust_never_goes_below_zero() {
+    let inv = Inv::start().await;
+    inv.set("a", 2).await;
+    let adjust = |delta: i64| {
+        inv.http
+            .post(inv.url("/api/inventory/a/adjust"))
+            .json(&json!({"delta": delta}))
+            .send()
+    };
+    let r = adjust(5).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap()["quantity"], 7);
+    let r = adjust(-8).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert_eq!(inv.stock("a").await, 7);
+    let r = adjust(-7).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(inv.stock("a").await, 0);
+}
+
+#[tokio::test]
+async fn malformed_and_invalid_bodies_are_problems_and_write_nothing() {
+    let inv = Inv::start().await;
+    inv.set("a", 4).await;
+    let cases: Vec<(&str, &str, &str, StatusCode, &str)> = vec![
+        (
+            "PUT",
+            "/api/inventory/a",
+            r#"{"quantity": -1}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "quantity",
+        ),
+        (
+            "PUT",
+            "/api/inventory/a",
+            r#"{"quantity": "many"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "quantity",
+        ),
+        (
+            "PUT",
+            "/api/inventory/a",
+            r#"{"quantity": 1"#,
+            StatusCode::BAD_REQUEST,
+            "body",
+        ),
+        (
+            "POST",
+            "/api/inventory/a/adjust",
+            r#"{}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "delta",
+        ),
+        (
+            "POST",
+            "/api/inventory/reservations",
+            r#"{"orderNumber":"x","lines":[{"skuCode":"a","quantity":1},{"skuCode":"a","quantity":0}]}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "lines[1].quantity",
+        ),
+        (
+            "POST",
+            "/api/inventory/reservations",
+            r#"{"orderNumber":"x","lines":[{"quantity":1}]}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "lines[0].skuCode",
+        ),
+        (
+            "POST",
+            "/api/inventory/reservations",
+            r#"{"orderNumber":"x","lines":[]}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "lines",
+        ),
+    ];
+    for (method, path, body, status, field) in cases {
+        let r = inv
+            .http
+            .request(method.parse().unwrap(), inv.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{method} {path} {body}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(p["field"], field, "{method} {path} {body}: {p}");
+        assert_eq!(p["status"], status.as_u16());
+    }
+    assert_eq!(inv.stock("a").await, 4, "nothing written");
+    let r = inv
+        .http
+        .get(inv.url("/api/inventory/reservations/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "no reservation half-written"
+    );
+    let r = inv
+        .http
+        .get(inv.url("/api/inventory"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<Value>().await.unwrap()["field"], "skuCode");
+}

@@ -1,0 +1,343 @@
+//! HTTP API of shop-order: `POST /api/order` (the original's body; Idempotency-Key; stock
+//! reserved in inventory before the order and its outbox event are committed together),
+//! `GET /api/order/{orderNumber}` and `GET /api/order` (paged).
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, Path, Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use chrono::{SubsecRound, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use sqlx::MySqlPool;
+use tokio::sync::Notify;
+
+use crate::{
+    inventory::{InventoryClient, ReserveError},
+    model::{self, Order, OrderPlacedEvent, OrderRequest},
+    problem::{Problem, json_response, parse_json},
+    store::{self, KeyClaim, OutboxRow},
+};
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Largest page size of `GET /api/order`.
+pub const MAX_PAGE_SIZE: u32 = 200;
+
+/// Shared handler state.
+#[derive(Clone)]
+pub struct AppState {
+    /// MySQL pool.
+    pub pool: MySqlPool,
+    /// Inventory client (discovery + breaker + timeout).
+    pub inventory: Arc<InventoryClient>,
+    /// Wakes the outbox relay after a commit.
+    pub relay_wake: Arc<Notify>,
+    /// Kafka topic of OrderPlaced.
+    pub topic: Arc<str>,
+    /// An IN_FLIGHT Idempotency-Key older than this is considered abandoned.
+    pub idempotency_stale_after: Duration,
+    /// Hook that returns the trace-context headers to carry on the Kafka message.
+    pub trace_headers: fn() -> BTreeMap<String, String>,
+}
+
+/// The service's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/order", get(list_orders).post(place_order))
+        .route("/api/order/{order_number}", get(get_order))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+fn db_problem(e: &store::StoreError) -> Problem {
+    tracing::error!(error = %e, "order database failure");
+    match e {
+        store::StoreError::Db(
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
+        ) => Problem::unavailable("the order database is unavailable", 1),
+        _ => Problem::internal(),
+    }
+}
+
+fn json_content_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let ct = ct.to_ascii_lowercase();
+            ct.starts_with("application/json")
+                || (ct.starts_with("application/") && ct.contains("+json"))
+        })
+}
+
+/// Frees the Idempotency-Key of a failed attempt so the client may retry it.
+async fn forget(st: &AppState, key: Option<&str>) {
+    if let Some(k) = key
+        && let Err(e) = store::forget_key(&st.pool, k).await
+    {
+        tracing::warn!(error = %e, "could not free idempotency key; it frees itself when stale");
+    }
+}
+
+async fn place_order(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    match place_order_inner(&st, &headers, &body).await {
+        Ok(r) => r,
+        Err(p) => p.into_response(),
+    }
+}
+
+async fn place_order_inner(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, Problem> {
+    // 1. Everything about the request is checked before anything is written.
+    if !json_content_type(headers) {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "the body must be JSON (Content-Type: application/json)",
+        )
+        .with("field", json!("Content-Type")));
+    }
+    let key = match headers.get("idempotency-key") {
+        Some(v) => Some(model::validate_idempotency_key(v.as_bytes())?),
+        None => None,
+    };
+    let lines = model::validate(parse_json::<OrderRequest>(body)?)?;
+    let fingerprint = model::fingerprint(&lines);
+
+    // 2. Idempotency-Key: replay, refuse, or claim.
+    let mut order_number = uuid::Uuid::new_v4().to_string();
+    if let Some(k) = key.as_deref() {
+        match store::claim_key(
+            &st.pool,
+            k,
+            &fingerprint,
+            &order_number,
+            st.idempotency_stale_after,
+        )
+        .await
+        .map_err(|e| db_problem(&e))?
+        {
+            KeyClaim::Fresh => {}
+            KeyClaim::TakenOver(previous) => {
+                tracing::warn!(idempotency_key = k, order_number = %previous, "taking over an abandoned in-flight request");
+                order_number = previous;
+            }
+            KeyClaim::Mismatch => {
+                return Err(Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency-key-reused",
+                    "Idempotency-Key reused with a different body",
+                    "this Idempotency-Key was used with a different request body",
+                )
+                .with("field", json!("Idempotency-Key")));
+            }
+            KeyClaim::InFlight => {
+                let mut p = Problem::new(
+                    StatusCode::CONFLICT,
+                    "idempotency-key-in-flight",
+                    "Request with this Idempotency-Key is in progress",
+                    "a request with this Idempotency-Key is still being processed; retry shortly",
+                )
+                .with("field", json!("Idempotency-Key"));
+                p.retry_after = Some(1);
+                return Err(p);
+            }
+            KeyClaim::Done { status, body } => {
+                tracing::info!(idempotency_key = k, "idempotent replay");
+                let mut resp = (
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED),
+                    body,
+                )
+                    .into_response();
+                let h = resp.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+                return Ok(resp);
+            }
+        }
+    }
+
+    // 3. Reserve stock (never retried here; the breaker and timeout bound it).
+    if let Err(e) = st.inventory.reserve(&order_number, &lines).await {
+        forget(st, key.as_deref()).await;
+        return Err(match e {
+            ReserveError::OutOfStock { unavailable } => {
+                let skus: Vec<String> = unavailable
+                    .iter()
+                    .filter_map(|u| u.get("skuCode").and_then(|s| s.as_str()).map(str::to_owned))
+                    .collect();
+                tracing::info!(%order_number, skus = ?skus, "order refused: out of stock");
+                Problem::new(
+                    StatusCode::CONFLICT,
+                    "out-of-stock",
+                    "Out of stock",
+                    format!("not enough stock for: {}", skus.join(", ")),
+                )
+                .with("field", json!("orderLineItemsDtoList"))
+                .with("skuCodes", json!(skus))
+                .with("unavailable", json!(unavailable))
+            }
+            ReserveError::Conflict(detail) => Problem::new(
+                StatusCode::CONFLICT,
+                "reservation-conflict",
+                "Reservation conflict",
+                detail,
+            ),
+            ReserveError::Unavailable {
+                reason,
+                retry_after,
+                maybe_reserved,
+            } => {
+                tracing::warn!(%order_number, %reason, "order refused: inventory unavailable");
+                if maybe_reserved {
+                    st.inventory.release_in_background(order_number.clone());
+                }
+                Problem::unavailable(
+                    format!(
+                        "inventory is unavailable ({reason}); nothing was ordered, retry later"
+                    ),
+                    retry_after.as_secs().max(1),
+                )
+            }
+            ReserveError::Protocol(detail) => {
+                tracing::error!(%order_number, %detail, "unexpected inventory answer");
+                Problem::internal()
+            }
+        });
+    }
+
+    // 4. Order + lines + outbox + stored response: one transaction.
+    let created_at = Utc::now().trunc_subsecs(6);
+    let total = model::total(&lines);
+    let order = Order {
+        order_number: order_number.clone(),
+        status: model::STATUS_PLACED.to_owned(),
+        lines,
+        total,
+        created_at,
+    };
+    let event = OrderPlacedEvent {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        event_type: "OrderPlaced",
+        order_number: order_number.clone(),
+        occurred_at: created_at,
+        lines: order.lines.clone(),
+        total,
+    };
+    let mut kafka_headers = (st.trace_headers)();
+    kafka_headers.insert("__TypeId__".into(), "event".into());
+    kafka_headers.insert("eventId".into(), event.event_id.clone());
+    kafka_headers.insert("eventType".into(), "OrderPlaced".into());
+    let body = serde_json::to_string(&order).map_err(|e| {
+        tracing::error!(error = %e, "order serialisation failed");
+        Problem::internal()
+    })?;
+    let written = store::insert_order(
+        &st.pool,
+        &order,
+        key.as_deref(),
+        OutboxRow {
+            event: &event,
+            topic: &st.topic,
+            headers: &kafka_headers,
+        },
+        &body,
+    )
+    .await;
+    if let Err(e) = written {
+        let p = db_problem(&e);
+        // Give the stock back; if this fails too the reservation stays visible in inventory.
+        if let Err(re) = st.inventory.release(&order_number).await {
+            tracing::error!(%order_number, error = %re, "could not release the reservation of a failed order");
+        }
+        forget(st, key.as_deref()).await;
+        return Err(p);
+    }
+    st.relay_wake.notify_one();
+    tracing::info!(%order_number, total = %model::money_string(&total), "order placed");
+    let mut resp = (StatusCode::CREATED, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(loc) = HeaderValue::from_str(&format!("/api/order/{order_number}")) {
+        h.insert(header::LOCATION, loc);
+    }
+    Ok(resp)
+}
+
+async fn get_order(
+    State(st): State<AppState>,
+    Path(order_number): Path<String>,
+) -> Result<Response, Problem> {
+    if order_number.len() > 64 {
+        return Err(Problem::not_found("order", &order_number));
+    }
+    match store::get_order(&st.pool, &order_number)
+        .await
+        .map_err(|e| db_problem(&e))?
+    {
+        Some(o) => Ok(json_response(StatusCode::OK, &o)),
+        None => Err(Problem::not_found("order", &order_number)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    page: Option<String>,
+    size: Option<String>,
+}
+
+async fn list_orders(
+    State(st): State<AppState>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, Problem> {
+    let page = match q.page.as_deref() {
+        None => 0,
+        Some(p) => p
+            .parse::<u32>()
+            .map_err(|_| Problem::bad_request("page", "page must be a non-negative integer"))?,
+    };
+    let size = match q.size.as_deref() {
+        None => 20,
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|s| (1..=MAX_PAGE_SIZE).contains(s))
+            .ok_or_else(|| {
+                Problem::bad_request(
+                    "size",
+                    format!("size must be between 1 and {MAX_PAGE_SIZE}"),
+                )
+            })?,
+    };
+    let (orders, total) = store::list_orders(&st.pool, page, size)
+        .await
+        .map_err(|e| db_problem(&e))?;
+    let total_pages = (total + i64::from(size) - 1) / i64::from(size);
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "content": orders,
+            "page": page,
+            "size": size,
+            "totalElements": total,
+            "totalPages": total_pages,
+        }),
+    ))
+}

@@ -1,0 +1,202 @@
+//! Client of shop-inventory's reservation API, found through the registry and guarded by the
+//! runtime's circuit breaker and deadline. Out-of-stock is an answer, not a failure: it is
+//! returned at once and never retried; an unreachable inventory becomes "unavailable, retry
+//! after N s" instead of the original's 10 s wait and fake 201.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use shop_runtime::client::{CallError, ServiceClient};
+
+use crate::model::OrderLine;
+
+/// App name of the inventory service in the registry.
+pub const INVENTORY_APP: &str = "inventory";
+
+/// Why a reservation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ReserveError {
+    /// Some lines cannot be served; `unavailable` is inventory's list.
+    #[error("out of stock")]
+    OutOfStock {
+        /// `[{skuCode, requested, available}]`.
+        unavailable: Vec<Value>,
+    },
+    /// Inventory refused the reservation for another reason (e.g. a released order number).
+    #[error("reservation conflict: {0}")]
+    Conflict(String),
+    /// Inventory could not be reached in time, or its breaker is open.
+    #[error("inventory unavailable: {reason}")]
+    Unavailable {
+        /// Why.
+        reason: String,
+        /// Suggested client wait.
+        retry_after: Duration,
+        /// The request may have reached inventory (timeout, broken connection, 5xx), so a
+        /// reservation may exist and must be released.
+        maybe_reserved: bool,
+    },
+    /// Inventory answered something we do not understand.
+    #[error("unexpected inventory answer: {0}")]
+    Protocol(String),
+}
+
+/// Why a release failed.
+#[derive(Debug, thiserror::Error)]
+#[error("release failed: {0}")]
+pub struct ReleaseError(String);
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReservationLine<'a> {
+    sku_code: &'a str,
+    quantity: i64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReservationRequest<'a> {
+    order_number: &'a str,
+    lines: Vec<ReservationLine<'a>>,
+}
+
+/// The reservation client.
+#[derive(Debug, Clone)]
+pub struct InventoryClient {
+    client: ServiceClient,
+    timeout: Duration,
+}
+
+fn unavailable(e: &CallError) -> ReserveError {
+    let retry_after = match e {
+        CallError::BreakerOpen { retry_after, .. } => *retry_after,
+        _ => Duration::from_secs(1),
+    };
+    let reason = match e {
+        CallError::BreakerOpen { .. } => "circuit breaker open".to_owned(),
+        CallError::Timeout { timeout, .. } => format!("no answer within {timeout:?}"),
+        CallError::NoInstance { .. } => "no instance registered".to_owned(),
+        other => other.to_string(),
+    };
+    ReserveError::Unavailable {
+        reason,
+        retry_after: retry_after.max(Duration::from_secs(1)),
+        maybe_reserved: !matches!(
+            e,
+            CallError::BreakerOpen { .. }
+                | CallError::NoInstance { .. }
+                | CallError::InvalidRequest { .. }
+        ),
+    }
+}
+
+impl InventoryClient {
+    /// A client over the runtime's service client; `timeout` bounds each call.
+    pub fn new(client: ServiceClient, timeout: Duration) -> Self {
+        Self { client, timeout }
+    }
+
+    /// Reserves the order's lines (idempotent by order number on the inventory side).
+    pub async fn reserve(
+        &self,
+        order_number: &str,
+        lines: &[OrderLine],
+    ) -> Result<(), ReserveError> {
+        let body = ReservationRequest {
+            order_number,
+            lines: lines
+                .iter()
+                .map(|l| ReservationLine {
+                    sku_code: &l.sku_code,
+                    quantity: l.quantity,
+                })
+                .collect(),
+        };
+        let resp = self
+            .client
+            .post(INVENTORY_APP, "/api/inventory/reservations")
+            .json(&body)
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = resp.text().await.unwrap_or_default();
+        if status.is_server_error() {
+            return Err(ReserveError::Unavailable {
+                reason: format!("inventory answered {}", status.as_u16()),
+                retry_after: Duration::from_secs(1),
+                maybe_reserved: true,
+            });
+        }
+        let problem: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status.as_u16() == 409 {
+            if let Some(list) = problem.get("unavailable").and_then(Value::as_array) {
+                return Err(ReserveError::OutOfStock {
+                    unavailable: list.clone(),
+                });
+            }
+            let detail = problem
+                .get("detail")
+                .and_then(Value::as_str)
+                .unwrap_or("conflict")
+                .to_owned();
+            return Err(ReserveError::Conflict(detail));
+        }
+        Err(ReserveError::Protocol(format!(
+            "{} {}",
+            status.as_u16(),
+            text.chars().take(300).collect::<String>()
+        )))
+    }
+
+    /// Releases in the background until inventory confirms (bounded: about ten minutes), for a
+    /// reservation whose outcome is unknown. Inventory's release is idempotent and leaves a
+    /// tombstone, so a reservation that arrives after the release is refused, not leaked.
+    pub fn release_in_background(self: &std::sync::Arc<Self>, order_number: String) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(500);
+            for attempt in 1..=40 {
+                match this.release(&order_number).await {
+                    Ok(()) => {
+                        tracing::info!(%order_number, attempt, "uncertain reservation released");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(%order_number, attempt, error = %e, "release failed; retrying")
+                    }
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(15));
+            }
+            tracing::error!(%order_number, "gave up releasing an uncertain reservation; release it by hand");
+        });
+    }
+
+    /// Releases the order's reservation (idempotent; DELETE is retried by the client).
+    pub async fn release(&self, order_number: &str) -> Result<(), ReleaseError> {
+        let resp = self
+            .client
+            .delete(
+                INVENTORY_APP,
+                &format!("/api/inventory/reservations/{order_number}"),
+            )
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| ReleaseError(e.to_string()))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(ReleaseError(format!(
+                "inventory answered {}",
+                resp.status()
+            )))
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! MySQL persistence of orders, Idempotency-Key records and the transactional outbox. The
+//! order, its lines, its OrderPlaced outbox row and the key's stored response are written in
+//! ONE transaction, so an order is never stored without its event (or the other way round).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::{MySql, MySqlPool, QueryBuilder, Row};
+
+use crate::model::{Order, OrderLine, OrderPlacedEvent};
+
+/// Migrations embedded at compile time and applied at start.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Failures of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A database failure.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Could not encode a row.
+    #[error("encoding error: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
+}
+
+/// Outcome of claiming an Idempotency-Key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyClaim {
+    /// First use: go ahead with this order number.
+    Fresh,
+    /// A previous attempt with this key died mid-flight: go ahead, reusing its order number
+    /// (so an inventory reservation it made is replayed, not duplicated).
+    TakenOver(String),
+    /// Same key, different body.
+    Mismatch,
+    /// Same key, the first request is still running.
+    InFlight,
+    /// Same key and body, completed: replay this response.
+    Done {
+        /// HTTP status of the stored response.
+        status: u16,
+        /// Body of the stored response.
+        body: String,
+    },
+}
+
+/// Claims `key` for a request with `fingerprint` and the new `order_number`.
+pub async fn claim_key(
+    pool: &MySqlPool,
+    key: &str,
+    fingerprint: &str,
+    order_number: &str,
+    stale_after: std::time::Duration,
+) -> Result<KeyClaim, StoreError> {
+    let ins = sqlx::query(
+        "INSERT INTO idempotency_keys (idem_key, fingerprint, order_number, state) VALUES (?, ?, ?, 'IN_FLIGHT')",
+    )
+    .bind(key)
+    .bind(fingerprint)
+    .bind(order_number)
+    .execute(pool)
+    .await;
+    match ins {
+        Ok(_) => return Ok(KeyClaim::Fresh),
+        Err(e) if is_unique_violation(&e) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let Some(row) = sqlx::query(
+        "SELECT fingerprint, order_number, state, response_status, response_body, \
+         updated_at < NOW(6) - INTERVAL ? MICROSECOND AS stale \
+         FROM idempotency_keys WHERE idem_key = ?",
+    )
+    .bind(i64::try_from(stale_after.as_micros()).unwrap_or(i64::MAX))
+    .bind(key)
+    .fetch_optional(pool)
+    .await?
+    else {
+        // The first request failed and forgot the key between our INSERT and SELECT: it is
+        // free again, but report in-flight and let the client retry rather than loop.
+        return Ok(KeyClaim::InFlight);
+    };
+    let fp: String = row.try_get("fingerprint")?;
+    if fp != fingerprint {
+        return Ok(KeyClaim::Mismatch);
+    }
+    let state: String = row.try_get("state")?;
+    if state == "DONE" {
+        let status: Option<i16> = row.try_get("response_status")?;
+        let body: Option<String> = row.try_get("response_body")?;
+        return Ok(KeyClaim::Done {
+            status: status.and_then(|s| u16::try_from(s).ok()).unwrap_or(201),
+            body: body.unwrap_or_default(),
+        });
+    }
+    let stale: Option<i64> = row.try_get("stale")?;
+    if stale == Some(1) {
+        let prev: String = row.try_get("order_number")?;
+        let took = sqlx::query(
+            "UPDATE idempotency_keys SET updated_at = NOW(6) \
+             WHERE idem_key = ? AND state = 'IN_FLIGHT' AND updated_at < NOW(6) - INTERVAL ? MICROSECOND",
+        )
+        .bind(key)
+        .bind(i64::try_from(stale_after.as_micros()).unwrap_or(i64::MAX))
+        .execute(pool)
+        .await?;
+        if took.rows_affected() == 1 {
+            return Ok(KeyClaim::TakenOver(prev));
+        }
+    }
+    Ok(KeyClaim::InFlight)
+}
+
+/// Forgets an in-flight key after a failed attempt so the client can retry with it.
+pub async fn forget_key(pool: &MySqlPool, key: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM idempotency_keys WHERE idem_key = ? AND state = 'IN_FLIGHT'")
+        .bind(key)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// What the order transaction writes besides the order itself.
+pub struct OutboxRow<'a> {
+    /// The event.
+    pub event: &'a OrderPlacedEvent,
+    /// Kafka topic.
+    pub topic: &'a str,
+    /// Kafka headers (`__TypeId__`, `eventId`, trace context).
+    pub headers: &'a BTreeMap<String, String>,
+}
+
+/// Writes the order, its lines, the outbox row and (when keyed) the stored response in one
+/// transaction. Returns the order's `created_at`.
+pub async fn insert_order(
+    pool: &MySqlPool,
+    order: &Order,
+    idempotency_key: Option<&str>,
+    outbox: OutboxRow<'_>,
+    response_body: &str,
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO orders (order_number, status, total, idempotency_key, created_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&order.order_number)
+    .bind(&order.status)
+    .bind(order.total)
+    .bind(idempotency_key)
+    .bind(order.created_at)
+    .execute(&mut *tx)
+    .await?;
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+        "INSERT INTO order_line_items (order_number, line_no, sku_code, price, quantity) ",
+    );
+    qb.push_values(order.lines.iter().enumerate(), |mut b, (i, l)| {
+        b.push_bind(&order.order_number)
+            .push_bind(i64::try_from(i).unwrap_or(i64::MAX))
+            .push_bind(&l.sku_code)
+            .push_bind(l.price)
+            .push_bind(l.quantity);
+    });
+    qb.build().execute(&mut *tx).await?;
+    sqlx::query(
+        "INSERT INTO outbox (event_id, topic, msg_key, payload, headers) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&outbox.event.event_id)
+    .bind(outbox.topic)
+    .bind(&order.order_number)
+    .bind(serde_json::to_string(outbox.event)?)
+    .bind(serde_json::to_string(outbox.headers)?)
+    .execute(&mut *tx)
+    .await?;
+    if let Some(key) = idempotency_key {
+        sqlx::query(
+            "UPDATE idempotency_keys SET state = 'DONE', response_status = 201, response_body = ?, \
+             updated_at = NOW(6) WHERE idem_key = ?",
+        )
+        .bind(response_body)
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn lines_of(
+    pool: &MySqlPool,
+    numbers: &[String],
+) -> Result<BTreeMap<String, Vec<OrderLine>>, StoreError> {
+    let mut out: BTreeMap<String, Vec<OrderLine>> = BTreeMap::new();
+    if numbers.is_empty() {
+        return Ok(out);
+    }
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+        "SELECT order_number, sku_code, price, quantity FROM order_line_items WHERE order_number IN (",
+    );
+    let mut sep = qb.separated(", ");
+    for n in numbers {
+        sep.push_bind(n);
+    }
+    sep.push_unseparated(") ORDER BY order_number, line_no");
+    for row in qb.build().fetch_all(pool).await? {
+        let n: String = row.try_get("order_number")?;
+        let qty: i32 = row.try_get("quantity")?;
+        out.entry(n).or_default().push(OrderLine {
+            sku_code: row.try_get("sku_code")?,
+            price: row.try_get::<Decimal, _>("price")?,
+            quantity: i64::from(qty),
+        });
+    }
+    Ok(out)
+}
+
+fn order_from_row(
+    row: &sqlx::mysql::MySqlRow,
+    lines: &mut BTreeMap<String, Vec<OrderLine>>,
+) -> Result<Order, StoreError> {
+    let order_number: String = row.try_get("order_number")?;
+    Ok(Order {
+        lines: lines.remove(&order_number).unwrap_or_default(),
+        order_number,
+        status: row.try_get("status")?,
+        total: row.try_get("total")?,
+        created_at: row.try_get::<DateTime<Utc>, _>("created_at")?,
+    })
+}
+
+/// Reads one order.
+pub async fn get_order(pool: &MySqlPool, order_number: &str) -> Result<Option<Order>, StoreError> {
+    let Some(row) = sqlx::query(
+        "SELECT order_number, status, total, created_at FROM orders WHERE order_number = ?",
+    )
+    .bind(order_number)
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let mut lines = lines_of(pool, &[order_number.to_owned()]).await?;
+    Ok(Some(order_from_row(&row, &mut lines)?))
+}
+
+/// A page of orders, newest first, and the total count.
+pub async fn list_orders(
+    pool: &MySqlPool,
+    page: u32,
+    size: u32,
+) -> Result<(Vec<Order>, i64), StoreError> {
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders")
+        .fetch_one(pool)
+        .await?;
+    let rows = sqlx::query(
+        "SELECT order_number, status, total, created_at FROM orders ORDER BY id DESC LIMIT ? OFFSET ?",
+    )
+    .bind(size)
+    .bind(u64::from(page) * u64::from(size))
+    .fetch_all(pool)
+    .await?;
+    let numbers: Vec<String> = rows
+        .iter()
+        .map(|r| r.try_get("order_number"))
+        .collect::<Result<_, _>>()?;
+    let mut lines = lines_of(pool, &numbers).await?;
+    let orders = rows
+        .iter()
+        .map(|r| order_from_row(r, &mut lines))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((orders, total))
+}
+
+/// Number of outbox rows not yet published (exported as a gauge).
+pub async fn outbox_pending(pool: &MySqlPool) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(pool)
+            .await?,
+    )
+}

@@ -1,0 +1,243 @@
+//! Helpers shared by shop-order's integration tests: start inventory + order as real processes
+//! on fresh databases and a fresh topic, read the topic with a real Kafka consumer, stop/resume
+//! a process to make it unresponsive.
+#![allow(dead_code)]
+
+use std::{collections::BTreeMap, time::Duration};
+
+use rdkafka::{
+    ClientConfig, Message,
+    consumer::{Consumer, StreamConsumer},
+    message::Headers,
+};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use shop_testkit::{Service, free_port, fresh_mysql_database, fresh_name, kafka_bootstrap};
+use sqlx::{Connection, MySqlConnection};
+
+/// One Kafka record as the test sees it.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub key: String,
+    pub value: Value,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Reads `topic` from the beginning until `want` records arrived (then `settle` longer, to catch
+/// duplicates) or `timeout` passed.
+pub async fn consume(topic: &str, want: usize, settle: Duration, timeout: Duration) -> Vec<Record> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .set("group.id", fresh_name("test-reader-"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("allow.auto.create.topics", "true")
+        .set("topic.metadata.refresh.interval.ms", "500")
+        .create()
+        .expect("Kafka consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut settle_until: Option<tokio::time::Instant> = None;
+    loop {
+        let now = tokio::time::Instant::now();
+        let until = settle_until.map_or(deadline, |s| s.min(deadline));
+        if now >= until {
+            break;
+        }
+        match tokio::time::timeout(until - now, consumer.recv()).await {
+            Err(_) => break,
+            Ok(Err(e)) => {
+                // Unknown topic until the first event creates it: keep polling.
+                eprintln!("consumer: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(Ok(m)) => {
+                let mut headers = BTreeMap::new();
+                if let Some(h) = m.headers() {
+                    for hd in h.iter() {
+                        headers.insert(
+                            hd.key.to_owned(),
+                            String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
+                        );
+                    }
+                }
+                out.push(Record {
+                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                    value: serde_json::from_slice(m.payload().unwrap_or_default())
+                        .unwrap_or(Value::Null),
+                    headers,
+                });
+                if out.len() >= want && settle_until.is_none() {
+                    settle_until = Some(tokio::time::Instant::now() + settle);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Freezes (SIGSTOP) or resumes (SIGCONT) a process: it keeps its port but answers nothing.
+pub fn signal(svc: &Service, sig: &str) {
+    let pid = svc.pid().expect("running");
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// inventory + order processes on fresh databases and a fresh topic.
+pub struct Shop {
+    pub inventory: Service,
+    pub order: Service,
+    pub http: Client,
+    pub order_db: String,
+    pub topic: String,
+}
+
+/// Knobs of [`Shop::start`].
+pub struct Opts {
+    pub inventory_timeout_ms: u64,
+    pub breaker_open_secs: u64,
+    pub kafka: String,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            inventory_timeout_ms: 1500,
+            breaker_open_secs: 30,
+            kafka: kafka_bootstrap(),
+        }
+    }
+}
+
+pub fn start_order(
+    order_db: &str,
+    inventory_port: u16,
+    topic: &str,
+    opts: &Opts,
+) -> (u16, Vec<(String, String)>) {
+    let port = free_port();
+    let envs = vec![
+        ("DATABASE_URL".to_owned(), order_db.to_owned()),
+        (
+            "SHOP_DNS_PATTERN".to_owned(),
+            format!("http://127.0.0.1:{inventory_port}"),
+        ),
+        ("KAFKA_BOOTSTRAP".to_owned(), opts.kafka.clone()),
+        ("ORDER_TOPIC".to_owned(), topic.to_owned()),
+        (
+            "INVENTORY_TIMEOUT_MS".to_owned(),
+            opts.inventory_timeout_ms.to_string(),
+        ),
+        (
+            "INVENTORY_BREAKER_OPEN_SECS".to_owned(),
+            opts.breaker_open_secs.to_string(),
+        ),
+        ("KAFKA_MESSAGE_TIMEOUT_MS".to_owned(), "1500".to_owned()),
+        ("OUTBOX_POLL_MS".to_owned(), "100".to_owned()),
+    ];
+    (port, envs)
+}
+
+pub async fn spawn_order(order_db: &str, inventory_port: u16, topic: &str, opts: &Opts) -> Service {
+    let (port, envs) = start_order(order_db, inventory_port, topic, opts);
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Service::spawn("shop-order", &[], &envs, port).await
+}
+
+impl Shop {
+    pub async fn start(opts: Opts) -> Shop {
+        let inv_db = fresh_mysql_database("ordtest_inv").await;
+        let order_db = fresh_mysql_database("ordtest_ord").await;
+        let topic = fresh_name("orders-test-");
+        let inventory = Service::spawn(
+            "shop-inventory",
+            &[],
+            &[("DATABASE_URL", inv_db.as_str())],
+            free_port(),
+        )
+        .await;
+        let order = spawn_order(&order_db, inventory.port(), &topic, &opts).await;
+        Shop {
+            inventory,
+            order,
+            http: Client::new(),
+            order_db,
+            topic,
+        }
+    }
+
+    pub fn order_url(&self, path: &str) -> String {
+        format!("{}{path}", self.order.base_url())
+    }
+
+    pub async fn set_stock(&self, sku: &str, q: i64) {
+        let r = self
+            .http
+            .put(format!("{}/api/inventory/{sku}", self.inventory.base_url()))
+            .json(&json!({"quantity": q}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    pub async fn stock(&self, sku: &str) -> i64 {
+        let v: Value = self
+            .http
+            .get(format!(
+                "{}/api/inventory?skuCode={sku}",
+                self.inventory.base_url()
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v[0]["availableQuantity"].as_i64().unwrap()
+    }
+
+    /// POSTs an order with the original's body; returns status, headers and JSON body.
+    pub async fn order(
+        &self,
+        lines: Value,
+        key: Option<&str>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut req = self
+            .http
+            .post(self.order_url("/api/order"))
+            .json(&json!({"orderLineItemsDtoList": lines}));
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let headers = r.headers().clone();
+        (status, headers, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        count(&self.order_db, sql).await
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.order_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+pub async fn count(db: &str, sql: &str) -> i64 {
+    let mut c = MySqlConnection::connect(db).await.unwrap();
+    sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+}

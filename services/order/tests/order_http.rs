@@ -1,0 +1,448 @@
+//! shop-order against the real MariaDB and Kafka, with a real shop-inventory process: orders
+//! reserve stock and publish OrderPlaced through the outbox exactly as placed; concurrent orders
+//! never oversell; Idempotency-Key replays, refuses and detects in-flight duplicates; a dead
+//! inventory gives a fast 503 and opens the breaker; a Kafka outage delays events but loses none.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Opts, Shop, consume, signal, spawn_order};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shop_testkit::free_port;
+
+#[tokio::test]
+async fn an_order_reserves_stock_and_publishes_one_order_placed_event() {
+    let shop = Shop::start(Opts::default()).await;
+    shop.set_stock("iphone_13", 5).await;
+    shop.set_stock("case", 10).await;
+    // The original's body: number and string prices, an ignored id.
+    let (s, h, body) = shop
+        .order(
+            json!([
+                {"id": 1, "skuCode": "iphone_13", "price": 1200.5, "quantity": 2},
+                {"skuCode": "case", "price": "9.99", "quantity": 1}
+            ]),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let number = body["orderNumber"].as_str().unwrap().to_owned();
+    assert_eq!(h["location"], format!("/api/order/{number}").as_str());
+    assert_eq!(body["status"], "PLACED");
+    assert_eq!(body["total"], "2410.99");
+    assert_eq!(
+        body["lines"][0],
+        json!({"skuCode": "iphone_13", "price": "1200.50", "quantity": 2})
+    );
+    assert_eq!(shop.stock("iphone_13").await, 3);
+    assert_eq!(shop.stock("case").await, 9);
+
+    let got: Value = shop
+        .http
+        .get(shop.order_url(&format!("/api/order/{number}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got, body, "GET returns what POST answered");
+    let page: Value = shop
+        .http
+        .get(shop.order_url("/api/order?page=0&size=10"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["totalElements"], 1);
+    assert_eq!(page["content"][0]["orderNumber"], number.as_str());
+
+    let records = consume(
+        &shop.topic,
+        1,
+        Duration::from_secs(2),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(records.len(), 1, "exactly one event: {records:?}");
+    let r = &records[0];
+    assert_eq!(r.key, number);
+    assert_eq!(
+        r.headers.get("__TypeId__").map(String::as_str),
+        Some("event")
+    );
+    assert_eq!(r.value["eventType"], "OrderPlaced");
+    assert_eq!(r.value["orderNumber"], number.as_str());
+    assert_eq!(r.value["total"], "2410.99");
+    assert_eq!(r.value["lines"], body["lines"]);
+    assert_eq!(
+        r.headers.get("eventId"),
+        r.value["eventId"].as_str().map(str::to_owned).as_ref()
+    );
+    assert_eq!(
+        shop.count("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+            .await,
+        0,
+        "marked sent"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_orders_for_the_last_units_never_oversell() {
+    let shop = Shop::start(Opts::default()).await;
+    shop.set_stock("last", 5).await;
+    let futs = (0..30).map(|_| {
+        shop.order(
+            json!([{"skuCode": "last", "price": 10, "quantity": 1}]),
+            None,
+        )
+    });
+    let results = futures::future::join_all(futs).await;
+    let placed: Vec<&Value> = results
+        .iter()
+        .filter(|r| r.0 == StatusCode::CREATED)
+        .map(|r| &r.2)
+        .collect();
+    let refused: Vec<&Value> = results
+        .iter()
+        .filter(|r| r.0 == StatusCode::CONFLICT)
+        .map(|r| &r.2)
+        .collect();
+    assert_eq!(
+        (placed.len(), refused.len()),
+        (5, 25),
+        "{:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    for p in &refused {
+        assert_eq!(
+            p["skuCodes"],
+            json!(["last"]),
+            "the problem names the SKU: {p}"
+        );
+        assert_eq!(p["type"], "urn:shopkeeper:problem:out-of-stock");
+    }
+    assert_eq!(shop.stock("last").await, 0);
+    assert_eq!(shop.count("SELECT COUNT(*) FROM orders").await, 5);
+    assert_eq!(shop.count("SELECT COUNT(*) FROM outbox").await, 5);
+}
+
+#[tokio::test]
+async fn idempotency_key_replays_refuses_a_different_body_and_detects_in_flight() {
+    let shop = Shop::start(Opts {
+        inventory_timeout_ms: 4000,
+        ..Opts::default()
+    })
+    .await;
+    shop.set_stock("a", 10).await;
+    let lines = json!([{"skuCode": "a", "price": 5, "quantity": 2}]);
+
+    // Same key and body: the same order, taken once.
+    let (s1, _, b1) = shop.order(lines.clone(), Some("key-1")).await;
+    assert_eq!(s1, StatusCode::CREATED);
+    let (s2, h2, b2) = shop
+        .order(
+            json!([{"skuCode": "a", "price": "5.00", "quantity": 2}]),
+            Some("key-1"),
+        )
+        .await;
+    assert_eq!(s2, StatusCode::CREATED);
+    assert_eq!(b1, b2, "replayed");
+    assert_eq!(h2["idempotent-replayed"], "true");
+    assert_eq!(shop.stock("a").await, 8);
+    assert_eq!(shop.count("SELECT COUNT(*) FROM orders").await, 1);
+
+    // Same key, different body: 422 naming the header.
+    let (s3, h3, b3) = shop
+        .order(
+            json!([{"skuCode": "a", "price": 5, "quantity": 3}]),
+            Some("key-1"),
+        )
+        .await;
+    assert_eq!(s3, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(h3["content-type"], "application/problem+json");
+    assert_eq!(b3["field"], "Idempotency-Key");
+
+    // Same key while the first is in flight: freeze inventory so the first request waits.
+    signal(&shop.inventory, "STOP");
+    let first = {
+        let http = shop.http.clone();
+        let url = shop.order_url("/api/order");
+        let lines = lines.clone();
+        tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .header("Idempotency-Key", "key-2")
+                .json(&json!({"orderLineItemsDtoList": lines}))
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (s4, h4, b4) = shop.order(lines.clone(), Some("key-2")).await;
+    signal(&shop.inventory, "CONT");
+    assert_eq!(s4, StatusCode::CONFLICT, "{b4}");
+    assert!(h4.contains_key("retry-after"));
+    assert_eq!(
+        b4["type"],
+        "urn:shopkeeper:problem:idempotency-key-in-flight"
+    );
+    let (s5, b5) = first.await.unwrap();
+    assert_eq!(
+        s5,
+        StatusCode::CREATED,
+        "the first request completes once inventory resumes: {b5}"
+    );
+    let (s6, _, b6) = shop.order(lines.clone(), Some("key-2")).await;
+    assert_eq!((s6, &b6), (StatusCode::CREATED, &b5));
+
+    // A refused attempt does not burn the key: out of stock, restock, retry with the same key.
+    let big = json!([{"skuCode": "a", "price": 5, "quantity": 50}]);
+    let (s7, _, _) = shop.order(big.clone(), Some("key-3")).await;
+    assert_eq!(s7, StatusCode::CONFLICT);
+    shop.set_stock("a", 60).await;
+    let (s8, _, _) = shop.order(big, Some("key-3")).await;
+    assert_eq!(s8, StatusCode::CREATED);
+    assert_eq!(shop.stock("a").await, 10);
+
+    // Requests without a key still work.
+    let (s9, _, _) = shop.order(lines, None).await;
+    assert_eq!(s9, StatusCode::CREATED);
+    assert_eq!(shop.count("SELECT COUNT(*) FROM orders").await, 4);
+}
+
+#[tokio::test]
+async fn unreachable_inventory_gives_503_within_the_timeout_then_fast_once_the_breaker_opens() {
+    let timeout_ms = 800;
+    let mut shop = Shop::start(Opts {
+        inventory_timeout_ms: timeout_ms,
+        breaker_open_secs: 60,
+        ..Opts::default()
+    })
+    .await;
+    shop.set_stock("a", 10).await;
+    assert!(
+        shop.metrics()
+            .await
+            .contains(r#"circuit_breaker_state{service="inventory"} 0"#)
+    );
+    let lines = json!([{"skuCode": "a", "price": 1, "quantity": 1}]);
+
+    // Hung inventory: every call ends at the deadline with 503 + Retry-After.
+    signal(&shop.inventory, "STOP");
+    let mut opened = false;
+    for i in 0..8 {
+        let t = Instant::now();
+        let (s, h, b) = shop.order(lines.clone(), None).await;
+        let took = t.elapsed();
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+        assert!(h["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+        assert_eq!(h["content-type"], "application/problem+json");
+        assert!(
+            took < Duration::from_millis(timeout_ms) * 3,
+            "call {i} took {took:?}, far past the deadline"
+        );
+        if b["detail"]
+            .as_str()
+            .unwrap()
+            .contains("circuit breaker open")
+        {
+            assert!(
+                took < Duration::from_millis(timeout_ms),
+                "an open breaker answers without waiting: {took:?}"
+            );
+            opened = true;
+            break;
+        }
+    }
+    assert!(opened, "the breaker opened after repeated timeouts");
+    assert!(
+        shop.metrics()
+            .await
+            .contains(r#"circuit_breaker_state{service="inventory"} 1"#)
+    );
+    signal(&shop.inventory, "CONT");
+
+    // Killed inventory: still a fast 503 (breaker open), and nothing was ordered.
+    shop.inventory.kill();
+    let (s, h, _) = shop.order(lines, None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(h.contains_key("retry-after"));
+    assert_eq!(shop.count("SELECT COUNT(*) FROM orders").await, 0);
+    assert_eq!(shop.count("SELECT COUNT(*) FROM outbox").await, 0);
+}
+
+#[tokio::test]
+async fn orders_are_accepted_while_kafka_is_unreachable_and_each_is_published_once_after() {
+    // The shared broker must keep serving other tests, so this order process is first pointed at
+    // a port where no broker listens, then restarted against the real broker on the same database.
+    let dead_kafka = format!("127.0.0.1:{}", free_port());
+    let mut shop = Shop::start(Opts {
+        kafka: dead_kafka,
+        ..Opts::default()
+    })
+    .await;
+    shop.set_stock("a", 100).await;
+    let mut numbers = Vec::new();
+    for _ in 0..6 {
+        let (s, _, b) = shop
+            .order(json!([{"skuCode": "a", "price": 3, "quantity": 1}]), None)
+            .await;
+        assert_eq!(
+            s,
+            StatusCode::CREATED,
+            "orders are accepted while Kafka is down: {b}"
+        );
+        numbers.push(b["orderNumber"].as_str().unwrap().to_owned());
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        shop.count("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+            .await,
+        6,
+        "held in the outbox"
+    );
+    assert!(
+        shop.metrics()
+            .await
+            .contains("order_outbox_publish_failures_total")
+    );
+    assert!(
+        shop.order.terminate(),
+        "order service stops cleanly even with Kafka down"
+    );
+
+    let order = spawn_order(
+        &shop.order_db,
+        shop.inventory.port(),
+        &shop.topic,
+        &Opts::default(),
+    )
+    .await;
+    let records = consume(
+        &shop.topic,
+        6,
+        Duration::from_secs(3),
+        Duration::from_secs(25),
+    )
+    .await;
+    let mut got: Vec<String> = records
+        .iter()
+        .map(|r| r.value["orderNumber"].as_str().unwrap().to_owned())
+        .collect();
+    got.sort();
+    numbers.sort();
+    assert_eq!(got, numbers, "every order notified exactly once");
+    assert_eq!(
+        shop.count("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+            .await,
+        0
+    );
+    drop(order);
+}
+
+#[tokio::test]
+async fn malformed_and_invalid_orders_are_problems_and_write_nothing() {
+    let shop = Shop::start(Opts::default()).await;
+    shop.set_stock("a", 5).await;
+    let cases: Vec<(&str, &str, Option<&str>, StatusCode, &str)> = vec![
+        (
+            "application/json",
+            "{not json",
+            None,
+            StatusCode::BAD_REQUEST,
+            "body",
+        ),
+        (
+            "text/plain",
+            r#"{"orderLineItemsDtoList":[]}"#,
+            None,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type",
+        ),
+        (
+            "application/json",
+            r#"{}"#,
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "orderLineItemsDtoList",
+        ),
+        (
+            "application/json",
+            r#"{"orderLineItemsDtoList":[]}"#,
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "orderLineItemsDtoList",
+        ),
+        (
+            "application/json",
+            r#"{"orderLineItemsDtoList":[{"skuCode":"a","price":1.999,"quantity":1}]}"#,
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "orderLineItemsDtoList[0].price",
+        ),
+        (
+            "application/json",
+            r#"{"orderLineItemsDtoList":[{"skuCode":"a","price":1,"quantity":1},{"skuCode":"a","price":1,"quantity":-2}]}"#,
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "orderLineItemsDtoList[1].quantity",
+        ),
+        (
+            "application/json",
+            r#"{"orderLineItemsDtoList":[{"skuCode":"a","price":"ten","quantity":1}]}"#,
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "orderLineItemsDtoList[0].price",
+        ),
+        (
+            "application/json",
+            r#"{"orderLineItemsDtoList":[{"skuCode":"a","price":1,"quantity":1}]}"#,
+            Some("bad key with spaces"),
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key",
+        ),
+    ];
+    for (ct, body, key, status, field) in cases {
+        let mut req = shop
+            .http
+            .post(shop.order_url("/api/order"))
+            .header("content-type", ct)
+            .body(body);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), status, "{body}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{body}"
+        );
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(p["field"], field, "{body}: {p}");
+    }
+    assert_eq!(shop.stock("a").await, 5, "no stock reserved");
+    for table in ["orders", "order_line_items", "outbox", "idempotency_keys"] {
+        assert_eq!(
+            shop.count(&format!("SELECT COUNT(*) FROM {table}")).await,
+            0,
+            "{table} is empty"
+        );
+    }
+    let r = shop
+        .http
+        .get(shop.order_url("/api/order/does-not-exist"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+}
