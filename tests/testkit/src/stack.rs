@@ -58,7 +58,8 @@ pub async fn fresh_mysql_database(prefix: &str) -> String {
     let mut conn = sqlx::MySqlConnection::connect(&server)
         .await
         .unwrap_or_else(|e| panic!("MariaDB at {server} refused the connection: {e}"));
-    sqlx::query(&format!("CREATE DATABASE `{name}`"))
+    // The name is built from a fixed prefix and a UUID, so it cannot inject SQL.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE `{name}`")))
         .execute(&mut conn)
         .await
         .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
@@ -89,8 +90,15 @@ pub fn zipkin_url() -> String {
     url
 }
 
-/// The admin kubeconfig of the local control plane.
+/// Installs aws-lc-rs as the process-wide rustls provider (idempotent). Needed before building a kube
+/// client: two providers are compiled in (mongodb brings ring), so rustls cannot choose by itself.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// The admin kubeconfig of the local control plane (and the rustls provider a kube client needs).
 pub fn kubeconfig_path() -> PathBuf {
+    install_crypto_provider();
     let p = std::env::var("SHOP_TEST_KUBECONFIG")
         .map(PathBuf::from)
         .unwrap_or_else(|_| repo_root().join(".state/kubeconfig"));
