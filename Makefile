@@ -6,7 +6,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: help up down status test test-only lint fmt build bench crds clean-state tools \
-        kind-up kind-images kind-install kind-shop kind-down
+        kind-up kind-images kind-install kind-shop kind-down token
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -60,3 +60,6 @@ kind-shop: ## apply the example Shop
 	hack/kind.sh shop
 kind-down: ## delete the kind cluster
 	hack/kind.sh down
+
+token: ## print a development JWT for the gateway (sub=dev, scopes for every route); uses the dev secret of make up
+	@target/debug/shop-gateway mint-token --secret "$${SHOP_DEV_JWT_SECRET:-shopkeeper-dev-secret-change-me-0123456789}" --sub dev --scope "orders:write products:write inventory:write"
