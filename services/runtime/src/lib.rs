@@ -1,1 +1,259 @@
-//! Shared runtime for the six shopkeeper services: config, logs, tracing, health, metrics, shutdown, registry client, resilient HTTP client.
+//! Shared runtime for the six shopkeeper services: config, logs, tracing, health, metrics, shutdown,
+//! registry client and resilient HTTP client — so each service's `main` is a few lines.
+//!
+//! ```no_run
+//! use clap::Parser;
+//! use shop_runtime::{CommonArgs, Runtime};
+//!
+//! #[derive(Parser)]
+//! struct Args {
+//!     #[command(flatten)]
+//!     common: CommonArgs,
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), shop_runtime::RuntimeError> {
+//!     let args = Args::parse();
+//!     let rt = Runtime::init("product", 8081, &args.common).await?;
+//!     rt.readiness().add("mysql", || async { Ok(()) });
+//!     let router = axum::Router::new().route("/api/product", axum::routing::get(|| async { "[]" }));
+//!     rt.serve(router).await
+//! }
+//! ```
+
+pub mod breaker;
+pub mod client;
+pub mod config;
+pub mod discovery;
+pub mod eureka;
+pub mod health;
+pub mod kafka;
+pub mod metrics;
+pub mod problem;
+mod server;
+pub mod telemetry;
+
+pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+pub use client::{CallBuilder, CallError, ClientConfig, ServiceClient};
+pub use config::{CommonArgs, LogFormat};
+pub use discovery::{Discovery, DiscoveryConfig, DiscoveryError, Picked};
+pub use health::Readiness;
+pub use metrics::Metrics;
+pub use problem::{Json, Problem};
+pub use server::REQUEST_ID;
+
+use discovery::Registrar;
+use eureka::InstanceInfo;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Errors starting or running a service.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address asked for.
+        addr: SocketAddr,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Telemetry setup failed.
+    #[error(transparent)]
+    Telemetry(#[from] telemetry::TelemetryError),
+    /// The server failed while running.
+    #[error("server error: {0}")]
+    Serve(#[source] std::io::Error),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handler: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+/// One running service: listener, telemetry, health, metrics, discovery and shutdown wiring.
+/// See the crate docs for a complete `main`.
+#[derive(Debug)]
+pub struct Runtime {
+    app: &'static str,
+    args: CommonArgs,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    metrics: Metrics,
+    readiness: Readiness,
+    discovery: Discovery,
+    client: ServiceClient,
+    shutdown: CancellationToken,
+}
+
+impl Runtime {
+    /// Sets up logging (JSON by default) and tracing, metrics, discovery, a SIGTERM/SIGINT handler, and binds
+    /// the listener (so [`Runtime::local_addr`] is known even with port 0).
+    pub async fn init(
+        app: &'static str,
+        default_port: u16,
+        args: &CommonArgs,
+    ) -> Result<Runtime, RuntimeError> {
+        telemetry::init(app, args.log_format, args.zipkin_endpoint.as_deref())?;
+        let addr = SocketAddr::new(args.bind, args.port.unwrap_or(default_port));
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| RuntimeError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| RuntimeError::Bind { addr, source })?;
+        let metrics = Metrics::new();
+        let discovery = Discovery::new(DiscoveryConfig {
+            registry_urls: args.registry_urls(),
+            dns_pattern: args.dns_pattern.clone(),
+            fetch_interval: args.registry_fetch(),
+            ..DiscoveryConfig::default()
+        });
+        let client =
+            ServiceClient::new(discovery.clone(), metrics.clone(), ClientConfig::default());
+        let shutdown = CancellationToken::new();
+        spawn_signal_handler(shutdown.clone()).map_err(RuntimeError::Signal)?;
+        tracing::info!(app, %local_addr, "listening");
+        Ok(Runtime {
+            app,
+            args: args.clone(),
+            listener,
+            local_addr,
+            metrics,
+            readiness: Readiness::default(),
+            discovery,
+            client,
+            shutdown,
+        })
+    }
+
+    /// Address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Client for calls to other services.
+    pub fn client(&self) -> ServiceClient {
+        self.client.clone()
+    }
+
+    /// Service lookup.
+    pub fn discovery(&self) -> Discovery {
+        self.discovery.clone()
+    }
+
+    /// Readiness checks (add yours before [`Runtime::serve`]).
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Metrics registry.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
+    /// Cancelled on SIGTERM/SIGINT; background tasks should stop on it.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// The instance this process announces to the registry.
+    pub fn instance_info(&self) -> InstanceInfo {
+        let port = self.local_addr.port();
+        let id = self
+            .args
+            .instance_id
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}:{}", self.args.advertise_host, self.app, port));
+        let mut info = InstanceInfo::new(self.app, &id, &self.args.advertise_host, port);
+        info.lease_info.renewal_interval_in_secs = self.args.lease_renewal_secs.max(1);
+        info.lease_info.duration_in_secs = self.args.lease_duration_secs.max(1);
+        info.metadata.extend(self.args.metadata_pairs());
+        info
+    }
+
+    /// Serves `router` plus health and metrics until SIGTERM/SIGINT (or the shutdown token), registering
+    /// with the registry while listening. On shutdown: readiness fails, the instance deregisters, the
+    /// listener stops accepting, in-flight requests drain within the grace period, spans are flushed.
+    pub async fn serve(self, router: axum::Router) -> Result<(), RuntimeError> {
+        let state = server::ServerState {
+            metrics: self.metrics.clone(),
+            readiness: self.readiness.clone(),
+        };
+        let app = server::wrap(router, state);
+        let stop_background = CancellationToken::new();
+        self.discovery.spawn_refresh(stop_background.clone());
+        let registrar = (!self.discovery.registry_urls().is_empty()).then(|| Registrar {
+            http: self.discovery.http().clone(),
+            registry_urls: self.discovery.registry_urls().to_vec(),
+            instance: self.instance_info(),
+            renewal: self.args.lease_renewal(),
+        });
+        let reg_task = registrar
+            .clone()
+            .map(|r| tokio::spawn(r.run(stop_background.clone())));
+
+        let shutdown = self.shutdown.clone();
+        let drain_started = CancellationToken::new();
+        let drain_signal = drain_started.clone();
+        let readiness = self.readiness.clone();
+        let registrar_for_stop = registrar.clone();
+        let stop_bg = stop_background.clone();
+        let graceful = async move {
+            shutdown.cancelled().await;
+            tracing::info!("shutdown signal received; draining");
+            readiness.set_draining();
+            stop_bg.cancel();
+            if let Some(r) = registrar_for_stop {
+                let _ = tokio::time::timeout(Duration::from_secs(2), r.deregister()).await;
+            }
+            drain_signal.cancel();
+        };
+        let server =
+            axum::serve(self.listener, app.into_make_service()).with_graceful_shutdown(graceful);
+        let grace = self.args.shutdown_grace();
+        let server = tokio::spawn(async move { server.await });
+        let result = {
+            let mut server = server;
+            tokio::select! {
+                r = &mut server => r,
+                _ = async {
+                    drain_started.cancelled().await;
+                    tokio::time::sleep(grace + Duration::from_secs(2)).await;
+                } => {
+                    tracing::warn!(?grace, "in-flight requests did not drain within the grace period; closing");
+                    server.abort();
+                    Ok(Ok(()))
+                }
+            }
+        };
+        stop_background.cancel();
+        if let Some(t) = reg_task {
+            let _ = t.await;
+        }
+        let _ = tokio::task::spawn_blocking(telemetry::flush_spans).await;
+        tracing::info!("stopped");
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(RuntimeError::Serve(e)),
+            Err(e) if e.is_cancelled() => Ok(()),
+            Err(e) => Err(RuntimeError::Serve(std::io::Error::other(e))),
+        }
+    }
+}
+
+fn spawn_signal_handler(token: CancellationToken) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = token.cancelled() => return,
+        }
+        token.cancel();
+    });
+    Ok(())
+}

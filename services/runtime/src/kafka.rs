@@ -1,0 +1,112 @@
+//! Trace context in Kafka message headers, so a trace continues from the producing service's request to
+//! the consumer's handling of the message (W3C `traceparent` and B3 headers, like on HTTP).
+
+use opentelemetry::Context;
+use opentelemetry::propagation::{Extractor, Injector};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+struct VecInjector(Vec<(String, String)>);
+
+impl Injector for VecInjector {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.push((key.to_owned(), value));
+    }
+}
+
+/// Adds the current span's trace context to `headers`.
+pub fn inject_current(headers: OwnedHeaders) -> OwnedHeaders {
+    inject(&tracing::Span::current().context(), headers)
+}
+
+/// Adds `cx` to `headers`.
+pub fn inject(cx: &Context, headers: OwnedHeaders) -> OwnedHeaders {
+    let mut inj = VecInjector(Vec::new());
+    crate::telemetry::inject_into(cx, &mut inj);
+    inj.0.into_iter().fold(headers, |h, (k, v)| {
+        h.insert(Header {
+            key: &k,
+            value: Some(v.as_bytes()),
+        })
+    })
+}
+
+struct HeadersExtractor(Vec<(String, String)>);
+
+impl Extractor for HeadersExtractor {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(k, _)| k.as_str()).collect()
+    }
+}
+
+/// Parent context carried by a message's headers (empty when it carries none).
+/// Use it with `span.set_parent(cx)` on the consumer's processing span.
+pub fn extract<H: Headers>(headers: Option<&H>) -> Context {
+    let Some(h) = headers else {
+        return Context::new();
+    };
+    let pairs = h
+        .iter()
+        .filter_map(|hd| {
+            let v = std::str::from_utf8(hd.value?).ok()?;
+            Some((hd.key.to_owned(), v.to_owned()))
+        })
+        .collect();
+    crate::telemetry::extract_from(&HeadersExtractor(pairs))
+}
+
+#[cfg(test)]
+#[allow(deprecated)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+
+    #[test]
+    fn round_trips_through_kafka_headers() {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry::propagation::TextMapCompositePropagator::new(vec![
+                Box::new(opentelemetry_zipkin::Propagator::new()),
+                Box::new(opentelemetry_sdk::propagation::TraceContextPropagator::new()),
+            ]),
+        );
+        let sc = SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        let cx = Context::new().with_remote_span_context(sc);
+        let headers = inject(
+            &cx,
+            OwnedHeaders::new().insert(Header {
+                key: "k",
+                value: Some("v"),
+            }),
+        );
+        let keys: Vec<&str> = headers.iter().map(|h| h.key).collect();
+        assert!(keys.contains(&"traceparent"), "{keys:?}");
+        let back = extract(Some(&headers));
+        let span = back.span();
+        let got = span.span_context();
+        assert_eq!(
+            got.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(got.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(
+            !extract::<OwnedHeaders>(None)
+                .span()
+                .span_context()
+                .is_valid()
+        );
+    }
+}
