@@ -2,7 +2,10 @@
 //! rate limiting, the streaming proxy), kept in a library so each is unit-tested on its own and the
 //! binary only wires them to the shared runtime.
 
+pub mod app;
 pub mod auth;
 pub mod config;
+pub mod proxy;
 pub mod ratelimit;
 pub mod routes;
+pub mod server;

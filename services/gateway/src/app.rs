@@ -1,0 +1,257 @@
+//! Command line and start-up wiring: flags and env, the `mint-token` subcommand, and `run`, which
+//! loads the config, builds the gateway on the shared runtime's telemetry, discovery and metrics,
+//! and serves until SIGTERM.
+//!
+//! Exists so `main` stays a few lines and start-up errors carry context.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use shop_runtime::{BreakerConfig, CommonArgs, Runtime};
+
+use crate::{
+    auth::{AuthConfig, Authenticator, DevToken, mint_hs256},
+    config::{FailMode, GatewayConfig},
+    proxy::{Gateway, GatewayParts},
+    ratelimit::RateLimits,
+    routes::RouteTable,
+    server::{Admin, serve},
+};
+
+/// The gateway's default port.
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// `shop-gateway` command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "shop-gateway",
+    version,
+    about = "The single entry point of a shop"
+)]
+pub struct Cli {
+    /// Flags every service shares.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Gateway flags.
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+    /// Subcommand (none: run the gateway).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Gateway-specific flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GatewayArgs {
+    /// Routes/config file (YAML). Without it the shop's default routes apply.
+    #[arg(long, env = "SHOP_GATEWAY_CONFIG")]
+    pub routes: Option<PathBuf>,
+    /// Extra or replacing routes: comma list of `prefix=service` or `prefix=http://a|http://b`.
+    #[arg(long, env = "SHOP_GATEWAY_ROUTES")]
+    pub route_spec: Option<String>,
+    /// HS256 shared secret for bearer tokens.
+    #[arg(long, env = "SHOP_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// JWKS URL for RS256/ES256 bearer tokens.
+    #[arg(long, env = "SHOP_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// Accepted token issuers (comma separated; unset: not checked).
+    #[arg(long, env = "SHOP_JWT_ISSUER", value_delimiter = ',')]
+    pub jwt_issuer: Vec<String>,
+    /// Accepted token audiences (comma separated; unset: not checked).
+    #[arg(long, env = "SHOP_JWT_AUDIENCE", value_delimiter = ',')]
+    pub jwt_audience: Vec<String>,
+    /// Clock skew allowed on exp/nbf, seconds.
+    #[arg(long, env = "SHOP_JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub jwt_leeway_secs: u64,
+    /// The JWKS is re-fetched after this many seconds.
+    #[arg(long, env = "SHOP_JWKS_TTL_SECS", default_value_t = 300)]
+    pub jwks_ttl_secs: u64,
+    /// At most one JWKS fetch per this many seconds (unknown key ids cannot force more).
+    #[arg(long, env = "SHOP_JWKS_MIN_REFRESH_SECS", default_value_t = 10)]
+    pub jwks_min_refresh_secs: u64,
+    /// Overrides `rate_limit.on_unavailable` (closed or open).
+    #[arg(long, env = "SHOP_RATE_LIMIT_FAIL")]
+    pub rate_limit_fail: Option<String>,
+    /// Overrides `rate_limit.client.per_second`.
+    #[arg(long, env = "SHOP_RATE_LIMIT_PER_SECOND")]
+    pub rate_limit_per_second: Option<f64>,
+    /// Overrides `rate_limit.client.burst`.
+    #[arg(long, env = "SHOP_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<u32>,
+    /// Circuit breaker: seconds an open breaker waits before trial calls.
+    #[arg(long, env = "SHOP_BREAKER_OPEN_SECS", default_value_t = 5)]
+    pub breaker_open_secs: u64,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print a development HS256 token signed with the shared secret (SHOP_JWT_SECRET).
+    MintToken {
+        /// Subject (`sub`), forwarded downstream as X-User-Id.
+        #[arg(long)]
+        sub: String,
+        /// Scope to include (repeatable or space separated).
+        #[arg(long)]
+        scope: Vec<String>,
+        /// Role to include (repeatable).
+        #[arg(long)]
+        role: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+    },
+}
+
+/// Loads and validates the config from flags and env.
+pub fn load_config(args: &GatewayArgs) -> anyhow::Result<GatewayConfig> {
+    let mut cfg = match &args.routes {
+        Some(p) => GatewayConfig::load(p)?,
+        None => GatewayConfig::default(),
+    };
+    if let Some(spec) = &args.route_spec {
+        cfg.apply_env_routes(spec)?;
+    }
+    if let Some(mode) = &args.rate_limit_fail {
+        cfg.rate_limit.on_unavailable = match mode.as_str() {
+            "closed" => FailMode::Closed,
+            "open" => FailMode::Open,
+            other => {
+                anyhow::bail!("invalid SHOP_RATE_LIMIT_FAIL `{other}`: expected closed or open")
+            }
+        };
+    }
+    if let Some(r) = args.rate_limit_per_second {
+        cfg.rate_limit.client.per_second = r;
+    }
+    if let Some(b) = args.rate_limit_burst {
+        cfg.rate_limit.client.burst = b;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn auth_config(args: &GatewayArgs) -> AuthConfig {
+    AuthConfig {
+        hs_secret: args
+            .jwt_secret
+            .clone()
+            .filter(|s| !s.is_empty())
+            .map(String::into_bytes),
+        jwks_url: args.jwks_url.clone().filter(|s| !s.is_empty()),
+        issuers: args.jwt_issuer.clone(),
+        audiences: args.jwt_audience.clone(),
+        leeway_secs: args.jwt_leeway_secs,
+        jwks_ttl: Duration::from_secs(args.jwks_ttl_secs.max(1)),
+        jwks_min_refresh: Duration::from_secs(args.jwks_min_refresh_secs),
+    }
+}
+
+/// Prints a development token (`shop-gateway mint-token --sub alice --scope orders.write`).
+pub fn mint_token(
+    args: &GatewayArgs,
+    sub: &str,
+    scopes: &[String],
+    roles: &[String],
+    ttl_secs: u64,
+) -> anyhow::Result<String> {
+    let secret = args
+        .jwt_secret
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .context("SHOP_JWT_SECRET (or --jwt-secret) must be set to mint a token")?;
+    let t = DevToken {
+        sub: sub.to_owned(),
+        scopes: scopes
+            .iter()
+            .flat_map(|s| s.split_whitespace())
+            .map(str::to_owned)
+            .collect(),
+        roles: roles.to_vec(),
+        issuer: args.jwt_issuer.first().cloned(),
+        audience: args.jwt_audience.first().cloned(),
+        ttl: Duration::from_secs(ttl_secs),
+    };
+    Ok(mint_hs256(secret.as_bytes(), &t)?)
+}
+
+/// Runs the gateway until SIGTERM/SIGINT.
+pub async fn run(common: CommonArgs, args: GatewayArgs) -> anyhow::Result<()> {
+    let cfg = load_config(&args).context("invalid gateway configuration")?;
+    // The runtime sets up logs, tracing, metrics, discovery and the signal handler; its own listener
+    // is bound on a throw-away loopback port and closed, because the gateway serves with its own
+    // connection loop (peer addresses, no router on the hot path).
+    let mut rt_args = common.clone();
+    rt_args.bind = std::net::IpAddr::from([127, 0, 0, 1]);
+    rt_args.port = Some(0);
+    let rt = Runtime::init("gateway", DEFAULT_PORT, &rt_args)
+        .await
+        .context("runtime start-up")?;
+    let discovery = rt.discovery();
+    let metrics = rt.metrics();
+    let readiness = rt.readiness();
+    let shutdown = rt.shutdown_token();
+    drop(rt);
+
+    let addr = SocketAddr::new(common.bind, common.port.unwrap_or(DEFAULT_PORT));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr().context("local address")?;
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .context("JWKS HTTP client")?;
+    let auth = Authenticator::new(auth_config(&args), http);
+    let table = RouteTable::new(&cfg);
+    let mut buckets = vec![cfg.rate_limit.client; cfg.routes.len()];
+    for r in table.routes() {
+        if let Some(slot) = buckets.get_mut(r.index) {
+            *slot = r.bucket;
+        }
+    }
+    let limits = RateLimits::new(&cfg.rate_limit, &buckets);
+    let gw = Arc::new(Gateway::new(GatewayParts {
+        table,
+        auth,
+        limits,
+        discovery: discovery.clone(),
+        breaker: BreakerConfig {
+            open_wait: Duration::from_secs(args.breaker_open_secs.max(1)),
+            ..BreakerConfig::default()
+        },
+        metrics: metrics.clone(),
+        proxy: cfg.proxy.clone(),
+        cors: cfg.cors.clone(),
+        tracing_enabled: common.zipkin_endpoint.is_some(),
+    }));
+    discovery.spawn_refresh(shutdown.clone());
+    {
+        let gw = gw.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => gw.limits().sweep_now(),
+                    () = stop.cancelled() => break,
+                }
+            }
+        });
+    }
+    tracing::info!(%local, routes = cfg.routes.len(), "gateway listening");
+    serve(
+        listener,
+        gw,
+        Admin { readiness, metrics },
+        shutdown,
+        common.shutdown_grace(),
+    )
+    .await
+    .context("serving")?;
+    tracing::info!("stopped");
+    Ok(())
+}

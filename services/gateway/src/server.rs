@@ -1,0 +1,130 @@
+//! The gateway's HTTP/1.1 server: accepts connections (keeping each peer address for
+//! `X-Forwarded-For` and per-IP limits), answers `/health/*` and `/metrics` itself, hands everything
+//! else to the proxy, and shuts down gracefully (not ready, stop accepting, drain within the grace).
+//!
+//! Exists because the shared runtime's axum server does not expose peer addresses and adds a
+//! per-request router and middleware stack the hot path of a proxy does not need.
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+};
+use shop_runtime::{Metrics, Readiness};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::proxy::{Gateway, ProxyBody};
+
+/// What the built-in endpoints need.
+#[derive(Clone, Debug)]
+pub struct Admin {
+    /// Readiness checks (and the draining flag).
+    pub readiness: Readiness,
+    /// Metrics registry rendered at `/metrics`.
+    pub metrics: Metrics,
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+async fn dispatch(
+    gw: Arc<Gateway>,
+    admin: Admin,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ProxyBody> {
+    match req.uri().path() {
+        "/health/live" => text(
+            StatusCode::OK,
+            "application/json",
+            r#"{"status":"UP"}"#.to_owned(),
+        ),
+        "/health/ready" => {
+            let report = admin.readiness.check().await;
+            let status = if report.ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            text(status, "application/json", report.body.to_string())
+        }
+        "/metrics" => text(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            admin.metrics.render(),
+        ),
+        _ => gw.handle(req, peer).await,
+    }
+}
+
+/// Serves until `shutdown` is cancelled, then drains for at most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    gw: Arc<Gateway>,
+    admin: Admin,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .keep_alive(true)
+        .max_headers(128);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // EMFILE and friends: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let gw = gw.clone();
+                let admin = admin.clone();
+                let svc = service_fn(move |req| {
+                    let gw = gw.clone();
+                    let admin = admin.clone();
+                    async move { Ok::<_, Infallible>(dispatch(gw, admin, req, peer).await) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                let fut = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = fut.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with error");
+                    }
+                });
+            }
+            () = shutdown.cancelled() => break,
+        }
+    }
+    tracing::info!("shutdown signal received; draining");
+    admin.readiness.set_draining();
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("drained"),
+        () = tokio::time::sleep(grace) => tracing::warn!(?grace, "in-flight requests did not drain within the grace period"),
+    }
+    let _ = tokio::task::spawn_blocking(shop_runtime::telemetry::flush_spans).await;
+    Ok(())
+}
