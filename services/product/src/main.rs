@@ -1,3 +1,90 @@
 //! shop-product: product catalogue on MongoDB; seeds stock into inventory without losing it.
+//!
+//! This file only wires configuration, the shared runtime (logs, traces, health, metrics,
+//! registration, graceful shutdown), the MongoDB store, the stock retry loop and the HTTP routes.
 
-fn main() {}
+mod api;
+mod inventory;
+mod model;
+mod stock;
+mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use shop_runtime::{CommonArgs, Runtime};
+
+/// Command-line / environment configuration of shop-product.
+#[derive(Parser, Debug)]
+#[command(name = "shop-product", version, about)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+
+    /// MongoDB connection string.
+    #[arg(
+        long,
+        env = "SHOP_MONGO_URL",
+        default_value = "mongodb://127.0.0.1:27017/?directConnection=true"
+    )]
+    mongo_url: String,
+
+    /// MongoDB database (the original's `product-service`).
+    #[arg(long, env = "SHOP_MONGO_DB", default_value = "product-service")]
+    mongo_db: String,
+
+    /// Interval between retries of stock not yet confirmed by inventory, in milliseconds.
+    #[arg(long, env = "SHOP_STOCK_RETRY_MS", default_value_t = 1000)]
+    stock_retry_ms: u64,
+
+    /// Upper bound of the retry interval while inventory stays down, in milliseconds.
+    #[arg(long, env = "SHOP_STOCK_RETRY_MAX_MS", default_value_t = 15000)]
+    stock_retry_max_ms: u64,
+
+    /// Timeout of one stock push to inventory, in milliseconds.
+    #[arg(long, env = "SHOP_INVENTORY_TIMEOUT_MS", default_value_t = 2000)]
+    inventory_timeout_ms: u64,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "SHOP_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    max_body_bytes: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = Runtime::init("product", 8081, &args.common)
+        .await
+        .context("starting the runtime")?;
+    let store = store::ProductStore::connect(&args.mongo_url, &args.mongo_db)
+        .await
+        .with_context(|| format!("connecting to MongoDB at {}", args.mongo_url))?;
+    {
+        let store = store.clone();
+        rt.readiness().add("mongodb", move || {
+            let store = store.clone();
+            async move { store.ping().await.map_err(|e| e.to_string()) }
+        });
+    }
+    let target = inventory::InventoryTarget::new(
+        rt.client(),
+        Duration::from_millis(args.inventory_timeout_ms),
+    );
+    let syncer = Arc::new(stock::StockSyncer::new(store.clone(), target));
+    let retry = tokio::spawn(syncer.clone().run(
+        Duration::from_millis(args.stock_retry_ms),
+        Duration::from_millis(args.stock_retry_max_ms.max(args.stock_retry_ms)),
+        rt.shutdown_token(),
+    ));
+    // Markers left by a previous run (crash, inventory outage) are retried right away.
+    syncer.wake();
+    let state = Arc::new(api::AppState { store, syncer });
+    let router =
+        api::router(state).layer(axum::extract::DefaultBodyLimit::max(args.max_body_bytes));
+    tracing::info!(addr = %rt.local_addr(), "shop-product listening");
+    rt.serve(router).await.context("serving HTTP")?;
+    retry.abort();
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! HTTP API of shop-notification: the stored list and the live server-sent-events stream.
+//!
+//! Exists so notifications are visible to people and programs: `GET /api/notifications` pages
+//! through what is stored (newest first, optional `orderNumber` filter; bare JSON array, total in
+//! `X-Total-Count`), and `GET /api/notifications/stream` pushes each new notification as an SSE
+//! `notification` event (id = event id) with keep-alive comments. The stream starts with a
+//! `: connected` comment so a client knows it is subscribed, and ends on shutdown so graceful
+//! draining is not held up by idle subscribers.
+
+// `Problem` (the runtime's RFC 9457 response) is large; it is only built on cold error paths.
+#![allow(clippy::result_large_err)]
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::HeaderValue;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use shop_runtime::Problem;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{Notification, NotificationStore};
+
+/// Default page size.
+pub const DEFAULT_PAGE_SIZE: u64 = 20;
+/// Largest page size.
+pub const MAX_PAGE_SIZE: u64 = 500;
+
+/// Handler state.
+pub struct AppState {
+    /// Storage.
+    pub store: NotificationStore,
+    /// New notifications, fanned out to stream subscribers.
+    pub tx: broadcast::Sender<Notification>,
+    /// Cancelled at shutdown; ends open streams.
+    pub shutdown: CancellationToken,
+    /// Interval of keep-alive comments on the stream.
+    pub keep_alive: Duration,
+}
+
+/// The routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/notifications", get(list))
+        .route("/api/notifications/stream", get(stream))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    page: Option<String>,
+    size: Option<String>,
+    #[serde(rename = "orderNumber")]
+    order_number: Option<String>,
+}
+
+fn parse_u64(field: &'static str, v: Option<&str>, default: u64) -> Result<u64, Problem> {
+    match v {
+        None | Some("") => Ok(default),
+        Some(s) => s.parse::<u64>().map_err(|_| {
+            Problem::bad_request(field, format!("{field} must be a non-negative integer"))
+        }),
+    }
+}
+
+async fn list(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, Problem> {
+    let page = parse_u64("page", q.page.as_deref(), 0)?;
+    let size = parse_u64("size", q.size.as_deref(), DEFAULT_PAGE_SIZE)?;
+    if size == 0 || size > MAX_PAGE_SIZE {
+        return Err(Problem::bad_request(
+            "size",
+            format!("size must be between 1 and {MAX_PAGE_SIZE}"),
+        ));
+    }
+    let order = q.order_number.as_deref().filter(|o| !o.is_empty());
+    let (items, total) = st.store.list(order, page, size).await.map_err(|e| {
+        tracing::error!(error = %e, "listing notifications failed");
+        Problem::service_unavailable(
+            Duration::from_secs(1),
+            "the notification database is unavailable",
+        )
+    })?;
+    let mut resp = axum::Json(items).into_response();
+    if let Ok(v) = HeaderValue::from_str(&total.to_string()) {
+        resp.headers_mut().insert("x-total-count", v);
+    }
+    Ok(resp)
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamQuery {
+    #[serde(rename = "orderNumber")]
+    order_number: Option<String>,
+}
+
+async fn stream(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<StreamQuery>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let rx = st.tx.subscribe();
+    let filter = q.order_number.filter(|o| !o.is_empty());
+    let events = BroadcastStream::new(rx).filter_map(move |item| {
+        let filter = filter.clone();
+        async move {
+            match item {
+                Ok(n) => {
+                    if filter.as_ref().is_some_and(|f| f != &n.order_number) {
+                        return None;
+                    }
+                    let ev = Event::default()
+                        .event("notification")
+                        .id(n.event_id.clone())
+                        .json_data(&n)
+                        .unwrap_or_else(|_| {
+                            Event::default().comment("unserialisable notification")
+                        });
+                    Some(Ok(ev))
+                }
+                // A slow subscriber missed some: say so (the list endpoint has them all).
+                Err(BroadcastStreamRecvError::Lagged(n)) => {
+                    Some(Ok(Event::default().event("lagged").data(n.to_string())))
+                }
+            }
+        }
+    });
+    let hello = futures::stream::once(async { Ok(Event::default().comment("connected")) });
+    let shutdown = st.shutdown.clone().cancelled_owned();
+    let body = hello.chain(events).take_until(shutdown);
+    Sse::new(body).keep_alive(KeepAlive::new().interval(st.keep_alive).text("keep-alive"))
+}
