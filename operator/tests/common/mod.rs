@@ -1,0 +1,191 @@
+//! Shared helpers of the operator's integration tests: a client for the real control plane of the
+//! local stack, the CRD installed, a fresh namespace per test and the operator run in-process,
+//! scoped to that namespace so tests stay parallel-safe.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client, CustomResourceExt};
+use shop_operator::Shop;
+use shop_operator::controller::ReconcileSettings;
+use shop_operator::metrics::Metrics;
+use shop_operator::operator::{self, Settings};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Client of the local control plane (fails loudly naming `make up` when it is not there).
+pub async fn client() -> Client {
+    let path = shop_testkit::kubeconfig_path();
+    kubeconfig_client(&path).await
+}
+
+/// Client from a kubeconfig file.
+pub async fn kubeconfig_client(path: &std::path::Path) -> Client {
+    let kc = Kubeconfig::read_from(path).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
+    Client::try_from(cfg).unwrap()
+}
+
+/// Installs (server-side applies) the CRD generated from the code and waits until it is Established.
+pub async fn ensure_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        shop_operator::crd::CRD_NAME,
+        &PatchParams::apply("shop-operator-tests").force(),
+        &Patch::Apply(Shop::crd()),
+    )
+    .await
+    .expect("the API server refused the generated CRD (is it structural?)");
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        await_condition(crds, shop_operator::crd::CRD_NAME, conditions::is_crd_established()),
+    )
+    .await
+    .expect("CRD not established within 20 s")
+    .unwrap();
+}
+
+/// A fresh namespace; call `delete` at the end of the test.
+pub struct TestNs {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNs {
+    pub async fn new(client: &Client, prefix: &str) -> Self {
+        let name = shop_testkit::fresh_name(prefix);
+        let ns = Namespace {
+            metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+        Self { name, client: client.clone() }
+    }
+
+    pub async fn delete(self) {
+        let _ = Api::<Namespace>::all(self.client.clone()).delete(&self.name, &DeleteParams::background()).await;
+    }
+}
+
+/// The operator running in this process, watching one namespace.
+pub struct RunningOperator {
+    pub token: CancellationToken,
+    pub handle: JoinHandle<Result<(), operator::RunError>>,
+    pub metrics: Arc<Metrics>,
+    pub ready: Arc<AtomicBool>,
+}
+
+impl RunningOperator {
+    pub async fn stop(self) {
+        self.token.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.handle)
+            .await
+            .expect("operator did not stop within 10 s")
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Value of a counter in the metrics exposition (sum over label sets matching `filter`).
+    pub fn counter(&self, name: &str, filter: &str) -> f64 {
+        self.metrics
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains(filter))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+/// Test settings: one namespace, short backoff and debounce.
+pub fn test_settings(ns: &str) -> Settings {
+    Settings {
+        namespace: Some(ns.to_string()),
+        concurrency: 4,
+        debounce: Duration::from_millis(100),
+        reconcile: ReconcileSettings {
+            requeue: Duration::from_secs(3600),
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(5),
+        },
+        ..Default::default()
+    }
+}
+
+pub fn start_operator(client: &Client, ns: &str) -> RunningOperator {
+    let token = CancellationToken::new();
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let handle = tokio::spawn(operator::run(client.clone(), test_settings(ns), metrics.clone(), ready.clone(), token.clone()));
+    RunningOperator { token, handle, metrics, ready }
+}
+
+/// A Shop with every backing service configured (Secrets need not exist: kwok runs no container).
+pub fn sample_shop(name: &str, extra_spec: &str) -> Shop {
+    let yaml = format!(
+        r#"
+apiVersion: shopkeeper.dev/v1alpha1
+kind: Shop
+metadata: {{name: {name}}}
+spec:
+  image: {{repository: registry.example/shops, tag: "1.0.0"}}
+  backing:
+    mysql: {{urlSecretRef: {{name: db, key: url}}}}
+    mongodb: {{urlSecretRef: {{name: mongo, key: url}}}}
+    kafka: {{bootstrapServers: "kafka:9092"}}
+    zipkin: {{endpoint: "http://zipkin:9411/api/v2/spans"}}
+{extra_spec}"#
+    );
+    serde_yaml::from_str(&yaml).unwrap()
+}
+
+pub async fn create_shop(client: &Client, ns: &str, shop: &Shop) -> Shop {
+    Api::<Shop>::namespaced(client.clone(), ns).create(&PostParams::default(), shop).await.unwrap()
+}
+
+/// Polls until `check` holds (up to `secs`), panicking with `what` otherwise.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    assert!(shop_testkit::wait_until(Duration::from_secs(secs), check).await, "timed out after {secs} s waiting for: {what}");
+}
+
+/// resourceVersion of every object carrying the Shop's labels, keyed by `Kind/name`.
+pub async fn resource_versions(client: &Client, ns: &str, shop: &str) -> BTreeMap<String, String> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use kube::ResourceExt;
+    let lp = kube::api::ListParams::default().labels(&shop_operator::build::shop_selector(shop));
+    let mut out = BTreeMap::new();
+    macro_rules! collect {
+        ($k:ty, $kind:literal) => {
+            for o in Api::<$k>::namespaced(client.clone(), ns).list(&lp).await.unwrap() {
+                out.insert(format!("{}/{}", $kind, o.name_any()), o.resource_version().unwrap_or_default());
+            }
+        };
+    }
+    collect!(Deployment, "Deployment");
+    collect!(Service, "Service");
+    collect!(ConfigMap, "ConfigMap");
+    collect!(ServiceAccount, "ServiceAccount");
+    collect!(NetworkPolicy, "NetworkPolicy");
+    collect!(PodDisruptionBudget, "PodDisruptionBudget");
+    let s = Api::<Shop>::namespaced(client.clone(), ns).get(shop).await.unwrap();
+    out.insert(format!("Shop/{shop}"), s.resource_version().unwrap_or_default());
+    out
+}
+
+pub async fn shop_phase(client: &Client, ns: &str, name: &str) -> Option<String> {
+    Api::<Shop>::namespaced(client.clone(), ns).get(name).await.ok()?.status?.phase
+}
