@@ -1,0 +1,941 @@
+//! Integration tests of the real `shop-gateway` process against real HTTP upstream servers on
+//! loopback: routing, balancing, failover, JWT cases, rate limits, SSE, large streamed bodies,
+//! limits, timeouts and the circuit breaker.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Gateway, JwksServer, Upstream, header, rss_kib};
+use futures::StreamExt;
+use jsonwebtoken::{
+    Algorithm, EncodingKey, Header,
+    jwk::{Jwk, JwkSet},
+};
+use serde_json::{Value, json};
+
+const SECRET: &str = "integration-test-secret-0123456789";
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+fn claims(extra: Value) -> Value {
+    let now = jsonwebtoken::get_current_timestamp();
+    let mut c = json!({"sub": "alice", "iss": "shop-test", "aud": "shop", "exp": now + 300, "scope": "orders.write"});
+    if let (Some(c), Value::Object(e)) = (c.as_object_mut(), extra) {
+        c.extend(e);
+    }
+    c
+}
+
+fn hs256(c: &Value, secret: &[u8]) -> String {
+    shop_gateway::auth::install_crypto();
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        c,
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+fn signed(alg: Algorithm, kid: &str, key: &EncodingKey, c: &Value) -> String {
+    let mut h = Header::new(alg);
+    h.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&h, c, key).unwrap()
+}
+
+fn rsa_key() -> EncodingKey {
+    EncodingKey::from_rsa_pem(include_bytes!("fixtures/rsa-private.pem")).unwrap()
+}
+
+fn jwk(key: &EncodingKey, alg: Algorithm, kid: &str) -> Jwk {
+    shop_gateway::auth::install_crypto();
+    let mut j = Jwk::from_encoding_key(key, alg).unwrap();
+    j.common.key_id = Some(kid.to_owned());
+    j
+}
+
+fn auth_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("SHOP_JWT_SECRET", SECRET),
+        ("SHOP_JWT_ISSUER", "shop-test"),
+        ("SHOP_JWT_AUDIENCE", "shop"),
+        ("SHOP_JWT_LEEWAY_SECS", "0"),
+    ]
+}
+
+async fn json_of(r: reqwest::Response) -> Value {
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn routes_by_prefix_rewrites_and_sets_forwarding_headers() {
+    let product = Upstream::start("product").await;
+    let registry = Upstream::start("registry").await;
+    let yaml = format!(
+        r#"
+routes:
+  - {{id: product, prefix: /api/product, upstreams: ["{p}"]}}
+  - {{id: dashboard, prefix: /eureka/web, upstreams: ["{r}"], rewrite: /}}
+  - {{id: eureka, prefix: /eureka, upstreams: ["{r}"]}}
+"#,
+        p = product.url(),
+        r = registry.url()
+    );
+    let gw = Gateway::start(&yaml, &[]).await;
+    let c = client();
+
+    let r = c
+        .get(gw.url("/api/product/42?color=red"))
+        .header("x-request-id", "req-123")
+        .header("x-user-id", "mallory")
+        .header("connection", "x-secret")
+        .header("x-secret", "hop")
+        .header("x-forwarded-for", "10.1.2.3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(r.headers(), "x-request-id"), "req-123");
+    let body = json_of(r).await;
+    assert_eq!(body["upstream"], "product");
+    assert_eq!(body["path"], "/api/product/42?color=red");
+    let h = &body["headers"];
+    assert_eq!(h["x-request-id"], "req-123");
+    assert!(
+        h.get("x-user-id").is_none(),
+        "client-sent X-User-Id must be stripped: {h}"
+    );
+    assert!(
+        h.get("x-secret").is_none(),
+        "header named in Connection must be stripped: {h}"
+    );
+    assert_eq!(h["x-forwarded-for"], "10.1.2.3, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(
+        h["x-forwarded-host"],
+        format!("127.0.0.1:{}", gw.svc.port())
+    );
+
+    // A request id is generated when the client sends none, and is the same on both sides.
+    let r = c.get(gw.url("/api/product")).send().await.unwrap();
+    let rid = header(r.headers(), "x-request-id").to_owned();
+    assert_eq!(rid.len(), 36, "uuid expected, got {rid:?}");
+    assert_eq!(json_of(r).await["headers"]["x-request-id"], rid);
+
+    // Dashboard is rewritten to `/`, the Eureka API is passed as is.
+    let body = json_of(c.get(gw.url("/eureka/web")).send().await.unwrap()).await;
+    assert_eq!(
+        (body["upstream"].as_str(), body["path"].as_str()),
+        (Some("registry"), Some("/"))
+    );
+    let body = json_of(c.get(gw.url("/eureka/apps/PRODUCT")).send().await.unwrap()).await;
+    assert_eq!(body["path"], "/eureka/apps/PRODUCT");
+
+    // No route: 404 problem naming the path, nothing proxied; `/api/products` is not `/api/product`.
+    for p in ["/nothing", "/api/products"] {
+        let r = c.get(gw.url(p)).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+        assert_eq!(
+            header(r.headers(), "content-type"),
+            "application/problem+json"
+        );
+        let b = json_of(r).await;
+        assert_eq!(b["field"], "path");
+    }
+    assert_eq!(product.hits(), 2);
+}
+
+#[tokio::test]
+async fn balances_round_robin_and_fails_over_when_an_instance_dies() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let yaml = format!(
+        "routes:\n  - {{id: svc, prefix: /api/svc, upstreams: [\"{}\", \"{}\"], auth: public}}\n",
+        a.url(),
+        b.url()
+    );
+    let gw = Gateway::start(&yaml, &[]).await;
+    let c = client();
+    for _ in 0..10 {
+        assert_eq!(
+            c.get(gw.url("/api/svc/x")).send().await.unwrap().status(),
+            200
+        );
+    }
+    assert_eq!(
+        (a.hits(), b.hits()),
+        (5, 5),
+        "round robin over two instances"
+    );
+
+    let b_hits = b.hits.clone();
+    b.kill().await;
+    for i in 0..10 {
+        let r = c.get(gw.url("/api/svc/x")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i} after b died");
+        assert_eq!(json_of(r).await["upstream"], "a");
+    }
+    // A small POST is replayed on the live instance when the dead one refuses the connection.
+    for i in 0..4 {
+        let r = c
+            .post(gw.url("/api/svc/orders"))
+            .body("{\"n\":1}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "POST {i} after b died");
+        assert_eq!(json_of(r).await["body_len"], 7);
+    }
+    assert_eq!(a.hits(), 5 + 10 + 4);
+    assert_eq!(b_hits.load(std::sync::atomic::Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn dead_only_upstream_is_502_problem_and_breaker_opens() {
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let failing = Upstream::start("failing").await;
+    let yaml = format!(
+        r#"
+routes:
+  - {{id: gone, prefix: /gone, upstreams: ["{dead_url}"], auth: public}}
+  - {{id: failing, prefix: /fail, upstreams: ["{f}"], auth: public}}
+proxy: {{retries: 0}}
+"#,
+        f = failing.url()
+    );
+    let gw = Gateway::start(&yaml, &[("SHOP_BREAKER_OPEN_SECS", "30")]).await;
+    let c = client();
+    let r = c.get(gw.url("/gone")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(
+        header(r.headers(), "content-type"),
+        "application/problem+json"
+    );
+
+    // 5 upstream 500s fill the breaker window (50 % failure rate): the next call is short-circuited.
+    for _ in 0..5 {
+        assert_eq!(c.get(gw.url("/fail")).send().await.unwrap().status(), 500);
+    }
+    let r = c.get(gw.url("/fail")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(header(r.headers(), "retry-after").parse::<u64>().unwrap() >= 1);
+    assert_eq!(json_of(r).await["title"], "Upstream circuit open");
+    assert_eq!(
+        failing.hits(),
+        5,
+        "the open breaker must not call the upstream"
+    );
+    let metrics = c
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("circuit_breaker_state{service=\"route:failing\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn idempotent_get_is_retried_on_another_instance_but_post_is_not() {
+    let ok = Upstream::start("ok").await;
+    let bad = Upstream::start("bad").await;
+    let yaml = format!(
+        "routes:\n  - {{id: mixed, prefix: /fail, upstreams: [\"{}\", \"{}\"], auth: public}}\n",
+        bad.url(),
+        ok.url()
+    );
+    let gw = Gateway::start(&yaml, &[]).await;
+    let c = client();
+    // Both instances answer 500 on /fail: a GET is tried on 3 attempts (1 + 2 retries), a POST once.
+    let r = c.get(gw.url("/fail")).send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(ok.hits() + bad.hits(), 3, "GET retried twice");
+    let token = hs256(&claims(json!({})), SECRET.as_bytes());
+    drop(gw);
+    let gw = Gateway::start(&yaml, &auth_env()).await;
+    let before = ok.hits() + bad.hits();
+    let r = c
+        .post(gw.url("/fail"))
+        .bearer_auth(&token)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(
+        ok.hits() + bad.hits() - before,
+        1,
+        "POST must not be retried"
+    );
+}
+
+#[tokio::test]
+async fn jwt_hs256_cases() {
+    let up = Upstream::start("orders").await;
+    let yaml = format!(
+        r#"
+routes:
+  - {{id: order, prefix: /api/order, upstreams: ["{u}"]}}
+  - {{id: admin, prefix: /api/admin, upstreams: ["{u}"], auth: "role:admin"}}
+  - {{id: write, prefix: /api/write, upstreams: ["{u}"], auth: "scope:orders.admin"}}
+  - {{id: private, prefix: /api/private, upstreams: ["{u}"], auth: authenticated}}
+"#,
+        u = up.url()
+    );
+    let gw = Gateway::start(&yaml, &auth_env()).await;
+    let c = client();
+    let now = jsonwebtoken::get_current_timestamp();
+
+    // Reads are public by default, mutations need a token.
+    assert_eq!(
+        c.get(gw.url("/api/order")).send().await.unwrap().status(),
+        200
+    );
+    let r = c
+        .post(gw.url("/api/order"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        header(r.headers(), "www-authenticate"),
+        r#"Bearer realm="shop""#
+    );
+    assert_eq!(
+        header(r.headers(), "content-type"),
+        "application/problem+json"
+    );
+    assert_eq!(json_of(r).await["field"], "authorization");
+    assert_eq!(
+        c.get(gw.url("/api/private")).send().await.unwrap().status(),
+        401
+    );
+
+    // Valid token: subject forwarded as X-User-Id.
+    let good = hs256(&claims(json!({})), SECRET.as_bytes());
+    let r = c
+        .post(gw.url("/api/order"))
+        .bearer_auth(&good)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(json_of(r).await["headers"]["x-user-id"], "alice");
+
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let none = format!(
+        "{}.{}.",
+        b64.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        b64.encode(claims(json!({})).to_string())
+    );
+    let cases = [
+        (
+            "expired",
+            hs256(&claims(json!({"exp": now - 10})), SECRET.as_bytes()),
+        ),
+        (
+            "wrong issuer",
+            hs256(&claims(json!({"iss": "evil"})), SECRET.as_bytes()),
+        ),
+        (
+            "wrong audience",
+            hs256(&claims(json!({"aud": "other"})), SECRET.as_bytes()),
+        ),
+        (
+            "bad signature",
+            hs256(&claims(json!({})), b"not-the-secret-not-the-secret-000"),
+        ),
+        ("alg none", none),
+        ("garbage", "abc.def".to_owned()),
+    ];
+    let hits_before = up.hits();
+    for (name, tok) in cases {
+        // Invalid tokens are refused even on public reads.
+        for req in [
+            c.post(gw.url("/api/order")).body("{}"),
+            c.get(gw.url("/api/order")),
+        ] {
+            let r = req.bearer_auth(&tok).send().await.unwrap();
+            assert_eq!(r.status(), 401, "{name}");
+            let www = header(r.headers(), "www-authenticate").to_owned();
+            assert!(www.contains(r#"error="invalid_token""#), "{name}: {www}");
+            assert_eq!(json_of(r).await["status"], 401, "{name}");
+        }
+    }
+    assert_eq!(
+        up.hits(),
+        hits_before,
+        "nothing reaches the upstream with a bad token"
+    );
+
+    // Missing scope / role: 403 with insufficient_scope.
+    let r = c
+        .post(gw.url("/api/write"))
+        .bearer_auth(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(header(r.headers(), "www-authenticate").contains(r#"scope="orders.admin""#));
+    let r = c
+        .get(gw.url("/api/admin"))
+        .bearer_auth(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let admin = hs256(
+        &claims(json!({"roles": ["admin"], "scope": "orders.admin"})),
+        SECRET.as_bytes(),
+    );
+    assert_eq!(
+        c.get(gw.url("/api/admin"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.post(gw.url("/api/write"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn jwt_rs256_es256_via_jwks_and_confusion_attack() {
+    shop_gateway::auth::install_crypto();
+    let up = Upstream::start("orders").await;
+    let rsa = rsa_key();
+    let ec = EncodingKey::from_ec_pem(include_bytes!("fixtures/ec-private.pem")).unwrap();
+    let jwks = JwksServer::start(JwkSet {
+        keys: vec![
+            jwk(&rsa, Algorithm::RS256, "rsa-1"),
+            jwk(&ec, Algorithm::ES256, "ec-1"),
+        ],
+    })
+    .await;
+    let yaml = format!(
+        "routes:\n  - {{id: order, prefix: /api/order, upstreams: [\"{}\"]}}\n",
+        up.url()
+    );
+    let mut env = auth_env();
+    env.push(("SHOP_JWKS_URL", &jwks.url));
+    env.push(("SHOP_JWKS_MIN_REFRESH_SECS", "60"));
+    let gw = Gateway::start(&yaml, &env).await;
+    let c = client();
+    let post = |tok: String| {
+        c.post(gw.url("/api/order"))
+            .bearer_auth(tok)
+            .body("{}")
+            .send()
+    };
+
+    let r = post(signed(
+        Algorithm::RS256,
+        "rsa-1",
+        &rsa,
+        &claims(json!({"sub": "rs-user"})),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(json_of(r).await["headers"]["x-user-id"], "rs-user");
+    let r = post(signed(
+        Algorithm::ES256,
+        "ec-1",
+        &ec,
+        &claims(json!({"sub": "ec-user"})),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(json_of(r).await["headers"]["x-user-id"], "ec-user");
+
+    // HS/RS confusion: an HS256 token "signed" with the RSA public key as HMAC secret.
+    let public_pem = include_bytes!("fixtures/rsa-public.pem");
+    let mut h = Header::new(Algorithm::HS256);
+    h.kid = Some("rsa-1".into());
+    let forged = jsonwebtoken::encode(
+        &h,
+        &claims(json!({})),
+        &EncodingKey::from_secret(public_pem),
+    )
+    .unwrap();
+    assert_eq!(post(forged).await.unwrap().status(), 401);
+    // RS256 header with an EC key id: key type does not fit, refused.
+    let wrong = signed(Algorithm::RS256, "ec-1", &rsa, &claims(json!({})));
+    assert_eq!(post(wrong).await.unwrap().status(), 401);
+    // Signed by a key that is not in the JWKS.
+    let other =
+        EncodingKey::from_rsa_pem(include_bytes!("fixtures/rsa-other-private.pem")).unwrap();
+    assert_eq!(
+        post(signed(
+            Algorithm::RS256,
+            "rsa-1",
+            &other,
+            &claims(json!({}))
+        ))
+        .await
+        .unwrap()
+        .status(),
+        401
+    );
+
+    // Unknown key ids trigger at most one refetch per min-refresh interval.
+    let fetched = jwks.fetches();
+    for i in 0..5 {
+        let r = post(signed(
+            Algorithm::RS256,
+            &format!("unknown-{i}"),
+            &rsa,
+            &claims(json!({})),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    assert!(
+        jwks.fetches() - fetched <= 1,
+        "JWKS refetch is rate limited: {} fetches",
+        jwks.fetches() - fetched
+    );
+}
+
+#[tokio::test]
+async fn jwks_key_rotation_is_picked_up_on_unknown_kid() {
+    shop_gateway::auth::install_crypto();
+    let up = Upstream::start("orders").await;
+    let rsa = rsa_key();
+    let other =
+        EncodingKey::from_rsa_pem(include_bytes!("fixtures/rsa-other-private.pem")).unwrap();
+    let jwks = JwksServer::start(JwkSet {
+        keys: vec![jwk(&rsa, Algorithm::RS256, "old")],
+    })
+    .await;
+    let yaml = format!(
+        "routes:\n  - {{id: order, prefix: /api/order, upstreams: [\"{}\"]}}\n",
+        up.url()
+    );
+    let mut env = auth_env();
+    env.push(("SHOP_JWKS_URL", &jwks.url));
+    env.push(("SHOP_JWKS_MIN_REFRESH_SECS", "0"));
+    let gw = Gateway::start(&yaml, &env).await;
+    let c = client();
+    let tok_old = signed(Algorithm::RS256, "old", &rsa, &claims(json!({})));
+    assert_eq!(
+        c.post(gw.url("/api/order"))
+            .bearer_auth(&tok_old)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    jwks.keys
+        .lock()
+        .keys
+        .push(jwk(&other, Algorithm::RS256, "new"));
+    let tok_new = signed(
+        Algorithm::RS256,
+        "new",
+        &other,
+        &claims(json!({"sub": "rotated"})),
+    );
+    let r = c
+        .post(gw.url("/api/order"))
+        .bearer_auth(&tok_new)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(json_of(r).await["headers"]["x-user-id"], "rotated");
+}
+
+#[tokio::test]
+async fn hs_tokens_refused_when_only_jwks_is_configured() {
+    shop_gateway::auth::install_crypto();
+    let up = Upstream::start("orders").await;
+    let jwks = JwksServer::start(JwkSet {
+        keys: vec![jwk(&rsa_key(), Algorithm::RS256, "rsa-1")],
+    })
+    .await;
+    let yaml = format!(
+        "routes:\n  - {{id: order, prefix: /api/order, upstreams: [\"{}\"]}}\n",
+        up.url()
+    );
+    let gw = Gateway::start(&yaml, &[("SHOP_JWKS_URL", &jwks.url)]).await;
+    let forged = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims(json!({})),
+        &EncodingKey::from_secret(include_bytes!("fixtures/rsa-public.pem")),
+    )
+    .unwrap();
+    let r = client()
+        .post(gw.url("/api/order"))
+        .bearer_auth(forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        json_of(r).await["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not accepted")
+    );
+}
+
+#[tokio::test]
+async fn mint_token_subcommand_produces_a_token_the_gateway_accepts() {
+    let up = Upstream::start("orders").await;
+    let out = std::process::Command::new(shop_testkit::binary_path("shop-gateway"))
+        .args(["mint-token", "--sub", "bob", "--scope", "orders.write"])
+        .env("SHOP_JWT_SECRET", SECRET)
+        .env("SHOP_JWT_ISSUER", "shop-test")
+        .env("SHOP_JWT_AUDIENCE", "shop")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let yaml = format!(
+        "routes:\n  - {{id: order, prefix: /api/order, upstreams: [\"{}\"], auth: \"scope:orders.write\"}}\n",
+        up.url()
+    );
+    let gw = Gateway::start(&yaml, &auth_env()).await;
+    let r = client()
+        .post(gw.url("/api/order"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(json_of(r).await["headers"]["x-user-id"], "bob");
+}
+
+#[tokio::test]
+async fn rate_limit_429_with_headers_per_client() {
+    let up = Upstream::start("p").await;
+    let yaml = format!(
+        r#"
+routes:
+  - {{id: p, prefix: /api/p, upstreams: ["{u}"], auth: public, rate_limit: {{per_second: 0.2, burst: 3}}}}
+"#,
+        u = up.url()
+    );
+    let gw = Gateway::start(&yaml, &auth_env()).await;
+    let c = client();
+    let alice = hs256(&claims(json!({})), SECRET.as_bytes());
+    let bob = hs256(&claims(json!({"sub": "bob"})), SECRET.as_bytes());
+    for expect_remaining in [2, 1, 0] {
+        let r = c
+            .get(gw.url("/api/p"))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(r.headers(), "x-ratelimit-limit"), "3");
+        assert_eq!(
+            header(r.headers(), "x-ratelimit-remaining"),
+            expect_remaining.to_string()
+        );
+        assert!(
+            header(r.headers(), "x-ratelimit-reset")
+                .parse::<u64>()
+                .unwrap()
+                >= 1
+        );
+    }
+    let r = c
+        .get(gw.url("/api/p"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = header(r.headers(), "retry-after").parse().unwrap();
+    assert!((1..=5).contains(&retry), "retry-after {retry}");
+    assert_eq!(header(r.headers(), "x-ratelimit-remaining"), "0");
+    assert_eq!(
+        header(r.headers(), "content-type"),
+        "application/problem+json"
+    );
+    // Bob (another subject) and an anonymous caller (keyed by IP) have their own buckets.
+    assert_eq!(
+        c.get(gw.url("/api/p"))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(c.get(gw.url("/api/p")).send().await.unwrap().status(), 200);
+    assert_eq!(up.hits(), 5);
+}
+
+#[tokio::test]
+async fn rate_limit_fails_closed_when_keys_are_at_capacity_and_open_when_configured() {
+    let up = Upstream::start("p").await;
+    let c = client();
+    let alice = hs256(&claims(json!({})), SECRET.as_bytes());
+    let bob = hs256(&claims(json!({"sub": "bob"})), SECRET.as_bytes());
+    for (mode, expect) in [("closed", 503u16), ("open", 200u16)] {
+        let yaml = format!(
+            r#"
+routes:
+  - {{id: p, prefix: /api/p, upstreams: ["{u}"], auth: public}}
+rate_limit: {{max_keys: 1, client: {{per_second: 0.01, burst: 100}}}}
+"#,
+            u = up.url()
+        );
+        let mut env = auth_env();
+        env.push(("SHOP_RATE_LIMIT_FAIL", mode));
+        let gw = Gateway::start(&yaml, &env).await;
+        assert_eq!(
+            c.get(gw.url("/api/p"))
+                .bearer_auth(&alice)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        let r = c
+            .get(gw.url("/api/p"))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), expect, "mode {mode}");
+        if expect == 503 {
+            assert_eq!(header(r.headers(), "retry-after"), "1");
+            assert_eq!(json_of(r).await["title"], "Rate limit unavailable");
+        } else {
+            assert!(
+                r.headers().get("x-ratelimit-limit").is_none(),
+                "unchecked request has no limit headers"
+            );
+        }
+        // The tracked client keeps being limited normally.
+        assert_eq!(
+            c.get(gw.url("/api/p"))
+                .bearer_auth(&alice)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+}
+
+#[tokio::test]
+async fn sse_events_pass_through_unbuffered() {
+    let up = Upstream::start("events").await;
+    let yaml = format!(
+        "routes:\n  - {{id: ev, prefix: /sse, upstreams: [\"{}\"], auth: public}}\n",
+        up.url()
+    );
+    let gw = Gateway::start(&yaml, &[]).await;
+    let r = client().get(gw.url("/sse")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(r.headers(), "content-type"), "text/event-stream");
+    let mut stream = r.bytes_stream();
+    let mut seen = Vec::new();
+    // The upstream holds the second event back until we have received the first through the gateway.
+    while !seen.ends_with(b"data: one\n\n") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("first event not delivered while the stream is open: gateway buffers")
+            .unwrap()
+            .unwrap();
+        seen.extend_from_slice(&chunk);
+    }
+    up.sse_next.notify_one();
+    while let Some(chunk) = stream.next().await {
+        seen.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(seen, b"data: one\n\ndata: two\n\n");
+}
+
+#[tokio::test]
+async fn large_streamed_upload_and_download_do_not_grow_gateway_memory() {
+    const SIZE: u64 = 256 * 1024 * 1024;
+    let up = Upstream::start("blob").await;
+    let yaml = format!(
+        "routes:\n  - {{id: blob, prefix: /, upstreams: [\"{}\"], auth: public, max_body_bytes: {}}}\n",
+        up.url(),
+        SIZE * 2
+    );
+    let gw = Gateway::start(&yaml, &[]).await;
+    let c = client();
+    // Warm up the connection pool and allocator.
+    assert_eq!(
+        c.get(gw.url("/download?bytes=1048576"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (_, hwm_before) = rss_kib(gw.pid());
+
+    let chunk = bytes::Bytes::from(vec![b'u'; 256 * 1024]);
+    let n = SIZE / chunk.len() as u64;
+    let body = futures::stream::iter((0..n).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let r = c
+        .post(gw.url("/upload"))
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(json_of(r).await["received"], SIZE);
+
+    let r = c
+        .get(gw.url(&format!("/download?bytes={SIZE}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut got = 0u64;
+    let mut s = r.bytes_stream();
+    while let Some(chunk) = s.next().await {
+        got += chunk.unwrap().len() as u64;
+    }
+    assert_eq!(got, SIZE);
+
+    let (_, hwm_after) = rss_kib(gw.pid());
+    let growth_mib = (hwm_after.saturating_sub(hwm_before)) / 1024;
+    eprintln!("gateway peak RSS before {hwm_before} KiB, after {hwm_after} KiB (512 MiB streamed)");
+    assert!(
+        growth_mib < 32,
+        "gateway peak RSS grew by {growth_mib} MiB while streaming 2 x 256 MiB"
+    );
+}
+
+#[tokio::test]
+async fn body_limit_413_and_timeout_504() {
+    let up = Upstream::start("u").await;
+    let yaml = format!(
+        r#"
+routes:
+  - {{id: small, prefix: /upload, upstreams: ["{u}"], auth: public, max_body_bytes: 1000}}
+  - {{id: slow, prefix: /slow, upstreams: ["{u}"], auth: public, timeout_ms: 300}}
+"#,
+        u = up.url()
+    );
+    let gw = Gateway::start(&yaml, &[]).await;
+    let c = client();
+    // Declared too large: refused before anything is sent upstream.
+    let r = c
+        .post(gw.url("/upload"))
+        .body(vec![0u8; 2000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(json_of(r).await["field"], "body");
+    assert_eq!(up.hits(), 0);
+    // Chunked (no length) and too large: 413 too.
+    let chunks = futures::stream::iter(
+        (0..20).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![1u8; 100]))),
+    );
+    let r = c
+        .post(gw.url("/upload"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // Within the limit: passes.
+    let r = c
+        .post(gw.url("/upload"))
+        .body(vec![0u8; 900])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(r).await["received"], 900);
+
+    let r = c.get(gw.url("/slow")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    assert_eq!(
+        header(r.headers(), "content-type"),
+        "application/problem+json"
+    );
+}
+
+#[tokio::test]
+async fn cors_preflight_and_headers() {
+    let up = Upstream::start("u").await;
+    let yaml = format!(
+        r#"
+routes:
+  - {{id: p, prefix: /api/p, upstreams: ["{u}"]}}
+cors: {{allowed_origins: ["https://shop.example"], max_age_secs: 600}}
+"#,
+        u = up.url()
+    );
+    let gw = Gateway::start(&yaml, &[]).await;
+    let c = client();
+    let r = c
+        .request(reqwest::Method::OPTIONS, gw.url("/api/p"))
+        .header("origin", "https://shop.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        header(r.headers(), "access-control-allow-origin"),
+        "https://shop.example"
+    );
+    assert!(header(r.headers(), "access-control-allow-methods").contains("POST"));
+    assert_eq!(header(r.headers(), "access-control-max-age"), "600");
+    let r = c
+        .get(gw.url("/api/p"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    let r = c
+        .get(gw.url("/api/p"))
+        .header("origin", "https://shop.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(r.headers(), "access-control-allow-origin"),
+        "https://shop.example"
+    );
+    assert_eq!(up.hits(), 2, "preflight is answered by the gateway");
+}
