@@ -22,7 +22,7 @@ use opentelemetry::trace::TraceContextExt;
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -170,6 +170,12 @@ pub async fn run(
         };
         let msg = match msg {
             Ok(m) => m,
+            Err(KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition)) => {
+                // The topic does not exist until the first order is published (auto-creation).
+                tracing::debug!(topic = %cfg.topic, "topic not created yet");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "kafka receive error");
                 tokio::time::sleep(Duration::from_millis(200)).await;
