@@ -54,14 +54,23 @@ impl<K> Child for K where
 {
 }
 
-async fn apply_one<K: Child>(client: &Client, ns: &str, obj: &K, metrics: &Metrics) -> Result<K, Error> {
+async fn apply_one<K: Child>(
+    client: &Client,
+    ns: &str,
+    obj: &K,
+    metrics: &Metrics,
+) -> Result<K, Error> {
     let kind = kind_of::<K>();
     let name = obj.meta().name.clone().ok_or(Error::Unnamed(kind))?;
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     metrics.write(kind, "apply");
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj))
-        .await
-        .map_err(|source| Error::Apply { kind, name, source })
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .map_err(|source| Error::Apply { kind, name, source })
 }
 
 fn kind_of<K: Child>() -> &'static str {
@@ -79,7 +88,12 @@ fn kind_of<K: Child>() -> &'static str {
 
 /// Applies every object, in order. Stops at the first failure (later components depend on
 /// earlier ones; the error policy retries with backoff).
-pub async fn apply_all(client: &Client, ns: &str, res: &Resources, metrics: &Metrics) -> Result<Applied, Error> {
+pub async fn apply_all(
+    client: &Client,
+    ns: &str,
+    res: &Resources,
+    metrics: &Metrics,
+) -> Result<Applied, Error> {
     let mut applied = Applied::default();
     for cr in &res.components {
         // Destructured without `..`: a new kind of child that is not applied fails to compile.
@@ -110,7 +124,9 @@ pub async fn apply_all(client: &Client, ns: &str, res: &Resources, metrics: &Met
 }
 
 fn names<'a, K: Resource + 'a>(objs: impl IntoIterator<Item = &'a K>) -> BTreeSet<String> {
-    objs.into_iter().filter_map(|o| o.meta().name.clone()).collect()
+    objs.into_iter()
+        .filter_map(|o| o.meta().name.clone())
+        .collect()
 }
 
 async fn delete_orphans_of<K: Child>(
@@ -162,28 +178,93 @@ pub async fn delete_orphans(
     let c = &res.components;
     let mut deleted = Vec::new();
     // Workloads first so pods stop before their config and identity go.
-    deleted.extend(delete_orphans_of::<Deployment>(client, ns, shop, owner_uid, &names(c.iter().map(|r| &r.deployment)), metrics).await?);
-    deleted.extend(delete_orphans_of::<PodDisruptionBudget>(client, ns, shop, owner_uid, &names(c.iter().filter_map(|r| r.pdb.as_ref())), metrics).await?);
-    let services = names(c.iter().flat_map(|r| std::iter::once(&r.service).chain(r.peer_service.as_ref())));
-    deleted.extend(delete_orphans_of::<Service>(client, ns, shop, owner_uid, &services, metrics).await?);
-    deleted.extend(delete_orphans_of::<NetworkPolicy>(client, ns, shop, owner_uid, &names(c.iter().map(|r| &r.network_policy)), metrics).await?);
-    deleted.extend(delete_orphans_of::<ConfigMap>(client, ns, shop, owner_uid, &names(c.iter().map(|r| &r.config_map)), metrics).await?);
-    deleted.extend(delete_orphans_of::<ServiceAccount>(client, ns, shop, owner_uid, &names(c.iter().map(|r| &r.service_account)), metrics).await?);
+    deleted.extend(
+        delete_orphans_of::<Deployment>(
+            client,
+            ns,
+            shop,
+            owner_uid,
+            &names(c.iter().map(|r| &r.deployment)),
+            metrics,
+        )
+        .await?,
+    );
+    deleted.extend(
+        delete_orphans_of::<PodDisruptionBudget>(
+            client,
+            ns,
+            shop,
+            owner_uid,
+            &names(c.iter().filter_map(|r| r.pdb.as_ref())),
+            metrics,
+        )
+        .await?,
+    );
+    let services = names(
+        c.iter()
+            .flat_map(|r| std::iter::once(&r.service).chain(r.peer_service.as_ref())),
+    );
+    deleted.extend(
+        delete_orphans_of::<Service>(client, ns, shop, owner_uid, &services, metrics).await?,
+    );
+    deleted.extend(
+        delete_orphans_of::<NetworkPolicy>(
+            client,
+            ns,
+            shop,
+            owner_uid,
+            &names(c.iter().map(|r| &r.network_policy)),
+            metrics,
+        )
+        .await?,
+    );
+    deleted.extend(
+        delete_orphans_of::<ConfigMap>(
+            client,
+            ns,
+            shop,
+            owner_uid,
+            &names(c.iter().map(|r| &r.config_map)),
+            metrics,
+        )
+        .await?,
+    );
+    deleted.extend(
+        delete_orphans_of::<ServiceAccount>(
+            client,
+            ns,
+            shop,
+            owner_uid,
+            &names(c.iter().map(|r| &r.service_account)),
+            metrics,
+        )
+        .await?,
+    );
     Ok(deleted)
 }
 
 /// The Shop's Deployments as they are (used when paused or when the spec is invalid).
-pub async fn observe_deployments(client: &Client, ns: &str, shop: &str) -> Result<BTreeMap<Component, Deployment>, Error> {
+pub async fn observe_deployments(
+    client: &Client,
+    ns: &str,
+    shop: &str,
+) -> Result<BTreeMap<Component, Deployment>, Error> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let list = api
         .list(&ListParams::default().labels(&shop_selector(shop)))
         .await
-        .map_err(|source| Error::List { kind: "Deployment", source })?;
+        .map_err(|source| Error::List {
+            kind: "Deployment",
+            source,
+        })?;
     Ok(list
         .items
         .into_iter()
         .filter_map(|d| {
-            let c = d.labels().get(crate::build::labels::COMPONENT).and_then(|c| Component::from_name(c))?;
+            let c = d
+                .labels()
+                .get(crate::build::labels::COMPONENT)
+                .and_then(|c| Component::from_name(c))?;
             Some((c, d))
         })
         .collect())

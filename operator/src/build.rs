@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext,
@@ -107,17 +109,28 @@ pub fn selector_labels(shop: &str, c: Component) -> BTreeMap<String, String> {
 
 /// Label selector string matching every child of one Shop.
 pub fn shop_selector(shop: &str) -> String {
-    format!("{}={MANAGED_BY},{}={shop}", labels::MANAGED_BY, labels::INSTANCE)
+    format!(
+        "{}={MANAGED_BY},{}={shop}",
+        labels::MANAGED_BY,
+        labels::INSTANCE
+    )
 }
 
 /// A label value from an image tag: at most 63 characters, alphanumeric at both ends.
 fn label_value(s: &str) -> String {
     let cut: String = s
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(63)
         .collect();
-    cut.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
+    cut.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
 }
 
 fn all_labels(shop: &ValidatedShop, c: Component) -> BTreeMap<String, String> {
@@ -162,7 +175,10 @@ pub fn config_data(shop: &ValidatedShop, c: Component) -> BTreeMap<String, Strin
     let registry = child_name(name, Component::Registry);
     d.insert(
         "SHOP_REGISTRY_URL".to_string(),
-        format!("http://{registry}.{ns}.svc:{}/eureka", Component::Registry.port()),
+        format!(
+            "http://{registry}.{ns}.svc:{}/eureka",
+            Component::Registry.port()
+        ),
     );
     d.insert(
         "SHOP_DNS_PATTERN".to_string(),
@@ -198,7 +214,10 @@ pub fn config_data(shop: &ValidatedShop, c: Component) -> BTreeMap<String, Strin
                 }
             }
             if let Some(r) = &shop.gateway.rate_limit {
-                d.insert("SHOP_RATE_LIMIT_RPS".to_string(), r.requests_per_second.to_string());
+                d.insert(
+                    "SHOP_RATE_LIMIT_RPS".to_string(),
+                    r.requests_per_second.to_string(),
+                );
                 d.insert("SHOP_RATE_LIMIT_BURST".to_string(), r.burst.to_string());
             }
         }
@@ -256,7 +275,11 @@ fn container_env(shop: &ValidatedShop, rc: &ResolvedComponent) -> Vec<EnvVar> {
         env.push(secret_env("MONGODB_URL", r));
     }
     if c == Component::Gateway
-        && let Some(r) = shop.gateway.jwt.as_ref().and_then(|j| j.secret_ref.as_ref())
+        && let Some(r) = shop
+            .gateway
+            .jwt
+            .as_ref()
+            .and_then(|j| j.secret_ref.as_ref())
     {
         env.push(secret_env("SHOP_JWT_SECRET", r));
     }
@@ -402,7 +425,10 @@ fn service_ports(c: Component) -> Vec<ServicePort> {
         protocol: Some("TCP".to_string()),
         ..Default::default()
     };
-    vec![port(PORT_NAME, c.port()), port("dns-fallback", DNS_FALLBACK_PORT)]
+    vec![
+        port(PORT_NAME, c.port()),
+        port("dns-fallback", DNS_FALLBACK_PORT),
+    ]
 }
 
 fn network_policy(shop: &ValidatedShop, c: Component) -> NetworkPolicy {

@@ -63,16 +63,40 @@ pub struct Context {
 
 impl Context {
     /// Creates the context.
-    pub fn new(client: Client, recorder: Recorder, metrics: Arc<Metrics>, settings: ReconcileSettings) -> Self {
-        Self { client, recorder, metrics, failures: Mutex::new(HashMap::new()), settings }
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        settings: ReconcileSettings,
+    ) -> Self {
+        Self {
+            client,
+            recorder,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+            settings,
+        }
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
         self.failures.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn event(&self, reference: &ObjectReference, type_: EventType, reason: &str, action: &str, note: String) {
-        let ev = Event { type_, reason: reason.to_string(), note: Some(note), action: action.to_string(), secondary: None };
+    async fn event(
+        &self,
+        reference: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
         if let Err(e) = self.recorder.publish(&ev, reference).await {
             warn!(error = %e, reason, "could not publish event");
         }
@@ -89,7 +113,13 @@ pub fn backoff_delay(failures: u32, base: Duration, max: Duration, jitter: f64) 
 
 fn key(obj: &DeserializeGuard<Shop>) -> String {
     let m = obj.meta();
-    m.uid.clone().unwrap_or_else(|| format!("{}/{}", m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default()))
+    m.uid.clone().unwrap_or_else(|| {
+        format!(
+            "{}/{}",
+            m.namespace.clone().unwrap_or_default(),
+            m.name.clone().unwrap_or_default()
+        )
+    })
 }
 
 /// The controller's error policy: count, then retry this object with exponential backoff.
@@ -101,14 +131,22 @@ pub fn error_policy(obj: Arc<DeserializeGuard<Shop>>, err: &Error, ctx: Arc<Cont
         *e = e.saturating_add(1);
         *e
     };
-    let delay = backoff_delay(n, ctx.settings.backoff_base, ctx.settings.backoff_max, rand::random::<f64>());
+    let delay = backoff_delay(
+        n,
+        ctx.settings.backoff_base,
+        ctx.settings.backoff_max,
+        rand::random::<f64>(),
+    );
     let m = obj.meta();
     warn!(shop = m.name.as_deref().unwrap_or(""), namespace = m.namespace.as_deref().unwrap_or(""), error = %err, failures = n, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
     Action::requeue(delay)
 }
 
 /// Reconciles one Shop (entry point for the kube Controller).
-pub async fn reconcile(obj: Arc<DeserializeGuard<Shop>>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(
+    obj: Arc<DeserializeGuard<Shop>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     ctx.metrics.reconciles.inc();
     let started = Instant::now();
     let result = match &obj.0 {
@@ -127,7 +165,14 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<Shop>>, ctx: Arc<Context>) -> R
                 resource_version: m.resource_version.clone(),
                 field_path: None,
             };
-            ctx.event(&reference, EventType::Warning, "InvalidObject", "Reading", format!("cannot read this Shop: {}", invalid.error)).await;
+            ctx.event(
+                &reference,
+                EventType::Warning,
+                "InvalidObject",
+                "Reading",
+                format!("cannot read this Shop: {}", invalid.error),
+            )
+            .await;
             Ok(Action::await_change())
         }
         Ok(shop) if shop.meta().deletion_timestamp.is_some() => Ok(Action::await_change()),
@@ -136,7 +181,9 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<Shop>>, ctx: Arc<Context>) -> R
     if result.is_ok() {
         ctx.failures().remove(&key(&obj));
     }
-    ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
     result
 }
 
@@ -154,12 +201,23 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
 
     let validated = validate(shop);
     let desired: Vec<(Component, i32)> = match &validated {
-        Ok(v) => v.enabled.iter().map(|r| (r.component, r.replicas)).collect(),
+        Ok(v) => v
+            .enabled
+            .iter()
+            .map(|r| (r.component, r.replicas))
+            .collect(),
         Err(_) => Vec::new(),
     };
     let (resources, outcome): (Option<Resources>, Outcome) = match validated {
         Err(e) => {
-            ctx.event(&reference, EventType::Warning, "InvalidSpec", "Validating", e.to_string()).await;
+            ctx.event(
+                &reference,
+                EventType::Warning,
+                "InvalidSpec",
+                "Validating",
+                e.to_string(),
+            )
+            .await;
             (None, Outcome::Invalid(e.to_string()))
         }
         Ok(v) if v.paused => (None, Outcome::Paused),
@@ -170,36 +228,78 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
         Some(resources) => match apply::apply_all(client, &ns, &resources, &ctx.metrics).await {
             Ok(applied) => {
                 let uid = shop.uid().unwrap_or_default();
-                let deleted = apply::delete_orphans(client, &ns, &name, &uid, &resources, &ctx.metrics).await?;
+                let deleted =
+                    apply::delete_orphans(client, &ns, &name, &uid, &resources, &ctx.metrics)
+                        .await?;
                 if !deleted.is_empty() {
                     info!(shop = %name, namespace = %ns, ?deleted, "deleted objects no longer in the spec");
-                    ctx.event(&reference, EventType::Normal, "Deleted", "Pruning", format!("deleted {}", deleted.join(", "))).await;
+                    ctx.event(
+                        &reference,
+                        EventType::Normal,
+                        "Deleted",
+                        "Pruning",
+                        format!("deleted {}", deleted.join(", ")),
+                    )
+                    .await;
                 }
                 (applied.deployments, outcome, None)
             }
             Err(e) => {
-                ctx.event(&reference, EventType::Warning, "ApplyFailed", "Applying", e.to_string()).await;
-                let observed = apply::observe_deployments(client, &ns, &name).await.unwrap_or_default();
+                ctx.event(
+                    &reference,
+                    EventType::Warning,
+                    "ApplyFailed",
+                    "Applying",
+                    e.to_string(),
+                )
+                .await;
+                let observed = apply::observe_deployments(client, &ns, &name)
+                    .await
+                    .unwrap_or_default();
                 (observed, Outcome::Failed(e.to_string()), Some(e))
             }
         },
-        None => (apply::observe_deployments(client, &ns, &name).await?, outcome, None),
+        None => (
+            apply::observe_deployments(client, &ns, &name).await?,
+            outcome,
+            None,
+        ),
     };
 
     let observed: Vec<Observed<'_>> = desired
         .iter()
-        .map(|(c, n)| Observed { component: *c, desired: *n, deployment: deployments.get(c) })
+        .map(|(c, n)| Observed {
+            component: *c,
+            desired: *n,
+            deployment: deployments.get(c),
+        })
         .collect();
-    let new_status = status::compute(generation, &observed, &outcome, shop.status.as_ref(), &now());
+    let new_status = status::compute(
+        generation,
+        &observed,
+        &outcome,
+        shop.status.as_ref(),
+        &now(),
+    );
     let old_phase = shop.status.as_ref().and_then(|s| s.phase.clone());
     if shop.status.as_ref() != Some(&new_status) {
         write_status(client, &ns, &name, &new_status, &ctx.metrics).await?;
         if old_phase != new_status.phase {
             let phase = new_status.phase.clone().unwrap_or_default();
             info!(shop = %name, namespace = %ns, %phase, "phase changed");
-            let type_ = if matches!(phase.as_str(), "Degraded" | "Invalid") { EventType::Warning } else { EventType::Normal };
-            let note = new_status.conditions.iter().map(|c| format!("{}={}: {}", c.type_, c.status, c.message)).collect::<Vec<_>>().join("; ");
-            ctx.event(&reference, type_, &phase, "Reconciling", note).await;
+            let type_ = if matches!(phase.as_str(), "Degraded" | "Invalid") {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            let note = new_status
+                .conditions
+                .iter()
+                .map(|c| format!("{}={}: {}", c.type_, c.status, c.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            ctx.event(&reference, type_, &phase, "Reconciling", note)
+                .await;
         }
     }
     if let Some(e) = apply_error {
@@ -211,7 +311,13 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
     })
 }
 
-async fn write_status(client: &Client, ns: &str, name: &str, status: &ShopStatus, metrics: &Metrics) -> Result<(), Error> {
+async fn write_status(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    status: &ShopStatus,
+    metrics: &Metrics,
+) -> Result<(), Error> {
     let api: Api<Shop> = Api::namespaced(client.clone(), ns);
     let patch = json!({
         "apiVersion": format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION),
@@ -219,9 +325,13 @@ async fn write_status(client: &Client, ns: &str, name: &str, status: &ShopStatus
         "status": status,
     });
     metrics.write("Shop", "status");
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(Error::Status)?;
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::Status)?;
     Ok(())
 }
 

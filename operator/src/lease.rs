@@ -51,18 +51,26 @@ enum Attempt {
 }
 
 fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
-    let Some(renewed) = spec.renew_time.as_ref().map(|t| t.0) else { return true };
+    let Some(renewed) = spec.renew_time.as_ref().map(|t| t.0) else {
+        return true;
+    };
     let secs = i64::from(spec.lease_duration_seconds.unwrap_or(15));
     now.duration_since(renewed) > SignedDuration::from_secs(secs)
 }
 
 async fn try_acquire(api: &Api<Lease>, s: &LeaseSettings) -> Result<Attempt, kube::Error> {
     let now = Timestamp::now();
-    let secs = i32::try_from(s.duration.as_secs()).unwrap_or(i32::MAX).max(1);
+    let secs = i32::try_from(s.duration.as_secs())
+        .unwrap_or(i32::MAX)
+        .max(1);
     match api.get_opt(&s.name).await? {
         None => {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(s.name.clone()), namespace: Some(s.namespace.clone()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(s.name.clone()),
+                    namespace: Some(s.namespace.clone()),
+                    ..Default::default()
+                },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(s.identity.clone()),
                     lease_duration_seconds: Some(secs),
@@ -74,7 +82,9 @@ async fn try_acquire(api: &Api<Lease>, s: &LeaseSettings) -> Result<Attempt, kub
             };
             match api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(Attempt::Acquired),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(Attempt::HeldByOther("(just created)".into())),
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    Ok(Attempt::HeldByOther("(just created)".into()))
+                }
                 Err(e) => Err(e),
             }
         }
@@ -94,7 +104,9 @@ async fn try_acquire(api: &Api<Lease>, s: &LeaseSettings) -> Result<Attempt, kub
             spec.renew_time = Some(MicroTime(now));
             match api.replace(&s.name, &PostParams::default(), &lease).await {
                 Ok(_) => Ok(Attempt::Acquired),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(Attempt::HeldByOther("(raced)".into())),
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    Ok(Attempt::HeldByOther("(raced)".into()))
+                }
                 Err(e) => Err(e),
             }
         }
@@ -102,7 +114,11 @@ async fn try_acquire(api: &Api<Lease>, s: &LeaseSettings) -> Result<Attempt, kub
 }
 
 /// Waits until this instance holds the Lease. Returns `Ok(false)` if shutdown came first.
-pub async fn acquire(client: &Client, s: &LeaseSettings, shutdown: &CancellationToken) -> Result<bool, LeaseError> {
+pub async fn acquire(
+    client: &Client,
+    s: &LeaseSettings,
+    shutdown: &CancellationToken,
+) -> Result<bool, LeaseError> {
     let api: Api<Lease> = Api::namespaced(client.clone(), &s.namespace);
     let mut logged = false;
     loop {
@@ -118,7 +134,10 @@ pub async fn acquire(client: &Client, s: &LeaseSettings, shutdown: &Cancellation
                 }
             }
             Err(kube::Error::Api(e)) if e.code == 403 || e.code == 404 => {
-                return Err(LeaseError::Api { name: s.name.clone(), source: kube::Error::Api(e) });
+                return Err(LeaseError::Api {
+                    name: s.name.clone(),
+                    source: kube::Error::Api(e),
+                });
             }
             Err(e) => warn!(error = %e, "lease attempt failed; retrying"),
         }
@@ -131,7 +150,11 @@ pub async fn acquire(client: &Client, s: &LeaseSettings, shutdown: &Cancellation
 
 /// Renews the Lease until shutdown. Returns `Err(Lost)` when another instance holds it or when
 /// renewals kept failing for a whole lease duration (then this instance must stop writing).
-pub async fn hold(client: Client, s: LeaseSettings, shutdown: CancellationToken) -> Result<(), LeaseError> {
+pub async fn hold(
+    client: Client,
+    s: LeaseSettings,
+    shutdown: CancellationToken,
+) -> Result<(), LeaseError> {
     let api: Api<Lease> = Api::namespaced(client, &s.namespace);
     let mut last_ok = tokio::time::Instant::now();
     loop {
@@ -142,7 +165,10 @@ pub async fn hold(client: Client, s: LeaseSettings, shutdown: CancellationToken)
         match try_acquire(&api, &s).await {
             Ok(Attempt::Acquired) => last_ok = tokio::time::Instant::now(),
             Ok(Attempt::HeldByOther(holder)) => {
-                return Err(LeaseError::Lost(format!("{} (now held by {holder})", s.name)));
+                return Err(LeaseError::Lost(format!(
+                    "{} (now held by {holder})",
+                    s.name
+                )));
             }
             Err(e) => {
                 warn!(error = %e, "lease renewal failed");

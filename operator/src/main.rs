@@ -15,18 +15,20 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 #[derive(Parser, Debug)]
-#[command(name = "shop-operator", version, about = "Reconciles shopkeeper.dev/v1alpha1 Shop objects into the six shop components")]
+#[command(
+    name = "shop-operator",
+    version,
+    about = "Reconciles shopkeeper.dev/v1alpha1 Shop objects into the six shop components"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    #[command(flatten)]
-    run: RunArgs,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the operator (default).
-    Run,
+    /// Run the operator (the default when no subcommand is given; flags also come from env).
+    Run(RunArgs),
     /// Print the Shop CustomResourceDefinition as YAML.
     Crd,
 }
@@ -49,7 +51,11 @@ struct RunArgs {
     #[arg(long, env = "SHOP_OPERATOR_LEADER_ELECTION", default_value_t = false)]
     leader_election: bool,
     /// Lease name.
-    #[arg(long, env = "SHOP_OPERATOR_LEASE_NAME", default_value = "shop-operator")]
+    #[arg(
+        long,
+        env = "SHOP_OPERATOR_LEASE_NAME",
+        default_value = "shop-operator"
+    )]
     lease_name: String,
     /// Lease namespace (default: POD_NAMESPACE).
     #[arg(long, env = "POD_NAMESPACE")]
@@ -69,15 +75,16 @@ async fn shutdown_signal(token: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                error!(error = %e, "cannot listen for SIGTERM");
-                let _ = ctrl_c.await;
-                token.cancel();
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    error!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    token.cancel();
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -94,16 +101,26 @@ async fn shutdown_signal(token: CancellationToken) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Crd) = cli.command {
-        print!("{}", shop_operator::crd_yaml()?);
-        return Ok(());
-    }
-    let args = cli.run;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into());
+    let args = match cli.command {
+        Some(Command::Crd) => {
+            print!("{}", shop_operator::crd_yaml()?);
+            return Ok(());
+        }
+        Some(Command::Run(args)) => args,
+        None => match Cli::parse_from(["shop-operator", "run"]).command {
+            Some(Command::Run(args)) => args,
+            _ => anyhow::bail!("cannot build the default run arguments"),
+        },
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn".into());
     if args.log_format == "text" {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     } else {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
     }
 
     let identity = args
@@ -112,25 +129,35 @@ async fn main() -> anyhow::Result<()> {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("shop-operator-{}", std::process::id()));
     let lease = if args.leader_election {
-        let namespace = args
-            .lease_namespace
-            .clone()
-            .context("--leader-election needs the Lease namespace: set POD_NAMESPACE or --lease-namespace")?;
+        let namespace = args.lease_namespace.clone().context(
+            "--leader-election needs the Lease namespace: set POD_NAMESPACE or --lease-namespace",
+        )?;
         let duration = Duration::from_secs(args.lease_secs.max(2));
-        Some(LeaseSettings { name: args.lease_name.clone(), namespace, identity: identity.clone(), duration, renew_every: duration / 3 })
+        Some(LeaseSettings {
+            name: args.lease_name.clone(),
+            namespace,
+            identity: identity.clone(),
+            duration,
+            renew_every: duration / 3,
+        })
     } else {
         None
     };
     let settings = Settings {
         namespace: args.watch_namespace.clone(),
         concurrency: args.concurrency.max(1),
-        reconcile: ReconcileSettings { requeue: Duration::from_secs(args.resync_secs.max(10)), ..Default::default() },
+        reconcile: ReconcileSettings {
+            requeue: Duration::from_secs(args.resync_secs.max(10)),
+            ..Default::default()
+        },
         instance: Some(identity),
         lease,
         ..Default::default()
     };
 
-    let client = kube::Client::try_default().await.context("loading the Kubernetes client configuration (in-cluster or KUBECONFIG)")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("loading the Kubernetes client configuration (in-cluster or KUBECONFIG)")?;
     let token = CancellationToken::new();
     tokio::spawn(shutdown_signal(token.clone()));
     let metrics = Arc::new(Metrics::default());
@@ -139,7 +166,12 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the admin server to {}", args.admin_addr))?;
     info!(addr = %listener.local_addr()?, "admin server (/metrics, /healthz, /readyz)");
-    let admin = tokio::spawn(shop_operator::admin::serve(listener, metrics.clone(), ready.clone(), token.clone()));
+    let admin = tokio::spawn(shop_operator::admin::serve(
+        listener,
+        metrics.clone(),
+        ready.clone(),
+        token.clone(),
+    ));
 
     let result = operator::run(client, settings, metrics, ready, token.clone()).await;
     token.cancel();

@@ -48,11 +48,34 @@ impl Default for Metrics {
         let writes = Family::<WriteLabel, Counter>::default();
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciles started", reconciles.clone());
-        registry.register("reconcile_failures", "Reconciles that failed, by reason", failures.clone());
-        registry.register("reconcile_duration_seconds", "Reconcile duration", duration.clone());
-        registry.register("api_writes", "Write requests sent to the API server, by kind and verb", writes.clone());
-        registry.register("leader", "1 when this instance is allowed to reconcile", leader.clone());
-        Self { registry, reconciles, failures, duration, writes, leader }
+        registry.register(
+            "reconcile_failures",
+            "Reconciles that failed, by reason",
+            failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration",
+            duration.clone(),
+        );
+        registry.register(
+            "api_writes",
+            "Write requests sent to the API server, by kind and verb",
+            writes.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 when this instance is allowed to reconcile",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            failures,
+            duration,
+            writes,
+            leader,
+        }
     }
 }
 
@@ -60,13 +83,20 @@ impl Metrics {
     /// Counts one write.
     pub fn write(&self, kind: &str, verb: &str) {
         self.writes
-            .get_or_create(&WriteLabel { kind: kind.to_string(), verb: verb.to_string() })
+            .get_or_create(&WriteLabel {
+                kind: kind.to_string(),
+                verb: verb.to_string(),
+            })
             .inc();
     }
 
     /// Counts one failure.
     pub fn failure(&self, reason: &str) {
-        self.failures.get_or_create(&ReasonLabel { reason: reason.to_string() }).inc();
+        self.failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// OpenMetrics text exposition.
@@ -91,7 +121,13 @@ mod tests {
         m.write("Deployment", "apply");
         let text = m.encode();
         assert!(text.contains("shop_operator_reconciles_total 1"), "{text}");
-        assert!(text.contains("shop_operator_reconcile_failures_total{reason=\"apply\"} 1"), "{text}");
-        assert!(text.contains("shop_operator_api_writes_total{kind=\"Deployment\",verb=\"apply\"} 1"), "{text}");
+        assert!(
+            text.contains("shop_operator_reconcile_failures_total{reason=\"apply\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shop_operator_api_writes_total{kind=\"Deployment\",verb=\"apply\"} 1"),
+            "{text}"
+        );
     }
 }

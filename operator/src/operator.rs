@@ -65,10 +65,14 @@ impl Default for Settings {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The Shop CRD is not installed (or not this version).
-    #[error("the CustomResourceDefinition {CRD_NAME} (version v1alpha1) is not installed: install it with `shop-operator crd | kubectl apply --server-side -f -`, `kubectl apply --server-side -f crds/shop.yaml` or `helm install shopkeeper charts/shopkeeper` ({0})")]
+    #[error(
+        "the CustomResourceDefinition {CRD_NAME} (version v1alpha1) is not installed: install it with `shop-operator crd | kubectl apply --server-side -f -`, `kubectl apply --server-side -f crds/shop.yaml` or `helm install shopkeeper charts/shopkeeper` ({0})"
+    )]
     CrdMissing(#[source] kube::Error),
     /// RBAC refuses a list/watch the operator needs.
-    #[error("not allowed to list {kind}{scope}: grant get/list/watch on it (the chart's ClusterRole does) ({source})")]
+    #[error(
+        "not allowed to list {kind}{scope}: grant get/list/watch on it (the chart's ClusterRole does) ({source})"
+    )]
     Forbidden {
         /// Kind.
         kind: String,
@@ -96,9 +100,16 @@ where
     }
 }
 
-async fn can_list<K>(client: &Client, namespace: Option<&str>, selector: Option<&str>) -> Result<(), RunError>
+async fn can_list<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    selector: Option<&str>,
+) -> Result<(), RunError>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
 {
     let mut lp = ListParams::default().limit(1);
     if let Some(sel) = selector {
@@ -108,7 +119,9 @@ where
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 403 => Err(RunError::Forbidden {
             kind: K::kind(&()).to_string(),
-            scope: namespace.map(|n| format!(" in namespace {n}")).unwrap_or_default(),
+            scope: namespace
+                .map(|n| format!(" in namespace {n}"))
+                .unwrap_or_default(),
             source: kube::Error::Api(e),
         }),
         Err(e) => Err(RunError::Unreachable(e)),
@@ -121,11 +134,15 @@ pub async fn preflight(client: &Client, namespace: Option<&str>) -> Result<(), R
     let shops = api::<Shop>(client, namespace);
     match shops.list(&ListParams::default().limit(1)).await {
         Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => return Err(RunError::CrdMissing(kube::Error::Api(e))),
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            return Err(RunError::CrdMissing(kube::Error::Api(e)));
+        }
         Err(kube::Error::Api(e)) if e.code == 403 => {
             return Err(RunError::Forbidden {
                 kind: "Shop".into(),
-                scope: namespace.map(|n| format!(" in namespace {n}")).unwrap_or_default(),
+                scope: namespace
+                    .map(|n| format!(" in namespace {n}"))
+                    .unwrap_or_default(),
                 source: kube::Error::Api(e),
             });
         }
@@ -148,7 +165,13 @@ pub fn managed_selector() -> String {
 
 /// Runs the operator until `shutdown` is cancelled. `ready` turns true once this instance
 /// reconciles (after the checks and, if configured, after winning the Lease).
-pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, ready: Arc<AtomicBool>, shutdown: CancellationToken) -> Result<(), RunError> {
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
     let ns = settings.namespace.as_deref();
     preflight(&client, ns).await?;
 
@@ -171,11 +194,23 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, read
     };
     metrics.leader.set(1);
     ready.store(true, Ordering::Relaxed);
-    info!(namespace = ns.unwrap_or("<all>"), concurrency = settings.concurrency, "shop-operator reconciling");
+    info!(
+        namespace = ns.unwrap_or("<all>"),
+        concurrency = settings.concurrency,
+        "shop-operator reconciling"
+    );
 
-    let reporter = Reporter { controller: settings.reporter.clone(), instance: settings.instance.clone() };
+    let reporter = Reporter {
+        controller: settings.reporter.clone(),
+        instance: settings.instance.clone(),
+    };
     let recorder = Recorder::new(client.clone(), reporter);
-    let ctx = Arc::new(Context::new(client.clone(), recorder, metrics.clone(), settings.reconcile.clone()));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        recorder,
+        metrics.clone(),
+        settings.reconcile.clone(),
+    ));
     let owned = watcher::Config::default().labels(&managed_selector());
     let shops = api::<DeserializeGuard<Shop>>(&client, ns);
     let stop_fut = stop.clone();
@@ -186,7 +221,11 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, read
         .owns(api::<ServiceAccount>(&client, ns), owned.clone())
         .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
         .owns(api::<NetworkPolicy>(&client, ns), owned)
-        .with_config(controller::Config::default().concurrency(settings.concurrency).debounce(settings.debounce))
+        .with_config(
+            controller::Config::default()
+                .concurrency(settings.concurrency)
+                .debounce(settings.debounce),
+        )
         .graceful_shutdown_on(async move { stop_fut.cancelled().await })
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {

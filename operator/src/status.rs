@@ -144,15 +144,33 @@ pub fn compute(
         _ => (false, "AsExpected", "no problem found".to_string()),
     };
     let (progressing, progressing_reason, progressing_msg) = match outcome {
-        Outcome::Paused => (false, "Paused", "spec.paused is true: the operator changes nothing".to_string()),
+        Outcome::Paused => (
+            false,
+            "Paused",
+            "spec.paused is true: the operator changes nothing".to_string(),
+        ),
         Outcome::Invalid(_) => (false, "InvalidSpec", "fix the spec to continue".to_string()),
-        _ if all_ready => (false, "RolloutComplete", "every component runs its desired replicas".to_string()),
-        _ => (true, "RollingOut", format!("waiting for {}", not_ready.join(", "))),
+        _ if all_ready => (
+            false,
+            "RolloutComplete",
+            "every component runs its desired replicas".to_string(),
+        ),
+        _ => (
+            true,
+            "RollingOut",
+            format!("waiting for {}", not_ready.join(", ")),
+        ),
     };
     let (available_reason, available_msg) = if all_ready {
-        ("AllComponentsReady", format!("{ready_count}/{} components ready", observed.len()))
+        (
+            "AllComponentsReady",
+            format!("{ready_count}/{} components ready", observed.len()),
+        )
     } else {
-        ("ComponentsNotReady", format!("not ready: {}", not_ready.join(", ")))
+        (
+            "ComponentsNotReady",
+            format!("not ready: {}", not_ready.join(", ")),
+        )
     };
     let phase = match outcome {
         Outcome::Invalid(_) => "Invalid",
@@ -167,9 +185,33 @@ pub fn compute(
         ready_components: Some(format!("{ready_count}/{}", observed.len())),
         components,
         conditions: vec![
-            condition(AVAILABLE, all_ready, available_reason, available_msg, generation, previous, now),
-            condition(PROGRESSING, progressing, progressing_reason, progressing_msg, generation, previous, now),
-            condition(DEGRADED, degraded, degraded_reason, degraded_msg, generation, previous, now),
+            condition(
+                AVAILABLE,
+                all_ready,
+                available_reason,
+                available_msg,
+                generation,
+                previous,
+                now,
+            ),
+            condition(
+                PROGRESSING,
+                progressing,
+                progressing_reason,
+                progressing_msg,
+                generation,
+                previous,
+                now,
+            ),
+            condition(
+                DEGRADED,
+                degraded,
+                degraded_reason,
+                degraded_msg,
+                generation,
+                previous,
+                now,
+            ),
         ],
     }
 }
@@ -201,27 +243,59 @@ mod tests {
     #[test]
     fn all_ready_is_available_and_recomputing_keeps_transition_times() {
         let d = dep(1, 1, 1);
-        let obs = [Observed { component: Component::Registry, desired: 1, deployment: Some(&d) }];
+        let obs = [Observed {
+            component: Component::Registry,
+            desired: 1,
+            deployment: Some(&d),
+        }];
         let first = compute(Some(3), &obs, &Outcome::Applied, None, &t(100));
         assert_eq!(first.phase.as_deref(), Some("Available"));
         assert_eq!(first.ready_components.as_deref(), Some("1/1"));
         assert_eq!(first.conditions[0].status, "True");
         assert_eq!(first.conditions[0].observed_generation, Some(3));
         let again = compute(Some(3), &obs, &Outcome::Applied, Some(&first), &t(999));
-        assert_eq!(again, first, "same world must give an identical status (no write, no loop)");
+        assert_eq!(
+            again, first,
+            "same world must give an identical status (no write, no loop)"
+        );
     }
 
     #[test]
     fn unobserved_generation_or_missing_pods_is_progressing_and_flip_moves_the_time() {
         let stale = dep(2, 1, 1);
-        let obs = [Observed { component: Component::Product, desired: 1, deployment: Some(&stale) }];
-        let ok = compute(Some(1), &[Observed { component: Component::Product, desired: 1, deployment: Some(&dep(1, 1, 1)) }], &Outcome::Applied, None, &t(10));
+        let obs = [Observed {
+            component: Component::Product,
+            desired: 1,
+            deployment: Some(&stale),
+        }];
+        let ok = compute(
+            Some(1),
+            &[Observed {
+                component: Component::Product,
+                desired: 1,
+                deployment: Some(&dep(1, 1, 1)),
+            }],
+            &Outcome::Applied,
+            None,
+            &t(10),
+        );
         let s = compute(Some(2), &obs, &Outcome::Applied, Some(&ok), &t(20));
         assert_eq!(s.phase.as_deref(), Some("Progressing"));
         let avail = &s.conditions[0];
-        assert_eq!((avail.status.as_str(), avail.last_transition_time.clone()), ("False", t(20)));
-        assert!(s.conditions[1].message.contains("product 1/1"), "{}", s.conditions[1].message);
-        let missing = [Observed { component: Component::Order, desired: 2, deployment: None }];
+        assert_eq!(
+            (avail.status.as_str(), avail.last_transition_time.clone()),
+            ("False", t(20))
+        );
+        assert!(
+            s.conditions[1].message.contains("product 1/1"),
+            "{}",
+            s.conditions[1].message
+        );
+        let missing = [Observed {
+            component: Component::Order,
+            desired: 2,
+            deployment: None,
+        }];
         let s = compute(Some(2), &missing, &Outcome::Applied, None, &t(20));
         assert_eq!(s.ready_components.as_deref(), Some("0/1"));
         assert_eq!(s.components[0].desired, 2);
@@ -229,14 +303,26 @@ mod tests {
 
     #[test]
     fn failures_and_pause_have_their_own_phase_and_reason() {
-        let s = compute(Some(1), &[], &Outcome::Invalid("spec.backing.mysql is required".into()), None, &t(1));
+        let s = compute(
+            Some(1),
+            &[],
+            &Outcome::Invalid("spec.backing.mysql is required".into()),
+            None,
+            &t(1),
+        );
         assert_eq!(s.phase.as_deref(), Some("Invalid"));
         assert_eq!(s.conditions[2].status, "True");
         assert_eq!(s.conditions[2].reason, "InvalidSpec");
         let s = compute(Some(1), &[], &Outcome::Paused, None, &t(1));
         assert_eq!(s.phase.as_deref(), Some("Paused"));
         assert_eq!(s.conditions[1].reason, "Paused");
-        let s = compute(Some(1), &[], &Outcome::Failed("forbidden".into()), None, &t(1));
+        let s = compute(
+            Some(1),
+            &[],
+            &Outcome::Failed("forbidden".into()),
+            None,
+            &t(1),
+        );
         assert_eq!(s.phase.as_deref(), Some("Degraded"));
     }
 }

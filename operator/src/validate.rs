@@ -275,7 +275,11 @@ pub fn validate(shop: &Shop) -> Result<ValidatedShop, ValidationError> {
         version: spec.image.tag.clone(),
         enabled,
         disabled,
-        mysql: spec.backing.mysql.as_ref().map(|m| m.url_secret_ref.clone()),
+        mysql: spec
+            .backing
+            .mysql
+            .as_ref()
+            .map(|m| m.url_secret_ref.clone()),
         mongodb: spec
             .backing
             .mongodb
@@ -325,7 +329,10 @@ spec:
         let product = v.component(Component::Product).unwrap();
         assert_eq!(
             product.image,
-            format!("ghcr.io/shopkeeper/shop-product:{}", env!("CARGO_PKG_VERSION"))
+            format!(
+                "ghcr.io/shopkeeper/shop-product:{}",
+                env!("CARGO_PKG_VERSION")
+            )
         );
         assert_eq!(product.replicas, 1);
         assert_eq!(v.owner.uid, "uid-1");
@@ -334,16 +341,31 @@ spec:
 
     #[test]
     fn enabled_component_without_its_database_is_refused_naming_the_field() {
-        let s = shop("apiVersion: shopkeeper.dev/v1alpha1\nkind: Shop\nmetadata: {name: a}\nspec:\n  backing:\n    kafka: {bootstrapServers: k}\n    mongodb: {urlSecretRef: {name: m, key: u}}\n");
+        let s = shop(
+            "apiVersion: shopkeeper.dev/v1alpha1\nkind: Shop\nmetadata: {name: a}\nspec:\n  backing:\n    kafka: {bootstrapServers: k}\n    mongodb: {urlSecretRef: {name: m, key: u}}\n",
+        );
         let err = validate(&s).unwrap_err();
-        assert_eq!(err.to_string(), "spec.backing.mysql is required because component inventory is enabled");
+        assert_eq!(
+            err.to_string(),
+            "spec.backing.mysql is required because component inventory is enabled"
+        );
     }
 
     #[test]
     fn disabled_components_need_no_backing_and_are_listed() {
-        let s = shop("apiVersion: shopkeeper.dev/v1alpha1\nkind: Shop\nmetadata: {name: a}\nspec:\n  components:\n    inventory: {enabled: false}\n    order: {enabled: false}\n    product: {enabled: false}\n    notification: {enabled: false}\n");
+        let s = shop(
+            "apiVersion: shopkeeper.dev/v1alpha1\nkind: Shop\nmetadata: {name: a}\nspec:\n  components:\n    inventory: {enabled: false}\n    order: {enabled: false}\n    product: {enabled: false}\n    notification: {enabled: false}\n",
+        );
         let v = validate(&s).unwrap();
-        assert_eq!(v.disabled, vec![Component::Product, Component::Inventory, Component::Order, Component::Notification]);
+        assert_eq!(
+            v.disabled,
+            vec![
+                Component::Product,
+                Component::Inventory,
+                Component::Order,
+                Component::Notification
+            ]
+        );
         assert_eq!(v.enabled.len(), 2);
     }
 
@@ -351,10 +373,19 @@ spec:
     fn bad_values_are_refused() {
         let mut s = shop(FULL);
         s.spec.components.order.replicas = -1;
-        assert!(matches!(validate(&s), Err(ValidationError::BadReplicas { component: Component::Order, replicas: -1 })));
+        assert!(matches!(
+            validate(&s),
+            Err(ValidationError::BadReplicas {
+                component: Component::Order,
+                replicas: -1
+            })
+        ));
         let mut s = shop(FULL);
         s.spec.components.product.image = Some(" ".into());
-        assert_eq!(validate(&s).unwrap_err().to_string(), "spec.components.product.image must not be empty");
+        assert_eq!(
+            validate(&s).unwrap_err().to_string(),
+            "spec.components.product.image must not be empty"
+        );
         let mut s = shop(FULL);
         s.metadata.name = Some("x".repeat(49));
         assert!(matches!(validate(&s), Err(ValidationError::BadName(_))));
@@ -365,8 +396,15 @@ spec:
         s.spec.components.gateway.jwt = Some(JwtSpec::default());
         assert_eq!(validate(&s), Err(ValidationError::JwtSource));
         let mut s = shop(FULL);
-        let e = EnvVar { name: "A".into(), value: Some("1".into()), value_from: None };
+        let e = EnvVar {
+            name: "A".into(),
+            value: Some("1".into()),
+            value_from: None,
+        };
         s.spec.components.order.env = vec![e.clone(), e];
-        assert!(matches!(validate(&s), Err(ValidationError::DuplicateEnv { .. })));
+        assert!(matches!(
+            validate(&s),
+            Err(ValidationError::DuplicateEnv { .. })
+        ));
     }
 }

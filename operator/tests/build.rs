@@ -48,7 +48,11 @@ fn render(yaml: &str) -> Resources {
 }
 
 fn deployment(res: &Resources, c: Component) -> &Deployment {
-    &res.components.iter().find(|r| r.component == c).unwrap().deployment
+    &res.components
+        .iter()
+        .find(|r| r.component == c)
+        .unwrap()
+        .deployment
 }
 
 #[test]
@@ -74,7 +78,16 @@ fn every_rendered_object_matches_its_snapshot() {
 fn registry_first_gateway_last_disabled_component_absent() {
     let res = render(SAMPLE);
     let order: Vec<Component> = res.components.iter().map(|c| c.component).collect();
-    assert_eq!(order, vec![Component::Registry, Component::Product, Component::Inventory, Component::Order, Component::Gateway]);
+    assert_eq!(
+        order,
+        vec![
+            Component::Registry,
+            Component::Product,
+            Component::Inventory,
+            Component::Order,
+            Component::Gateway
+        ]
+    );
 }
 
 #[test]
@@ -92,15 +105,35 @@ fn labels_selectors_and_owner_reference() {
         let sel = spec.selector.match_labels.as_ref().unwrap();
         // The selector must not contain the version (selectors are immutable; upgrades change it).
         assert_eq!(sel.len(), 3);
-        let pod_labels = spec.template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+        let pod_labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
         for (k, v) in sel {
-            assert_eq!(pod_labels.get(k), Some(v), "pod template must match the selector");
+            assert_eq!(
+                pod_labels.get(k),
+                Some(v),
+                "pod template must match the selector"
+            );
         }
-        assert_eq!(cr.service.spec.as_ref().unwrap().selector.as_ref().unwrap(), sel);
+        assert_eq!(
+            cr.service.spec.as_ref().unwrap().selector.as_ref().unwrap(),
+            sel
+        );
         let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("Shop", "corner", Some(true)));
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+            ("Shop", "corner", Some(true))
+        );
         assert_eq!(owner.uid, "6f1c3a9e-0000-4000-8000-000000000001");
-        assert_eq!(d.metadata.name.as_deref(), Some(format!("corner-{}", cr.component).as_str()));
+        assert_eq!(
+            d.metadata.name.as_deref(),
+            Some(format!("corner-{}", cr.component).as_str())
+        );
         assert_eq!(d.metadata.namespace.as_deref(), Some("retail"));
     }
 }
@@ -109,55 +142,141 @@ fn labels_selectors_and_owner_reference() {
 fn probes_ports_and_restricted_security_context() {
     let res = render(SAMPLE);
     for cr in &res.components {
-        let pod = cr.deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let pod = cr
+            .deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap();
         let c = &pod.containers[0];
-        assert_eq!(c.ports.as_ref().unwrap()[0].container_port, cr.component.port());
-        let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| p.as_ref().unwrap().http_get.as_ref().unwrap().path.clone().unwrap();
+        assert_eq!(
+            c.ports.as_ref().unwrap()[0].container_port,
+            cr.component.port()
+        );
+        let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+            p.as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .clone()
+                .unwrap()
+        };
         assert_eq!(path(&c.readiness_probe), "/health/ready");
         assert_eq!(path(&c.liveness_probe), "/health/live");
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!(sc.run_as_non_root, Some(true));
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.allow_privilege_escalation, Some(false));
-        assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
         assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
-        assert_eq!(pod.security_context.as_ref().unwrap().run_as_non_root, Some(true));
+        assert_eq!(
+            pod.security_context.as_ref().unwrap().run_as_non_root,
+            Some(true)
+        );
         assert_eq!(pod.automount_service_account_token, Some(false));
         let r = c.resources.as_ref().unwrap();
-        assert!(r.requests.as_ref().unwrap().contains_key("memory") && r.limits.as_ref().unwrap().contains_key("memory"));
+        assert!(
+            r.requests.as_ref().unwrap().contains_key("memory")
+                && r.limits.as_ref().unwrap().contains_key("memory")
+        );
     }
 }
 
 #[test]
 fn pods_get_registry_url_dns_pattern_pod_ip_and_secrets() {
     let res = render(SAMPLE);
-    let order = res.components.iter().find(|r| r.component == Component::Order).unwrap();
+    let order = res
+        .components
+        .iter()
+        .find(|r| r.component == Component::Order)
+        .unwrap();
     let data = order.config_map.data.as_ref().unwrap();
-    assert_eq!(data["SHOP_REGISTRY_URL"], "http://corner-registry.retail.svc:8761/eureka");
-    assert_eq!(data["SHOP_DNS_PATTERN"], "http://corner-{service}.retail.svc:80");
+    assert_eq!(
+        data["SHOP_REGISTRY_URL"],
+        "http://corner-registry.retail.svc:8761/eureka"
+    );
+    assert_eq!(
+        data["SHOP_DNS_PATTERN"],
+        "http://corner-{service}.retail.svc:80"
+    );
     assert_eq!(data["SHOP_PORT"], "8082");
     assert_eq!(data["SHOP_BIND"], "0.0.0.0");
     assert_eq!(data["KAFKA_BOOTSTRAP"], "kafka-0.kafka:9092");
-    assert_eq!(data["SHOP_ZIPKIN_ENDPOINT"], "http://zipkin.obs.svc:9411/api/v2/spans");
-    let c = &deployment(&res, Component::Order).spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+    assert_eq!(
+        data["SHOP_ZIPKIN_ENDPOINT"],
+        "http://zipkin.obs.svc:9411/api/v2/spans"
+    );
+    let c = &deployment(&res, Component::Order)
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
     let env = c.env.as_ref().unwrap();
     let db = env.iter().find(|e| e.name == "DATABASE_URL").unwrap();
-    let sk = db.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+    let sk = db
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
     assert_eq!((sk.name.as_str(), sk.key.as_str()), ("db", "url"));
     // The user's override replaced POD_IP in place and the extra variable was appended.
     let pod_ip: Vec<_> = env.iter().filter(|e| e.name == "POD_IP").collect();
     assert_eq!(pod_ip.len(), 1);
     assert_eq!(pod_ip[0].value.as_deref(), Some("10.9.9.9"));
-    assert!(env.iter().any(|e| e.name == "SHOP_LOG_FORMAT" && e.value.as_deref() == Some("text")));
-    assert_eq!(c.env_from.as_ref().unwrap()[0].config_map_ref.as_ref().unwrap().name, "corner-order");
+    assert!(
+        env.iter()
+            .any(|e| e.name == "SHOP_LOG_FORMAT" && e.value.as_deref() == Some("text"))
+    );
+    assert_eq!(
+        c.env_from.as_ref().unwrap()[0]
+            .config_map_ref
+            .as_ref()
+            .unwrap()
+            .name,
+        "corner-order"
+    );
     // Product gets Mongo, not MySQL; the downward API gives the others their pod IP.
-    let p = &deployment(&res, Component::Product).spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+    let p = &deployment(&res, Component::Product)
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
     let penv = p.env.as_ref().unwrap();
     assert!(penv.iter().any(|e| e.name == "MONGODB_URL"));
     assert!(!penv.iter().any(|e| e.name == "DATABASE_URL"));
     let ip = penv.iter().find(|e| e.name == "POD_IP").unwrap();
-    assert_eq!(ip.value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path, "status.podIP");
-    assert_eq!(p.image.as_deref(), Some("registry.example/shops/shop-product:1.2.3"));
+    assert_eq!(
+        ip.value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "status.podIP"
+    );
+    assert_eq!(
+        p.image.as_deref(),
+        Some("registry.example/shops/shop-product:1.2.3")
+    );
 }
 
 #[test]
@@ -166,14 +285,20 @@ fn pdb_only_above_one_replica_and_registry_has_headless_peers() {
     for cr in &res.components {
         let replicas = cr.deployment.spec.as_ref().unwrap().replicas.unwrap();
         assert_eq!(cr.pdb.is_some(), replicas > 1, "{}", cr.component);
-        assert_eq!(cr.peer_service.is_some(), cr.component == Component::Registry);
+        assert_eq!(
+            cr.peer_service.is_some(),
+            cr.component == Component::Registry
+        );
     }
     let reg = &res.components[0];
     let peers = reg.peer_service.as_ref().unwrap().spec.as_ref().unwrap();
     assert_eq!(peers.cluster_ip.as_deref(), Some("None"));
     assert_eq!(peers.publish_not_ready_addresses, Some(true));
     let gw = res.components.last().unwrap();
-    assert_eq!(gw.service.spec.as_ref().unwrap().type_.as_deref(), Some("LoadBalancer"));
+    assert_eq!(
+        gw.service.spec.as_ref().unwrap().type_.as_deref(),
+        Some("LoadBalancer")
+    );
 }
 
 #[test]
@@ -185,14 +310,26 @@ fn network_policies_only_let_the_gateway_take_outside_traffic() {
         match cr.component {
             Component::Gateway => assert!(rule.from.is_none(), "gateway must accept anyone"),
             c => {
-                let from = rule.from.as_ref().expect("non-gateway ingress must be restricted");
+                let from = rule
+                    .from
+                    .as_ref()
+                    .expect("non-gateway ingress must be restricted");
                 let sel = from[0].pod_selector.as_ref().unwrap();
-                assert_eq!(sel.match_labels.as_ref().unwrap()[labels::INSTANCE], "corner");
-                let allowed = sel.match_expressions.as_ref().unwrap()[0].values.clone().unwrap();
+                assert_eq!(
+                    sel.match_labels.as_ref().unwrap()[labels::INSTANCE],
+                    "corner"
+                );
+                let allowed = sel.match_expressions.as_ref().unwrap()[0]
+                    .values
+                    .clone()
+                    .unwrap();
                 let expected: Vec<String> = match c {
                     Component::Inventory => vec!["gateway".into(), "order".into()],
                     Component::Registry => {
-                        let mut v: Vec<String> = Component::ALL.iter().map(|c| c.name().to_string()).collect();
+                        let mut v: Vec<String> = Component::ALL
+                            .iter()
+                            .map(|c| c.name().to_string())
+                            .collect();
                         v.sort();
                         v
                     }
@@ -209,7 +346,18 @@ fn a_config_change_changes_the_pod_template_hash_and_nothing_else_does() {
     let a = render(SAMPLE);
     let b = render(&SAMPLE.replace("kafka-0.kafka:9092", "kafka-1.kafka:9092"));
     let hash = |r: &Resources, c| {
-        deployment(r, c).spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()[build::CONFIG_HASH_ANNOTATION].clone()
+        deployment(r, c)
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()[build::CONFIG_HASH_ANNOTATION]
+            .clone()
     };
     assert_ne!(hash(&a, Component::Order), hash(&b, Component::Order));
     assert_eq!(hash(&a, Component::Product), hash(&b, Component::Product));

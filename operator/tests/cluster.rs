@@ -27,7 +27,10 @@ async fn setup(prefix: &str) -> (Client, TestNs) {
 
 async fn count<K>(client: &Client, ns: &str, shop: &str) -> usize
 where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
 {
     Api::<K>::namespaced(client.clone(), ns)
         .list(&ListParams::default().labels(&shop_selector(shop)))
@@ -37,7 +40,10 @@ where
 }
 
 async fn deployment(client: &Client, ns: &str, name: &str) -> Option<Deployment> {
-    Api::<Deployment>::namespaced(client.clone(), ns).get_opt(name).await.unwrap()
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -48,33 +54,52 @@ async fn applied_shop_gets_every_child_and_becomes_available() {
     create_shop(&client, &ns.name, &shop).await;
 
     let n = ns.name.clone();
-    eventually(20, "6 Deployments, 7 Services, 6 ConfigMaps/SAs/NetworkPolicies, 1 PDB", || {
-        let (c, n) = (client.clone(), n.clone());
-        async move {
-            count::<Deployment>(&c, &n, "mall").await == 6
-                && count::<Service>(&c, &n, "mall").await == 7
-                && count::<ConfigMap>(&c, &n, "mall").await == 6
-                && count::<ServiceAccount>(&c, &n, "mall").await == 6
-                && count::<NetworkPolicy>(&c, &n, "mall").await == 6
-                && count::<PodDisruptionBudget>(&c, &n, "mall").await == 1
-        }
-    })
+    eventually(
+        20,
+        "6 Deployments, 7 Services, 6 ConfigMaps/SAs/NetworkPolicies, 1 PDB",
+        || {
+            let (c, n) = (client.clone(), n.clone());
+            async move {
+                count::<Deployment>(&c, &n, "mall").await == 6
+                    && count::<Service>(&c, &n, "mall").await == 7
+                    && count::<ConfigMap>(&c, &n, "mall").await == 6
+                    && count::<ServiceAccount>(&c, &n, "mall").await == 6
+                    && count::<NetworkPolicy>(&c, &n, "mall").await == 6
+                    && count::<PodDisruptionBudget>(&c, &n, "mall").await == 1
+            }
+        },
+    )
     .await;
 
     // The objects carry what the services need.
     let d = deployment(&client, &ns.name, "mall-order").await.unwrap();
     let pod = d.spec.unwrap().template.spec.unwrap();
     let c = &pod.containers[0];
-    assert_eq!(c.image.as_deref(), Some("registry.example/shops/shop-order:1.0.0"));
+    assert_eq!(
+        c.image.as_deref(),
+        Some("registry.example/shops/shop-order:1.0.0")
+    );
     assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 8082);
     assert!(c.env.as_ref().unwrap().iter().any(|e| e.name == "POD_IP"));
     let owner = &d.metadata.owner_references.unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.controller), ("Shop", Some(true)));
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns.name).get("mall-order").await.unwrap();
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("Shop", Some(true))
+    );
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns.name)
+        .get("mall-order")
+        .await
+        .unwrap();
     let data = cm.data.unwrap();
-    assert_eq!(data["SHOP_REGISTRY_URL"], format!("http://mall-registry.{}.svc:8761/eureka", ns.name));
+    assert_eq!(
+        data["SHOP_REGISTRY_URL"],
+        format!("http://mall-registry.{}.svc:8761/eureka", ns.name)
+    );
     assert_eq!(data["SHOP_PORT"], "8082");
-    let peers = Api::<Service>::namespaced(client.clone(), &ns.name).get("mall-registry-peers").await.unwrap();
+    let peers = Api::<Service>::namespaced(client.clone(), &ns.name)
+        .get("mall-registry-peers")
+        .await
+        .unwrap();
     assert_eq!(peers.spec.unwrap().cluster_ip.as_deref(), Some("None"));
 
     // kwok makes the pods Ready; the Shop reports Available with the right generation.
@@ -84,25 +109,45 @@ async fn applied_shop_gets_every_child_and_becomes_available() {
         async move { shop_phase(&c, &n, "mall").await.as_deref() == Some("Available") }
     })
     .await;
-    let s = Api::<Shop>::namespaced(client.clone(), &ns.name).get("mall").await.unwrap();
+    let s = Api::<Shop>::namespaced(client.clone(), &ns.name)
+        .get("mall")
+        .await
+        .unwrap();
     let st = s.status.unwrap();
     assert_eq!(st.observed_generation, s.metadata.generation);
     assert_eq!(st.ready_components.as_deref(), Some("6/6"));
-    let avail = st.conditions.iter().find(|c| c.type_ == "Available").unwrap();
+    let avail = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Available")
+        .unwrap();
     assert_eq!(avail.status, "True");
-    let degraded = st.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    let degraded = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
     assert_eq!(degraded.status, "False");
     let gw = st.components.iter().find(|c| c.name == "gateway").unwrap();
     assert_eq!((gw.desired, gw.ready), (2, 2));
 
     // An Event tells what happened.
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns.name);
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), &ns.name);
     let n = ns.name.clone();
     eventually(10, "an Available event for the Shop", || {
         let events = events.clone();
         let _ = &n;
         async move {
-            events.list(&ListParams::default()).await.map(|l| l.items.iter().any(|e| e.reason.as_deref() == Some("Available"))).unwrap_or(false)
+            events
+                .list(&ListParams::default())
+                .await
+                .map(|l| {
+                    l.items
+                        .iter()
+                        .any(|e| e.reason.as_deref() == Some("Available"))
+                })
+                .unwrap_or(false)
         }
     })
     .await;
@@ -124,25 +169,57 @@ async fn spec_changes_are_followed_and_disabled_components_removed() {
 
     let shops: Api<Shop> = Api::namespaced(client.clone(), &ns.name);
     let patch = json!({"spec": {"image": {"tag": "2.0.0"}, "components": {"product": {"replicas": 3}, "notification": {"enabled": false}}}});
-    shops.patch("deli", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    shops
+        .patch("deli", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
 
     let n = ns.name.clone();
-    eventually(20, "product at 3 replicas with the 2.0.0 image, notification gone, product PDB", || {
-        let (c, n) = (client.clone(), n.clone());
-        async move {
-            let Some(p) = deployment(&c, &n, "deli-product").await else { return false };
-            let spec = p.spec.unwrap();
-            let image = spec.template.spec.unwrap().containers[0].image.clone().unwrap_or_default();
-            spec.replicas == Some(3)
-                && image == "registry.example/shops/shop-product:2.0.0"
-                && deployment(&c, &n, "deli-notification").await.is_none()
-                && Api::<ConfigMap>::namespaced(c.clone(), &n).get_opt("deli-notification").await.unwrap().is_none()
-                && Api::<Service>::namespaced(c.clone(), &n).get_opt("deli-notification").await.unwrap().is_none()
-                && Api::<NetworkPolicy>::namespaced(c.clone(), &n).get_opt("deli-notification").await.unwrap().is_none()
-                && Api::<ServiceAccount>::namespaced(c.clone(), &n).get_opt("deli-notification").await.unwrap().is_none()
-                && Api::<PodDisruptionBudget>::namespaced(c.clone(), &n).get_opt("deli-product").await.unwrap().is_some()
-        }
-    })
+    eventually(
+        20,
+        "product at 3 replicas with the 2.0.0 image, notification gone, product PDB",
+        || {
+            let (c, n) = (client.clone(), n.clone());
+            async move {
+                let Some(p) = deployment(&c, &n, "deli-product").await else {
+                    return false;
+                };
+                let spec = p.spec.unwrap();
+                let image = spec.template.spec.unwrap().containers[0]
+                    .image
+                    .clone()
+                    .unwrap_or_default();
+                spec.replicas == Some(3)
+                    && image == "registry.example/shops/shop-product:2.0.0"
+                    && deployment(&c, &n, "deli-notification").await.is_none()
+                    && Api::<ConfigMap>::namespaced(c.clone(), &n)
+                        .get_opt("deli-notification")
+                        .await
+                        .unwrap()
+                        .is_none()
+                    && Api::<Service>::namespaced(c.clone(), &n)
+                        .get_opt("deli-notification")
+                        .await
+                        .unwrap()
+                        .is_none()
+                    && Api::<NetworkPolicy>::namespaced(c.clone(), &n)
+                        .get_opt("deli-notification")
+                        .await
+                        .unwrap()
+                        .is_none()
+                    && Api::<ServiceAccount>::namespaced(c.clone(), &n)
+                        .get_opt("deli-notification")
+                        .await
+                        .unwrap()
+                        .is_none()
+                    && Api::<PodDisruptionBudget>::namespaced(c.clone(), &n)
+                        .get_opt("deli-product")
+                        .await
+                        .unwrap()
+                        .is_some()
+            }
+        },
+    )
     .await;
     let n = ns.name.clone();
     eventually(25, "Available with 5/5 after the change", || {
@@ -150,16 +227,31 @@ async fn spec_changes_are_followed_and_disabled_components_removed() {
         async move {
             let s = Api::<Shop>::namespaced(c, &n).get("deli").await.unwrap();
             let st = s.status.unwrap_or_default();
-            st.phase.as_deref() == Some("Available") && st.ready_components.as_deref() == Some("5/5") && st.observed_generation == s.metadata.generation
+            st.phase.as_deref() == Some("Available")
+                && st.ready_components.as_deref() == Some("5/5")
+                && st.observed_generation == s.metadata.generation
         }
     })
     .await;
     // Back to one replica: the PDB goes away.
-    shops.patch("deli", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"components": {"product": {"replicas": 1}}}}))).await.unwrap();
+    shops
+        .patch(
+            "deli",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"components": {"product": {"replicas": 1}}}})),
+        )
+        .await
+        .unwrap();
     let n = ns.name.clone();
     eventually(20, "product PDB removed at 1 replica", || {
         let (c, n) = (client.clone(), n.clone());
-        async move { Api::<PodDisruptionBudget>::namespaced(c, &n).get_opt("deli-product").await.unwrap().is_none() }
+        async move {
+            Api::<PodDisruptionBudget>::namespaced(c, &n)
+                .get_opt("deli-product")
+                .await
+                .unwrap()
+                .is_none()
+        }
     })
     .await;
     op.stop().await;
@@ -174,33 +266,72 @@ async fn deleted_or_hand_edited_children_are_restored() {
     let n = ns.name.clone();
     eventually(20, "inventory Deployment exists", || {
         let (c, n) = (client.clone(), n.clone());
-        async move { deployment(&c, &n, "kiosk-inventory").await.is_some() && count::<Service>(&c, &n, "kiosk").await == 7 }
+        async move {
+            deployment(&c, &n, "kiosk-inventory").await.is_some()
+                && count::<Service>(&c, &n, "kiosk").await == 7
+        }
     })
     .await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let old_uid = deployments.get("kiosk-inventory").await.unwrap().uid();
-    deployments.delete("kiosk-inventory", &DeleteParams::foreground()).await.unwrap();
+    deployments
+        .delete("kiosk-inventory", &DeleteParams::foreground())
+        .await
+        .unwrap();
 
     // A hand edit by someone else (another field manager, forced) of fields the operator owns.
     let edit = json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 5}});
-    deployments.patch("kiosk-product", &PatchParams::apply("kubectl-edit").force(), &Patch::Apply(&edit)).await.unwrap();
+    deployments
+        .patch(
+            "kiosk-product",
+            &PatchParams::apply("kubectl-edit").force(),
+            &Patch::Apply(&edit),
+        )
+        .await
+        .unwrap();
     let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
-    services.delete("kiosk-order", &DeleteParams::default()).await.unwrap();
+    services
+        .delete("kiosk-order", &DeleteParams::default())
+        .await
+        .unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
-    cms.patch("kiosk-order", &PatchParams::default(), &Patch::Merge(&json!({"data": {"SHOP_PORT": "9999"}}))).await.unwrap();
+    cms.patch(
+        "kiosk-order",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"data": {"SHOP_PORT": "9999"}})),
+    )
+    .await
+    .unwrap();
 
     let n = ns.name.clone();
-    eventually(20, "inventory re-created, product back to 1 replica, order Service and config restored", || {
-        let (c, n, old_uid) = (client.clone(), n.clone(), old_uid.clone());
-        async move {
-            let inv = deployment(&c, &n, "kiosk-inventory").await;
-            let recreated = inv.is_some_and(|d| d.uid() != old_uid && d.metadata.deletion_timestamp.is_none());
-            let product = deployment(&c, &n, "kiosk-product").await.and_then(|d| d.spec?.replicas);
-            let svc = Api::<Service>::namespaced(c.clone(), &n).get_opt("kiosk-order").await.unwrap().is_some();
-            let port = Api::<ConfigMap>::namespaced(c.clone(), &n).get("kiosk-order").await.unwrap().data.unwrap()["SHOP_PORT"].clone();
-            recreated && product == Some(1) && svc && port == "8082"
-        }
-    })
+    eventually(
+        20,
+        "inventory re-created, product back to 1 replica, order Service and config restored",
+        || {
+            let (c, n, old_uid) = (client.clone(), n.clone(), old_uid.clone());
+            async move {
+                let inv = deployment(&c, &n, "kiosk-inventory").await;
+                let recreated = inv
+                    .is_some_and(|d| d.uid() != old_uid && d.metadata.deletion_timestamp.is_none());
+                let product = deployment(&c, &n, "kiosk-product")
+                    .await
+                    .and_then(|d| d.spec?.replicas);
+                let svc = Api::<Service>::namespaced(c.clone(), &n)
+                    .get_opt("kiosk-order")
+                    .await
+                    .unwrap()
+                    .is_some();
+                let port = Api::<ConfigMap>::namespaced(c.clone(), &n)
+                    .get("kiosk-order")
+                    .await
+                    .unwrap()
+                    .data
+                    .unwrap()["SHOP_PORT"]
+                    .clone();
+                recreated && product == Some(1) && svc && port == "8082"
+            }
+        },
+    )
     .await;
     op.stop().await;
     ns.delete().await;
@@ -210,27 +341,42 @@ async fn deleted_or_hand_edited_children_are_restored() {
 async fn deleting_the_shop_garbage_collects_every_child() {
     let (client, ns) = setup("op-gc-").await;
     let op = start_operator(&client, &ns.name);
-    create_shop(&client, &ns.name, &sample_shop("popup", "  components:\n    registry: {replicas: 2}\n")).await;
+    create_shop(
+        &client,
+        &ns.name,
+        &sample_shop("popup", "  components:\n    registry: {replicas: 2}\n"),
+    )
+    .await;
     let n = ns.name.clone();
     eventually(20, "all children", || {
         let (c, n) = (client.clone(), n.clone());
-        async move { count::<Deployment>(&c, &n, "popup").await == 6 && count::<PodDisruptionBudget>(&c, &n, "popup").await == 1 }
-    })
-    .await;
-    Api::<Shop>::namespaced(client.clone(), &ns.name).delete("popup", &DeleteParams::background()).await.unwrap();
-    let n = ns.name.clone();
-    eventually(25, "every child garbage-collected by the controller-manager", || {
-        let (c, n) = (client.clone(), n.clone());
         async move {
-            count::<Deployment>(&c, &n, "popup").await
-                + count::<Service>(&c, &n, "popup").await
-                + count::<ConfigMap>(&c, &n, "popup").await
-                + count::<ServiceAccount>(&c, &n, "popup").await
-                + count::<NetworkPolicy>(&c, &n, "popup").await
-                + count::<PodDisruptionBudget>(&c, &n, "popup").await
-                == 0
+            count::<Deployment>(&c, &n, "popup").await == 6
+                && count::<PodDisruptionBudget>(&c, &n, "popup").await == 1
         }
     })
+    .await;
+    Api::<Shop>::namespaced(client.clone(), &ns.name)
+        .delete("popup", &DeleteParams::background())
+        .await
+        .unwrap();
+    let n = ns.name.clone();
+    eventually(
+        25,
+        "every child garbage-collected by the controller-manager",
+        || {
+            let (c, n) = (client.clone(), n.clone());
+            async move {
+                count::<Deployment>(&c, &n, "popup").await
+                    + count::<Service>(&c, &n, "popup").await
+                    + count::<ConfigMap>(&c, &n, "popup").await
+                    + count::<ServiceAccount>(&c, &n, "popup").await
+                    + count::<NetworkPolicy>(&c, &n, "popup").await
+                    + count::<PodDisruptionBudget>(&c, &n, "popup").await
+                    == 0
+            }
+        },
+    )
     .await;
     op.stop().await;
     ns.delete().await;
@@ -241,27 +387,62 @@ async fn invalid_shops_are_refused_by_the_api_server_with_the_cel_message() {
     let (client, ns) = setup("op-cel-").await;
     let shops: Api<Shop> = Api::namespaced(client.clone(), &ns.name);
     let mut bad = sample_shop("bad", "  components:\n    order: {replicas: -1}\n");
-    let err = shops.create(&PostParams::default(), &bad).await.unwrap_err().to_string();
-    assert!(err.contains("spec.components.order.replicas") && err.contains("greater than or equal to 0"), "{err}");
+    let err = shops
+        .create(&PostParams::default(), &bad)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("spec.components.order.replicas")
+            && err.contains("greater than or equal to 0"),
+        "{err}"
+    );
 
     bad = sample_shop("bad", "  components:\n    product: {image: \"\"}\n");
-    let err = shops.create(&PostParams::default(), &bad).await.unwrap_err().to_string();
-    assert!(err.contains("image override must be a non-empty image reference"), "{err}");
+    let err = shops
+        .create(&PostParams::default(), &bad)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("image override must be a non-empty image reference"),
+        "{err}"
+    );
 
     bad = sample_shop("bad", "");
     bad.spec.image.repository = "  ".into();
-    let err = shops.create(&PostParams::default(), &bad).await.unwrap_err().to_string();
+    let err = shops
+        .create(&PostParams::default(), &bad)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("image.repository must not be empty"), "{err}");
 
     bad = sample_shop(&"x".repeat(49), "");
-    let err = shops.create(&PostParams::default(), &bad).await.unwrap_err().to_string();
+    let err = shops
+        .create(&PostParams::default(), &bad)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("at most 48 characters"), "{err}");
 
     bad = sample_shop("bad", "  components:\n    gateway: {jwt: {issuer: me}}\n");
-    let err = shops.create(&PostParams::default(), &bad).await.unwrap_err().to_string();
+    let err = shops
+        .create(&PostParams::default(), &bad)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("jwt needs exactly one of secretRef"), "{err}");
 
-    assert!(shops.list(&ListParams::default()).await.unwrap().items.is_empty(), "nothing half-created");
+    assert!(
+        shops
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "nothing half-created"
+    );
     ns.delete().await;
 }
 
@@ -275,16 +456,35 @@ async fn a_spec_the_operator_cannot_build_is_reported_and_other_shops_still_reco
     create_shop(&client, &ns.name, &broken).await;
     create_shop(&client, &ns.name, &sample_shop("fine", "")).await;
     let n = ns.name.clone();
-    eventually(25, "broken is Invalid with a Degraded condition naming the field; fine is Available", || {
-        let (c, n) = (client.clone(), n.clone());
-        async move {
-            let s = Api::<Shop>::namespaced(c.clone(), &n).get("broken").await.unwrap().status.unwrap_or_default();
-            let degraded = s.conditions.iter().any(|c| c.type_ == "Degraded" && c.status == "True" && c.message.contains("spec.backing.mysql is required"));
-            s.phase.as_deref() == Some("Invalid") && degraded && shop_phase(&c, &n, "fine").await.as_deref() == Some("Available")
-        }
-    })
+    eventually(
+        25,
+        "broken is Invalid with a Degraded condition naming the field; fine is Available",
+        || {
+            let (c, n) = (client.clone(), n.clone());
+            async move {
+                let s = Api::<Shop>::namespaced(c.clone(), &n)
+                    .get("broken")
+                    .await
+                    .unwrap()
+                    .status
+                    .unwrap_or_default();
+                let degraded = s.conditions.iter().any(|c| {
+                    c.type_ == "Degraded"
+                        && c.status == "True"
+                        && c.message.contains("spec.backing.mysql is required")
+                });
+                s.phase.as_deref() == Some("Invalid")
+                    && degraded
+                    && shop_phase(&c, &n, "fine").await.as_deref() == Some("Available")
+            }
+        },
+    )
     .await;
-    assert_eq!(count::<Deployment>(&client, &ns.name, "broken").await, 0, "nothing half-applied for an invalid spec");
+    assert_eq!(
+        count::<Deployment>(&client, &ns.name, "broken").await,
+        0,
+        "nothing half-applied for an invalid spec"
+    );
     // Fixing the spec brings it up.
     Api::<Shop>::namespaced(client.clone(), &ns.name)
         .patch("broken", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"backing": {"mysql": {"urlSecretRef": {"name": "db", "key": "url"}}}}})))
@@ -320,7 +520,12 @@ async fn a_paused_shop_is_left_alone() {
 async fn a_restarted_operator_writes_nothing() {
     let (client, ns) = setup("op-restart-").await;
     let op = start_operator(&client, &ns.name);
-    create_shop(&client, &ns.name, &sample_shop("steady", "  components:\n    order: {replicas: 2}\n")).await;
+    create_shop(
+        &client,
+        &ns.name,
+        &sample_shop("steady", "  components:\n    order: {replicas: 2}\n"),
+    )
+    .await;
     let n = ns.name.clone();
     eventually(30, "Available", || {
         let (c, n) = (client.clone(), n.clone());
@@ -344,8 +549,16 @@ async fn a_restarted_operator_writes_nothing() {
     let after = resource_versions(&client, &ns.name, "steady").await;
     assert_eq!(before.len(), 7 + 6 * 3 + 6 + 1 + 1, "{before:?}");
     assert_eq!(before, after, "a restart must not change any object");
-    assert_eq!(op.counter("shop_operator_api_writes_total", "verb=\"status\""), 0.0, "no status write");
-    assert_eq!(op.counter("shop_operator_api_writes_total", "verb=\"delete\""), 0.0, "no delete");
+    assert_eq!(
+        op.counter("shop_operator_api_writes_total", "verb=\"status\""),
+        0.0,
+        "no status write"
+    );
+    assert_eq!(
+        op.counter("shop_operator_api_writes_total", "verb=\"delete\""),
+        0.0,
+        "no delete"
+    );
     op.stop().await;
     ns.delete().await;
 }

@@ -30,7 +30,9 @@ pub async fn client() -> Client {
 /// Client from a kubeconfig file.
 pub async fn kubeconfig_client(path: &std::path::Path) -> Client {
     let kc = Kubeconfig::read_from(path).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
     Client::try_from(cfg).unwrap()
 }
 
@@ -46,7 +48,11 @@ pub async fn ensure_crd(client: &Client) {
     .expect("the API server refused the generated CRD (is it structural?)");
     tokio::time::timeout(
         Duration::from_secs(20),
-        await_condition(crds, shop_operator::crd::CRD_NAME, conditions::is_crd_established()),
+        await_condition(
+            crds,
+            shop_operator::crd::CRD_NAME,
+            conditions::is_crd_established(),
+        ),
     )
     .await
     .expect("CRD not established within 20 s")
@@ -63,15 +69,26 @@ impl TestNs {
     pub async fn new(client: &Client, prefix: &str) -> Self {
         let name = shop_testkit::fresh_name(prefix);
         let ns = Namespace {
-            metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
             ..Default::default()
         };
-        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
-        Self { name, client: client.clone() }
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+        Self {
+            name,
+            client: client.clone(),
+        }
     }
 
     pub async fn delete(self) {
-        let _ = Api::<Namespace>::all(self.client.clone()).delete(&self.name, &DeleteParams::background()).await;
+        let _ = Api::<Namespace>::all(self.client.clone())
+            .delete(&self.name, &DeleteParams::background())
+            .await;
     }
 }
 
@@ -123,8 +140,19 @@ pub fn start_operator(client: &Client, ns: &str) -> RunningOperator {
     let token = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
-    let handle = tokio::spawn(operator::run(client.clone(), test_settings(ns), metrics.clone(), ready.clone(), token.clone()));
-    RunningOperator { token, handle, metrics, ready }
+    let handle = tokio::spawn(operator::run(
+        client.clone(),
+        test_settings(ns),
+        metrics.clone(),
+        ready.clone(),
+        token.clone(),
+    ));
+    RunningOperator {
+        token,
+        handle,
+        metrics,
+        ready,
+    }
 }
 
 /// A Shop with every backing service configured (Secrets need not exist: kwok runs no container).
@@ -147,7 +175,10 @@ spec:
 }
 
 pub async fn create_shop(client: &Client, ns: &str, shop: &Shop) -> Shop {
-    Api::<Shop>::namespaced(client.clone(), ns).create(&PostParams::default(), shop).await.unwrap()
+    Api::<Shop>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), shop)
+        .await
+        .unwrap()
 }
 
 /// Polls until `check` holds (up to `secs`), panicking with `what` otherwise.
@@ -156,7 +187,10 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    assert!(shop_testkit::wait_until(Duration::from_secs(secs), check).await, "timed out after {secs} s waiting for: {what}");
+    assert!(
+        shop_testkit::wait_until(Duration::from_secs(secs), check).await,
+        "timed out after {secs} s waiting for: {what}"
+    );
 }
 
 /// resourceVersion of every object carrying the Shop's labels, keyed by `Kind/name`.
@@ -170,8 +204,15 @@ pub async fn resource_versions(client: &Client, ns: &str, shop: &str) -> BTreeMa
     let mut out = BTreeMap::new();
     macro_rules! collect {
         ($k:ty, $kind:literal) => {
-            for o in Api::<$k>::namespaced(client.clone(), ns).list(&lp).await.unwrap() {
-                out.insert(format!("{}/{}", $kind, o.name_any()), o.resource_version().unwrap_or_default());
+            for o in Api::<$k>::namespaced(client.clone(), ns)
+                .list(&lp)
+                .await
+                .unwrap()
+            {
+                out.insert(
+                    format!("{}/{}", $kind, o.name_any()),
+                    o.resource_version().unwrap_or_default(),
+                );
             }
         };
     }
@@ -181,11 +222,22 @@ pub async fn resource_versions(client: &Client, ns: &str, shop: &str) -> BTreeMa
     collect!(ServiceAccount, "ServiceAccount");
     collect!(NetworkPolicy, "NetworkPolicy");
     collect!(PodDisruptionBudget, "PodDisruptionBudget");
-    let s = Api::<Shop>::namespaced(client.clone(), ns).get(shop).await.unwrap();
-    out.insert(format!("Shop/{shop}"), s.resource_version().unwrap_or_default());
+    let s = Api::<Shop>::namespaced(client.clone(), ns)
+        .get(shop)
+        .await
+        .unwrap();
+    out.insert(
+        format!("Shop/{shop}"),
+        s.resource_version().unwrap_or_default(),
+    );
     out
 }
 
 pub async fn shop_phase(client: &Client, ns: &str, name: &str) -> Option<String> {
-    Api::<Shop>::namespaced(client.clone(), ns).get(name).await.ok()?.status?.phase
+    Api::<Shop>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .ok()?
+        .status?
+        .phase
 }
