@@ -12,6 +12,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::MySqlPool;
+use tracing::Instrument;
 
 use crate::{
     problem::{ApiJson, Problem, json_response},
@@ -49,6 +50,22 @@ pub fn router(state: AppState) -> Router {
         .route("/api/inventory/{sku_code}/adjust", post(adjust_stock))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// Runs a store operation on its own task so that a client hanging up cannot cancel it halfway
+/// (a cancelled transaction could otherwise linger on a pooled connection holding row locks).
+async fn detached<T, F>(fut: F) -> Result<T, Problem>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, StoreError>> + Send + 'static,
+{
+    match tokio::spawn(fut.instrument(tracing::Span::current())).await {
+        Ok(r) => r.map_err(store_problem),
+        Err(e) => {
+            tracing::error!(error = %e, "store task failed");
+            Err(Problem::internal())
+        }
+    }
 }
 
 fn store_problem(e: StoreError) -> Problem {
@@ -263,9 +280,10 @@ async fn set_stock(
             format!("quantity must be between 0 and {MAX_QUANTITY}"),
         ));
     }
-    let level = store::set_stock(&st.pool, &sku, body.quantity)
-        .await
-        .map_err(store_problem)?;
+    let pool = st.pool.clone();
+    let sku2 = sku.clone();
+    let level =
+        detached(async move { store::set_stock(&pool, &sku2, body.quantity).await }).await?;
     tracing::info!(sku = %level.sku_code, quantity = level.quantity, "stock set");
     Ok(json_response(StatusCode::OK, &level))
 }
@@ -288,9 +306,10 @@ async fn adjust_stock(
             format!("delta must be between -{MAX_QUANTITY} and {MAX_QUANTITY}"),
         ));
     }
-    let level = store::adjust_stock(&st.pool, &sku, body.delta)
-        .await
-        .map_err(store_problem)?;
+    let pool = st.pool.clone();
+    let sku2 = sku.clone();
+    let delta = body.delta;
+    let level = detached(async move { store::adjust_stock(&pool, &sku2, delta).await }).await?;
     tracing::info!(sku = %level.sku_code, delta = body.delta, quantity = level.quantity, "stock adjusted");
     Ok(json_response(StatusCode::OK, &level))
 }
@@ -342,7 +361,10 @@ async fn create_reservation(
     ApiJson(body): ApiJson<ReservationBody>,
 ) -> Result<Response, Problem> {
     let (order_number, lines) = validate_reservation(body)?;
-    match store::reserve(&st.pool, &order_number, &lines).await {
+    let pool = st.pool.clone();
+    let number = order_number.clone();
+    let outcome = detached(async move { store::reserve(&pool, &number, &lines).await }).await;
+    match outcome {
         Ok(ReserveOutcome::Created(r)) => {
             tracing::info!(order_number = %r.order_number, lines = r.lines.len(), "stock reserved");
             Ok(json_response(StatusCode::CREATED, &r))
@@ -351,11 +373,9 @@ async fn create_reservation(
             tracing::info!(order_number = %r.order_number, "reservation replayed");
             Ok(json_response(StatusCode::OK, &r))
         }
-        Err(e) => {
-            if let StoreError::Insufficient(short) = &e {
-                tracing::info!(%order_number, short = short.len(), "reservation refused: insufficient stock");
-            }
-            Err(store_problem(e))
+        Err(p) => {
+            tracing::info!(%order_number, problem = %p, "reservation refused");
+            Err(p)
         }
     }
 }
@@ -379,9 +399,9 @@ async fn release_reservation(
     Path(order_number): Path<String>,
 ) -> Result<impl IntoResponse, Problem> {
     validate_order_number(&order_number)?;
-    let r = store::release(&st.pool, &order_number)
-        .await
-        .map_err(store_problem)?;
+    let pool = st.pool.clone();
+    let number = order_number.clone();
+    let r = detached(async move { store::release(&pool, &number).await }).await?;
     tracing::info!(%order_number, "reservation released");
     Ok(json_response(StatusCode::OK, &r))
 }

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sqlx::MySqlPool;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::{
     inventory::{InventoryClient, ReserveError},
@@ -87,9 +88,20 @@ async fn forget(st: &AppState, key: Option<&str>) {
 }
 
 async fn place_order(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    match place_order_inner(&st, &headers, &body).await {
-        Ok(r) => r,
-        Err(p) => p.into_response(),
+    // Detached from the connection: a client that hangs up mid-request must not cancel the work
+    // between reserving stock and committing the order (that would leak the reservation or
+    // strand a half-finished transaction on a pooled connection).
+    let work = tokio::spawn(
+        async move { place_order_inner(&st, &headers, &body).await }
+            .instrument(tracing::Span::current()),
+    );
+    match work.await {
+        Ok(Ok(r)) => r,
+        Ok(Err(p)) => p.into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "order task failed");
+            Problem::internal().into_response()
+        }
     }
 }
 

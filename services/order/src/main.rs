@@ -84,6 +84,19 @@ async fn main() -> anyhow::Result<()> {
     let pool = MySqlPoolOptions::new()
         .max_connections(args.database_max_connections)
         .acquire_timeout(Duration::from_secs(3))
+        // READ COMMITTED: no gap locks, so stock updates and outbox claims never block inserts;
+        // a short lock wait bounds any stall instead of the server's 50 s default.
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                sqlx::query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query("SET SESSION innodb_lock_wait_timeout = 5")
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
         .connect(&args.database_url)
         .await
         .context("connecting to MySQL (DATABASE_URL)")?;

@@ -202,7 +202,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
         Err(err) => {
             let path = err.path().to_string();
             let inner = err.into_inner();
-            let mut field = if path == "." || path.is_empty() {
+            let mut field = if path == "." || path == "?" || path.is_empty() {
                 String::new()
             } else {
                 path
@@ -223,8 +223,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
             use serde_json::error::Category;
             match inner.classify() {
                 Category::Data => Err(Problem::invalid(&field, format!("{field}: {inner}"))),
+                // A syntax error is about the document, not one member.
                 Category::Syntax | Category::Eof | Category::Io => Err(Problem::bad_request(
-                    &field,
+                    "body",
                     format!("malformed JSON: {inner}"),
                 )),
             }
