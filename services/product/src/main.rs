@@ -73,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_millis(args.inventory_timeout_ms),
     );
     let syncer = Arc::new(stock::StockSyncer::new(store.clone(), target));
+    syncer.register(&mut rt.metrics().registry());
     let retry = tokio::spawn(syncer.clone().run(
         Duration::from_millis(args.stock_retry_ms),
         Duration::from_millis(args.stock_retry_max_ms.max(args.stock_retry_ms)),

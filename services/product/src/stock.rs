@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mongodb::bson::oid::ObjectId;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -57,6 +59,12 @@ pub struct StockSyncer<T: StockTarget> {
     target: T,
     locks: Mutex<HashMap<ObjectId, Arc<Mutex<()>>>>,
     wake: Notify,
+    /// Products whose stock inventory has not confirmed yet (after the last retry pass).
+    pub pending_gauge: Gauge,
+    /// Failed pushes to inventory.
+    pub failures: Counter,
+    /// Pushes confirmed by inventory.
+    pub confirmed: Counter,
 }
 
 impl<T: StockTarget> StockSyncer<T> {
@@ -67,7 +75,29 @@ impl<T: StockTarget> StockSyncer<T> {
             target,
             locks: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            pending_gauge: Gauge::default(),
+            failures: Counter::default(),
+            confirmed: Counter::default(),
         }
+    }
+
+    /// Register the stock metrics in the runtime's registry.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "product_stock_pending",
+            "Products whose stock inventory has not confirmed yet",
+            self.pending_gauge.clone(),
+        );
+        registry.register(
+            "product_stock_push_failures",
+            "Stock pushes to inventory that failed and will be retried",
+            self.failures.clone(),
+        );
+        registry.register(
+            "product_stock_push_confirmed",
+            "Stock pushes confirmed by inventory",
+            self.confirmed.clone(),
+        );
     }
 
     async fn lock_for(&self, id: ObjectId) -> Arc<Mutex<()>> {
@@ -92,11 +122,13 @@ impl<T: StockTarget> StockSyncer<T> {
     async fn push(&self, p: &PendingStock) -> Result<SyncOutcome, StoreError> {
         match self.target.set_stock(&p.sku_code, p.quantity).await {
             Ok(()) => {
+                self.confirmed.inc();
                 let cleared = self.store.clear_pending(p.id, &p.token).await?;
                 tracing::info!(sku = %p.sku_code, quantity = p.quantity, cleared, "stock confirmed by inventory");
                 Ok(SyncOutcome::Synced)
             }
             Err(e) => {
+                self.failures.inc();
                 tracing::warn!(sku = %p.sku_code, quantity = p.quantity, error = %e, "stock not yet in inventory; will retry");
                 self.store
                     .note_failure(p.id, &p.token, &e.to_string())
@@ -120,6 +152,8 @@ impl<T: StockTarget> StockSyncer<T> {
                 left += 1;
             }
         }
+        self.pending_gauge
+            .set(i64::try_from(left).unwrap_or(i64::MAX));
         Ok(left)
     }
 

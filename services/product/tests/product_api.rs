@@ -413,6 +413,26 @@ async fn stock_is_not_lost_while_inventory_is_down() {
     .await;
     assert!(synced, "stock never reached inventory after it came back");
     assert_eq!(available(&p.http, &inventory, &sku).await, Some(5));
+    // Operators see the retries in /metrics.
+    let metrics = p
+        .http
+        .get(p.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics:\n{metrics}"))
+    };
+    assert!(value("product_stock_push_failures_total") >= 1.0);
+    assert!(value("product_stock_push_confirmed_total") >= 1.0);
 }
 
 #[tokio::test]
