@@ -102,6 +102,15 @@ pub enum Command {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl_secs: u64,
+        /// Signing secret (default: SHOP_JWT_SECRET / --jwt-secret).
+        #[arg(long, hide_env_values = true)]
+        secret: Option<String>,
+        /// Issuer claim (default: the first SHOP_JWT_ISSUER).
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Audience claim (default: the first SHOP_JWT_AUDIENCE).
+        #[arg(long)]
+        audience: Option<String>,
     },
 }
 
@@ -150,29 +159,34 @@ fn auth_config(args: &GatewayArgs) -> AuthConfig {
 }
 
 /// Prints a development token (`shop-gateway mint-token --sub alice --scope orders.write`).
-pub fn mint_token(
-    args: &GatewayArgs,
-    sub: &str,
-    scopes: &[String],
-    roles: &[String],
-    ttl_secs: u64,
-) -> anyhow::Result<String> {
-    let secret = args
-        .jwt_secret
+pub fn mint_token(args: &GatewayArgs, cmd: &Command) -> anyhow::Result<String> {
+    let Command::MintToken {
+        sub,
+        scope: scopes,
+        role: roles,
+        ttl_secs,
+        secret,
+        issuer,
+        audience,
+    } = cmd;
+    let secret = secret
         .as_deref()
+        .or(args.jwt_secret.as_deref())
         .filter(|s| !s.is_empty())
-        .context("SHOP_JWT_SECRET (or --jwt-secret) must be set to mint a token")?;
+        .context("--secret or SHOP_JWT_SECRET must be set to mint a token")?;
     let t = DevToken {
-        sub: sub.to_owned(),
+        sub: sub.clone(),
         scopes: scopes
             .iter()
             .flat_map(|s| s.split_whitespace())
             .map(str::to_owned)
             .collect(),
-        roles: roles.to_vec(),
-        issuer: args.jwt_issuer.first().cloned(),
-        audience: args.jwt_audience.first().cloned(),
-        ttl: Duration::from_secs(ttl_secs),
+        roles: roles.clone(),
+        issuer: issuer.clone().or_else(|| args.jwt_issuer.first().cloned()),
+        audience: audience
+            .clone()
+            .or_else(|| args.jwt_audience.first().cloned()),
+        ttl: Duration::from_secs(*ttl_secs),
     };
     Ok(mint_hs256(secret.as_bytes(), &t)?)
 }
