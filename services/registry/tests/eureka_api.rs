@@ -1,0 +1,403 @@
+//! The Eureka REST API of a real shop-registry process, driven with bodies shaped like the Java client's.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use shop_testkit::registry::{eureka_url, instance_ids, java_instance, spawn_registry};
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn register_renew_cancel_fetch_and_delta_like_the_java_client() {
+    let reg = spawn_registry(&[]).await;
+    let eureka = eureka_url(&reg);
+    let http = reqwest::Client::new();
+
+    let r = http
+        .post(format!("{eureka}/apps/ORDER-SERVICE"))
+        .json(&java_instance(
+            "order-service",
+            "host:order-service:8081",
+            8081,
+            90,
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NO_CONTENT,
+        "register must answer 204"
+    );
+    http.post(format!("{eureka}/apps/ORDER-SERVICE"))
+        .json(&java_instance(
+            "order-service",
+            "host:order-service:8082",
+            8082,
+            90,
+        ))
+        .send()
+        .await
+        .unwrap();
+
+    // Full fetch: arrays always, ports as {"$":n,"@enabled":"true"}, the hashcode.
+    let full: Value = http
+        .get(format!("{eureka}/apps/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let apps = &full["applications"];
+    assert_eq!(apps["apps__hashcode"], "UP_2_");
+    let app = &apps["application"][0];
+    assert_eq!(app["name"], "ORDER-SERVICE");
+    let inst = &app["instance"][0];
+    assert_eq!(
+        inst["port"],
+        serde_json::json!({"$": 8081, "@enabled": "true"})
+    );
+    assert_eq!(inst["dataCenterInfo"]["name"], "MyOwn");
+    assert_eq!(inst["metadata"]["management.port"], "8081");
+    assert!(
+        inst.get("actionType").is_none(),
+        "full fetch carries no actionType"
+    );
+
+    // Renew: 200 when known, 404 when unknown (the client then re-registers).
+    let renew = |id: &str| {
+        http.put(format!(
+            "{eureka}/apps/ORDER-SERVICE/{id}?status=UP&lastDirtyTimestamp=1700000000000"
+        ))
+        .send()
+    };
+    assert_eq!(
+        renew("host:order-service:8081").await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        renew("nobody").await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // One app, one instance, by id; app names are case-insensitive.
+    let one: Value = http
+        .get(format!("{eureka}/apps/order-service"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["application"]["instance"].as_array().unwrap().len(), 2);
+    let i: Value = http
+        .get(format!(
+            "{eureka}/apps/ORDER-SERVICE/host:order-service:8082"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(i["instance"]["port"]["$"], 8082);
+    let by_id = http
+        .get(format!("{eureka}/instances/host:order-service:8082"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_id.status(), StatusCode::OK);
+    let vip: Value = http
+        .get(format!("{eureka}/vips/order-service"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        vip["applications"]["application"][0]["instance"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Cancel: 200, then 404; the delta shows the deletion and the whole registry's hashcode.
+    let del = http
+        .delete(format!(
+            "{eureka}/apps/ORDER-SERVICE/host:order-service:8082"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), StatusCode::OK);
+    let del = http
+        .delete(format!(
+            "{eureka}/apps/ORDER-SERVICE/host:order-service:8082"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), StatusCode::NOT_FOUND);
+    let delta: Value = http
+        .get(format!("{eureka}/apps/delta"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(delta["applications"]["apps__hashcode"], "UP_1_");
+    let changed = delta["applications"]["application"][0]["instance"]
+        .as_array()
+        .unwrap();
+    let deleted = changed
+        .iter()
+        .find(|i| i["instanceId"] == "host:order-service:8082")
+        .expect("deleted instance in delta");
+    assert_eq!(deleted["actionType"], "DELETED");
+    assert_eq!(
+        instance_ids(&eureka, "order-service").await,
+        vec!["host:order-service:8081"]
+    );
+    let missing = http
+        .get(format!("{eureka}/apps/NOPE"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn status_override_and_metadata() {
+    let reg = spawn_registry(&[]).await;
+    let eureka = eureka_url(&reg);
+    let http = reqwest::Client::new();
+    http.post(format!("{eureka}/apps/PRODUCT"))
+        .json(&java_instance("product", "p1", 9001, 90))
+        .send()
+        .await
+        .unwrap();
+    let r = http
+        .put(format!(
+            "{eureka}/apps/PRODUCT/p1/status?value=OUT_OF_SERVICE&lastDirtyTimestamp=1"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let full: Value = http
+        .get(format!("{eureka}/apps"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(full["applications"]["apps__hashcode"], "OUT_OF_SERVICE_1_");
+    assert_eq!(
+        full["applications"]["application"][0]["instance"][0]["overriddenStatus"],
+        "OUT_OF_SERVICE"
+    );
+    let bad = http
+        .put(format!("{eureka}/apps/PRODUCT/p1/status?value=SLEEPY"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let body: Value = bad.json().await.unwrap();
+    assert_eq!(body["field"], "value");
+    let r = http
+        .delete(format!("{eureka}/apps/PRODUCT/p1/status?value=UP"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = http
+        .put(format!(
+            "{eureka}/apps/PRODUCT/p1/metadata?zone=a&version=2"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let i: Value = http
+        .get(format!("{eureka}/apps/PRODUCT/p1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(i["instance"]["status"], "UP");
+    assert_eq!(i["instance"]["metadata"]["zone"], "a");
+    assert_eq!(i["instance"]["metadata"]["version"], "2");
+    let r = http
+        .put(format!("{eureka}/apps/PRODUCT/zzz/metadata?a=b"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn bad_registrations_get_400_naming_the_field_and_limits_hold() {
+    let reg = spawn_registry(&["--max-instances", "2", "--max-body-bytes", "8192"]).await;
+    let eureka = eureka_url(&reg);
+    let http = reqwest::Client::new();
+    let cases = [
+        ("instanceId", "instance.instanceId"),
+        ("hostName", "instance.hostName"),
+        ("ipAddr", "instance.ipAddr"),
+        ("dataCenterInfo", "instance.dataCenterInfo"),
+    ];
+    for (remove, field) in cases {
+        let mut body = java_instance("cart", "c1", 1, 90);
+        body["instance"].as_object_mut().unwrap().remove(remove);
+        let r = http
+            .post(format!("{eureka}/apps/CART"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{remove}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(p["field"], field);
+    }
+    let mut body = java_instance("cart", "c1", 1, 90);
+    body["instance"]["port"]["$"] = "eighty".into();
+    let p: Value = http
+        .post(format!("{eureka}/apps/CART"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(p["field"], "instance.port.$");
+    // App in the path must match the body.
+    let r = http
+        .post(format!("{eureka}/apps/OTHER"))
+        .json(&java_instance("cart", "c1", 1, 90))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = http
+        .post(format!("{eureka}/apps/CART"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Oversized body.
+    let mut big = java_instance("cart", "c9", 1, 90);
+    big["instance"]["metadata"]["junk"] = "x".repeat(10_000).into();
+    let r = http
+        .post(format!("{eureka}/apps/CART"))
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Nothing half-written by all of the above.
+    assert!(instance_ids(&eureka, "cart").await.is_empty());
+    // Instance limit: 2 fit, the third is refused, re-registering an existing one is fine.
+    for id in ["c1", "c2"] {
+        let r = http
+            .post(format!("{eureka}/apps/CART"))
+            .json(&java_instance("cart", id, 1, 90))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    }
+    let r = http
+        .post(format!("{eureka}/apps/CART"))
+        .json(&java_instance("cart", "c3", 1, 90))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let r = http
+        .post(format!("{eureka}/apps/CART"))
+        .json(&java_instance("cart", "c1", 1, 90))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn instance_that_stops_renewing_is_gone_within_one_lease_plus_one_eviction_interval() {
+    let reg = spawn_registry(&[]).await;
+    let eureka = eureka_url(&reg);
+    let http = reqwest::Client::new();
+    let registered = Instant::now();
+    http.post(format!("{eureka}/apps/INVENTORY"))
+        .json(&java_instance("inventory", "dies", 1, 2))
+        .send()
+        .await
+        .unwrap();
+    http.post(format!("{eureka}/apps/INVENTORY"))
+        .json(&java_instance("inventory", "lives", 2, 2))
+        .send()
+        .await
+        .unwrap();
+    // "lives" renews every 500 ms; "dies" never renews.
+    let mut gone_after = None;
+    while registered.elapsed() < Duration::from_secs(6) {
+        http.put(format!("{eureka}/apps/INVENTORY/lives?status=UP"))
+            .send()
+            .await
+            .unwrap();
+        let ids = instance_ids(&eureka, "inventory").await;
+        assert!(
+            ids.contains(&"lives".to_owned()),
+            "a renewing instance must stay"
+        );
+        if !ids.contains(&"dies".to_owned()) && gone_after.is_none() {
+            gone_after = Some(registered.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let gone_after = gone_after.expect("expired instance was never evicted");
+    // Lease 2 s + eviction interval 0.2 s (+ polling slack); never before the lease ran out.
+    assert!(
+        gone_after >= Duration::from_secs(2),
+        "evicted too early: {gone_after:?}"
+    );
+    assert!(
+        gone_after <= Duration::from_millis(2200 + 600),
+        "evicted too late: {gone_after:?}"
+    );
+}
+
+#[tokio::test]
+async fn dashboard_lists_instances_and_threshold() {
+    let reg = spawn_registry(&[]).await;
+    let eureka = eureka_url(&reg);
+    let http = reqwest::Client::new();
+    http.post(format!("{eureka}/apps/GATEWAY"))
+        .json(&java_instance("gateway", "gw-<1>", 8080, 90))
+        .send()
+        .await
+        .unwrap();
+    let html = http
+        .get(format!("{}/", reg.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("GATEWAY"));
+    assert!(html.contains("gw-&lt;1&gt;"), "instance ids are escaped");
+    assert!(html.contains("Renews in the last minute"));
+    assert!(html.contains("Renew threshold"));
+    assert!(html.contains("Peers"));
+}
