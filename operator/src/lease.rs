@@ -180,6 +180,27 @@ pub async fn hold(
     }
 }
 
+/// Gives the Lease up at shutdown (if still ours) so a standby takes over at once instead of
+/// after the lease duration. Best effort: on failure the Lease simply expires.
+pub async fn release(client: &Client, s: &LeaseSettings) {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &s.namespace);
+    let Ok(Some(mut lease)) = api.get_opt(&s.name).await else {
+        return;
+    };
+    let Some(spec) = lease.spec.as_mut() else {
+        return;
+    };
+    if spec.holder_identity.as_deref() != Some(s.identity.as_str()) {
+        return;
+    }
+    spec.holder_identity = None;
+    spec.renew_time = None;
+    match api.replace(&s.name, &PostParams::default(), &lease).await {
+        Ok(_) => info!(lease = %s.name, "released the leader lease"),
+        Err(e) => warn!(error = %e, "could not release the leader lease; it will expire"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -247,6 +247,9 @@ pub async fn run(
             Ok(Err(e)) if !shutdown.is_cancelled() => return Err(RunError::Lease(e)),
             _ => {}
         }
+        if let Some(ls) = &settings.lease {
+            lease::release(&client, ls).await;
+        }
     }
     info!("shop-operator stopped");
     Ok(())

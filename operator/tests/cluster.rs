@@ -562,3 +562,71 @@ async fn a_restarted_operator_writes_nothing() {
     op.stop().await;
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
+    use shop_operator::lease::LeaseSettings;
+    use std::sync::atomic::Ordering;
+    let (client, ns) = setup("op-lease-").await;
+    let with_lease = |identity: &str| {
+        let mut s = test_settings(&ns.name);
+        s.lease = Some(LeaseSettings {
+            name: "shop-operator".into(),
+            namespace: ns.name.clone(),
+            identity: identity.into(),
+            duration: Duration::from_secs(4),
+            renew_every: Duration::from_millis(500),
+        });
+        s
+    };
+    let a = start_operator_with(&client, with_lease("a"));
+    let a_ready = a.ready.clone();
+    eventually(10, "a becomes leader", || {
+        let r = a_ready.clone();
+        async move { r.load(Ordering::Relaxed) }
+    })
+    .await;
+    let b = start_operator_with(&client, with_lease("b"));
+    create_shop(&client, &ns.name, &sample_shop("duo", "")).await;
+    let n = ns.name.clone();
+    eventually(25, "Available (reconciled by a)", || {
+        let (c, n) = (client.clone(), n.clone());
+        async move { shop_phase(&c, &n, "duo").await.as_deref() == Some("Available") }
+    })
+    .await;
+    assert!(
+        !b.ready.load(Ordering::Relaxed),
+        "the standby must not reconcile"
+    );
+    assert_eq!(b.counter("shop_operator_reconciles_total", ""), 0.0);
+
+    // The leader stops (releasing the Lease); the standby takes over and follows a change.
+    a.stop().await;
+    let b_ready = b.ready.clone();
+    eventually(10, "b becomes leader", || {
+        let r = b_ready.clone();
+        async move { r.load(Ordering::Relaxed) }
+    })
+    .await;
+    Api::<Shop>::namespaced(client.clone(), &ns.name)
+        .patch(
+            "duo",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"components": {"order": {"replicas": 2}}}})),
+        )
+        .await
+        .unwrap();
+    let n = ns.name.clone();
+    eventually(20, "order scaled to 2 by the new leader", || {
+        let (c, n) = (client.clone(), n.clone());
+        async move {
+            deployment(&c, &n, "duo-order")
+                .await
+                .and_then(|d| d.spec?.replicas)
+                == Some(2)
+        }
+    })
+    .await;
+    b.stop().await;
+    ns.delete().await;
+}

@@ -137,12 +137,16 @@ pub fn test_settings(ns: &str) -> Settings {
 }
 
 pub fn start_operator(client: &Client, ns: &str) -> RunningOperator {
+    start_operator_with(client, test_settings(ns))
+}
+
+pub fn start_operator_with(client: &Client, settings: Settings) -> RunningOperator {
     let token = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let handle = tokio::spawn(operator::run(
         client.clone(),
-        test_settings(ns),
+        settings,
         metrics.clone(),
         ready.clone(),
         token.clone(),
