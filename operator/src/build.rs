@@ -417,7 +417,21 @@ fn deployment(shop: &ValidatedShop, rc: &ResolvedComponent, config_hash: String)
     }
 }
 
-fn service_ports(c: Component) -> Vec<ServicePort> {
+/// The gateway's configured type; any component with a fixed node port needs at least NodePort.
+fn service_type(shop: &ValidatedShop, rc: &ResolvedComponent) -> &'static str {
+    let t = if rc.component == Component::Gateway {
+        shop.gateway.service_type.as_str()
+    } else {
+        "ClusterIP"
+    };
+    if rc.node_port.is_some() && t == "ClusterIP" {
+        "NodePort"
+    } else {
+        t
+    }
+}
+
+fn service_ports(c: Component, node_port: Option<i32>) -> Vec<ServicePort> {
     let port = |name: &str, port: i32| ServicePort {
         name: Some(name.to_string()),
         port,
@@ -425,10 +439,9 @@ fn service_ports(c: Component) -> Vec<ServicePort> {
         protocol: Some("TCP".to_string()),
         ..Default::default()
     };
-    vec![
-        port(PORT_NAME, c.port()),
-        port("dns-fallback", DNS_FALLBACK_PORT),
-    ]
+    let mut main = port(PORT_NAME, c.port());
+    main.node_port = node_port;
+    vec![main, port("dns-fallback", DNS_FALLBACK_PORT)]
 }
 
 fn network_policy(shop: &ValidatedShop, c: Component) -> NetworkPolicy {
@@ -488,13 +501,9 @@ pub fn build(shop: &ValidatedShop) -> Resources {
             let service = Service {
                 metadata: meta(shop, c, name.clone()),
                 spec: Some(ServiceSpec {
-                    type_: Some(if c == Component::Gateway {
-                        shop.gateway.service_type.as_str().to_string()
-                    } else {
-                        "ClusterIP".to_string()
-                    }),
+                    type_: Some(service_type(shop, rc).to_string()),
                     selector: Some(selector.clone()),
-                    ports: Some(service_ports(c)),
+                    ports: Some(service_ports(c, rc.node_port)),
                     ..Default::default()
                 }),
                 status: None,
@@ -506,7 +515,7 @@ pub fn build(shop: &ValidatedShop) -> Resources {
                     cluster_ip: Some("None".to_string()),
                     publish_not_ready_addresses: Some(true),
                     selector: Some(selector.clone()),
-                    ports: Some(service_ports(c)),
+                    ports: Some(service_ports(c, None)),
                     ..Default::default()
                 }),
                 status: None,

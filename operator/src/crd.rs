@@ -159,6 +159,11 @@ pub struct ComponentSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub env: Vec<EnvVar>,
+    /// Fixed node port for the component's Service (a ClusterIP Service becomes NodePort), e.g.
+    /// for kind's host port mappings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub node_port: Option<i32>,
 }
 
 fn default_true() -> bool {
@@ -176,6 +181,7 @@ impl Default for ComponentSpec {
             image: None,
             resources: None,
             env: Vec::new(),
+            node_port: None,
         }
     }
 }

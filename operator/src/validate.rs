@@ -58,6 +58,14 @@ pub enum ValidationError {
         /// Variable name.
         name: String,
     },
+    /// Two components asking for the same node port.
+    #[error("spec.components.{component}.nodePort {port} is already used by another component")]
+    DuplicateNodePort {
+        /// Component concerned.
+        component: Component,
+        /// The port.
+        port: i32,
+    },
     /// JWT settings with both or neither of secretRef / jwksUrl.
     #[error("spec.components.gateway.jwt needs exactly one of secretRef or jwksUrl")]
     JwtSource,
@@ -78,6 +86,8 @@ pub struct ResolvedComponent {
     pub resources: ResourceRequirements,
     /// User env overrides (win over the operator's).
     pub env: Vec<EnvVar>,
+    /// Fixed node port of the Service.
+    pub node_port: Option<i32>,
 }
 
 /// Gateway-only settings.
@@ -251,7 +261,19 @@ pub fn validate(shop: &Shop) -> Result<ValidatedShop, ValidationError> {
             pull_policy: spec.image.pull_policy,
             resources: cs.resources.clone().unwrap_or_else(default_resources),
             env: cs.env.clone(),
+            node_port: cs.node_port,
         });
+    }
+    let mut node_ports = BTreeSet::new();
+    for r in &enabled {
+        if let Some(port) = r.node_port
+            && !node_ports.insert(port)
+        {
+            return Err(ValidationError::DuplicateNodePort {
+                component: r.component,
+                port,
+            });
+        }
     }
     let gw = &spec.components.gateway;
     if let Some(jwt) = &gw.jwt

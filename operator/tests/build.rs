@@ -363,3 +363,34 @@ fn a_config_change_changes_the_pod_template_hash_and_nothing_else_does() {
     assert_eq!(hash(&a, Component::Product), hash(&b, Component::Product));
     assert_eq!(render(SAMPLE), a, "rendering is deterministic");
 }
+
+#[test]
+fn a_fixed_node_port_makes_the_service_a_node_port_and_duplicates_are_refused() {
+    let yaml = SAMPLE.replace(
+        "registry: {replicas: 2}",
+        "registry: {replicas: 2, nodePort: 30761}",
+    );
+    let res = render(&yaml);
+    let svc = res.components[0].service.spec.as_ref().unwrap();
+    assert_eq!(svc.type_.as_deref(), Some("NodePort"));
+    assert_eq!(svc.ports.as_ref().unwrap()[0].node_port, Some(30761));
+    let peers = res.components[0]
+        .peer_service
+        .as_ref()
+        .unwrap()
+        .spec
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        peers.ports.as_ref().unwrap()[0].node_port,
+        None,
+        "headless Services take no node port"
+    );
+    let dup = yaml.replace("replicas: 3\n", "replicas: 3\n      nodePort: 30761\n");
+    let shop: Shop = serde_yaml::from_str(&dup).unwrap();
+    let err = validate(&shop).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "spec.components.gateway.nodePort 30761 is already used by another component"
+    );
+}
