@@ -148,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     let state = Arc::new(api::AppState {
-        store,
+        store: store.clone(),
         tx,
         shutdown: shutdown.clone(),
         keep_alive: Duration::from_secs(args.sse_keep_alive_secs.max(1)),
@@ -163,5 +163,6 @@ async fn main() -> anyhow::Result<()> {
     {
         tracing::warn!("consumer did not stop within 10 s");
     }
+    store.close(Duration::from_secs(2)).await;
     Ok(())
 }

@@ -155,6 +155,17 @@ impl NotificationStore {
         Ok(Self { coll, client })
     }
 
+    /// Close the connection pool after in-flight operations finish (bounded by `within`), so the
+    /// process does not exit with requests still running against the pool.
+    pub async fn close(&self, within: Duration) {
+        if tokio::time::timeout(within, self.client.clone().shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("MongoDB operations still running at exit");
+        }
+    }
+
     /// Readiness probe.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.client

@@ -81,11 +81,15 @@ async fn main() -> anyhow::Result<()> {
     ));
     // Markers left by a previous run (crash, inventory outage) are retried right away.
     syncer.wake();
-    let state = Arc::new(api::AppState { store, syncer });
+    let state = Arc::new(api::AppState {
+        store: store.clone(),
+        syncer,
+    });
     let router =
         api::router(state).layer(axum::extract::DefaultBodyLimit::max(args.max_body_bytes));
     tracing::info!(addr = %rt.local_addr(), "shop-product listening");
     rt.serve(router).await.context("serving HTTP")?;
     retry.abort();
+    store.close(Duration::from_secs(2)).await;
     Ok(())
 }

@@ -292,6 +292,16 @@ async fn invalid_bodies_name_the_field_and_write_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // Oversized body (limit 64 KiB by default).
+    let huge = json!({"name":"a","price":1,"description":"x".repeat(200 * 1024)});
+    let (status, problem, ct) = p.post(&huge).await;
+    assert_problem(
+        status,
+        &problem,
+        ct.as_deref(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body",
+    );
     assert_eq!(
         p.total().await,
         0,
@@ -325,8 +335,19 @@ async fn invalid_bodies_name_the_field_and_write_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // The SKU is the product's identity in inventory: it cannot be changed by a replace.
+    let r = p
+        .http
+        .put(p.url(&format!("/api/product/{id}")))
+        .json(&json!({"name":"a","price":"2","skuCode":"another-sku"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json::<Value>().await.unwrap()["field"], "skuCode");
     let (_, got) = p.get(id).await;
     assert_eq!(got["price"], "1.00");
+    assert_eq!(got["skuCode"], sku.as_str());
 }
 
 /// A real shop-inventory process on `port` with a fresh MariaDB database.
