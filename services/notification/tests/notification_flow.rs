@@ -519,3 +519,55 @@ async fn notification_span_joins_the_producers_trace_in_zipkin() {
         "no notification span under parent {parent_span} in Zipkin trace {trace_id}"
     );
 }
+
+#[tokio::test]
+async fn webhook_is_retried_until_it_accepts_and_gets_an_idempotency_key() {
+    let s = Setup::new();
+    // First call fails (503), the retry succeeds; the receiver records the keys it saw.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_port = listener.local_addr().unwrap().port();
+    let log = seen.clone();
+    let server = tokio::spawn(async move {
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let log = log.clone();
+                async move {
+                    let key = headers
+                        .get("idempotency-key")
+                        .map(|v| v.to_str().unwrap().to_owned())
+                        .unwrap_or_default();
+                    let body: Value = serde_json::from_str(&body).unwrap();
+                    assert_eq!(body["eventId"], key.as_str());
+                    let mut log = log.lock().unwrap();
+                    log.push(key);
+                    if log.len() == 1 {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        axum::http::StatusCode::NO_CONTENT
+                    }
+                }
+            }),
+        );
+        axum::serve(listener, app).await.unwrap();
+    });
+    let url = format!("http://127.0.0.1:{hook_port}/hook");
+    let svc = s
+        .start(&[
+            ("SHOP_WEBHOOK_URL", url.as_str()),
+            ("SHOP_WEBHOOK_BACKOFF_MS", "50"),
+        ])
+        .await;
+    let order = fresh_name("order-");
+    let id = uuid::Uuid::new_v4().to_string();
+    s.produce_event(&order, &id).await;
+    let delivered = wait_until(Duration::from_secs(20), || async {
+        let (items, _) = s.list(&svc, &format!("orderNumber={order}")).await;
+        items.first().is_some_and(|n| n["delivery"] == "DELIVERED")
+    })
+    .await;
+    assert!(delivered, "webhook delivery not recorded as DELIVERED");
+    assert_eq!(*seen.lock().unwrap(), vec![id.clone(), id]);
+    server.abort();
+}
