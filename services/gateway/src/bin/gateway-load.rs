@@ -36,11 +36,19 @@ async fn main() -> anyhow::Result<()> {
     let secs: f64 = args[3].parse().context("seconds")?;
     let conns: usize = args[4].parse().context("connections")?;
     let authority = uri.authority().context("url needs host:port")?.clone();
-    let addr: SocketAddr = authority.as_str().parse().context("host must be an IP:port")?;
+    let addr: SocketAddr = authority
+        .as_str()
+        .parse()
+        .context("host must be an IP:port")?;
     if !addr.ip().is_loopback() {
         bail!("gateway-load only targets loopback addresses");
     }
-    if !(rate > 0.0 && rate <= 200_000.0 && secs > 0.0 && secs <= 120.0 && (1..=1024).contains(&conns)) {
+    if !(rate > 0.0
+        && rate <= 200_000.0
+        && secs > 0.0
+        && secs <= 120.0
+        && (1..=1024).contains(&conns))
+    {
         bail!("rate must be in (0, 200000], seconds in (0, 120], connections in [1, 1024]");
     }
     let total = (rate * secs) as usize;
@@ -58,7 +66,8 @@ async fn main() -> anyhow::Result<()> {
             let mut errors = 0usize;
             let stream = tokio::net::TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(conn);
             let mut i = k;
             while i < total {
@@ -75,7 +84,9 @@ async fn main() -> anyhow::Result<()> {
                         let ok = resp.status().is_success();
                         let _ = resp.into_body().collect().await;
                         if ok {
-                            lat.push(u64::try_from(scheduled.elapsed().as_micros()).unwrap_or(u64::MAX));
+                            lat.push(
+                                u64::try_from(scheduled.elapsed().as_micros()).unwrap_or(u64::MAX),
+                            );
                         } else {
                             errors += 1;
                         }

@@ -154,9 +154,14 @@ async fn fail(State(st): State<UpState>) -> impl IntoResponse {
     (StatusCode::INTERNAL_SERVER_ERROR, "boom")
 }
 
-async fn slow(State(st): State<UpState>) -> impl IntoResponse {
+#[derive(serde::Deserialize)]
+struct SlowQ {
+    ms: Option<u64>,
+}
+
+async fn slow(State(st): State<UpState>, Query(q): Query<SlowQ>) -> impl IntoResponse {
     st.hits.fetch_add(1, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(q.ms.unwrap_or(5_000))).await;
     "late"
 }
 
