@@ -54,7 +54,7 @@ pub(crate) fn init(
             .build(),
     );
     if let Some(endpoint) = zipkin.filter(|e| !e.trim().is_empty()) {
-        let client = SpawningClient::new().map_err(|e| TelemetryError::Zipkin(e.to_string()))?;
+        let client = SpawningClient::new(app).map_err(|e| TelemetryError::Zipkin(e.to_string()))?;
         let exporter = opentelemetry_zipkin::ZipkinExporter::builder()
             .with_collector_endpoint(endpoint)
             .with_http_client(client)
@@ -268,16 +268,38 @@ fn chrono_like_now() -> String {
 struct SpawningClient {
     client: reqwest::Client,
     handle: tokio::runtime::Handle,
+    service_name: String,
+}
+
+/// opentelemetry-zipkin 0.33 no longer writes `localEndpoint.serviceName`, without which Zipkin cannot
+/// find spans by service; add it to every span of the upload body.
+fn add_service_name(body: &[u8], service: &str) -> Option<Bytes> {
+    let mut spans: Vec<serde_json::Value> = serde_json::from_slice(body).ok()?;
+    for span in &mut spans {
+        let obj = span.as_object_mut()?;
+        let ep = obj
+            .entry("localEndpoint")
+            .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+        if let Some(ep) = ep.as_object_mut() {
+            ep.entry("serviceName")
+                .or_insert_with(|| serde_json::Value::String(service.to_owned()));
+        }
+    }
+    serde_json::to_vec(&spans).ok().map(Bytes::from)
 }
 
 impl SpawningClient {
-    fn new() -> Result<Self, String> {
+    fn new(app: &str) -> Result<Self, String> {
         let handle = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| e.to_string())?;
-        Ok(Self { client, handle })
+        Ok(Self {
+            client,
+            handle,
+            service_name: app.to_ascii_lowercase(),
+        })
     }
 }
 
@@ -292,9 +314,11 @@ impl HttpClient for SpawningClient {
     {
         let client = self.client.clone();
         let handle = self.handle.clone();
+        let service = self.service_name.clone();
         Box::pin(async move {
             let join = handle.spawn(async move {
                 let (parts, body) = request.into_parts();
+                let body = add_service_name(&body, &service).unwrap_or(body);
                 let url = parts.uri.to_string();
                 let resp = client
                     .request(parts.method, url)
@@ -322,6 +346,15 @@ impl HttpClient for SpawningClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upload_body_gets_the_service_name() {
+        let body = br#"[{"traceId":"a","localEndpoint":{}},{"traceId":"b"}]"#;
+        let out = add_service_name(body, "product").unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v[0]["localEndpoint"]["serviceName"], "product");
+        assert_eq!(v[1]["localEndpoint"]["serviceName"], "product");
+    }
 
     #[test]
     fn timestamp_is_rfc3339() {

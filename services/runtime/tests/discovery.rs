@@ -1,0 +1,95 @@
+//! The runtime's registry client in real processes: registration, lookup of another service, round-robin,
+//! skipping a dead instance, surviving the registry's death (cache, then DNS fallback), re-registration.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{echo, get, wait_registered};
+use serde_json::Value;
+use shop_testkit::registry::{spawn_registry, spawn_registry_on};
+use shop_testkit::{fresh_name, wait_until};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+#[tokio::test]
+async fn registers_finds_round_robins_and_skips_a_dead_instance() {
+    let reg = spawn_registry(&[]).await;
+    let b = fresh_name("b");
+    let b1 = echo(&b, Some(&reg), &[]).await;
+    let mut b2 = echo(&b, Some(&reg), &[]).await;
+    let a = echo(&fresh_name("a"), Some(&reg), &[]).await;
+    assert!(
+        wait_registered(&reg, &b, 2).await,
+        "both instances of {b} must register"
+    );
+
+    let mut ports = BTreeSet::new();
+    for _ in 0..6 {
+        let (code, body) = get(&format!("{}/call/{b}/hello", a.base_url())).await;
+        assert_eq!(code, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        ports.insert(v["port"].as_u64().unwrap() as u16);
+    }
+    assert_eq!(
+        ports,
+        BTreeSet::from([b1.port(), b2.port()]),
+        "calls are spread over both instances"
+    );
+
+    // SIGKILL: no deregistration, the registry and A's cache still list it. Calls must keep working.
+    b2.kill();
+    for _ in 0..6 {
+        let (code, body) = get(&format!("{}/call/{b}/hello", a.base_url())).await;
+        assert_eq!(code, 200, "a dead instance must be skipped: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["port"].as_u64().unwrap() as u16, b1.port());
+    }
+}
+
+#[tokio::test]
+async fn keeps_working_when_the_registry_dies_then_falls_back_to_dns_and_reregisters_on_404() {
+    let mut reg = spawn_registry(&[]).await;
+    let reg_port = reg.port();
+    let b = fresh_name("b");
+    let b1 = echo(&b, Some(&reg), &[]).await;
+    let a = echo(&fresh_name("a"), Some(&reg), &[]).await;
+    assert!(wait_registered(&reg, &b, 1).await);
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            get(&format!("{}/call/{b}/hello", a.base_url())).await.0 == 200
+        })
+        .await
+    );
+
+    // Registry gone: A answers from its cache.
+    reg.kill();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (code, body) = get(&format!("{}/call/{b}/hello", a.base_url())).await;
+    assert_eq!(
+        code, 200,
+        "cached lookup must survive the registry's death: {body}"
+    );
+
+    // A fresh process with an empty cache and no registry: DNS pattern fallback.
+    let pattern = format!("http://127.0.0.1:{}", b1.port());
+    let c = echo(
+        &fresh_name("c"),
+        Some(&reg),
+        &[("SHOP_DNS_PATTERN", &pattern)],
+    )
+    .await;
+    let (code, body) = get(&format!("{}/call/{b}/hello", c.base_url())).await;
+    assert_eq!(code, 200, "DNS fallback: {body}");
+    // Without a pattern the same situation is a clear 502 naming the missing instance.
+    let d = echo(&fresh_name("d"), Some(&reg), &[]).await;
+    let (code, body) = get(&format!("{}/call/{b}/hello", d.base_url())).await;
+    assert_eq!(code, 502);
+    assert!(body.contains("no_instance"), "{body}");
+
+    // A new, empty registry at the same address: renewals get 404 and the instances register again.
+    let reg2 = spawn_registry_on(reg_port, &[]).await;
+    assert!(
+        wait_registered(&reg2, &b, 1).await,
+        "client must re-register after a 404 renewal"
+    );
+}
