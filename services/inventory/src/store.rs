@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
 use sqlx::{MySql, MySqlPool, QueryBuilder, Row, Transaction, mysql::MySqlDatabaseError};
 
@@ -295,11 +295,14 @@ async fn try_reserve(
     let mut tx = pool.begin().await?;
     // The primary key on order_number is the idempotency anchor: a concurrent duplicate
     // blocks here until the first commits (then sees the duplicate) or rolls back.
-    let inserted = sqlx::query("INSERT INTO reservations (order_number, status) VALUES (?, ?)")
-        .bind(order_number)
-        .bind(ReservationStatus::Reserved.as_db())
-        .execute(&mut *tx)
-        .await;
+    let created_at = Utc::now().trunc_subsecs(6);
+    let inserted =
+        sqlx::query("INSERT INTO reservations (order_number, status, created_at) VALUES (?, ?, ?)")
+            .bind(order_number)
+            .bind(ReservationStatus::Reserved.as_db())
+            .bind(created_at)
+            .execute(&mut *tx)
+            .await;
     match inserted {
         Ok(_) => {}
         Err(e) if is_unique_violation(&e) => {
@@ -355,11 +358,6 @@ async fn try_reserve(
             .push_bind(l.quantity);
     });
     qb.build().execute(&mut *tx).await?;
-    let created_at: DateTime<Utc> =
-        sqlx::query_scalar("SELECT created_at FROM reservations WHERE order_number = ?")
-            .bind(order_number)
-            .fetch_one(&mut *tx)
-            .await?;
     tx.commit().await?;
     Ok(ReserveOutcome::Created(Reservation {
         order_number: order_number.to_owned(),

@@ -8,7 +8,9 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use futures::future::join_all;
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::{
-    ClientConfig,
+    ClientConfig, ClientContext,
+    config::RDKafkaLogLevel,
+    error::{KafkaError, RDKafkaErrorCode},
     message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord, Producer},
     util::Timeout,
@@ -57,8 +59,40 @@ pub enum RelayError {
     },
 }
 
+/// Client context that reports broker outages at most every 30 s at WARN instead of
+/// librdkafka's stream of ERROR lines (an outage is expected and handled by the outbox).
+#[derive(Debug, Default)]
+pub struct QuietContext {
+    last_warn: parking_lot::Mutex<Option<std::time::Instant>>,
+}
+
+impl ClientContext for QuietContext {
+    fn log(&self, _level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        tracing::debug!(facility = fac, "librdkafka: {log_message}");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let transport = matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown)
+        );
+        if !transport {
+            tracing::warn!(error = %error, %reason, "Kafka client error");
+            return;
+        }
+        let mut last = self.last_warn.lock();
+        if last.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+            *last = Some(std::time::Instant::now());
+            tracing::warn!(%reason, "Kafka unreachable; events wait in the outbox");
+        }
+    }
+}
+
+/// The relay's producer type.
+pub type OutboxProducer = FutureProducer<QuietContext>;
+
 /// Builds the idempotent producer.
-pub fn producer(cfg: &RelayConfig) -> Result<FutureProducer, rdkafka::error::KafkaError> {
+pub fn producer(cfg: &RelayConfig) -> Result<OutboxProducer, KafkaError> {
     ClientConfig::new()
         .set("bootstrap.servers", &cfg.bootstrap)
         .set("client.id", "shop-order")
@@ -70,13 +104,13 @@ pub fn producer(cfg: &RelayConfig) -> Result<FutureProducer, rdkafka::error::Kaf
             cfg.message_timeout.as_millis().to_string(),
         )
         .set("reconnect.backoff.max.ms", "1000")
-        .create()
+        .create_with_context(QuietContext::default())
 }
 
 /// The relay task.
 pub struct Relay {
     pool: MySqlPool,
-    producer: FutureProducer,
+    producer: OutboxProducer,
     wake: Arc<Notify>,
     cfg: RelayConfig,
     stats: Arc<RelayStats>,
@@ -95,7 +129,7 @@ impl Relay {
     /// A relay over `pool`, woken by `wake`.
     pub fn new(
         pool: MySqlPool,
-        producer: FutureProducer,
+        producer: OutboxProducer,
         wake: Arc<Notify>,
         cfg: RelayConfig,
         stats: Arc<RelayStats>,
@@ -113,14 +147,21 @@ impl Relay {
     /// Runs until `shutdown`, then flushes what is in flight.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
+        let mut failing = false;
         loop {
-            let wait = match self.pump_once().await {
+            let round = self.pump_once().await;
+            if round.is_ok() && failing {
+                failing = false;
+                tracing::info!("outbox relay publishing again");
+            }
+            let wait = match round {
                 Ok(n) if n >= self.cfg.batch_size as usize => Duration::ZERO,
                 Ok(_) => {
                     backoff = Duration::from_millis(100);
                     self.cfg.poll_interval
                 }
                 Err(e) => {
+                    failing = true;
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay round failed; events stay pending");
                     let w = backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
