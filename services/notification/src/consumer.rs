@@ -14,10 +14,11 @@
 //! The span of each record continues the trace carried in the Kafka headers, so the notification
 //! joins the order's trace in Zipkin.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use opentelemetry::trace::TraceContextExt;
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::ClientConfig;
@@ -31,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::event;
+use crate::event::{self, DecodeError, OrderPlaced};
 use crate::store::{Delivery, Notification, NotificationStore, Source, Stored};
 use crate::webhook::{Outcome, Webhook};
 
@@ -48,6 +49,8 @@ pub struct ConsumerConfig {
     pub dlt_topic: String,
     /// Upper bound of the MongoDB retry delay.
     pub store_retry_max: Duration,
+    /// Most records stored in one MongoDB insert.
+    pub batch_max: usize,
 }
 
 /// Errors that stop the consumer.
@@ -153,6 +156,10 @@ pub fn make_producer(bootstrap: &str) -> Result<FutureProducer, ConsumerError> {
 }
 
 /// Consume until `shutdown`; then commit what is done, synchronously.
+///
+/// Records are taken in batches: the first is awaited, then whatever else librdkafka already has
+/// buffered (up to `batch_max`) is taken without waiting, so an idle stream costs one record per
+/// round trip and a backlog is drained with one MongoDB insert per batch.
 pub async fn run(
     cfg: ConsumerConfig,
     consumer: StreamConsumer,
@@ -163,12 +170,12 @@ pub async fn run(
     let mut done: HashMap<(String, i32), i64> = HashMap::new();
     tracing::info!(topic = %cfg.topic, group = %cfg.group, "consuming OrderPlaced events");
     loop {
-        let msg = tokio::select! {
+        let first = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
             m = consumer.recv() => m,
         };
-        let msg = match msg {
+        let first = match first {
             Ok(m) => m,
             Err(KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition)) => {
                 // The topic does not exist until the first order is published (auto-creation).
@@ -182,11 +189,35 @@ pub async fn run(
                 continue;
             }
         };
-        match process(&cfg, &producer, &pipeline, &msg, &shutdown).await {
+        let mut batch = vec![first];
+        while batch.len() < cfg.batch_max.max(1) {
+            match consumer.recv().now_or_never() {
+                Some(Ok(m)) => batch.push(m),
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "kafka receive error while batching");
+                    break;
+                }
+                None => break,
+            }
+        }
+        match process_batch(&cfg, &producer, &pipeline, &batch, &shutdown).await {
             Step::Done => {
-                done.insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);
-                if let Err(e) = consumer.commit_message(&msg, CommitMode::Async) {
-                    tracing::warn!(error = %e, "offset commit failed; the record may be redelivered (dedup covers it)");
+                let mut tpl = TopicPartitionList::new();
+                let mut next: HashMap<(&str, i32), i64> = HashMap::new();
+                for m in &batch {
+                    let e = next.entry((m.topic(), m.partition())).or_insert(0);
+                    *e = (*e).max(m.offset() + 1);
+                }
+                for ((topic, partition), offset) in next {
+                    done.insert((topic.to_owned(), partition), offset);
+                    if let Err(e) =
+                        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+                    {
+                        tracing::warn!(error = %e, "building offset commit");
+                    }
+                }
+                if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                    tracing::warn!(error = %e, "offset commit failed; the records may be redelivered (dedup covers it)");
                 }
             }
             Step::Stopped => break,
@@ -225,13 +256,16 @@ fn header_map(msg: &BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
         .unwrap_or_default()
 }
 
-async fn process(
-    cfg: &ConsumerConfig,
-    producer: &FutureProducer,
-    p: &Pipeline,
-    msg: &BorrowedMessage<'_>,
-    shutdown: &CancellationToken,
-) -> Step {
+/// One record of a batch with its span (continuing the producer's trace) and decode result.
+struct Item<'a> {
+    msg: &'a BorrowedMessage<'a>,
+    headers: Vec<(String, Vec<u8>)>,
+    span: tracing::Span,
+    trace_id: Option<String>,
+    decoded: Result<OrderPlaced, DecodeError>,
+}
+
+fn item<'a>(msg: &'a BorrowedMessage<'a>) -> Item<'a> {
     let headers = header_map(msg);
     let span = tracing::info_span!(
         "notification.process",
@@ -260,49 +294,75 @@ async fn process(
             .then(|| sc.trace_id().to_string())
             .or(parent_trace)
     };
-    process_inner(cfg, producer, p, msg, &headers, trace_id, shutdown)
-        .instrument(span)
-        .await
-}
-
-async fn process_inner(
-    cfg: &ConsumerConfig,
-    producer: &FutureProducer,
-    p: &Pipeline,
-    msg: &BorrowedMessage<'_>,
-    headers: &[(String, Vec<u8>)],
-    trace_id: Option<String>,
-    shutdown: &CancellationToken,
-) -> Step {
     let header_event_id = headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("eventId"))
         .map(|(_, v)| v.as_slice());
-    let ev = match event::decode(msg.payload(), header_event_id) {
-        Ok(ev) => ev,
-        Err(e) => {
-            tracing::warn!(error = %e, "undecodable record; dead-lettering");
-            return dead_letter(
-                cfg,
-                producer,
-                p,
-                msg,
-                headers,
-                "decode",
-                &e.to_string(),
-                shutdown,
-            )
+    let decoded = event::decode(msg.payload(), header_event_id);
+    if let Ok(ev) = &decoded {
+        span.record("order_number", ev.order_number.as_str());
+        span.record("event_id", ev.event_id.to_string().as_str());
+    }
+    Item {
+        msg,
+        headers,
+        span,
+        trace_id,
+        decoded,
+    }
+}
+
+async fn process_batch(
+    cfg: &ConsumerConfig,
+    producer: &FutureProducer,
+    p: &Pipeline,
+    batch: &[BorrowedMessage<'_>],
+    shutdown: &CancellationToken,
+) -> Step {
+    let items: Vec<Item<'_>> = batch.iter().map(item).collect();
+    // 1. Poison records go to the dead-letter topic first (their offsets are in this batch).
+    for it in &items {
+        if let Err(e) = &it.decoded {
+            let reason = e.to_string();
+            let step = async {
+                tracing::warn!(error = %reason, "undecodable record; dead-lettering");
+                dead_letter(
+                    cfg,
+                    producer,
+                    p,
+                    it.msg,
+                    &it.headers,
+                    "decode",
+                    &reason,
+                    shutdown,
+                )
+                .await
+            }
+            .instrument(it.span.clone())
             .await;
+            if let Step::Stopped = step {
+                return Step::Stopped;
+            }
         }
-    };
-    let span = tracing::Span::current();
-    span.record("order_number", ev.order_number.as_str());
-    span.record("event_id", ev.event_id.to_string().as_str());
-    let source = Source {
-        topic: msg.topic().to_owned(),
-        partition: msg.partition(),
-        offset: msg.offset(),
-    };
+    }
+    // 2. Store every good record in one insert, retrying while MongoDB is unavailable.
+    let good: Vec<&Item<'_>> = items.iter().filter(|i| i.decoded.is_ok()).collect();
+    let rows: Vec<(&OrderPlaced, Source, Option<String>)> = good
+        .iter()
+        .filter_map(|i| {
+            i.decoded.as_ref().ok().map(|ev| {
+                (
+                    ev,
+                    Source {
+                        topic: i.msg.topic().to_owned(),
+                        partition: i.msg.partition(),
+                        offset: i.msg.offset(),
+                    },
+                    i.trace_id.clone(),
+                )
+            })
+        })
+        .collect();
     let initial = if p.webhook.is_some() {
         Delivery::Pending
     } else {
@@ -310,14 +370,10 @@ async fn process_inner(
     };
     let mut delay = Duration::from_millis(100);
     let stored = loop {
-        match p
-            .store
-            .store(&ev, source.clone(), trace_id.clone(), initial)
-            .await
-        {
+        match p.store.store_many(&rows, initial).await {
             Ok(s) => break s,
             Err(e) => {
-                tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "storing notification failed; retrying (offset not committed)");
+                tracing::error!(error = %e, records = rows.len(), retry_in_ms = delay.as_millis() as u64, "storing notifications failed; retrying (offsets not committed)");
                 tokio::select! {
                     () = shutdown.cancelled() => return Step::Stopped,
                     () = tokio::time::sleep(delay) => {}
@@ -326,50 +382,85 @@ async fn process_inner(
             }
         }
     };
-    let to_deliver = match stored {
-        Stored::New(n) => {
-            p.counters.stored.inc();
-            tracing::info!(order_number = %n.order_number, event_id = %n.event_id, "notification stored: order placed");
-            // No receivers is fine: nobody is watching the stream.
-            let _ = p.tx.send(n.clone());
-            Some(n)
-        }
-        Stored::Duplicate(existing) => {
-            p.counters.duplicates.inc();
-            tracing::info!(event_id = %ev.event_id, "duplicate event; already notified");
-            // A crash between storing and delivering leaves the delivery PENDING: resume it.
-            existing.filter(|n| n.delivery == Delivery::Pending)
-        }
-    };
-    if let (Some(n), Some(hook)) = (to_deliver, &p.webhook) {
-        match hook.deliver(&n).await {
-            Outcome::Delivered { attempts } => {
-                p.counters.webhook_delivered.inc();
-                if let Err(e) = p
-                    .store
-                    .set_delivery(&n.event_id, Delivery::Delivered, attempts, None)
-                    .await
-                {
-                    tracing::warn!(error = %e, "recording webhook delivery failed");
+    // 3. Push new ones to the stream; deliver webhooks (resuming ones left PENDING by a crash).
+    let mut fresh: HashSet<String> = HashSet::new();
+    for (it, st) in good.iter().zip(stored) {
+        let to_deliver = {
+            let _enter = it.span.enter();
+            match st {
+                Stored::New(n) => {
+                    p.counters.stored.inc();
+                    tracing::info!(order_number = %n.order_number, event_id = %n.event_id, "notification stored: order placed");
+                    fresh.insert(n.event_id.clone());
+                    // No receivers is fine: nobody is watching the stream.
+                    let _ = p.tx.send(n.clone());
+                    Some(n)
+                }
+                Stored::Duplicate(existing) => {
+                    p.counters.duplicates.inc();
+                    tracing::info!("duplicate event; already notified");
+                    existing
+                        .filter(|n| n.delivery == Delivery::Pending && !fresh.contains(&n.event_id))
                 }
             }
-            Outcome::Failed { attempts, reason } => {
-                p.counters.webhook_failed.inc();
-                tracing::warn!(attempts, %reason, "webhook delivery gave up; dead-lettering");
-                if let Err(e) = p
-                    .store
-                    .set_delivery(&n.event_id, Delivery::Failed, attempts, Some(&reason))
-                    .await
-                {
-                    tracing::warn!(error = %e, "recording webhook failure failed");
-                }
-                let why = format!("webhook delivery failed after {attempts} attempt(s): {reason}");
-                return dead_letter(cfg, producer, p, msg, headers, "webhook", &why, shutdown)
-                    .await;
+        };
+        if let (Some(n), Some(hook)) = (to_deliver, &p.webhook) {
+            let step = deliver(cfg, producer, p, it, hook, &n, shutdown)
+                .instrument(it.span.clone())
+                .await;
+            if let Step::Stopped = step {
+                return Step::Stopped;
             }
         }
     }
     Step::Done
+}
+
+async fn deliver(
+    cfg: &ConsumerConfig,
+    producer: &FutureProducer,
+    p: &Pipeline,
+    it: &Item<'_>,
+    hook: &Webhook,
+    n: &Notification,
+    shutdown: &CancellationToken,
+) -> Step {
+    match hook.deliver(n).await {
+        Outcome::Delivered { attempts } => {
+            p.counters.webhook_delivered.inc();
+            if let Err(e) = p
+                .store
+                .set_delivery(&n.event_id, Delivery::Delivered, attempts, None)
+                .await
+            {
+                tracing::warn!(error = %e, "recording webhook delivery failed");
+            }
+            Step::Done
+        }
+        Outcome::Failed { attempts, reason } => {
+            p.counters.webhook_failed.inc();
+            tracing::warn!(attempts, %reason, "webhook delivery gave up; dead-lettering");
+            if let Err(e) = p
+                .store
+                .set_delivery(&n.event_id, Delivery::Failed, attempts, Some(&reason))
+                .await
+            {
+                tracing::warn!(error = %e, "recording webhook failure failed");
+            }
+            let why = format!("webhook delivery failed after {attempts} attempt(s): {reason}");
+            dead_letter(
+                cfg,
+                producer,
+                p,
+                it.msg,
+                &it.headers,
+                "webhook",
+                &why,
+                shutdown,
+            )
+            .await
+        }
+    }
 }
 
 /// Headers added to a dead-lettered record.

@@ -79,6 +79,10 @@ struct Args {
     #[arg(long, env = "SHOP_WEBHOOK_TIMEOUT_MS", default_value_t = 3000)]
     webhook_timeout_ms: u64,
 
+    /// Most records taken from Kafka and stored in one MongoDB insert.
+    #[arg(long, env = "SHOP_NOTIFICATION_BATCH_MAX", default_value_t = 256)]
+    batch_max: usize,
+
     /// Seconds between keep-alive comments on the SSE stream.
     #[arg(long, env = "SHOP_SSE_KEEP_ALIVE_SECS", default_value_t = 15)]
     sse_keep_alive_secs: u64,
@@ -129,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!("{}.DLT", args.topic)),
         store_retry_max: Duration::from_secs(5),
+        batch_max: args.batch_max,
     };
     let kafka = consumer::make_consumer(&cfg).context("creating the Kafka consumer")?;
     let producer =

@@ -175,40 +175,75 @@ impl NotificationStore {
         Ok(())
     }
 
-    /// Store an event once. A duplicate event id returns [`Stored::Duplicate`].
-    pub async fn store(
+    /// Store a batch in one unordered `insert_many`; each event comes back as new or duplicate,
+    /// in input order. Any error other than duplicate keys fails the whole call, and retrying it
+    /// is safe: what was inserted comes back as duplicate the second time.
+    pub async fn store_many(
         &self,
-        ev: &OrderPlaced,
-        source: Source,
-        trace_id: Option<String>,
+        evs: &[(&OrderPlaced, Source, Option<String>)],
         delivery: Delivery,
-    ) -> Result<Stored, StoreError> {
-        let now = Utc::now();
-        let n = Notification {
-            id: ObjectId::new().to_hex(),
-            event_id: ev.event_id.to_string(),
-            order_number: ev.order_number.clone(),
-            message: message_for(ev),
-            occurred_at: ev.occurred_at,
-            created_at: now,
-            lines: ev.lines.clone(),
-            total: ev.total.clone(),
-            source,
-            trace_id,
-            delivery,
-        };
-        match self.coll.insert_one(to_doc(&n)).await {
-            Ok(_) => Ok(Stored::New(n)),
-            Err(e) if is_duplicate_key(&e) => {
-                let existing = self
-                    .coll
-                    .find_one(doc! {"eventId": &n.event_id})
-                    .await?
-                    .and_then(|d| from_doc(&d));
-                Ok(Stored::Duplicate(existing))
-            }
-            Err(e) => Err(e.into()),
+    ) -> Result<Vec<Stored>, StoreError> {
+        if evs.is_empty() {
+            return Ok(Vec::new());
         }
+        let now = Utc::now();
+        let notes: Vec<Notification> = evs
+            .iter()
+            .map(|(ev, source, trace_id)| Notification {
+                id: ObjectId::new().to_hex(),
+                event_id: ev.event_id.to_string(),
+                order_number: ev.order_number.clone(),
+                message: message_for(ev),
+                occurred_at: ev.occurred_at,
+                created_at: now,
+                lines: ev.lines.clone(),
+                total: ev.total.clone(),
+                source: source.clone(),
+                trace_id: trace_id.clone(),
+                delivery,
+            })
+            .collect();
+        let docs: Vec<Document> = notes.iter().map(to_doc).collect();
+        let dup_index: std::collections::HashSet<usize> =
+            match self.coll.insert_many(docs).ordered(false).await {
+                Ok(_) => std::collections::HashSet::new(),
+                Err(e) => {
+                    let dups = match e.kind.as_ref() {
+                        mongodb::error::ErrorKind::InsertMany(ime)
+                            if ime.write_concern_error.is_none() =>
+                        {
+                            let errs = ime.write_errors.as_deref().unwrap_or_default();
+                            if !errs.is_empty() && errs.iter().all(|w| w.code == 11000) {
+                                Some(errs.iter().map(|w| w.index).collect())
+                            } else {
+                                None
+                            }
+                        }
+                        _ => None,
+                    };
+                    match dups {
+                        Some(d) => d,
+                        None => return Err(e.into()),
+                    }
+                }
+            };
+        let mut out = Vec::with_capacity(notes.len());
+        for (i, n) in notes.into_iter().enumerate() {
+            if dup_index.contains(&i) {
+                let existing = if delivery == Delivery::Pending {
+                    self.coll
+                        .find_one(doc! {"eventId": &n.event_id})
+                        .await?
+                        .and_then(|d| from_doc(&d))
+                } else {
+                    None
+                };
+                out.push(Stored::Duplicate(existing));
+            } else {
+                out.push(Stored::New(n));
+            }
+        }
+        Ok(out)
     }
 
     /// Record the webhook outcome.
@@ -349,18 +384,6 @@ fn from_doc(d: &Document) -> Option<Notification> {
         trace_id: d.get_str("traceId").ok().map(str::to_owned),
         delivery: Delivery::parse(d.get_str("delivery").unwrap_or("NONE")),
     })
-}
-
-fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
-    use mongodb::error::{ErrorKind, WriteFailure};
-    match e.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(we)) => we.code == 11000,
-        ErrorKind::Command(ce) => ce.code == 11000,
-        _ => {
-            let s = e.to_string();
-            s.contains("E11000") || s.contains("duplicate key")
-        }
-    }
 }
 
 #[cfg(test)]
