@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# Benchmark of the order path: POST /api/order throughput and p50/p99 latency through shop-order ->
+# shop-inventory (reservation) -> MariaDB (order + outbox in one transaction) -> outbox relay -> Kafka
+# -> shop-notification (MongoDB), the order->notification delay p50/p99, and the RSS of each service
+# idle and under that load. Prints a markdown section on stdout; progress goes to stderr.
+#
+# Phases (each bounded in count and time; loopback only):
+#   1. warm-up: wrk, 3 s, 4 connections (discarded);
+#   2. saturation: wrk -t2 -c$CONNS for $DURATION s (orders/s, p50/p99, non-201 count, peak RSS),
+#      then the time until every placed order is stored by shop-notification (drain);
+#   3. paced: $PACED orders at $RATE/s, one at a time, and for each the delay between the order's
+#      occurredAt (shop-order's clock) and the notification's createdAt (shop-notification's clock;
+#      same host) -> p50/p99/max.
+# Usage: hack/bench/orders.sh   (needs `make up`; builds the release binaries of the three services)
+# Knobs: BENCH_ORDERS_DURATION_S (20), BENCH_ORDERS_CONNECTIONS (32), BENCH_ORDERS_PACED (300),
+#        BENCH_ORDERS_RATE (50), BENCH_SKUS (20), BENCH_PROFILE (release), BENCH_ORDERS_ZIPKIN (0: no span export).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+DURATION=${BENCH_ORDERS_DURATION_S:-20}
+CONNS=${BENCH_ORDERS_CONNECTIONS:-32}
+PACED=${BENCH_ORDERS_PACED:-300}
+RATE=${BENCH_ORDERS_RATE:-50}
+export BENCH_SKUS=${BENCH_SKUS:-20}
+PROFILE=${BENCH_PROFILE:-release}
+ZIPKIN=${BENCH_ORDERS_ZIPKIN:-0}
+KAFKA=${SHOP_TEST_KAFKA:-127.0.0.1:9092}
+MYSQL_BASE=${SHOP_TEST_MYSQL_URL:-mysql://shop:shop@127.0.0.1:3306}
+MONGO=${SHOP_TEST_MONGODB_URL:-mongodb://127.0.0.1:27017/?directConnection=true}
+log() { printf '[bench:orders] %s\n' "$*" >&2; }
+
+for hp in 127.0.0.1:3306 "${KAFKA%%,*}" 127.0.0.1:27017; do
+  (exec 3<>"/dev/tcp/${hp%:*}/${hp##*:}") 2>/dev/null || { echo "server $hp not reachable: start the stack with \`make up\`" >&2; exit 1; }
+done
+command -v wrk >/dev/null || { echo "wrk is not installed" >&2; exit 1; }
+
+cd "$ROOT"
+if [[ $PROFILE == release ]]; then
+  cargo build -q --release -p shop-inventory -p shop-order -p shop-notification --bins >&2
+else
+  cargo build -q -p shop-inventory -p shop-order -p shop-notification --bins >&2
+fi
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE
+
+suffix=$(date +%s)_$$
+INV_DB=bench_inv_$suffix
+ORD_DB=bench_ord_$suffix
+TOPIC=bench-orders-$suffix
+mysql -h127.0.0.1 -P3306 -ushop -pshop -e "CREATE DATABASE $INV_DB; CREATE DATABASE $ORD_DB;" 2>/dev/null
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+INV_PORT=$(port); ORD_PORT=$(port); NOT_PORT=$(port)
+INV=http://127.0.0.1:$INV_PORT; ORD=http://127.0.0.1:$ORD_PORT; NOT=http://127.0.0.1:$NOT_PORT
+LOGS=/tmp/bench-orders-$suffix
+mkdir -p "$LOGS"
+
+common=(SHOP_BIND=127.0.0.1 SHOP_LOG_FORMAT=json RUST_LOG=warn)
+if [[ $ZIPKIN == 1 ]]; then common+=(SHOP_ZIPKIN_ENDPOINT=http://127.0.0.1:9411/api/v2/spans); fi
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+env "${common[@]}" SHOP_PORT=$INV_PORT DATABASE_URL=$MYSQL_BASE/$INV_DB DATABASE_MAX_CONNECTIONS=32 \
+  "$BIN/shop-inventory" >"$LOGS/inventory.log" 2>&1 &
+INV_PID=$!; PIDS+=($INV_PID)
+env "${common[@]}" SHOP_PORT=$ORD_PORT DATABASE_URL=$MYSQL_BASE/$ORD_DB DATABASE_MAX_CONNECTIONS=32 \
+  SHOP_DNS_PATTERN=http://127.0.0.1:$INV_PORT KAFKA_BOOTSTRAP=$KAFKA ORDER_TOPIC=$TOPIC \
+  "$BIN/shop-order" >"$LOGS/order.log" 2>&1 &
+ORD_PID=$!; PIDS+=($ORD_PID)
+env "${common[@]}" SHOP_PORT=$NOT_PORT SHOP_MONGO_URL=$MONGO SHOP_MONGO_DB=bench-notification-$suffix \
+  SHOP_KAFKA_BOOTSTRAP=$KAFKA SHOP_NOTIFICATION_TOPIC=$TOPIC SHOP_NOTIFICATION_GROUP=bench-notification-$suffix \
+  "$BIN/shop-notification" >"$LOGS/notification.log" 2>&1 &
+NOT_PID=$!; PIDS+=($NOT_PID)
+
+for url in $INV $ORD $NOT; do
+  for _ in $(seq 1 120); do curl -fsS -o /dev/null "$url/health/ready" 2>/dev/null && break; sleep 0.5; done
+  curl -fsS -o /dev/null "$url/health/ready" || { echo "$url not ready; logs in $LOGS" >&2; exit 1; }
+done
+log "services ready (inventory :$INV_PORT, order :$ORD_PORT, notification :$NOT_PORT); logs in $LOGS"
+
+for i in $(seq 0 $((BENCH_SKUS - 1))); do
+  curl -fsS -o /dev/null -X PUT "$INV/api/inventory/bench-sku-$i" -H 'content-type: application/json' -d '{"quantity":1000000000}'
+done
+
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+mb() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
+orders_total() { curl -fsS "$ORD/api/order?size=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["totalElements"])'; }
+notified_total() { curl -fsS -o /dev/null -D - "$NOT/api/notifications?size=1" | awk -F': ' 'tolower($1)=="x-total-count" {gsub("\r","",$2); print $2}'; }
+
+log "warm-up"
+wrk -t1 -c4 -d3s -s hack/bench/orders.lua "$ORD" >/dev/null 2>&1
+sleep 3
+IDLE_INV=$(rss_kb $INV_PID); IDLE_ORD=$(rss_kb $ORD_PID); IDLE_NOT=$(rss_kb $NOT_PID)
+
+log "saturation: wrk -t2 -c$CONNS -d${DURATION}s"
+PEAKS=$LOGS/peaks
+( pi=0; po=0; pn=0
+  while :; do
+    a=$(rss_kb $INV_PID); b=$(rss_kb $ORD_PID); c=$(rss_kb $NOT_PID)
+    (( a > pi )) && pi=$a; (( b > po )) && po=$b; (( c > pn )) && pn=$c
+    echo "$pi $po $pn" > "$PEAKS"; sleep 0.25
+  done ) &
+SAMPLER=$!; PIDS+=($SAMPLER)
+WRK_OUT=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --timeout 5s --latency -s hack/bench/orders.lua "$ORD" 2>&1)
+wrk_end=$(date +%s%N)
+kill $SAMPLER 2>/dev/null || true
+read -r PEAK_INV PEAK_ORD PEAK_NOT < "$PEAKS"
+echo "$WRK_OUT" > "$LOGS/wrk.txt"
+RPS=$(awk '/Requests\/sec/ {print $2}' <<<"$WRK_OUT")
+P50=$(awk '$1=="50%" {print $2}' <<<"$WRK_OUT")
+P99=$(awk '$1=="99%" {print $2}' <<<"$WRK_OUT")
+REQS=$(awk '/requests in/ {print $1}' <<<"$WRK_OUT")
+NON2XX=$(awk -F': ' '/Non-2xx/ {print $2}' <<<"$WRK_OUT"); NON2XX=${NON2XX:-0}
+ERRS=$(awk '/Socket errors/ {print $0}' <<<"$WRK_OUT"); ERRS=${ERRS:-none}
+
+log "draining: waiting for every placed order to be notified"
+PLACED=$(orders_total)
+deadline=$(( $(date +%s) + 180 ))
+N=0
+while (( $(date +%s) < deadline )); do
+  N=$(notified_total || echo 0); N=${N:-0}
+  (( N >= PLACED )) && break
+  sleep 0.2
+done
+drain_s=$(awk -v a="$wrk_end" -v b="$(date +%s%N)" 'BEGIN{printf "%.2f", (b-a)/1e9}')
+(( N >= PLACED )) || drain_s=">180 (only $N of $PLACED)"
+
+log "paced: $PACED orders at $RATE/s"
+PACED_OUT=$(python3 - "$ORD" "$NOT" "$PACED" "$RATE" "$BENCH_SKUS" <<'PY'
+import json, sys, time, urllib.request
+from datetime import datetime
+order, notif, n, rate, skus = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+def ts(s):
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+numbers = []
+start = time.time()
+for i in range(n):
+    body = json.dumps({"orderLineItemsDtoList": [{"skuCode": f"bench-sku-{i % skus}", "price": "19.99", "quantity": 1}]}).encode()
+    req = urllib.request.Request(order + "/api/order", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        numbers.append(json.load(r)["orderNumber"])
+    wait = start + (i + 1) / rate - time.time()
+    if wait > 0:
+        time.sleep(wait)
+delays = []
+deadline = time.time() + 60
+pending = list(numbers)
+while pending and time.time() < deadline:
+    rest = []
+    for num in pending:
+        with urllib.request.urlopen(f"{notif}/api/notifications?orderNumber={num}", timeout=10) as r:
+            items = json.load(r)
+        if items:
+            it = items[0]
+            delays.append((ts(it["createdAt"]) - ts(it["occurredAt"])) * 1000.0)
+        else:
+            rest.append(num)
+    pending = rest
+    if pending:
+        time.sleep(0.5)
+delays.sort()
+def pct(p):
+    return delays[min(len(delays) - 1, int(round(p / 100.0 * len(delays) + 0.5)) - 1)] if delays else float("nan")
+print(f"{len(delays)} {len(pending)} {pct(50):.1f} {pct(99):.1f} {delays[-1] if delays else float('nan'):.1f}")
+PY
+)
+read -r D_N D_MISSING D_P50 D_P99 D_MAX <<<"$PACED_OUT"
+sleep 2
+AFTER_INV=$(rss_kb $INV_PID); AFTER_ORD=$(rss_kb $ORD_PID); AFTER_NOT=$(rss_kb $NOT_PID)
+
+ok_rps=$(awk -v r="$RPS" -v n="$NON2XX" -v t="$REQS" 'BEGIN{ if (t>0) printf "%.0f", r*(t-n)/t; else print 0 }')
+cat <<MD
+## shop-order: orders/s, latency, order->notification delay, RSS
+
+Command: \`hack/bench/orders.sh\` ($PROFILE build; BENCH_ORDERS_DURATION_S=$DURATION, BENCH_ORDERS_CONNECTIONS=$CONNS;
+real MariaDB 127.0.0.1:3306, real Kafka $KAFKA, real MongoDB wire server; $(nproc) cores shared by the whole stack
+and the load generator; Zipkin export $( [[ $ZIPKIN == 1 ]] && echo on || echo off )).
+Each request is the original's body for one of $BENCH_SKUS SKUs: shop-order reserves it in shop-inventory over HTTP
+(conditional UPDATE in MariaDB), then writes order + lines + outbox row in one transaction; the relay publishes to
+Kafka with an idempotent producer; shop-notification consumes, stores in MongoDB (unique eventId) and commits.
+
+| Measure | Value | Goal |
+|---|---|---|
+| POST /api/order throughput (wrk -t2 -c$CONNS, ${DURATION}s) | **$RPS req/s** ($REQS requests, $NON2XX non-201; $ok_rps placed/s) | >= 2,000 orders/s |
+| latency p50 / p99 under that load | **$P50 / $P99** | p99 <= 50 ms |
+| socket errors | $ERRS | |
+| all $PLACED placed orders stored by shop-notification | ${drain_s} s after the load ended | |
+| order->notification delay, paced $RATE orders/s (n=$D_N, missing $D_MISSING) | **p50 $D_P50 ms, p99 $D_P99 ms**, max $D_MAX ms | p99 <= 200 ms |
+
+| RSS (MB) | idle (after warm-up) | peak under load | after |
+|---|---|---|---|
+| shop-inventory | $(mb "$IDLE_INV") | $(mb "$PEAK_INV") | $(mb "$AFTER_INV") |
+| shop-order | $(mb "$IDLE_ORD") | $(mb "$PEAK_ORD") | $(mb "$AFTER_ORD") |
+| shop-notification | $(mb "$IDLE_NOT") | $(mb "$PEAK_NOT") | $(mb "$AFTER_NOT") |
+
+For scale: the tutorial's Spring Boot services idle at 185-567 MB RSS each (platform-reference §4).
+MD
