@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::{
     Router,
-    body::Bytes,
+    body::{Body, Bytes},
     extract::{DefaultBodyLimit, Path, Query, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -87,7 +87,20 @@ async fn forget(st: &AppState, key: Option<&str>) {
     }
 }
 
-async fn place_order(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn place_order(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let body: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Body too large",
+                format!("the body must be at most {MAX_BODY_BYTES} bytes"),
+            )
+            .with("field", json!("body"))
+            .into_response();
+        }
+    };
     // Detached from the connection: a client that hangs up mid-request must not cancel the work
     // between reserving stock and committing the order (that would leak the reservation or
     // strand a half-finished transaction on a pooled connection).
@@ -272,10 +285,8 @@ async fn place_order_inner(
     .await;
     if let Err(e) = written {
         let p = db_problem(&e);
-        // Give the stock back; if this fails too the reservation stays visible in inventory.
-        if let Err(re) = st.inventory.release(&order_number).await {
-            tracing::error!(%order_number, error = %re, "could not release the reservation of a failed order");
-        }
+        // Give the stock back (retried in the background until inventory confirms).
+        st.inventory.release_in_background(order_number.clone());
         forget(st, key.as_deref()).await;
         return Err(p);
     }

@@ -429,6 +429,20 @@ async fn malformed_and_invalid_orders_are_problems_and_write_nothing() {
         let p: Value = r.json().await.unwrap();
         assert_eq!(p["field"], field, "{body}: {p}");
     }
+    let huge = format!(
+        r#"{{"orderLineItemsDtoList":[{{"skuCode":"a","price":1,"quantity":1}}],"pad":"{}"}}"#,
+        "x".repeat(300 * 1024)
+    );
+    let r = shop
+        .http
+        .post(shop.order_url("/api/order"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
     assert_eq!(shop.stock("a").await, 5, "no stock reserved");
     for table in ["orders", "order_line_items", "outbox", "idempotency_keys"] {
         assert_eq!(
