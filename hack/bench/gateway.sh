@@ -149,7 +149,7 @@ cat <<EOF
 ## shop-gateway vs nginx (reverse proxy to the same upstream)
 
 Command: \`hack/bench/gateway.sh\` (BENCH_GATEWAY_SECS=$DUR). Upstream: nginx \`return 200\` (1 worker). nginx proxy: 2 workers,
-upstream keepalive pool. shop-gateway: release build, static route, rate limiting off, default auth (GET public).
+upstream keepalive pool. shop-gateway: $PROFILE build, static route, rate limiting off, default auth (GET public).
 Throughput: \`wrk -t2 -c64 -d${DUR}s --latency\` (closed loop). Fixed rate: \`gateway-load URL $RATE $DUR 32\` (open loop at half of the
 gateway's max; latency from the scheduled send time). wrk, the upstream and the proxy share the same $(nproc) cores.
 

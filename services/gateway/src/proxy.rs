@@ -285,7 +285,11 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
             .map(str::to_owned)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            .unwrap_or_else(|| {
+                uuid::Builder::from_random_bytes(rand::random())
+                    .into_uuid()
+                    .to_string()
+            });
         let origin = req.headers().get(header::ORIGIN).cloned();
         let path = req.uri().path().to_owned();
         let (mut resp, route_id) = if self.tracing_enabled {
