@@ -104,3 +104,21 @@ async fn routes_by_service_name_through_the_registry_with_balancing_and_failover
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
 }
+
+#[tokio::test]
+async fn falls_back_to_the_dns_pattern_without_a_registry() {
+    let up = Upstream::start("dns").await;
+    // `{service}` would be the app name; a loopback test cannot resolve names, so the pattern
+    // pins the address and the test checks that the service route is resolved through it.
+    let pattern = format!("{}/{{service}}-base", up.url());
+    let yaml = "routes:\n  - {id: product, prefix: /api/product, service: product, auth: public}\n";
+    let gw = Gateway::start(yaml, &[("SHOP_DNS_PATTERN", &pattern)]).await;
+    let r = reqwest::get(gw.url("/api/product/7")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["upstream"], "dns");
+    assert_eq!(
+        body["path"], "/product-base/api/product/7",
+        "base path of the pattern is kept"
+    );
+}
