@@ -24,11 +24,50 @@ use crate::metrics::Metrics;
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "shop-operator";
 
-/// What the apply step returns: the Deployments as the API server has them now (with status).
+/// What the apply step returns: the Deployments as the API server has them now (with status),
+/// and a fingerprint of every object it applied.
 #[derive(Debug, Default)]
 pub struct Applied {
     /// By component.
     pub deployments: BTreeMap<Component, Deployment>,
+    /// `Kind/name` -> fingerprint of every applied object.
+    pub fingerprints: Fingerprints,
+}
+
+/// `Kind/name` -> fingerprint (see [`fingerprint`]) of a Shop's children.
+pub type Fingerprints = BTreeMap<String, String>;
+
+/// What identifies a version of a child for "has anyone changed it since we applied it": a hash
+/// of the object without `metadata` and `status` (so status updates and the Deployment
+/// controller's revision annotation do not count), plus its labels and controller owner.
+pub fn fingerprint<K: Resource + Serialize>(obj: &K) -> String {
+    let m = obj.meta();
+    let mut body = serde_json::to_value(obj).unwrap_or_default();
+    if let Some(o) = body.as_object_mut() {
+        o.remove("metadata");
+        o.remove("status");
+    }
+    let owner = m
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.as_str())
+        .unwrap_or("");
+    let labels = serde_json::to_string(&m.labels).unwrap_or_default();
+    crate::build::stable_hash(&[
+        body.to_string().as_bytes(),
+        owner.as_bytes(),
+        labels.as_bytes(),
+    ])
+}
+
+fn key_of<K: Child>(obj: &K) -> String {
+    format!(
+        "{}/{}",
+        kind_of::<K>(),
+        obj.meta().name.as_deref().unwrap_or("")
+    )
 }
 
 trait Child:
@@ -59,18 +98,20 @@ async fn apply_one<K: Child>(
     ns: &str,
     obj: &K,
     metrics: &Metrics,
-) -> Result<K, Error> {
+) -> Result<(String, String, K), Error> {
     let kind = kind_of::<K>();
     let name = obj.meta().name.clone().ok_or(Error::Unnamed(kind))?;
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     metrics.write(kind, "apply");
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(obj),
-    )
-    .await
-    .map_err(|source| Error::Apply { kind, name, source })
+    let applied = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(obj),
+        )
+        .await
+        .map_err(|source| Error::Apply { kind, name, source })?;
+    Ok((key_of(&applied), fingerprint(&applied), applied))
 }
 
 fn kind_of<K: Child>() -> &'static str {
@@ -86,8 +127,69 @@ fn kind_of<K: Child>() -> &'static str {
     }
 }
 
-/// Applies every object, in order. Stops at the first failure (later components depend on
-/// earlier ones; the error policy retries with backoff).
+/// Applies one component: its identity, config, Services, NetworkPolicy and PDB concurrently,
+/// then its Deployment, so a pod never starts without its ConfigMap or ServiceAccount.
+async fn apply_component(
+    client: &Client,
+    ns: &str,
+    cr: &ComponentResources,
+    metrics: &Metrics,
+) -> Result<(Component, Deployment, Fingerprints), Error> {
+    // Destructured without `..`: a new kind of child that is not applied fails to compile.
+    let ComponentResources {
+        component,
+        service_account,
+        config_map,
+        service,
+        peer_service,
+        network_policy,
+        pdb,
+        deployment,
+    } = cr;
+    let (sa, cm, svc, np, peers, pdb) = futures::try_join!(
+        apply_one(client, ns, service_account, metrics),
+        apply_one(client, ns, config_map, metrics),
+        apply_one(client, ns, service, metrics),
+        apply_one(client, ns, network_policy, metrics),
+        async {
+            match peer_service {
+                Some(p) => apply_one(client, ns, p, metrics).await.map(Some),
+                None => Ok(None),
+            }
+        },
+        async {
+            match pdb {
+                Some(p) => apply_one(client, ns, p, metrics).await.map(Some),
+                None => Ok(None),
+            }
+        },
+    )?;
+    let (dk, df, d) = apply_one(client, ns, deployment, metrics).await?;
+    let mut fps: Fingerprints = [
+        (sa.0, sa.1),
+        (cm.0, cm.1),
+        (svc.0, svc.1),
+        (np.0, np.1),
+        (dk, df),
+    ]
+    .into();
+    fps.extend(peers.map(|p| (p.0, p.1)));
+    fps.extend(pdb.map(|p| (p.0, p.1)));
+    Ok((*component, d, fps))
+}
+
+/// Start stage of a component: the registry first (everyone registers with it), the four
+/// services together, the gateway last (it routes to the others).
+fn stage(c: Component) -> u8 {
+    match c {
+        Component::Registry => 0,
+        Component::Gateway => 2,
+        _ => 1,
+    }
+}
+
+/// Applies every object stage by stage (components of one stage concurrently). Stops at the
+/// first failing stage: later stages depend on earlier ones; the error policy retries with backoff.
 pub async fn apply_all(
     client: &Client,
     ns: &str,
@@ -95,30 +197,16 @@ pub async fn apply_all(
     metrics: &Metrics,
 ) -> Result<Applied, Error> {
     let mut applied = Applied::default();
-    for cr in &res.components {
-        // Destructured without `..`: a new kind of child that is not applied fails to compile.
-        let ComponentResources {
-            component,
-            service_account,
-            config_map,
-            service,
-            peer_service,
-            network_policy,
-            pdb,
-            deployment,
-        } = cr;
-        apply_one(client, ns, service_account, metrics).await?;
-        apply_one(client, ns, config_map, metrics).await?;
-        apply_one(client, ns, service, metrics).await?;
-        if let Some(peers) = peer_service {
-            apply_one(client, ns, peers, metrics).await?;
+    for s in 0..=2u8 {
+        let batch = res
+            .components
+            .iter()
+            .filter(|cr| stage(cr.component) == s)
+            .map(|cr| apply_component(client, ns, cr, metrics));
+        for (c, d, fps) in futures::future::try_join_all(batch).await? {
+            applied.deployments.insert(c, d);
+            applied.fingerprints.extend(fps);
         }
-        apply_one(client, ns, network_policy, metrics).await?;
-        if let Some(pdb) = pdb {
-            apply_one(client, ns, pdb, metrics).await?;
-        }
-        let d = apply_one(client, ns, deployment, metrics).await?;
-        applied.deployments.insert(*component, d);
     }
     Ok(applied)
 }
@@ -241,6 +329,65 @@ pub async fn delete_orphans(
         .await?,
     );
     Ok(deleted)
+}
+
+async fn list_owned<K: Child>(
+    client: &Client,
+    ns: &str,
+    shop: &str,
+    owner_uid: &str,
+) -> Result<Vec<K>, Error> {
+    let kind = kind_of::<K>();
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let list = api
+        .list(&ListParams::default().labels(&shop_selector(shop)))
+        .await
+        .map_err(|source| Error::List { kind, source })?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|o| {
+            o.owner_references()
+                .iter()
+                .any(|r| r.uid == owner_uid && r.controller == Some(true))
+        })
+        .collect())
+}
+
+/// Every child of a Shop as it is now: fingerprints and Deployments. Six reads, used to skip
+/// re-applying when nothing changed since the last apply (the steady state makes no writes).
+pub async fn observe(
+    client: &Client,
+    ns: &str,
+    shop: &str,
+    owner_uid: &str,
+) -> Result<(Fingerprints, BTreeMap<Component, Deployment>), Error> {
+    let (deps, svcs, cms, sas, nps, pdbs) = futures::try_join!(
+        list_owned::<Deployment>(client, ns, shop, owner_uid),
+        list_owned::<Service>(client, ns, shop, owner_uid),
+        list_owned::<ConfigMap>(client, ns, shop, owner_uid),
+        list_owned::<ServiceAccount>(client, ns, shop, owner_uid),
+        list_owned::<NetworkPolicy>(client, ns, shop, owner_uid),
+        list_owned::<PodDisruptionBudget>(client, ns, shop, owner_uid),
+    )?;
+    let mut fps = Fingerprints::new();
+    fps.extend(svcs.iter().map(|o| (key_of(o), fingerprint(o))));
+    fps.extend(cms.iter().map(|o| (key_of(o), fingerprint(o))));
+    fps.extend(sas.iter().map(|o| (key_of(o), fingerprint(o))));
+    fps.extend(nps.iter().map(|o| (key_of(o), fingerprint(o))));
+    fps.extend(pdbs.iter().map(|o| (key_of(o), fingerprint(o))));
+    fps.extend(deps.iter().map(|o| (key_of(o), fingerprint(o))));
+    let deployments = deps
+        .into_iter()
+        .filter_map(|d| {
+            let c = d
+                .labels()
+                .get(crate::build::labels::COMPONENT)
+                .and_then(|c| Component::from_name(c))?;
+            Some((c, d))
+        })
+        .collect();
+    Ok((fps, deployments))
 }
 
 /// The Shop's Deployments as they are (used when paused or when the spec is invalid).

@@ -157,14 +157,58 @@ fn meta(shop: &ValidatedShop, c: Component, name: String) -> ObjectMeta {
 /// FNV-1a, 64 bit: a hash that is stable across Rust releases (unlike `DefaultHasher`), so an
 /// operator upgrade does not roll every pod.
 fn fnv1a(data: &BTreeMap<String, String>) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = Fnv::default();
     for (k, v) in data {
-        for b in k.bytes().chain([0u8]).chain(v.bytes()).chain([0u8]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        h.feed(k.as_bytes());
+        h.feed(v.as_bytes());
+    }
+    format!("{:016x}", h.0)
+}
+
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn feed(&mut self, bytes: &[u8]) {
+        for b in bytes.iter().chain([0u8].iter()) {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
         }
     }
-    format!("{h:016x}")
+}
+
+/// FNV-1a hash of some byte strings (stable across Rust releases and processes).
+pub fn stable_hash(parts: &[&[u8]]) -> String {
+    let mut h = Fnv::default();
+    for p in parts {
+        h.feed(p);
+    }
+    format!("{:016x}", h.0)
+}
+
+/// A hash of everything rendered for a Shop: equal hashes mean an identical desired state.
+pub fn desired_hash(res: &Resources) -> String {
+    let mut h = Fnv::default();
+    for cr in &res.components {
+        let parts = [
+            serde_json::to_string(&cr.service_account),
+            serde_json::to_string(&cr.config_map),
+            serde_json::to_string(&cr.service),
+            serde_json::to_string(&cr.peer_service),
+            serde_json::to_string(&cr.network_policy),
+            serde_json::to_string(&cr.pdb),
+            serde_json::to_string(&cr.deployment),
+        ];
+        for p in parts {
+            h.feed(p.unwrap_or_default().as_bytes());
+        }
+    }
+    format!("{:016x}", h.0)
 }
 
 /// The non-secret configuration of a component, as environment variables.

@@ -17,7 +17,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::apply::{self, FIELD_MANAGER};
+use crate::apply::{self, FIELD_MANAGER, Fingerprints};
 use crate::build::{self, Resources};
 use crate::component::Component;
 use crate::crd::{Shop, ShopStatus};
@@ -57,6 +57,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per Shop uid.
     failures: Mutex<HashMap<String, u32>>,
+    /// Per Shop uid: hash of the last desired state applied and the fingerprints of the objects
+    /// the API server returned. When both still match, a reconcile only reads.
+    applied: Mutex<HashMap<String, (String, Fingerprints)>>,
     /// Tunables.
     pub settings: ReconcileSettings,
 }
@@ -74,12 +77,17 @@ impl Context {
             recorder,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            applied: Mutex::new(HashMap::new()),
             settings,
         }
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
         self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn applied(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Fingerprints)>> {
+        self.applied.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn event(
@@ -224,46 +232,83 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
         Ok(v) => (Some(build::build(&v)), Outcome::Applied),
     };
 
+    let uid = shop.uid().unwrap_or_default();
     let (deployments, outcome, apply_error) = match resources {
-        Some(resources) => match apply::apply_all(client, &ns, &resources, &ctx.metrics).await {
-            Ok(applied) => {
-                let uid = shop.uid().unwrap_or_default();
-                let deleted =
-                    apply::delete_orphans(client, &ns, &name, &uid, &resources, &ctx.metrics)
-                        .await?;
-                if !deleted.is_empty() {
-                    info!(shop = %name, namespace = %ns, ?deleted, "deleted objects no longer in the spec");
-                    ctx.event(
-                        &reference,
-                        EventType::Normal,
-                        "Deleted",
-                        "Pruning",
-                        format!("deleted {}", deleted.join(", ")),
-                    )
-                    .await;
+        Some(resources) => {
+            let desired_hash = build::desired_hash(&resources);
+            let cached = ctx.applied().get(&uid).cloned();
+            let mut unchanged = None;
+            if let Some((hash, fps)) = cached
+                && hash == desired_hash
+            {
+                let (now, deployments) = apply::observe(client, &ns, &name, &uid).await?;
+                if now == fps {
+                    unchanged = Some(deployments);
+                } else {
+                    let changed: Vec<&String> = fps
+                        .iter()
+                        .filter(|(k, v)| now.get(*k) != Some(*v))
+                        .map(|(k, _)| k)
+                        .chain(now.keys().filter(|k| !fps.contains_key(*k)))
+                        .collect();
+                    info!(shop = %name, namespace = %ns, ?changed, "children changed since the last apply; re-applying");
                 }
-                (applied.deployments, outcome, None)
             }
-            Err(e) => {
-                ctx.event(
-                    &reference,
-                    EventType::Warning,
-                    "ApplyFailed",
-                    "Applying",
-                    e.to_string(),
-                )
-                .await;
-                let observed = apply::observe_deployments(client, &ns, &name)
-                    .await
-                    .unwrap_or_default();
-                (observed, Outcome::Failed(e.to_string()), Some(e))
+            match unchanged {
+                // Same desired state and nobody touched the children: nothing to write.
+                Some(deployments) => (deployments, outcome, None),
+                None => match apply::apply_all(client, &ns, &resources, &ctx.metrics).await {
+                    Ok(applied) => {
+                        let deleted = apply::delete_orphans(
+                            client,
+                            &ns,
+                            &name,
+                            &uid,
+                            &resources,
+                            &ctx.metrics,
+                        )
+                        .await?;
+                        if !deleted.is_empty() {
+                            info!(shop = %name, namespace = %ns, ?deleted, "deleted objects no longer in the spec");
+                            ctx.event(
+                                &reference,
+                                EventType::Normal,
+                                "Deleted",
+                                "Pruning",
+                                format!("deleted {}", deleted.join(", ")),
+                            )
+                            .await;
+                        }
+                        ctx.applied()
+                            .insert(uid.clone(), (desired_hash, applied.fingerprints));
+                        (applied.deployments, outcome, None)
+                    }
+                    Err(e) => {
+                        ctx.applied().remove(&uid);
+                        ctx.event(
+                            &reference,
+                            EventType::Warning,
+                            "ApplyFailed",
+                            "Applying",
+                            e.to_string(),
+                        )
+                        .await;
+                        let observed = apply::observe_deployments(client, &ns, &name)
+                            .await
+                            .unwrap_or_default();
+                        (observed, Outcome::Failed(e.to_string()), Some(e))
+                    }
+                },
             }
-        },
-        None => (
-            apply::observe_deployments(client, &ns, &name).await?,
-            outcome,
-            None,
-        ),
+        }
+        None => {
+            ctx.applied().remove(&uid);
+            (
+                apply::observe_deployments(client, &ns, &name).await?,
+                outcome,
+                None,
+            )
+        }
     };
 
     let observed: Vec<Observed<'_>> = desired

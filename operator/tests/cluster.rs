@@ -630,3 +630,67 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     b.stop().await;
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn foreign_annotations_cost_no_writes_but_a_removed_label_is_restored() {
+    let (client, ns) = setup("op-quiet-").await;
+    let op = start_operator(&client, &ns.name);
+    create_shop(&client, &ns.name, &sample_shop("calm", "")).await;
+    let n = ns.name.clone();
+    eventually(30, "Available", || {
+        let (c, n) = (client.clone(), n.clone());
+        async move { shop_phase(&c, &n, "calm").await.as_deref() == Some("Available") }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writes = op.counter("shop_operator_api_writes_total", "verb=\"apply\"");
+    let reconciles = op.counter("shop_operator_reconciles_total", "");
+    // Someone else annotates a Deployment: a watch event, a reconcile, but nothing to write.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    deployments
+        .patch(
+            "calm-product",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"annotations": {"team": "catalog"}}})),
+        )
+        .await
+        .unwrap();
+    let m = &op;
+    eventually(10, "the annotation triggered a reconcile", || async move {
+        m.counter("shop_operator_reconciles_total", "") > reconciles
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // (The Deployment's generation moves with its annotations, so status may flip to
+    // Progressing and back while the Deployment controller catches up; children are not touched.)
+    assert_eq!(
+        op.counter("shop_operator_api_writes_total", "verb=\"apply\""),
+        writes,
+        "an unrelated change must not re-apply children"
+    );
+
+    // Removing one of the operator's labels (no generation bump) is still noticed and undone.
+    deployments
+        .patch(
+            "calm-product",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"app.kubernetes.io/part-of": null}}})),
+        )
+        .await
+        .unwrap();
+    let n = ns.name.clone();
+    eventually(15, "label restored", || {
+        let (c, n) = (client.clone(), n.clone());
+        async move {
+            deployment(&c, &n, "calm-product").await.is_some_and(|d| {
+                d.labels()
+                    .get("app.kubernetes.io/part-of")
+                    .map(String::as_str)
+                    == Some("shopkeeper")
+            })
+        }
+    })
+    .await;
+    op.stop().await;
+    ns.delete().await;
+}
