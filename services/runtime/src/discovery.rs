@@ -75,6 +75,8 @@ struct Cache {
     reachable: bool,
     /// At least one fetch succeeded.
     fetched_once: bool,
+    /// When the last fetch succeeded.
+    last_ok: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -141,52 +143,96 @@ impl Discovery {
         });
     }
 
-    /// Fetches the registry now (full fetch from the first registry that answers).
+    async fn fetch(&self, url: &str) -> Option<Applications> {
+        let resp = self
+            .inner
+            .http
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) if r.status() == StatusCode::OK => r,
+            Ok(r) => {
+                tracing::debug!(url, status = r.status().as_u16(), "registry fetch refused");
+                return None;
+            }
+            Err(e) => {
+                tracing::debug!(url, error = %e, "registry unreachable");
+                return None;
+            }
+        };
+        match resp.json::<serde_json::Value>().await {
+            Ok(v) => Applications::from_value(&v).ok(),
+            Err(e) => {
+                tracing::warn!(url, error = %e, "registry answered unreadable JSON");
+                None
+            }
+        }
+    }
+
+    /// Applies a delta to the cache; returns whether the result matches the registry's hashcode.
+    fn apply_delta(&self, delta: Applications) -> bool {
+        let mut cache = self.inner.cache.write();
+        for app in delta.applications {
+            let key = app.name.to_ascii_uppercase();
+            for inst in app.instances {
+                let list = cache.apps.entry(key.clone()).or_default();
+                list.retain(|i| i.instance_id != inst.instance_id);
+                if inst.action_type.as_deref() != Some("DELETED") {
+                    let mut inst = inst;
+                    inst.action_type = None;
+                    list.push(inst);
+                }
+            }
+            if cache.apps.get(&key).is_some_and(Vec::is_empty) {
+                cache.apps.remove(&key);
+            }
+        }
+        let local = apps_hashcode(cache.apps.values().flatten());
+        if local == delta.apps_hashcode {
+            cache.reachable = true;
+            cache.last_ok = Some(Instant::now());
+            true
+        } else {
+            tracing::debug!(local, remote = %delta.apps_hashcode, "delta left the cache out of step; full fetch");
+            false
+        }
+    }
+
+    /// Refreshes the cache from the first registry that answers: a delta fetch when the cache is warm
+    /// (cheap with thousands of instances), a full fetch at first or when the delta's hashcode disagrees.
     /// Returns whether a registry answered.
     pub async fn refresh(&self) -> bool {
         let _guard = self.inner.refresh_lock.lock().await;
+        // Deltas cover the registry's last 3 minutes; after a longer gap only a full fetch is safe.
+        let warm = {
+            let c = self.inner.cache.read();
+            c.fetched_once
+                && c.last_ok
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+        };
         for base in &self.inner.config.registry_urls {
-            let url = format!("{base}/apps/");
-            let resp = self
-                .inner
-                .http
-                .get(&url)
-                .header(reqwest::header::ACCEPT, "application/json")
-                .send()
-                .await;
-            let resp = match resp {
-                Ok(r) if r.status() == StatusCode::OK => r,
-                Ok(r) => {
-                    tracing::debug!(registry = %base, status = r.status().as_u16(), "registry fetch refused");
-                    continue;
-                }
-                Err(e) => {
-                    tracing::debug!(registry = %base, error = %e, "registry unreachable");
-                    continue;
-                }
+            if warm
+                && let Some(delta) = self.fetch(&format!("{base}/apps/delta")).await
+                && self.apply_delta(delta)
+            {
+                return true;
+            }
+            let Some(apps) = self.fetch(&format!("{base}/apps/")).await else {
+                continue;
             };
-            let parsed = match resp.json::<serde_json::Value>().await {
-                Ok(v) => Applications::from_value(&v),
-                Err(e) => {
-                    tracing::warn!(registry = %base, error = %e, "registry answered unreadable JSON");
-                    continue;
-                }
-            };
-            let Ok(apps) = parsed else { continue };
             let mut map: HashMap<String, Vec<InstanceInfo>> = HashMap::new();
             for app in apps.applications {
                 map.entry(app.name.to_ascii_uppercase())
                     .or_default()
                     .extend(app.instances);
             }
-            let local = apps_hashcode(map.values().flatten());
-            if !apps.apps_hashcode.is_empty() && local != apps.apps_hashcode {
-                tracing::debug!(local, remote = %apps.apps_hashcode, "registry hashcode mismatch");
-            }
             let mut cache = self.inner.cache.write();
             cache.apps = map;
             cache.reachable = true;
             cache.fetched_once = true;
+            cache.last_ok = Some(Instant::now());
             return true;
         }
         let mut cache = self.inner.cache.write();
@@ -471,6 +517,44 @@ mod tests {
         d.mark_down("b");
         // Everything marked down: still try them rather than fail.
         assert!(d.pick("product").await.is_ok());
+    }
+
+    #[test]
+    fn delta_upserts_deletes_and_checks_the_hashcode() {
+        use crate::eureka::Application;
+        let d = Discovery::new(cfg(None));
+        with_cache(
+            &d,
+            vec![InstanceInfo::new("product", "a", "10.0.0.1", 1)],
+            true,
+        );
+        let mut added = InstanceInfo::new("product", "b", "10.0.0.2", 1);
+        added.action_type = Some("ADDED".into());
+        let mut deleted = InstanceInfo::new("product", "a", "10.0.0.1", 1);
+        deleted.action_type = Some("DELETED".into());
+        let delta = Applications {
+            versions_delta: "2".into(),
+            apps_hashcode: "UP_1_".into(),
+            applications: vec![Application {
+                name: "PRODUCT".into(),
+                instances: vec![added, deleted],
+            }],
+        };
+        assert!(d.apply_delta(delta));
+        let ids: Vec<String> = d
+            .instances("product")
+            .into_iter()
+            .map(|i| i.instance_id)
+            .collect();
+        assert_eq!(ids, ["b"]);
+        let stale = Applications {
+            apps_hashcode: "UP_7_".into(),
+            ..Applications::default()
+        };
+        assert!(
+            !d.apply_delta(stale),
+            "a hashcode mismatch must force a full fetch"
+        );
     }
 
     #[tokio::test]
