@@ -141,11 +141,14 @@ async fn main() -> anyhow::Result<()> {
         batch_size: 500,
     };
     let producer = relay::producer(&relay_cfg).context("creating the Kafka producer")?;
+    let relay_wait = relay_cfg.message_timeout + Duration::from_secs(2);
     let wake = Arc::new(Notify::new());
     let stats = Arc::new(RelayStats::default());
     register_metrics(&rt, &pool, &stats);
+    // The relay outlives the HTTP drain: orders committed while draining are still published.
+    let relay_stop = tokio_util::sync::CancellationToken::new();
     let relay_task = tokio::spawn(
-        Relay::new(pool.clone(), producer, wake.clone(), relay_cfg, stats).run(rt.shutdown_token()),
+        Relay::new(pool.clone(), producer, wake.clone(), relay_cfg, stats).run(relay_stop.clone()),
     );
 
     let state = AppState {
@@ -156,10 +159,11 @@ async fn main() -> anyhow::Result<()> {
         idempotency_stale_after: Duration::from_secs(args.idempotency_stale_secs.max(1)),
         trace_headers,
     };
-    let shutdown = rt.shutdown_token();
     let served = rt.serve(router(state)).await;
-    shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), relay_task).await;
+    relay_stop.cancel();
+    // Let a publish round in progress finish (it is bounded by the Kafka message timeout), so
+    // its rows are either marked sent or handed back instead of waiting out their lease.
+    let _ = tokio::time::timeout(relay_wait, relay_task).await;
     pool.close().await;
     served?;
     Ok(())
