@@ -200,3 +200,43 @@ impl InventoryClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_breaker_sent_nothing_but_a_timeout_may_have_reserved() {
+        let open = unavailable(&CallError::BreakerOpen {
+            service: "inventory".into(),
+            retry_after: Duration::from_secs(4),
+        });
+        match open {
+            ReserveError::Unavailable {
+                retry_after,
+                maybe_reserved,
+                reason,
+            } => {
+                assert_eq!(retry_after, Duration::from_secs(4));
+                assert!(!maybe_reserved);
+                assert!(reason.contains("circuit breaker open"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let timeout = unavailable(&CallError::Timeout {
+            service: "inventory".into(),
+            timeout: Duration::from_millis(800),
+        });
+        match timeout {
+            ReserveError::Unavailable {
+                retry_after,
+                maybe_reserved,
+                ..
+            } => {
+                assert_eq!(retry_after, Duration::from_secs(1), "at least one second");
+                assert!(maybe_reserved, "the request may have been served");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
