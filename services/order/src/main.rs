@@ -54,6 +54,10 @@ struct Args {
     /// Outbox poll interval when idle, in milliseconds (commits wake the relay at once).
     #[arg(long, env = "OUTBOX_POLL_MS", default_value_t = 500)]
     outbox_poll_ms: u64,
+    /// Hours a published outbox row or a completed Idempotency-Key is kept (replays within
+    /// this window return the stored response).
+    #[arg(long, env = "RETENTION_HOURS", default_value_t = 24)]
+    retention_hours: u64,
     /// Seconds after which an in-flight Idempotency-Key is considered abandoned.
     #[arg(long, env = "IDEMPOTENCY_STALE_SECS", default_value_t = 30)]
     idempotency_stale_secs: u64,
@@ -144,7 +148,12 @@ async fn main() -> anyhow::Result<()> {
     let relay_wait = relay_cfg.message_timeout + Duration::from_secs(2);
     let wake = Arc::new(Notify::new());
     let stats = Arc::new(RelayStats::default());
-    register_metrics(&rt, &pool, &stats);
+    register_metrics(
+        &rt,
+        &pool,
+        &stats,
+        Duration::from_secs(args.retention_hours.max(1) * 3600),
+    );
     // The relay outlives the HTTP drain: orders committed while draining are still published.
     let relay_stop = tokio_util::sync::CancellationToken::new();
     let relay_task = tokio::spawn(
@@ -169,8 +178,14 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Outbox metrics: events published / failed (counters) and rows pending (gauge, sampled).
-fn register_metrics(rt: &Runtime, pool: &sqlx::MySqlPool, stats: &Arc<RelayStats>) {
+/// Outbox metrics: events published / failed (counters) and rows pending (gauge, sampled), and
+/// the housekeeping that purges old published rows and completed keys once a minute.
+fn register_metrics(
+    rt: &Runtime,
+    pool: &sqlx::MySqlPool,
+    stats: &Arc<RelayStats>,
+    retention: Duration,
+) {
     let pending = Gauge::<i64>::default();
     {
         let metrics = rt.metrics();
@@ -194,10 +209,21 @@ fn register_metrics(rt: &Runtime, pool: &sqlx::MySqlPool, stats: &Arc<RelayStats
     let pool = pool.clone();
     let stop = rt.shutdown_token();
     tokio::spawn(async move {
+        let mut tick: u64 = 0;
         loop {
             if let Ok(n) = store::outbox_pending(&pool).await {
                 pending.set(n);
             }
+            if tick % 30 == 0 {
+                match store::purge(&pool, retention).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(rows = n, "purged old outbox rows and idempotency keys")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "purge failed"),
+                }
+            }
+            tick = tick.wrapping_add(1);
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(Duration::from_secs(2)) => {}

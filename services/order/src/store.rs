@@ -283,3 +283,22 @@ pub async fn outbox_pending(pool: &MySqlPool) -> Result<i64, StoreError> {
             .await?,
     )
 }
+
+/// Deletes outbox rows published, and Idempotency-Keys completed, more than `retention` ago
+/// (bounded batches, so the tables do not grow forever). Returns the rows deleted.
+pub async fn purge(pool: &MySqlPool, retention: std::time::Duration) -> Result<u64, StoreError> {
+    let secs = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+    let a = sqlx::query(
+        "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < NOW(6) - INTERVAL ? SECOND LIMIT 5000",
+    )
+    .bind(secs)
+    .execute(pool)
+    .await?;
+    let b = sqlx::query(
+        "DELETE FROM idempotency_keys WHERE state = 'DONE' AND updated_at < NOW(6) - INTERVAL ? SECOND LIMIT 5000",
+    )
+    .bind(secs)
+    .execute(pool)
+    .await?;
+    Ok(a.rows_affected() + b.rows_affected())
+}
