@@ -214,7 +214,7 @@ fn register_metrics(
             if let Ok(n) = store::outbox_pending(&pool).await {
                 pending.set(n);
             }
-            if tick % 30 == 0 {
+            if tick.is_multiple_of(30) {
                 match store::purge(&pool, retention).await {
                     Ok(0) => {}
                     Ok(n) => {
