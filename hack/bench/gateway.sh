@@ -24,7 +24,9 @@ command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"
 [[ -x $NGINX ]] || { echo "nginx is not installed at $NGINX (apt-get install nginx-light)" >&2; exit 1; }
 
 cd "$ROOT"
-if [[ $PROFILE == release ]]; then
+if [[ -n ${BENCH_SKIP_BUILD:-} ]]; then
+  : # binaries already built (make bench builds the workspace first)
+elif [[ $PROFILE == release ]]; then
   cargo build -q --release -p shop-gateway --bins >&2
 else
   cargo build -q -p shop-gateway --bins >&2

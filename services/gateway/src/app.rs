@@ -16,7 +16,7 @@ use crate::{
     proxy::{Gateway, GatewayParts},
     ratelimit::RateLimits,
     routes::RouteTable,
-    server::{Admin, serve},
+    server::{Admin, serve_workers},
 };
 
 /// The gateway's default port.
@@ -80,6 +80,9 @@ pub struct GatewayArgs {
     /// Overrides `rate_limit.client.burst`.
     #[arg(long, env = "SHOP_RATE_LIMIT_BURST")]
     pub rate_limit_burst: Option<u32>,
+    /// Server worker threads (default: one per core).
+    #[arg(long, env = "SHOP_GATEWAY_WORKERS")]
+    pub workers: Option<usize>,
     /// Circuit breaker: seconds an open breaker waits before trial calls.
     #[arg(long, env = "SHOP_BREAKER_OPEN_SECS", default_value_t = 5)]
     pub breaker_open_secs: u64,
@@ -210,9 +213,8 @@ pub async fn run(common: CommonArgs, args: GatewayArgs) -> anyhow::Result<()> {
     drop(rt);
 
     let addr = SocketAddr::new(common.bind, common.port.unwrap_or(DEFAULT_PORT));
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener =
+        crate::server::bind_reuseport(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr().context("local address")?;
 
     let http = reqwest::Client::builder()
@@ -257,8 +259,13 @@ pub async fn run(common: CommonArgs, args: GatewayArgs) -> anyhow::Result<()> {
         });
     }
     tracing::info!(%local, routes = cfg.routes.len(), "gateway listening");
-    serve(
+    let workers = args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    tracing::info!(workers, "server workers");
+    serve_workers(
         listener,
+        workers,
         gw,
         Admin { readiness, metrics },
         shutdown,

@@ -6,7 +6,9 @@
 use clap::Parser;
 use shop_gateway::app::{Cli, mint_token, run};
 
-#[tokio::main]
+// The main runtime only runs start-up, discovery refresh, the signal handler and the sweeper;
+// requests are served by the per-core worker runtimes (see `server::serve_workers`).
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.command {

@@ -65,7 +65,6 @@ pub struct Gateway {
     breakers: DashMap<String, Arc<CircuitBreaker>>,
     breaker_config: BreakerConfig,
     metrics: Metrics,
-    client: Client<HttpConnector, ProxyBody>,
     proxy: ProxyConfig,
     cors: CorsConfig,
     tracing_enabled: bool,
@@ -222,16 +221,8 @@ fn has_length_limit_error(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 impl Gateway {
-    /// Builds the gateway and its pooled upstream client.
+    /// Builds the gateway (upstream clients are created per worker thread on first use).
     pub fn new(p: GatewayParts) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_millis(p.proxy.connect_timeout_ms)));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(p.proxy.pool_max_idle_per_host)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
         Self {
             table: p.table,
             auth: p.auth,
@@ -240,11 +231,34 @@ impl Gateway {
             breakers: DashMap::new(),
             breaker_config: p.breaker,
             metrics: p.metrics,
-            client,
             proxy: p.proxy,
             cors: p.cors,
             tracing_enabled: p.tracing_enabled,
         }
+    }
+
+    /// This thread's pooled upstream client. Each server worker thread runs its own single-threaded
+    /// runtime, so keeping the pool per thread keeps a request and its upstream connection on one
+    /// thread (no cross-thread wake-ups on the hot path).
+    fn client(&self) -> Client<HttpConnector, ProxyBody> {
+        thread_local! {
+            static CLIENT: std::cell::OnceCell<Client<HttpConnector, ProxyBody>> = const { std::cell::OnceCell::new() };
+        }
+        CLIENT.with(|c| {
+            c.get_or_init(|| {
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                connector.set_connect_timeout(Some(Duration::from_millis(
+                    self.proxy.connect_timeout_ms,
+                )));
+                connector.enforce_http(true);
+                Client::builder(TokioExecutor::new())
+                    .pool_max_idle_per_host(self.proxy.pool_max_idle_per_host)
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .build(connector)
+            })
+            .clone()
+        })
     }
 
     /// Rate limiters (for the sweeper task).
@@ -675,6 +689,7 @@ impl Gateway {
             Target::Static(_) => format!("route:{}", route.id),
         };
         let breaker = self.breaker(&service_key);
+        let client = self.client();
         let attempts = 1 + self.proxy.retries;
         let deadline = Instant::now() + route.timeout;
         let mut last_problem = None;
@@ -721,7 +736,7 @@ impl Gateway {
             *req.headers_mut() = headers.clone();
             let remaining = deadline.saturating_duration_since(Instant::now());
             let last = attempt + 1 == attempts;
-            match tokio::time::timeout(remaining, self.client.request(req)).await {
+            match tokio::time::timeout(remaining, client.request(req)).await {
                 Err(_) => {
                     breaker.record(false);
                     return Err(Problem::new(

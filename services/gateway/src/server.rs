@@ -3,7 +3,10 @@
 //! else to the proxy, and shuts down gracefully (not ready, stop accepting, drain within the grace).
 //!
 //! Exists because the shared runtime's axum server does not expose peer addresses and adds a
-//! per-request router and middleware stack the hot path of a proxy does not need.
+//! per-request router and middleware stack the hot path of a proxy does not need. Like nginx, it
+//! runs one worker per core: each worker thread has its own single-threaded runtime, its own
+//! `SO_REUSEPORT` listener on the same address and its own upstream connection pool, so a request
+//! never hops threads.
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -72,7 +75,76 @@ async fn dispatch(
     }
 }
 
-/// Serves until `shutdown` is cancelled, then drains for at most `grace`.
+/// Binds a `SO_REUSEPORT` listener on `addr` (several workers may bind the same address).
+pub fn bind_reuseport(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.set_reuseport(true)?;
+    sock.set_nodelay(true)?;
+    sock.bind(addr)?;
+    sock.listen(4096)
+}
+
+/// Runs `workers` server threads (each a single-threaded runtime with its own listener on the
+/// address of `first`) until `shutdown`, then drains each for at most `grace`.
+pub async fn serve_workers(
+    first: TcpListener,
+    workers: usize,
+    gw: Arc<Gateway>,
+    admin: Admin,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let addr = first.local_addr()?;
+    let mut first = Some(first.into_std()?);
+    let mut done = Vec::new();
+    for i in 0..workers.max(1) {
+        let (tx, rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
+        let std_listener = first.take();
+        let (gw, admin, shutdown) = (gw.clone(), admin.clone(), shutdown.clone());
+        std::thread::Builder::new()
+            .name(format!("gateway-worker-{i}"))
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|rt| {
+                        rt.block_on(async move {
+                            let listener = match std_listener {
+                                Some(l) => TcpListener::from_std(l)?,
+                                None => bind_reuseport(addr)?,
+                            };
+                            serve(listener, gw, admin, shutdown, grace).await
+                        })
+                    });
+                let _ = tx.send(result);
+            })?;
+        done.push(rx);
+    }
+    let mut result = Ok(());
+    for rx in done {
+        match rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                // One worker failing (e.g. cannot bind) stops all of them.
+                shutdown.cancel();
+                result = Err(e);
+            }
+            Err(_) => {
+                shutdown.cancel();
+                result = Err(std::io::Error::other("a server worker thread died"));
+            }
+        }
+    }
+    let _ = tokio::task::spawn_blocking(shop_runtime::telemetry::flush_spans).await;
+    result
+}
+
+/// Serves one listener until `shutdown` is cancelled, then drains for at most `grace`.
 pub async fn serve(
     listener: TcpListener,
     gw: Arc<Gateway>,
@@ -125,6 +197,5 @@ pub async fn serve(
         () = graceful.shutdown() => tracing::info!("drained"),
         () = tokio::time::sleep(grace) => tracing::warn!(?grace, "in-flight requests did not drain within the grace period"),
     }
-    let _ = tokio::task::spawn_blocking(shop_runtime::telemetry::flush_spans).await;
     Ok(())
 }
