@@ -694,3 +694,77 @@ async fn foreign_annotations_cost_no_writes_but_a_removed_label_is_restored() {
     op.stop().await;
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn a_failing_apply_is_reported_retried_with_backoff_and_recovers() {
+    let (client, ns) = setup("op-fail-").await;
+    // Hold a node port with a foreign Service so the registry's Service cannot get it.
+    let port = 30000
+        + (u32::from_str_radix(&shop_testkit::fresh_name("")[..4], 16).unwrap() % 2700) as i32;
+    let blocker: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "blocker"},
+        "spec": {"type": "NodePort", "selector": {"x": "y"}, "ports": [{"port": 1, "nodePort": port}]}
+    }))
+    .unwrap();
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    services
+        .create(&PostParams::default(), &blocker)
+        .await
+        .unwrap();
+    let op = start_operator(&client, &ns.name);
+    create_shop(
+        &client,
+        &ns.name,
+        &sample_shop(
+            "stuck",
+            &format!("  components:\n    registry: {{nodePort: {port}}}\n"),
+        ),
+    )
+    .await;
+    let n = ns.name.clone();
+    eventually(
+        20,
+        "Degraded with the API server's message, retried",
+        || {
+            let (c, n) = (client.clone(), n.clone());
+            let op = &op;
+            async move {
+                let s = Api::<Shop>::namespaced(c, &n)
+                    .get("stuck")
+                    .await
+                    .unwrap()
+                    .status
+                    .unwrap_or_default();
+                let degraded = s.conditions.iter().any(|c| {
+                    c.type_ == "Degraded"
+                        && c.status == "True"
+                        && c.reason == "ApplyFailed"
+                        && c.message.contains("stuck-registry")
+                });
+                degraded
+                    && s.phase.as_deref() == Some("Degraded")
+                    && op.counter("shop_operator_reconcile_failures_total", "reason=\"apply\"")
+                        >= 2.0
+            }
+        },
+    )
+    .await;
+    // Nothing after the registry stage was applied.
+    assert!(
+        deployment(&client, &ns.name, "stuck-gateway")
+            .await
+            .is_none()
+    );
+    services
+        .delete("blocker", &DeleteParams::default())
+        .await
+        .unwrap();
+    let n = ns.name.clone();
+    eventually(25, "recovered to Available once the port is free", || {
+        let (c, n) = (client.clone(), n.clone());
+        async move { shop_phase(&c, &n, "stuck").await.as_deref() == Some("Available") }
+    })
+    .await;
+    op.stop().await;
+    ns.delete().await;
+}
