@@ -127,3 +127,48 @@ async fn replica_stays_available_while_its_peer_is_down() {
     // Not a timing benchmark: only that a dead peer does not make callers wait on it (1 s connect timeout).
     assert!(start.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn peers_found_through_dns_catch_up_and_receive_changes() {
+    let r1 = spawn_registry(&[]).await;
+    let e1 = eureka_url(&r1);
+    let http = reqwest::Client::new();
+    http.post(format!("{e1}/apps/GATEWAY"))
+        .json(&java_instance("gateway", "g1", 1, 90))
+        .send()
+        .await
+        .unwrap();
+    // "localhost:<port>" stands in for a headless Service name: every address it resolves to is a peer.
+    let dns = format!("localhost:{}", r1.port());
+    let r2 = spawn_registry(&["--peer-dns", &dns]).await;
+    let e2 = eureka_url(&r2);
+    assert_eq!(
+        instance_ids(&e2, "gateway").await,
+        ["g1"],
+        "catch-up through the DNS-found peer"
+    );
+    http.post(format!("{e2}/apps/GATEWAY"))
+        .json(&java_instance("gateway", "g2", 2, 90))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            instance_ids(&e1, "gateway").await == ["g1", "g2"]
+        })
+        .await,
+        "registration on the DNS-configured replica did not reach its peer"
+    );
+    let dashboard = http
+        .get(format!("{}/", r2.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        dashboard.contains(&format!("127.0.0.1:{}", r1.port())),
+        "dashboard lists the peer"
+    );
+}

@@ -68,6 +68,7 @@ struct Inner {
     opened_at: Instant,
     half_open_permits: usize,
     half_open_results: Vec<bool>,
+    half_open_since: Instant,
 }
 
 /// One breaker, usually per target service. Call [`try_acquire`](Self::try_acquire) before a call and
@@ -98,6 +99,7 @@ impl CircuitBreaker {
                 opened_at: Instant::now(),
                 half_open_permits: 0,
                 half_open_results: Vec::new(),
+                half_open_since: Instant::now(),
             }),
             gauge,
         }
@@ -121,6 +123,7 @@ impl CircuitBreaker {
             BreakerState::HalfOpen => {
                 inner.half_open_permits = self.config.half_open_calls;
                 inner.half_open_results.clear();
+                inner.half_open_since = Instant::now();
             }
         }
         if let Some(g) = &self.gauge {
@@ -147,6 +150,13 @@ impl CircuitBreaker {
                     .saturating_sub(inner.opened_at.elapsed()),
             }),
             BreakerState::HalfOpen => {
+                // Trial calls whose outcome never came back (a cancelled caller) must not wedge the
+                // breaker: after another open wait, grant a fresh set of trials.
+                if inner.half_open_permits == 0
+                    && inner.half_open_since.elapsed() >= self.config.open_wait
+                {
+                    self.set_state(&mut inner, BreakerState::HalfOpen);
+                }
                 if inner.half_open_permits > 0 {
                     inner.half_open_permits -= 1;
                     Ok(())
@@ -253,6 +263,25 @@ mod tests {
         b.record(true);
         assert_eq!(b.state(), BreakerState::Closed);
         assert_eq!(gauge.get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn abandoned_trial_calls_do_not_wedge_the_breaker() {
+        let b = CircuitBreaker::new(BreakerConfig::default(), None);
+        for _ in 0..5 {
+            b.try_acquire().unwrap();
+            b.record(false);
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        for _ in 0..3 {
+            b.try_acquire().unwrap(); // callers cancelled: outcomes never recorded
+        }
+        assert!(b.try_acquire().is_err());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(
+            b.try_acquire().is_ok(),
+            "fresh trials after another open wait"
+        );
     }
 
     #[tokio::test(start_paused = true)]
