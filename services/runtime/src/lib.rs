@@ -1,25 +1,7 @@
 //! Shared runtime for the six shopkeeper services: config, logs, tracing, health, metrics, shutdown,
 //! registry client and resilient HTTP client — so each service's `main` is a few lines.
 //!
-//! ```no_run
-//! use clap::Parser;
-//! use shop_runtime::{CommonArgs, Runtime};
-//!
-//! #[derive(Parser)]
-//! struct Args {
-//!     #[command(flatten)]
-//!     common: CommonArgs,
-//! }
-//!
-//! #[tokio::main]
-//! async fn main() -> Result<(), shop_runtime::RuntimeError> {
-//!     let args = Args::parse();
-//!     let rt = Runtime::init("product", 8081, &args.common).await?;
-//!     rt.readiness().add("mysql", || async { Ok(()) });
-//!     let router = axum::Router::new().route("/api/product", axum::routing::get(|| async { "[]" }));
-//!     rt.serve(router).await
-//! }
-//! ```
+//! Start with [`Runtime`]; its docs show a complete `main`.
 
 pub mod breaker;
 pub mod client;
@@ -73,7 +55,26 @@ pub enum RuntimeError {
 }
 
 /// One running service: listener, telemetry, health, metrics, discovery and shutdown wiring.
-/// See the crate docs for a complete `main`.
+///
+/// ```no_run
+/// use clap::Parser;
+/// use shop_runtime::{CommonArgs, Runtime};
+///
+/// #[derive(Parser)]
+/// struct Args {
+///     #[command(flatten)]
+///     common: CommonArgs,
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), shop_runtime::RuntimeError> {
+///     let args = Args::parse();
+///     let rt = Runtime::init("product", 8081, &args.common).await?;
+///     rt.readiness().add("mysql", || async { Ok(()) });
+///     let router = axum::Router::new().route("/api/product", axum::routing::get(|| async { "[]" }));
+///     rt.serve(router).await
+/// }
+/// ```
 #[derive(Debug)]
 pub struct Runtime {
     app: &'static str,
