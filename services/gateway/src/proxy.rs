@@ -64,6 +64,7 @@ pub struct Gateway {
     discovery: Discovery,
     breakers: DashMap<String, Arc<CircuitBreaker>>,
     breaker_config: BreakerConfig,
+    route_breakers: std::collections::HashMap<usize, (String, Arc<CircuitBreaker>)>,
     metrics: Metrics,
     proxy: ProxyConfig,
     cors: CorsConfig,
@@ -223,6 +224,18 @@ fn has_length_limit_error(e: &(dyn std::error::Error + 'static)) -> bool {
 impl Gateway {
     /// Builds the gateway (upstream clients are created per worker thread on first use).
     pub fn new(p: GatewayParts) -> Self {
+        let mut gw = Self::bare(p);
+        // One breaker per upstream service (routes to the same service share it), resolved once.
+        let mut per_route = std::collections::HashMap::new();
+        for r in gw.table.routes() {
+            let key = breaker_key(r);
+            per_route.insert(r.index, (key.clone(), gw.breaker(&key)));
+        }
+        gw.route_breakers = per_route;
+        gw
+    }
+
+    fn bare(p: GatewayParts) -> Self {
         Self {
             table: p.table,
             auth: p.auth,
@@ -230,6 +243,7 @@ impl Gateway {
             discovery: p.discovery,
             breakers: DashMap::new(),
             breaker_config: p.breaker,
+            route_breakers: std::collections::HashMap::new(),
             metrics: p.metrics,
             proxy: p.proxy,
             cors: p.cors,
@@ -336,17 +350,52 @@ impl Gateway {
         if let Some(o) = origin {
             self.cors_response_headers(&o, resp.headers_mut());
         }
-        let labels = shop_runtime::metrics::HttpLabels {
-            method: method.to_string(),
-            route: route_id.unwrap_or("unmatched").to_owned(),
-            status: resp.status().as_u16(),
-        };
-        self.metrics.requests.get_or_create(&labels).inc();
-        self.metrics
-            .latency
-            .get_or_create(&labels)
-            .observe(start.elapsed().as_secs_f64());
+        self.record(
+            &method,
+            route_id.unwrap_or("unmatched"),
+            resp.status().as_u16(),
+            start,
+        );
         resp
+    }
+
+    /// Counts the request in `http_server_requests` / `..._duration_seconds`. The metric handles
+    /// are cached per worker thread, so the hot path takes no lock and allocates nothing.
+    fn record(&self, method: &Method, route: &'static str, status: u16, start: Instant) {
+        use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
+        type Key = (&'static str, Method, u16);
+        thread_local! {
+            static CACHE: std::cell::RefCell<std::collections::HashMap<Key, (Counter, Histogram)>> =
+                std::cell::RefCell::new(std::collections::HashMap::new());
+        }
+        // Extension methods are folded into one label value (bounded cardinality).
+        let method = match *method {
+            Method::GET
+            | Method::HEAD
+            | Method::POST
+            | Method::PUT
+            | Method::DELETE
+            | Method::PATCH
+            | Method::OPTIONS => method.clone(),
+            _ => Method::TRACE,
+        };
+        let secs = start.elapsed().as_secs_f64();
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            let (counter, hist) = c.entry((route, method.clone(), status)).or_insert_with(|| {
+                let labels = shop_runtime::metrics::HttpLabels {
+                    method: method.to_string(),
+                    route: route.to_owned(),
+                    status,
+                };
+                (
+                    self.metrics.requests.get_or_create(&labels).clone(),
+                    self.metrics.latency.get_or_create(&labels).clone(),
+                )
+            });
+            counter.inc();
+            hist.observe(secs);
+        });
     }
 
     fn cors_allows(&self, origin: &HeaderValue) -> bool {
@@ -684,11 +733,14 @@ impl Gateway {
         headers: HeaderMap,
         mut outbound: Outbound,
     ) -> Result<Response<ProxyBody>, Problem> {
-        let service_key = match &route.target {
-            Target::Service(s) => s.clone(),
-            Target::Static(_) => format!("route:{}", route.id),
+        let (service_key, breaker) = match self.route_breakers.get(&route.index) {
+            Some((k, b)) => (k.clone(), b.clone()),
+            None => {
+                let k = breaker_key(route);
+                let b = self.breaker(&k);
+                (k, b)
+            }
         };
-        let breaker = self.breaker(&service_key);
         let client = self.client();
         let attempts = 1 + self.proxy.retries;
         let deadline = Instant::now() + route.timeout;
@@ -815,6 +867,13 @@ impl Gateway {
                 format!("{service_key}: no attempt left"),
             )
         }))
+    }
+}
+
+fn breaker_key(route: &Route) -> String {
+    match &route.target {
+        Target::Service(s) => s.clone(),
+        Target::Static(_) => format!("route:{}", route.id),
     }
 }
 
