@@ -41,7 +41,7 @@ fn value_response(v: &Value) -> Response {
 }
 
 fn apps_response(a: &Applications) -> Response {
-    value_response(&a.to_value())
+    json_response(StatusCode::OK, Bytes::from(a.to_json_bytes()))
 }
 
 fn is_replicated(h: &HeaderMap) -> bool {
@@ -140,7 +140,7 @@ async fn full(State(st): State<AppState>) -> Response {
 }
 
 async fn delta(State(st): State<AppState>) -> Response {
-    apps_response(&st.store.delta())
+    json_response(StatusCode::OK, st.store.delta_json())
 }
 
 async fn one_app(State(st): State<AppState>, Path(app): Path<String>) -> Result<Response, Problem> {

@@ -92,6 +92,7 @@ struct Inner {
     delta: VecDeque<(Instant, InstanceInfo)>,
     version: u64,
     full_cache: Option<(u64, Bytes)>,
+    delta_cache: Option<((u64, usize), Bytes)>,
 }
 
 /// Renewals per second over the last minute.
@@ -463,7 +464,7 @@ impl Store {
         }
         let mut inner = self.inner.write();
         let snap = Self::snapshot(&inner, |_| true);
-        let bytes = Bytes::from(snap.to_value().to_string());
+        let bytes = Bytes::from(snap.to_json_bytes());
         inner.full_cache = Some((inner.version, bytes.clone()));
         bytes
     }
@@ -516,6 +517,31 @@ impl Store {
                 })
                 .collect(),
         }
+    }
+
+    /// The delta as JSON bytes, cached until the next change or until old entries leave the window.
+    pub fn delta_json(&self) -> Bytes {
+        {
+            let inner = self.inner.read();
+            let fresh = inner
+                .delta
+                .front()
+                .is_none_or(|(t, _)| t.elapsed() <= self.cfg.delta_retention);
+            if let Some((key, b)) = &inner.delta_cache
+                && fresh
+                && *key == (inner.version, inner.delta.len())
+            {
+                return b.clone();
+            }
+        }
+        let delta = self.delta();
+        let bytes = Bytes::from(delta.to_json_bytes());
+        let mut inner = self.inner.write();
+        let key = (inner.version, inner.delta.len());
+        if delta.versions_delta == inner.version.to_string() {
+            inner.delta_cache = Some((key, bytes.clone()));
+        }
+        bytes
     }
 
     /// Every lease, for the dashboard.

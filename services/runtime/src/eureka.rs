@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 /// Data-center marker class the Java client sends and expects.
@@ -436,37 +436,69 @@ impl InstanceInfo {
 
     /// Serializes to the exact field set of the real Eureka server.
     pub fn to_value(&self) -> Value {
-        let metadata = if self.metadata.is_empty() {
-            json!({"@class": "java.util.Collections$EmptyMap"})
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// `{"@class":..,"name":..}`.
+struct DataCenter<'a>(&'a str);
+
+impl Serialize for DataCenter<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("@class", DEFAULT_DATA_CENTER_CLASS)?;
+        m.serialize_entry("name", self.0)?;
+        m.end()
+    }
+}
+
+/// Metadata as the real server writes it (`{"@class":"java.util.Collections$EmptyMap"}` when empty).
+struct MetadataOut<'a>(&'a BTreeMap<String, String>);
+
+impl Serialize for MetadataOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.is_empty() {
+            let mut m = s.serialize_map(Some(1))?;
+            m.serialize_entry("@class", "java.util.Collections$EmptyMap")?;
+            m.end()
         } else {
-            json!(self.metadata)
-        };
-        let mut v = json!({
-            "instanceId": self.instance_id,
-            "hostName": self.host_name,
-            "app": self.app,
-            "ipAddr": self.ip_addr,
-            "status": self.status,
-            "overriddenStatus": self.overridden_status,
-            "port": self.port,
-            "securePort": self.secure_port,
-            "countryId": self.country_id,
-            "dataCenterInfo": {"@class": DEFAULT_DATA_CENTER_CLASS, "name": self.data_center_name},
-            "leaseInfo": self.lease_info,
-            "metadata": metadata,
-            "homePageUrl": self.home_page_url,
-            "statusPageUrl": self.status_page_url,
-            "healthCheckUrl": self.health_check_url,
-            "vipAddress": self.vip_address,
-            "secureVipAddress": self.secure_vip_address,
-            "isCoordinatingDiscoveryServer": "false",
-            "lastUpdatedTimestamp": self.last_updated_timestamp.to_string(),
-            "lastDirtyTimestamp": self.last_dirty_timestamp.to_string(),
-        });
-        if let (Some(a), Some(o)) = (&self.action_type, v.as_object_mut()) {
-            o.insert("actionType".into(), Value::String(a.clone()));
+            self.0.serialize(s)
         }
-        v
+    }
+}
+
+/// Written directly (no intermediate `Value`) so large registries serialize cheaply.
+impl Serialize for InstanceInfo {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let n = if self.action_type.is_some() { 21 } else { 20 };
+        let mut m = s.serialize_map(Some(n))?;
+        m.serialize_entry("instanceId", &self.instance_id)?;
+        m.serialize_entry("hostName", &self.host_name)?;
+        m.serialize_entry("app", &self.app)?;
+        m.serialize_entry("ipAddr", &self.ip_addr)?;
+        m.serialize_entry("status", &self.status)?;
+        m.serialize_entry("overriddenStatus", &self.overridden_status)?;
+        m.serialize_entry("port", &self.port)?;
+        m.serialize_entry("securePort", &self.secure_port)?;
+        m.serialize_entry("countryId", &self.country_id)?;
+        m.serialize_entry("dataCenterInfo", &DataCenter(&self.data_center_name))?;
+        m.serialize_entry("leaseInfo", &self.lease_info)?;
+        m.serialize_entry("metadata", &MetadataOut(&self.metadata))?;
+        m.serialize_entry("homePageUrl", &self.home_page_url)?;
+        m.serialize_entry("statusPageUrl", &self.status_page_url)?;
+        m.serialize_entry("healthCheckUrl", &self.health_check_url)?;
+        m.serialize_entry("vipAddress", &self.vip_address)?;
+        m.serialize_entry("secureVipAddress", &self.secure_vip_address)?;
+        m.serialize_entry("isCoordinatingDiscoveryServer", "false")?;
+        m.serialize_entry(
+            "lastUpdatedTimestamp",
+            &self.last_updated_timestamp.to_string(),
+        )?;
+        m.serialize_entry("lastDirtyTimestamp", &self.last_dirty_timestamp.to_string())?;
+        if let Some(a) = &self.action_type {
+            m.serialize_entry("actionType", a)?;
+        }
+        m.end()
     }
 }
 
@@ -479,13 +511,19 @@ pub struct Application {
     pub instances: Vec<InstanceInfo>,
 }
 
+impl Serialize for Application {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("name", &self.name)?;
+        m.serialize_entry("instance", &self.instances)?;
+        m.end()
+    }
+}
+
 impl Application {
     /// `{"name":..,"instance":[..]}`.
     pub fn to_value(&self) -> Value {
-        json!({
-            "name": self.name,
-            "instance": self.instances.iter().map(InstanceInfo::to_value).collect::<Vec<_>>(),
-        })
+        serde_json::to_value(self).unwrap_or(Value::Null)
     }
 }
 
@@ -508,14 +546,36 @@ fn one_or_many(v: Option<&Value>) -> Vec<&Value> {
     }
 }
 
+struct ApplicationsInner<'a>(&'a Applications);
+
+impl Serialize for ApplicationsInner<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("versions__delta", &self.0.versions_delta)?;
+        m.serialize_entry("apps__hashcode", &self.0.apps_hashcode)?;
+        m.serialize_entry("application", &self.0.applications)?;
+        m.end()
+    }
+}
+
+/// Written as `{"applications":{...}}`.
+impl Serialize for Applications {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry("applications", &ApplicationsInner(self))?;
+        m.end()
+    }
+}
+
 impl Applications {
     /// `{"applications":{...}}`.
     pub fn to_value(&self) -> Value {
-        json!({"applications": {
-            "versions__delta": self.versions_delta,
-            "apps__hashcode": self.apps_hashcode,
-            "application": self.applications.iter().map(Application::to_value).collect::<Vec<_>>(),
-        }})
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// `{"applications":{...}}` as JSON bytes, written directly.
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
     }
 
     /// Parses `{"applications":{...}}` leniently (single objects accepted where arrays are expected;
@@ -569,6 +629,7 @@ pub fn now_millis() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn java_body() -> Value {
         json!({"instance":{

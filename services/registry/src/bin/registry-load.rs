@@ -126,12 +126,22 @@ async fn renew_phase(
             .saturating_duration_since(due)
             .as_millis() as u64;
         counts.lag_ms_max.fetch_max(lag, Ordering::Relaxed);
-        let url = format!("{}/apps/LOAD/load-{}?status=UP", a.registry, j % n);
+        let id = format!("load-{}", j % n);
+        let url = format!("{}/apps/LOAD/{id}?status=UP", a.registry);
+        let reg_url = format!("{}/apps/LOAD", a.registry);
         let (http, counts) = (http.clone(), counts.clone());
         tokio::spawn(async move {
             match http.put(url).send().await {
                 Ok(r) if r.status() == 200 => counts.ok.fetch_add(1, Ordering::Relaxed),
-                Ok(r) if r.status() == 404 => counts.not_found.fetch_add(1, Ordering::Relaxed),
+                Ok(r) if r.status() == 404 => {
+                    // As a real client does: register again.
+                    let _ = http
+                        .post(reg_url)
+                        .json(&body("load", &id, 90, 30))
+                        .send()
+                        .await;
+                    counts.not_found.fetch_add(1, Ordering::Relaxed)
+                }
                 _ => counts.failed.fetch_add(1, Ordering::Relaxed),
             };
             drop(permit);
@@ -259,7 +269,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = post("crash-default", 90, 30).await;
     let default_watch = {
         let d = discovery.clone();
-        let limit = Duration::from_secs(a.real_secs.saturating_sub(1).max(1));
+        let limit = Duration::from_secs((a.real_secs + a.compressed_secs).max(1));
         tokio::spawn(async move {
             let t = Instant::now();
             wait_view(&d, "PROBE", "crash-default", true, Duration::from_secs(30)).await;
@@ -297,9 +307,6 @@ async fn main() -> anyhow::Result<()> {
         })
     };
     let real = renew_phase(&http, &a, Duration::from_millis(a.renew_ms), a.real_secs).await?;
-    let (visible, gone) = probes.await?;
-    let short_gone = short_watch.await?;
-    let default_gone = default_watch.await?;
     let compressed = renew_phase(
         &http,
         &a,
@@ -307,6 +314,9 @@ async fn main() -> anyhow::Result<()> {
         a.compressed_secs,
     )
     .await?;
+    let (visible, gone) = probes.await?;
+    let short_gone = short_watch.await?;
+    let default_gone = default_watch.await?;
     stop.cancel();
     let (_, _, peak) = sample(a.pid)?;
 
@@ -329,7 +339,7 @@ async fn main() -> anyhow::Result<()> {
         mib(peak)
     );
     println!(
-        "| real rate: renewals every {} s for {} s | {} renewals, {:.0}/s, CPU {:.1} % of one core, RSS {:.1} MiB, {} 404, {} failed, max schedule lag {} ms |",
+        "| real rate: renewals every {} s for {} s | {} renewals, {:.0}/s, CPU {:.1} % of one core, RSS {:.1} MiB, {} 404 (re-registered), {} failed, max schedule lag {} ms |",
         a.renew_ms / 1000,
         a.real_secs,
         real.renewals,
@@ -341,7 +351,7 @@ async fn main() -> anyhow::Result<()> {
         real.lag_ms_max
     );
     println!(
-        "| {}× compressed: renewals every {:.1} s for {} s | {} renewals, {:.0}/s, CPU {:.1} % of one core, RSS {:.1} MiB, {} 404, {} failed, max schedule lag {} ms |",
+        "| {}× compressed: renewals every {:.1} s for {} s | {} renewals, {:.0}/s, CPU {:.1} % of one core, RSS {:.1} MiB, {} 404 (re-registered), {} failed, max schedule lag {} ms |",
         a.compress,
         a.renew_ms as f64 / a.compress.max(1) as f64 / 1000.0,
         a.compressed_secs,
