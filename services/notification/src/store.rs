@@ -152,6 +152,18 @@ impl NotificationStore {
                 .build(),
         )
         .await?;
+        // Newest-first listing.
+        coll.create_index(
+            IndexModel::builder()
+                .keys(doc! {"createdAt": -1})
+                .options(
+                    IndexOptions::builder()
+                        .name("createdAt_desc".to_owned())
+                        .build(),
+                )
+                .build(),
+        )
+        .await?;
         Ok(Self { coll, client })
     }
 
