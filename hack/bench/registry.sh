@@ -39,7 +39,7 @@ curl -fs "http://127.0.0.1:$PORT/health/ready" >/dev/null || { log "shop-registr
 LOAD_CMD=("$BIN/registry-load" --registry "http://127.0.0.1:$PORT/eureka" --pid "$REG_PID" --instances "$N"
   --renew-ms 30000 --real-secs "$REAL_S" --compress 10 --compressed-secs "$COMPRESSED_S" --fetch-secs 5 --short-lease-secs 10)
 log "running ${LOAD_CMD[*]}"
-TABLE=$(timeout $((REAL_S + COMPRESSED_S + 240)) "${LOAD_CMD[@]}")
+TABLE=$(timeout $((REAL_S + COMPRESSED_S + 400)) "${LOAD_CMD[@]}")
 
 cat <<MD
 ## shop-registry (issue 3)

@@ -48,7 +48,7 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     short_lease_secs: u64,
     /// Visibility trials.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 3)]
     trials: usize,
 }
 
@@ -295,11 +295,11 @@ async fn main() -> anyhow::Result<()> {
                 let id = format!("new-{t}");
                 let b = body("probe", &id, 90, 30);
                 let _ = http.post(format!("{reg}/apps/PROBE")).json(&b).send().await;
-                if let Some(d) = wait_view(&d, "PROBE", &id, true, Duration::from_secs(30)).await {
+                if let Some(d) = wait_view(&d, "PROBE", &id, true, Duration::from_secs(20)).await {
                     visible.push(d);
                 }
                 let _ = http.delete(format!("{reg}/apps/PROBE/{id}")).send().await;
-                if let Some(d) = wait_view(&d, "PROBE", &id, false, Duration::from_secs(30)).await {
+                if let Some(d) = wait_view(&d, "PROBE", &id, false, Duration::from_secs(20)).await {
                     gone.push(d);
                 }
             }
