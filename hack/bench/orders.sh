@@ -13,7 +13,8 @@
 #      same host) -> p50/p99/max.
 # Usage: hack/bench/orders.sh   (needs `make up`; builds the release binaries of the three services)
 # Knobs: BENCH_ORDERS_DURATION_S (20), BENCH_ORDERS_CONNECTIONS (32), BENCH_ORDERS_PACED (300),
-#        BENCH_ORDERS_RATE (50), BENCH_SKUS (20), BENCH_PROFILE (release), BENCH_ORDERS_ZIPKIN (0: no span export).
+#        BENCH_ORDERS_RATE (50), BENCH_SKUS (20), BENCH_PROFILE (release), BENCH_ORDERS_ZIPKIN (0: no span export),
+#        BENCH_NO_BUILD (0; 1 uses the binaries already built).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 DURATION=${BENCH_ORDERS_DURATION_S:-20}
@@ -34,7 +35,9 @@ done
 command -v wrk >/dev/null || { echo "wrk is not installed" >&2; exit 1; }
 
 cd "$ROOT"
-if [[ $PROFILE == release ]]; then
+if [[ ${BENCH_NO_BUILD:-0} == 1 ]]; then
+  log "BENCH_NO_BUILD=1: using the binaries already in target/$PROFILE"
+elif [[ $PROFILE == release ]]; then
   cargo build -q --release -p shop-inventory -p shop-order -p shop-notification --bins >&2
 else
   cargo build -q -p shop-inventory -p shop-order -p shop-notification --bins >&2
@@ -65,12 +68,9 @@ env "${common[@]}" SHOP_PORT=$ORD_PORT DATABASE_URL=$MYSQL_BASE/$ORD_DB DATABASE
   SHOP_DNS_PATTERN=http://127.0.0.1:$INV_PORT KAFKA_BOOTSTRAP=$KAFKA ORDER_TOPIC=$TOPIC \
   "$BIN/shop-order" >"$LOGS/order.log" 2>&1 &
 ORD_PID=$!; PIDS+=($ORD_PID)
-env "${common[@]}" SHOP_PORT=$NOT_PORT SHOP_MONGO_URL=$MONGO SHOP_MONGO_DB=bench-notification-$suffix \
-  SHOP_KAFKA_BOOTSTRAP=$KAFKA SHOP_NOTIFICATION_TOPIC=$TOPIC SHOP_NOTIFICATION_GROUP=bench-notification-$suffix \
-  "$BIN/shop-notification" >"$LOGS/notification.log" 2>&1 &
-NOT_PID=$!; PIDS+=($NOT_PID)
 
-for url in $INV $ORD $NOT; do
+
+for url in $INV $ORD; do
   for _ in $(seq 1 120); do curl -fsS -o /dev/null "$url/health/ready" 2>/dev/null && break; sleep 0.5; done
   curl -fsS -o /dev/null "$url/health/ready" || { echo "$url not ready; logs in $LOGS" >&2; exit 1; }
 done
@@ -87,6 +87,13 @@ notified_total() { curl -fsS -o /dev/null -D - "$NOT/api/notifications?size=1" |
 
 log "warm-up"
 wrk -t1 -c4 -d3s -s hack/bench/orders.lua "$ORD" >/dev/null 2>&1
+# shop-notification starts after the warm-up created the topic (it reads from the earliest offset).
+env "${common[@]}" SHOP_PORT=$NOT_PORT SHOP_MONGO_URL=$MONGO SHOP_MONGO_DB=bench-notification-$suffix \
+  SHOP_KAFKA_BOOTSTRAP=$KAFKA SHOP_NOTIFICATION_TOPIC=$TOPIC SHOP_NOTIFICATION_GROUP=bench-notification-$suffix \
+  "$BIN/shop-notification" >"$LOGS/notification.log" 2>&1 &
+NOT_PID=$!; PIDS+=($NOT_PID)
+for _ in $(seq 1 120); do curl -fsS -o /dev/null "$NOT/health/ready" 2>/dev/null && break; sleep 0.5; done
+curl -fsS -o /dev/null "$NOT/health/ready" || { echo "$NOT not ready; logs in $LOGS" >&2; exit 1; }
 sleep 3
 IDLE_INV=$(rss_kb $INV_PID); IDLE_ORD=$(rss_kb $ORD_PID); IDLE_NOT=$(rss_kb $NOT_PID)
 
@@ -113,7 +120,7 @@ ERRS=$(awk '/Socket errors/ {print $0}' <<<"$WRK_OUT"); ERRS=${ERRS:-none}
 
 log "draining: waiting for every placed order to be notified"
 PLACED=$(orders_total)
-deadline=$(( $(date +%s) + 180 ))
+deadline=$(( $(date +%s) + 90 ))
 N=0
 while (( $(date +%s) < deadline )); do
   N=$(notified_total || echo 0); N=${N:-0}
@@ -121,7 +128,7 @@ while (( $(date +%s) < deadline )); do
   sleep 0.2
 done
 drain_s=$(awk -v a="$wrk_end" -v b="$(date +%s%N)" 'BEGIN{printf "%.2f", (b-a)/1e9}')
-(( N >= PLACED )) || drain_s=">180 (only $N of $PLACED)"
+(( N >= PLACED )) || drain_s=">90 (only $N of $PLACED)"
 
 log "paced: $PACED orders at $RATE/s"
 PACED_OUT=$(python3 - "$ORD" "$NOT" "$PACED" "$RATE" "$BENCH_SKUS" <<'PY'
@@ -141,7 +148,7 @@ for i in range(n):
     if wait > 0:
         time.sleep(wait)
 delays = []
-deadline = time.time() + 60
+deadline = time.time() + 30
 pending = list(numbers)
 while pending and time.time() < deadline:
     rest = []
