@@ -236,19 +236,23 @@ pub fn config_data(shop: &ValidatedShop, c: Component) -> BTreeMap<String, Strin
     if c.uses_kafka()
         && let Some(k) = &shop.kafka_bootstrap
     {
-        d.insert("KAFKA_BOOTSTRAP".to_string(), k.clone());
+        d.insert("SHOP_KAFKA_BOOTSTRAP".to_string(), k.clone());
     }
     match c {
         Component::Registry => {
             d.insert(
-                "SHOP_REGISTRY_PEERS_DNS".to_string(),
-                format!("{}.{ns}.svc", peer_service_name(name)),
+                "SHOP_REGISTRY_PEER_DNS".to_string(),
+                format!(
+                    "{}.{ns}.svc:{}",
+                    peer_service_name(name),
+                    Component::Registry.port()
+                ),
             );
         }
         Component::Gateway => {
             if let Some(jwt) = &shop.gateway.jwt {
                 if let Some(u) = &jwt.jwks_url {
-                    d.insert("SHOP_JWT_JWKS_URL".to_string(), u.clone());
+                    d.insert("SHOP_JWKS_URL".to_string(), u.clone());
                 }
                 if let Some(i) = &jwt.issuer {
                     d.insert("SHOP_JWT_ISSUER".to_string(), i.clone());
@@ -259,7 +263,7 @@ pub fn config_data(shop: &ValidatedShop, c: Component) -> BTreeMap<String, Strin
             }
             if let Some(r) = &shop.gateway.rate_limit {
                 d.insert(
-                    "SHOP_RATE_LIMIT_RPS".to_string(),
+                    "SHOP_RATE_LIMIT_PER_SECOND".to_string(),
                     r.requests_per_second.to_string(),
                 );
                 d.insert("SHOP_RATE_LIMIT_BURST".to_string(), r.burst.to_string());
@@ -268,6 +272,14 @@ pub fn config_data(shop: &ValidatedShop, c: Component) -> BTreeMap<String, Strin
         _ => {}
     }
     d
+}
+
+/// The database of a MySQL-backed component on the shared server (the original's names).
+fn mysql_database(c: Component) -> &'static str {
+    match c {
+        Component::Order => "order_service",
+        _ => "inventory_service",
+    }
 }
 
 fn secret_env(name: &str, r: &SecretKeyRef) -> EnvVar {
@@ -311,12 +323,20 @@ fn container_env(shop: &ValidatedShop, rc: &ResolvedComponent) -> Vec<EnvVar> {
     if c.uses_mysql()
         && let Some(r) = &shop.mysql
     {
-        env.push(secret_env("DATABASE_URL", r));
+        // One MariaDB server, one database per service (as in the original): the Secret holds the
+        // server URL and Kubernetes expands `$(VAR)` to build each service's DATABASE_URL. A shared
+        // database would make the two services' sqlx migration histories collide.
+        env.push(secret_env("SHOP_MYSQL_SERVER_URL", r));
+        env.push(EnvVar {
+            name: "DATABASE_URL".to_string(),
+            value: Some(format!("$(SHOP_MYSQL_SERVER_URL)/{}", mysql_database(c))),
+            value_from: None,
+        });
     }
     if c.uses_mongodb()
         && let Some(r) = &shop.mongodb
     {
-        env.push(secret_env("MONGODB_URL", r));
+        env.push(secret_env("SHOP_MONGO_URL", r));
     }
     if c == Component::Gateway
         && let Some(r) = shop

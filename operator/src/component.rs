@@ -66,12 +66,12 @@ impl Component {
         matches!(self, Self::Inventory | Self::Order)
     }
 
-    /// Needs `MONGODB_URL`.
+    /// Needs `SHOP_MONGO_URL` (product stores the catalogue, notification the notifications).
     pub fn uses_mongodb(self) -> bool {
-        matches!(self, Self::Product)
+        matches!(self, Self::Product | Self::Notification)
     }
 
-    /// Needs `KAFKA_BOOTSTRAP`.
+    /// Needs `SHOP_KAFKA_BOOTSTRAP`.
     pub fn uses_kafka(self) -> bool {
         matches!(self, Self::Order | Self::Notification)
     }
@@ -79,12 +79,12 @@ impl Component {
     /// Components allowed to open connections to this one; `None` means "anyone" (the gateway
     /// takes outside traffic). The registry is called by every component (registration, lookups,
     /// peer replication); the gateway proxies to the four services and to the registry dashboard;
-    /// order checks stock with inventory.
+    /// order reserves stock in inventory and product seeds stock into it.
     pub fn callers(self) -> Option<&'static [Component]> {
         match self {
             Self::Gateway => None,
             Self::Registry => Some(&Self::ALL),
-            Self::Inventory => Some(&[Self::Gateway, Self::Order]),
+            Self::Inventory => Some(&[Self::Gateway, Self::Order, Self::Product]),
             Self::Product | Self::Order | Self::Notification => Some(&[Self::Gateway]),
         }
     }

@@ -277,13 +277,14 @@ pub struct SecretKeyRef {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BackingServices {
-    /// MySQL/MariaDB URL for inventory and order (`DATABASE_URL`).
+    /// MySQL/MariaDB server URL without a database (e.g. `mysql://user:pass@host:3306`) for inventory
+    /// and order; each gets its own database (`inventory_service`, `order_service`) in `DATABASE_URL`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mysql: Option<UrlSecret>,
-    /// MongoDB URL for product (`MONGODB_URL`).
+    /// MongoDB URL for product and notification (`SHOP_MONGO_URL`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mongodb: Option<UrlSecret>,
-    /// Kafka for order and notification (`KAFKA_BOOTSTRAP`).
+    /// Kafka for order and notification (`SHOP_KAFKA_BOOTSTRAP`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaSpec>,
     /// Zipkin span endpoint for every component (`SHOP_ZIPKIN_ENDPOINT`).

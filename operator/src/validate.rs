@@ -122,9 +122,9 @@ pub struct ValidatedShop {
     pub disabled: Vec<Component>,
     /// `DATABASE_URL` source.
     pub mysql: Option<SecretKeyRef>,
-    /// `MONGODB_URL` source.
+    /// `SHOP_MONGO_URL` source.
     pub mongodb: Option<SecretKeyRef>,
-    /// `KAFKA_BOOTSTRAP`.
+    /// `SHOP_KAFKA_BOOTSTRAP`.
     pub kafka_bootstrap: Option<String>,
     /// `SHOP_ZIPKIN_ENDPOINT`.
     pub zipkin_endpoint: Option<String>,

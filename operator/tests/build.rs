@@ -209,7 +209,7 @@ fn pods_get_registry_url_dns_pattern_pod_ip_and_secrets() {
     );
     assert_eq!(data["SHOP_PORT"], "8082");
     assert_eq!(data["SHOP_BIND"], "0.0.0.0");
-    assert_eq!(data["KAFKA_BOOTSTRAP"], "kafka-0.kafka:9092");
+    assert_eq!(data["SHOP_KAFKA_BOOTSTRAP"], "kafka-0.kafka:9092");
     assert_eq!(
         data["SHOP_ZIPKIN_ENDPOINT"],
         "http://zipkin.obs.svc:9411/api/v2/spans"
@@ -224,8 +224,23 @@ fn pods_get_registry_url_dns_pattern_pod_ip_and_secrets() {
         .unwrap()
         .containers[0];
     let env = c.env.as_ref().unwrap();
+    let server = env
+        .iter()
+        .find(|e| e.name == "SHOP_MYSQL_SERVER_URL")
+        .unwrap();
     let db = env.iter().find(|e| e.name == "DATABASE_URL").unwrap();
-    let sk = db
+    let server_pos = env.iter().position(|e| e.name == "SHOP_MYSQL_SERVER_URL");
+    let db_pos = env.iter().position(|e| e.name == "DATABASE_URL");
+    assert!(
+        server_pos < db_pos,
+        "$(VAR) expansion needs the server URL defined first"
+    );
+    // Order gets its own database on the shared server.
+    assert_eq!(
+        db.value.as_deref(),
+        Some("$(SHOP_MYSQL_SERVER_URL)/order_service")
+    );
+    let sk = server
         .value_from
         .as_ref()
         .unwrap()
@@ -260,7 +275,7 @@ fn pods_get_registry_url_dns_pattern_pod_ip_and_secrets() {
         .unwrap()
         .containers[0];
     let penv = p.env.as_ref().unwrap();
-    assert!(penv.iter().any(|e| e.name == "MONGODB_URL"));
+    assert!(penv.iter().any(|e| e.name == "SHOP_MONGO_URL"));
     assert!(!penv.iter().any(|e| e.name == "DATABASE_URL"));
     let ip = penv.iter().find(|e| e.name == "POD_IP").unwrap();
     assert_eq!(
@@ -324,7 +339,9 @@ fn network_policies_only_let_the_gateway_take_outside_traffic() {
                     .clone()
                     .unwrap();
                 let expected: Vec<String> = match c {
-                    Component::Inventory => vec!["gateway".into(), "order".into()],
+                    Component::Inventory => {
+                        vec!["gateway".into(), "order".into(), "product".into()]
+                    }
                     Component::Registry => {
                         let mut v: Vec<String> = Component::ALL
                             .iter()
