@@ -117,7 +117,8 @@ async fn renew_phase(
     let mut j: u64 = 0;
     loop {
         let due = start + interval.mul_f64(j as f64 / n as f64);
-        if due >= end {
+        // Bounded in time even when the generator falls behind its schedule.
+        if due >= end || tokio::time::Instant::now() >= end {
             break;
         }
         tokio::time::sleep_until(due).await;
