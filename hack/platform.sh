@@ -18,7 +18,6 @@ common_env=(
   SHOP_REGISTRY_URL=http://127.0.0.1:8761/eureka
   SHOP_ZIPKIN_ENDPOINT=http://127.0.0.1:9411/api/v2/spans
   SHOP_KAFKA_BOOTSTRAP=127.0.0.1:9092
-  KAFKA_BOOTSTRAP=127.0.0.1:9092
   SHOP_MONGO_URL="mongodb://127.0.0.1:27017/?directConnection=true"
   RUST_LOG=${RUST_LOG:-info}
 )

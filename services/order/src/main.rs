@@ -34,7 +34,7 @@ struct Args {
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     database_max_connections: u32,
     /// Kafka bootstrap servers.
-    #[arg(long, env = "KAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    #[arg(long, env = "SHOP_KAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092")]
     kafka_bootstrap: String,
     /// Topic of OrderPlaced events.
     #[arg(long, env = "ORDER_TOPIC", default_value = "notificationTopic")]

@@ -108,7 +108,7 @@ async fn product_with_stock_then_order_then_event_notification_stream_and_one_tr
         "shop-order",
         with(&[
             ("DATABASE_URL", order_db.as_str()),
-            ("KAFKA_BOOTSTRAP", bootstrap.as_str()),
+            ("SHOP_KAFKA_BOOTSTRAP", bootstrap.as_str()),
             ("ORDER_TOPIC", topic.as_str()),
             ("OUTBOX_POLL_MS", "100"),
         ]),

@@ -127,7 +127,7 @@ pub fn start_order(
             "SHOP_DNS_PATTERN".to_owned(),
             format!("http://127.0.0.1:{inventory_port}"),
         ),
-        ("KAFKA_BOOTSTRAP".to_owned(), opts.kafka.clone()),
+        ("SHOP_KAFKA_BOOTSTRAP".to_owned(), opts.kafka.clone()),
         ("ORDER_TOPIC".to_owned(), topic.to_owned()),
         (
             "INVENTORY_TIMEOUT_MS".to_owned(),
