@@ -100,6 +100,9 @@ async fn shutdown_signal(token: CancellationToken) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // A workspace build compiles rustls with both ring (via mongodb) and aws-lc-rs (via reqwest),
+    // and then rustls refuses to pick one: name the process default before any kube client exists.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Crd) => {
