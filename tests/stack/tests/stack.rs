@@ -11,10 +11,12 @@ async fn mariadb_row_roundtrip_with_sqlx() {
     use sqlx::{Connection, Row};
     let url = kit::fresh_mysql_database("stack").await;
     let mut conn = sqlx::MySqlConnection::connect(&url).await.expect("connect");
-    sqlx::query("CREATE TABLE t (id BIGINT PRIMARY KEY, sku VARCHAR(64) NOT NULL, price DECIMAL(12,2))")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    sqlx::query(
+        "CREATE TABLE t (id BIGINT PRIMARY KEY, sku VARCHAR(64) NOT NULL, price DECIMAL(12,2))",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
     sqlx::query("INSERT INTO t VALUES (?, ?, ?)")
         .bind(1_i64)
         .bind("iphone_13")
@@ -39,7 +41,9 @@ fn rust_decimal_from_str(s: &str) -> String {
 #[tokio::test]
 async fn mongodb_document_roundtrip_with_the_mongodb_driver() {
     use mongodb::bson::{Document, doc};
-    let client = mongodb::Client::with_uri_str(kit::mongo_url()).await.expect("client");
+    let client = mongodb::Client::with_uri_str(kit::mongo_url())
+        .await
+        .expect("client");
     let db = client.database(&kit::fresh_name("stack"));
     let coll = db.collection::<Document>("product");
     let id = coll
@@ -75,7 +79,9 @@ async fn kafka_produce_and_consume_in_a_consumer_group_with_rdkafka() {
         .unwrap();
     producer
         .send(
-            FutureRecord::to(&topic).key("order-1").payload(r#"{"orderNumber":"order-1"}"#),
+            FutureRecord::to(&topic)
+                .key("order-1")
+                .payload(r#"{"orderNumber":"order-1"}"#),
             Duration::from_secs(20),
         )
         .await
@@ -95,11 +101,18 @@ async fn kafka_produce_and_consume_in_a_consumer_group_with_rdkafka() {
         .expect("a record within 30 s")
         .expect("no consumer error");
     assert_eq!(msg.key(), Some(&b"order-1"[..]));
-    assert_eq!(msg.payload_view::<str>().unwrap().unwrap(), r#"{"orderNumber":"order-1"}"#);
+    assert_eq!(
+        msg.payload_view::<str>().unwrap().unwrap(),
+        r#"{"orderNumber":"order-1"}"#
+    );
     consumer.commit_message(&msg, CommitMode::Sync).unwrap();
     let committed = consumer.committed(Duration::from_secs(10)).unwrap();
     let offset = committed.elements_for_topic(&topic)[0].offset();
-    assert_eq!(offset, rdkafka::Offset::Offset(1), "the group's committed offset moved past the record");
+    assert_eq!(
+        offset,
+        rdkafka::Offset::Offset(1),
+        "the group's committed offset moved past the record"
+    );
 }
 
 #[tokio::test]
@@ -117,7 +130,11 @@ async fn zipkin_receives_a_span_from_opentelemetry_zipkin() {
             .unwrap();
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
             .with_simple_exporter(exporter)
-            .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(svc).build())
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name(svc)
+                    .build(),
+            )
             .build();
         let tracer = provider.tracer("stack-test");
         let mut span = tracer.start("place-order");
@@ -137,16 +154,19 @@ async fn zipkin_receives_a_span_from_opentelemetry_zipkin() {
             match http.get(&url).send().await {
                 Ok(r) if r.status().is_success() => {
                     let spans: serde_json::Value = r.json().await.unwrap_or_default();
-                    spans.as_array().is_some_and(|a| {
-                        a.iter().any(|s| s["name"] == "place-order")
-                    })
+                    spans
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|s| s["name"] == "place-order"))
                 }
                 _ => false,
             }
         }
     })
     .await;
-    assert!(found, "span of trace {trace_id} (service {service}) not found in Zipkin");
+    assert!(
+        found,
+        "span of trace {trace_id} (service {service}) not found in Zipkin"
+    );
 }
 
 async fn kube_client() -> kube::Client {
@@ -216,9 +236,10 @@ async fn kubernetes_deployment_pod_becomes_ready_through_kwok() {
                 .items
                 .iter()
                 .filter(|p| {
-                    p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
-                        c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                    })
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
                 })
                 .count();
             let available = deployments
@@ -233,7 +254,10 @@ async fn kubernetes_deployment_pod_becomes_ready_through_kwok() {
     })
     .await;
     delete_namespace(&client, &ns).await;
-    assert!(ready, "the Deployment's 2 pods did not become Ready (scheduler + kwok) within 60 s");
+    assert!(
+        ready,
+        "the Deployment's 2 pods did not become Ready (scheduler + kwok) within 60 s"
+    );
 }
 
 #[tokio::test]
@@ -272,10 +296,21 @@ async fn helm_installs_a_chart_into_the_control_plane() {
         );
     };
     helm_run(&[
-        "install", "r1", chart.path().to_str().unwrap(), "--namespace", &ns, "--create-namespace",
-        "--set", "greeting=bonjour", "--wait", "--timeout", "60s",
+        "install",
+        "r1",
+        chart.path().to_str().unwrap(),
+        "--namespace",
+        &ns,
+        "--create-namespace",
+        "--set",
+        "greeting=bonjour",
+        "--wait",
+        "--timeout",
+        "60s",
     ]);
-    let cm = kube::Api::<ConfigMap>::namespaced(client.clone(), &ns).get("r1-cm").await;
+    let cm = kube::Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .get("r1-cm")
+        .await;
     helm_run(&["uninstall", "r1", "--namespace", &ns]);
     delete_namespace(&client, &ns).await;
     let cm = cm.expect("the chart's ConfigMap exists after helm install");

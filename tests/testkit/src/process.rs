@@ -25,7 +25,11 @@ pub fn binary_path(name: &str) -> PathBuf {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| crate::stack::repo_root().join("target"));
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     let path = target.join(profile).join(name);
     assert!(
         path.exists(),
@@ -61,7 +65,9 @@ impl Service {
         .await;
         if !ready {
             let status = svc.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            panic!("{bin} on port {port} did not become ready within 30 s (exit status: {status:?})");
+            panic!(
+                "{bin} on port {port} did not become ready within 30 s (exit status: {status:?})"
+            );
         }
         svc
     }
@@ -81,7 +87,11 @@ impl Service {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
-        Service { name: bin.to_string(), port, child: Some(child) }
+        Service {
+            name: bin.to_string(),
+            port,
+            child: Some(child),
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -98,7 +108,9 @@ impl Service {
 
     /// Sends SIGTERM and waits up to `grace` for exit; returns whether it exited by itself.
     pub fn terminate_within(&mut self, grace: Duration) -> bool {
-        let Some(mut child) = self.child.take() else { return true };
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
         let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
         let deadline = std::time::Instant::now() + grace;
         while std::time::Instant::now() < deadline {
@@ -109,7 +121,10 @@ impl Service {
         }
         let _ = child.kill();
         let _ = child.wait();
-        eprintln!("{} did not exit within {grace:?} of SIGTERM; killed", self.name);
+        eprintln!(
+            "{} did not exit within {grace:?} of SIGTERM; killed",
+            self.name
+        );
         false
     }
 

@@ -70,7 +70,11 @@ pub async fn instance_ids(eureka: &str, app: &str) -> Vec<String> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|a| a["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(app)))
+        .filter(|a| {
+            a["name"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(app))
+        })
         .flat_map(|a| a["instance"].as_array().cloned().unwrap_or_default())
         .filter_map(|i| i["instanceId"].as_str().map(str::to_owned))
         .collect();
