@@ -52,7 +52,10 @@ cmd_up() {
   wait_for operator 60 curl -sf http://127.0.0.1:9090/healthz
   kubectl --kubeconfig "$KUBECONFIG_PATH" create namespace shop --dry-run=client -o yaml \
     | kubectl --kubeconfig "$KUBECONFIG_PATH" apply -f - >/dev/null
-  kubectl --kubeconfig "$KUBECONFIG_PATH" apply -n shop -f examples/shop.yaml >/dev/null
+  kubectl --kubeconfig "$KUBECONFIG_PATH" apply -n shop -f examples/backing-secret.yaml -f examples/shop.yaml >/dev/null
+  wait_for operator 120 kubectl --kubeconfig "$KUBECONFIG_PATH" wait -n shop shop/demo \
+    --for=condition=Available --timeout=5s
+  kubectl --kubeconfig "$KUBECONFIG_PATH" get shops -n shop
   urls
 }
 
