@@ -14,10 +14,9 @@ use serde_json::json;
 use sqlx::MySqlPool;
 use tracing::Instrument;
 
-use crate::{
-    problem::{ApiJson, Problem, json_response},
-    store::{self, Line, ReserveOutcome, StoreError},
-};
+use shop_runtime::problem::{ApiJson, Problem, json_response};
+
+use crate::store::{self, Line, ReserveOutcome, StoreError};
 
 /// Longest SKU code accepted (the column width).
 pub const MAX_SKU_LEN: usize = 128;
@@ -63,14 +62,14 @@ where
         Ok(r) => r.map_err(store_problem),
         Err(e) => {
             tracing::error!(error = %e, "store task failed");
-            Err(Problem::internal())
+            Err(Problem::opaque_internal())
         }
     }
 }
 
 fn store_problem(e: StoreError) -> Problem {
     match e {
-        StoreError::Insufficient(short) => Problem::new(
+        StoreError::Insufficient(short) => Problem::typed(
             StatusCode::CONFLICT,
             "insufficient-stock",
             "Insufficient stock",
@@ -84,14 +83,14 @@ fn store_problem(e: StoreError) -> Problem {
             ),
         )
         .with("unavailable", json!(short)),
-        StoreError::ConflictingReplay(n) => Problem::new(
+        StoreError::ConflictingReplay(n) => Problem::typed(
             StatusCode::CONFLICT,
             "reservation-conflict",
             "Reservation conflict",
             format!("order number {n} was already reserved with different lines"),
         )
         .with("field", json!("orderNumber")),
-        StoreError::Released(n) => Problem::new(
+        StoreError::Released(n) => Problem::typed(
             StatusCode::CONFLICT,
             "reservation-released",
             "Reservation released",
@@ -102,7 +101,7 @@ fn store_problem(e: StoreError) -> Problem {
             sku_code,
             available,
             delta,
-        } => Problem::new(
+        } => Problem::typed(
             StatusCode::CONFLICT,
             "insufficient-stock",
             "Insufficient stock",
@@ -113,14 +112,17 @@ fn store_problem(e: StoreError) -> Problem {
             "unavailable",
             json!([{"skuCode": sku_code, "requested": -delta, "available": available}]),
         ),
-        StoreError::UnknownSku(s) => Problem::not_found("SKU", &s),
+        StoreError::UnknownSku(s) => Problem::missing("SKU", &s),
         StoreError::Db(e) => {
             tracing::error!(error = %e, "database failure");
             match e {
                 sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                    Problem::unavailable("the inventory database is unavailable", 1)
+                    Problem::unavailable(
+                        "the inventory database is unavailable",
+                        std::time::Duration::from_secs(1),
+                    )
                 }
-                _ => Problem::internal(),
+                _ => Problem::opaque_internal(),
             }
         }
     }
@@ -188,7 +190,7 @@ pub fn parse_stock_query(raw: Option<&str>) -> Result<StockQuery, Problem> {
             "quantity" => {
                 quantity = v
                     .parse::<i64>()
-                    .map_err(|_| Problem::bad_request("quantity", "quantity must be an integer"))?;
+                    .map_err(|_| Problem::malformed("quantity", "quantity must be an integer"))?;
                 if !(1..=MAX_QUANTITY).contains(&quantity) {
                     return Err(Problem::invalid(
                         "quantity",
@@ -200,7 +202,7 @@ pub fn parse_stock_query(raw: Option<&str>) -> Result<StockQuery, Problem> {
         }
     }
     if skus.is_empty() {
-        return Err(Problem::bad_request(
+        return Err(Problem::malformed(
             "skuCode",
             "at least one skuCode query parameter is required",
         ));
@@ -258,7 +260,7 @@ async fn get_stock(
             StatusCode::OK,
             &json!({"skuCode": sku, "quantity": q}),
         )),
-        None => Err(Problem::not_found("SKU", &sku)),
+        None => Err(Problem::missing("SKU", &sku)),
     }
 }
 
@@ -344,7 +346,7 @@ fn validate_reservation(body: ReservationBody) -> Result<(String, Vec<Line>), Pr
         validate_sku(&format!("lines[{i}].skuCode"), &l.sku_code)?;
         if !(1..=MAX_QUANTITY).contains(&l.quantity) {
             return Err(Problem::invalid(
-                &format!("lines[{i}].quantity"),
+                format!("lines[{i}].quantity"),
                 format!("lines[{i}].quantity must be between 1 and {MAX_QUANTITY}"),
             ));
         }
@@ -390,7 +392,7 @@ async fn get_reservation(
         .map_err(store_problem)?
     {
         Some(r) => Ok(json_response(StatusCode::OK, &r)),
-        None => Err(Problem::not_found("reservation", &order_number)),
+        None => Err(Problem::missing("reservation", &order_number)),
     }
 }
 
@@ -422,13 +424,13 @@ mod tests {
     #[test]
     fn stock_query_rejects_missing_sku_and_bad_quantity() {
         assert_eq!(
-            parse_stock_query(None).unwrap_err().status,
+            parse_stock_query(None).unwrap_err().status(),
             StatusCode::BAD_REQUEST
         );
         let p = parse_stock_query(Some("skuCode=a&quantity=x")).unwrap_err();
         assert_eq!(p.body()["field"], "quantity");
         let p = parse_stock_query(Some("skuCode=a&quantity=0")).unwrap_err();
-        assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(p.status(), StatusCode::UNPROCESSABLE_ENTITY);
         let p = parse_stock_query(Some("skuCode=")).unwrap_err();
         assert_eq!(p.body()["field"], "skuCode");
     }

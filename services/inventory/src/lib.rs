@@ -1,6 +1,5 @@
 //! shop-inventory: stock on MySQL with atomic, idempotent reservations. The library holds the
-//! domain (store), the HTTP API and its error type so the binary is only wiring.
+//! domain (store) and the HTTP API (errors are `shop_runtime::Problem`s) so the binary is only wiring.
 
 pub mod api;
-pub mod problem;
 pub mod store;

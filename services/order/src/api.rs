@@ -15,6 +15,7 @@ use axum::{
 use chrono::{SubsecRound, Utc};
 use serde::Deserialize;
 use serde_json::json;
+use shop_runtime::problem::{Problem, json_response, parse_api_json, require_api_json};
 use sqlx::MySqlPool;
 use tokio::sync::Notify;
 use tracing::Instrument;
@@ -22,7 +23,6 @@ use tracing::Instrument;
 use crate::{
     inventory::{InventoryClient, ReserveError},
     model::{self, Order, OrderPlacedEvent, OrderRequest},
-    problem::{Problem, json_response, parse_json},
     store::{self, KeyClaim, OutboxRow},
 };
 
@@ -62,20 +62,9 @@ fn db_problem(e: &store::StoreError) -> Problem {
     match e {
         store::StoreError::Db(
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
-        ) => Problem::unavailable("the order database is unavailable", 1),
-        _ => Problem::internal(),
+        ) => Problem::unavailable("the order database is unavailable", Duration::from_secs(1)),
+        _ => Problem::opaque_internal(),
     }
-}
-
-fn json_content_type(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            let ct = ct.to_ascii_lowercase();
-            ct.starts_with("application/json")
-                || (ct.starts_with("application/") && ct.contains("+json"))
-        })
 }
 
 /// Frees the Idempotency-Key of a failed attempt so the client may retry it.
@@ -91,7 +80,7 @@ async fn place_order(State(st): State<AppState>, headers: HeaderMap, body: Body)
     let body: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(_) => {
-            return Problem::new(
+            return Problem::typed(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body-too-large",
                 "Body too large",
@@ -113,7 +102,7 @@ async fn place_order(State(st): State<AppState>, headers: HeaderMap, body: Body)
         Ok(Err(p)) => p.into_response(),
         Err(e) => {
             tracing::error!(error = %e, "order task failed");
-            Problem::internal().into_response()
+            Problem::opaque_internal().into_response()
         }
     }
 }
@@ -124,20 +113,12 @@ async fn place_order_inner(
     body: &[u8],
 ) -> Result<Response, Problem> {
     // 1. Everything about the request is checked before anything is written.
-    if !json_content_type(headers) {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Unsupported media type",
-            "the body must be JSON (Content-Type: application/json)",
-        )
-        .with("field", json!("Content-Type")));
-    }
+    require_api_json(headers)?;
     let key = match headers.get("idempotency-key") {
         Some(v) => Some(model::validate_idempotency_key(v.as_bytes())?),
         None => None,
     };
-    let lines = model::validate(parse_json::<OrderRequest>(body)?)?;
+    let lines = model::validate(parse_api_json::<OrderRequest>(body)?)?;
     let fingerprint = model::fingerprint(&lines);
 
     // 2. Idempotency-Key: replay, refuse, or claim.
@@ -159,7 +140,7 @@ async fn place_order_inner(
                 order_number = previous;
             }
             KeyClaim::Mismatch => {
-                return Err(Problem::new(
+                return Err(Problem::typed(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "idempotency-key-reused",
                     "Idempotency-Key reused with a different body",
@@ -168,15 +149,14 @@ async fn place_order_inner(
                 .with("field", json!("Idempotency-Key")));
             }
             KeyClaim::InFlight => {
-                let mut p = Problem::new(
+                return Err(Problem::typed(
                     StatusCode::CONFLICT,
                     "idempotency-key-in-flight",
                     "Request with this Idempotency-Key is in progress",
                     "a request with this Idempotency-Key is still being processed; retry shortly",
                 )
-                .with("field", json!("Idempotency-Key"));
-                p.retry_after = Some(1);
-                return Err(p);
+                .with("field", json!("Idempotency-Key"))
+                .retry_after(Duration::from_secs(1)));
             }
             KeyClaim::Done { status, body } => {
                 tracing::info!(idempotency_key = k, "idempotent replay");
@@ -206,7 +186,7 @@ async fn place_order_inner(
                     .filter_map(|u| u.get("skuCode").and_then(|s| s.as_str()).map(str::to_owned))
                     .collect();
                 tracing::info!(%order_number, skus = ?skus, "order refused: out of stock");
-                Problem::new(
+                Problem::typed(
                     StatusCode::CONFLICT,
                     "out-of-stock",
                     "Out of stock",
@@ -216,7 +196,7 @@ async fn place_order_inner(
                 .with("skuCodes", json!(skus))
                 .with("unavailable", json!(unavailable))
             }
-            ReserveError::Conflict(detail) => Problem::new(
+            ReserveError::Conflict(detail) => Problem::typed(
                 StatusCode::CONFLICT,
                 "reservation-conflict",
                 "Reservation conflict",
@@ -235,12 +215,12 @@ async fn place_order_inner(
                     format!(
                         "inventory is unavailable ({reason}); nothing was ordered, retry later"
                     ),
-                    retry_after.as_secs().max(1),
+                    Duration::from_secs(retry_after.as_secs().max(1)),
                 )
             }
             ReserveError::Protocol(detail) => {
                 tracing::error!(%order_number, %detail, "unexpected inventory answer");
-                Problem::internal()
+                Problem::opaque_internal()
             }
         });
     }
@@ -269,7 +249,7 @@ async fn place_order_inner(
     kafka_headers.insert("eventType".into(), "OrderPlaced".into());
     let body = serde_json::to_string(&order).map_err(|e| {
         tracing::error!(error = %e, "order serialisation failed");
-        Problem::internal()
+        Problem::opaque_internal()
     })?;
     let written = store::insert_order(
         &st.pool,
@@ -309,14 +289,14 @@ async fn get_order(
     Path(order_number): Path<String>,
 ) -> Result<Response, Problem> {
     if order_number.len() > 64 {
-        return Err(Problem::not_found("order", &order_number));
+        return Err(Problem::missing("order", &order_number));
     }
     match store::get_order(&st.pool, &order_number)
         .await
         .map_err(|e| db_problem(&e))?
     {
         Some(o) => Ok(json_response(StatusCode::OK, &o)),
-        None => Err(Problem::not_found("order", &order_number)),
+        None => Err(Problem::missing("order", &order_number)),
     }
 }
 
@@ -334,7 +314,7 @@ async fn list_orders(
         None => 0,
         Some(p) => p
             .parse::<u32>()
-            .map_err(|_| Problem::bad_request("page", "page must be a non-negative integer"))?,
+            .map_err(|_| Problem::malformed("page", "page must be a non-negative integer"))?,
     };
     let size = match q.size.as_deref() {
         None => 20,
@@ -343,7 +323,7 @@ async fn list_orders(
             .ok()
             .filter(|s| (1..=MAX_PAGE_SIZE).contains(s))
             .ok_or_else(|| {
-                Problem::bad_request(
+                Problem::malformed(
                     "size",
                     format!("size must be between 1 and {MAX_PAGE_SIZE}"),
                 )

@@ -5,6 +5,5 @@
 pub mod api;
 pub mod inventory;
 pub mod model;
-pub mod problem;
 pub mod relay;
 pub mod store;

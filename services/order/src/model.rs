@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 use serde_json::Value;
 
-use crate::problem::Problem;
+use shop_runtime::Problem;
 
 /// Most lines in one order.
 pub const MAX_LINES: usize = 100;
@@ -123,7 +123,7 @@ pub fn validate(req: OrderRequest) -> Result<Vec<OrderLine>, Problem> {
             || sku.chars().any(|c| c.is_control() || c == ',')
         {
             return Err(Problem::invalid(
-                &f("skuCode"),
+                f("skuCode"),
                 format!(
                     "{} must be 1..={MAX_SKU_LEN} bytes, without commas, control characters or surrounding spaces",
                     f("skuCode")
@@ -133,25 +133,25 @@ pub fn validate(req: OrderRequest) -> Result<Vec<OrderLine>, Problem> {
         let price = l.price.0;
         if price.is_sign_negative() && !price.is_zero() {
             return Err(Problem::invalid(
-                &f("price"),
+                f("price"),
                 format!("{} must not be negative", f("price")),
             ));
         }
         if price.normalize().scale() > 2 {
             return Err(Problem::invalid(
-                &f("price"),
+                f("price"),
                 format!("{} must have at most two decimal places", f("price")),
             ));
         }
         if price > max_price() {
             return Err(Problem::invalid(
-                &f("price"),
+                f("price"),
                 format!("{} must be at most {}", f("price"), max_price()),
             ));
         }
         if !(1..=MAX_LINE_QUANTITY).contains(&l.quantity) {
             return Err(Problem::invalid(
-                &f("quantity"),
+                f("quantity"),
                 format!(
                     "{} must be between 1 and {MAX_LINE_QUANTITY}",
                     f("quantity")
@@ -239,7 +239,7 @@ pub fn validate_idempotency_key(raw: &[u8]) -> Result<String, Problem> {
         && raw.len() <= MAX_IDEMPOTENCY_KEY_LEN
         && raw.iter().all(|b| (0x21..=0x7e).contains(b));
     if !ok {
-        return Err(Problem::bad_request(
+        return Err(Problem::malformed(
             "Idempotency-Key",
             format!(
                 "Idempotency-Key must be 1..={MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
@@ -257,7 +257,7 @@ pub fn validate_idempotency_key(raw: &[u8]) -> Result<String, Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::problem::parse_json;
+    use shop_runtime::problem::parse_api_json as parse_json;
 
     fn parse(body: &str) -> Result<Vec<OrderLine>, Problem> {
         validate(parse_json::<OrderRequest>(body.as_bytes())?)
@@ -308,7 +308,7 @@ mod tests {
         ];
         for (body, field) in cases {
             let p = parse(body).unwrap_err();
-            assert_eq!(p.status.as_u16(), 422, "{body}");
+            assert_eq!(p.status().as_u16(), 422, "{body}");
             assert_eq!(p.body()["field"], field, "{body}");
         }
     }

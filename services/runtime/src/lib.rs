@@ -21,7 +21,7 @@ pub use config::{CommonArgs, LogFormat};
 pub use discovery::{Discovery, DiscoveryConfig, DiscoveryError, Picked};
 pub use health::Readiness;
 pub use metrics::Metrics;
-pub use problem::{Json, Problem};
+pub use problem::{ApiJson, Json, Problem};
 pub use server::REQUEST_ID;
 
 use discovery::Registrar;

@@ -1,15 +1,27 @@
 //! RFC 9457 `application/problem+json` error bodies, so every service reports errors the same way and names
 //! the offending field; plus a JSON extractor whose rejections are such problems.
+//!
+//! Two vocabularies share the one [`Problem`] type:
+//!
+//! * the plain one ([`Problem::bad_request`], [`Json`], [`parse_json`], ...): `type` is `about:blank` and every
+//!   unusable body is a 400;
+//! * the typed one ([`Problem::typed`], [`Problem::invalid`], [`ApiJson`], [`parse_api_json`], ...) used by
+//!   order and inventory: `type` is `urn:shopkeeper:problem:<kind>`, `detail` is always present, a body of the
+//!   wrong shape is a 422 (a syntax error or trailing data is a 400), and an unreadable or oversized body a 413.
 
 use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use std::time::Duration;
 
 /// Media type of a problem document.
 pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Prefix of the `type` URI of typed problems ([`Problem::typed`]); the problem kind follows it.
+pub const PROBLEM_TYPE_PREFIX: &str = "urn:shopkeeper:problem:";
 
 /// An RFC 9457 problem document. Build it with [`Problem::new`] or the helpers and return it from a handler.
 #[derive(Debug, Clone)]
@@ -124,6 +136,85 @@ impl Problem {
     }
 }
 
+/// The typed vocabulary: `type` is [`PROBLEM_TYPE_PREFIX`] plus a short, stable kind, and `detail` is always set.
+impl Problem {
+    /// A typed problem: `type` is `urn:shopkeeper:problem:<kind>`.
+    pub fn typed(
+        status: StatusCode,
+        kind: &str,
+        title: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self::new(status, title)
+            .kind(format!("{PROBLEM_TYPE_PREFIX}{kind}"))
+            .detail(detail)
+    }
+
+    /// 400 `malformed-request`: the body or a parameter is not well-formed, naming the field.
+    pub fn malformed(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::typed(
+            StatusCode::BAD_REQUEST,
+            "malformed-request",
+            "Malformed request",
+            detail,
+        )
+        .field(field)
+    }
+
+    /// 422 `validation-failed`: well-formed but semantically invalid input, naming the field.
+    pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::typed(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation-failed",
+            "Validation failed",
+            detail,
+        )
+        .field(field)
+    }
+
+    /// 404 `not-found` for a named resource: "`<what>` '`<id>`' does not exist".
+    pub fn missing(what: &str, id: &str) -> Self {
+        Self::typed(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not found",
+            format!("{what} '{id}' does not exist"),
+        )
+    }
+
+    /// 500 `internal` with a fixed detail that leaks nothing (log the cause yourself).
+    pub fn opaque_internal() -> Self {
+        Self::typed(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "the request could not be completed; see the service log",
+        )
+    }
+
+    /// 503 `dependency-unavailable` with `Retry-After`.
+    pub fn unavailable(detail: impl Into<String>, retry_after: Duration) -> Self {
+        Self::typed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "dependency-unavailable",
+            "Service temporarily unavailable",
+            detail,
+        )
+        .retry_after(retry_after)
+    }
+
+    /// 415 `unsupported-media-type` naming the `Content-Type` header.
+    pub fn not_json() -> Self {
+        Self::typed(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "the body must be JSON (Content-Type: application/json)",
+        )
+        .field("Content-Type")
+    }
+}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}", self.status.as_u16(), self.title)?;
@@ -224,6 +315,112 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
     }
 }
 
+/// Checks the request declares a JSON body (`application/json` or `application/*+json`), else the typed 415.
+pub fn require_api_json(headers: &HeaderMap) -> Result<(), Problem> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let ct = ct.to_ascii_lowercase();
+            ct.starts_with("application/json")
+                || (ct.starts_with("application/") && ct.contains("+json"))
+        });
+    if json {
+        Ok(())
+    } else {
+        Err(Problem::not_json())
+    }
+}
+
+/// Parses a whole JSON body into `T` in the typed vocabulary: a syntax error or trailing data is a 400
+/// `malformed-request` on `body`, a value of the wrong shape a 422 `validation-failed` naming its JSON path.
+pub fn parse_api_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(v) => match de.end() {
+            Ok(()) => Ok(v),
+            Err(e) => Err(Problem::malformed("body", format!("malformed JSON: {e}"))),
+        },
+        Err(err) => {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            let mut field = if path == "." || path == "?" || path.is_empty() {
+                String::new()
+            } else {
+                path
+            };
+            // serde reports a missing member against its parent; name the member itself.
+            if let Some(name) = missing_field(&inner.to_string()) {
+                if !field.is_empty() {
+                    field.push('.');
+                }
+                field.push_str(&name);
+            }
+            if field.is_empty() {
+                field = "body".to_owned();
+            }
+            use serde_json::error::Category;
+            match inner.classify() {
+                Category::Data => {
+                    let detail = format!("{field}: {inner}");
+                    Err(Problem::invalid(field, detail))
+                }
+                // A syntax error is about the document, not one member.
+                Category::Syntax | Category::Eof | Category::Io => Err(Problem::malformed(
+                    "body",
+                    format!("malformed JSON: {inner}"),
+                )),
+            }
+        }
+    }
+}
+
+/// JSON body extractor in the typed vocabulary: 415 without a JSON content type, 413 for a body that cannot
+/// be read (too large), then [`parse_api_json`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        require_api_json(req.headers())?;
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                Problem::typed(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body-unreadable",
+                    "Body could not be read",
+                    e.body_text(),
+                )
+            })?;
+        parse_api_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Serialises `value` as an `application/json` response with `status` (a typed 500 if it cannot be).
+pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => {
+            let mut resp = (status, body).into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "response serialisation failed");
+            Problem::opaque_internal().into_response()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,5 +455,79 @@ mod tests {
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
         assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct ApiLine {
+        #[serde(rename = "skuCode")]
+        sku_code: String,
+        quantity: i64,
+    }
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct ApiBody {
+        lines: Vec<ApiLine>,
+    }
+
+    #[test]
+    fn api_json_wrong_type_names_the_nested_field_with_422() {
+        let p = parse_api_json::<ApiBody>(br#"{"lines":[{"skuCode":"a","quantity":"x"}]}"#)
+            .unwrap_err();
+        assert_eq!(p.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(p.body()["field"], "lines[0].quantity");
+        assert_eq!(p.body()["type"], "urn:shopkeeper:problem:validation-failed");
+    }
+
+    #[test]
+    fn api_json_missing_field_is_422_and_syntax_error_is_400() {
+        let p = parse_api_json::<ApiBody>(br#"{"lines":[{"quantity":1}]}"#).unwrap_err();
+        assert_eq!(p.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(p.body()["field"], "lines[0].skuCode");
+        let p = parse_api_json::<ApiBody>(br#"{}"#).unwrap_err();
+        assert_eq!(p.body()["field"], "lines");
+        let p = parse_api_json::<ApiBody>(br#"{"lines":[{"#).unwrap_err();
+        assert_eq!(p.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(p.body()["field"], "body");
+        let p = parse_api_json::<ApiBody>(br#"{"lines":[]} trailing"#).unwrap_err();
+        assert_eq!(p.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(p.body()["type"], "urn:shopkeeper:problem:malformed-request");
+    }
+
+    #[test]
+    fn typed_problem_has_rfc9457_members_and_retry_after() {
+        let p = Problem::unavailable("inventory down", Duration::from_secs(5));
+        let b = p.body();
+        assert_eq!(b["status"], 503);
+        assert_eq!(b["type"], "urn:shopkeeper:problem:dependency-unavailable");
+        assert_eq!(b["title"], "Service temporarily unavailable");
+        assert_eq!(b["detail"], "inventory down");
+        let r = p.into_response();
+        assert_eq!(r.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "5");
+    }
+
+    #[test]
+    fn api_json_content_type_check() {
+        let mut h = HeaderMap::new();
+        assert_eq!(
+            require_api_json(&h).unwrap_err().body()["field"],
+            "Content-Type"
+        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert_eq!(
+            require_api_json(&h).unwrap_err().status(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        assert!(require_api_json(&h).is_ok());
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/merge-patch+json"),
+        );
+        assert!(require_api_json(&h).is_ok());
     }
 }
