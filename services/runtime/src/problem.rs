@@ -30,7 +30,9 @@ pub struct Problem {
     title: String,
     detail: Option<String>,
     kind: Option<String>,
-    extensions: Map<String, Value>,
+    /// Boxed: with serde_json's `preserve_order` (enabled elsewhere in the workspace) the map is
+    /// large, and `Result<T, Problem>` is returned on every request path.
+    extensions: Box<Map<String, Value>>,
     retry_after: Option<Duration>,
 }
 
@@ -42,7 +44,7 @@ impl Problem {
             title: title.into(),
             detail: None,
             kind: None,
-            extensions: Map::new(),
+            extensions: Box::default(),
             retry_after: None,
         }
     }
@@ -93,7 +95,7 @@ impl Problem {
         if let Some(d) = &self.detail {
             body.insert("detail".into(), Value::String(d.clone()));
         }
-        for (k, v) in &self.extensions {
+        for (k, v) in self.extensions.iter() {
             body.insert(k.clone(), v.clone());
         }
         Value::Object(body)

@@ -115,6 +115,9 @@ async fn kafka_produce_and_consume_in_a_consumer_group_with_rdkafka() {
     );
 }
 
+// opentelemetry-zipkin is deprecated upstream in favour of OTLP, but it is the exporter this
+// project's stack prescribes (Zipkin's OTLP ingest is not in the exec jar we run).
+#[allow(deprecated)]
 #[tokio::test]
 async fn zipkin_receives_a_span_from_opentelemetry_zipkin() {
     use opentelemetry::trace::{Span, Tracer, TracerProvider};
