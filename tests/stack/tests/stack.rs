@@ -118,26 +118,23 @@ async fn kafka_produce_and_consume_in_a_consumer_group_with_rdkafka() {
 // opentelemetry-zipkin is deprecated upstream in favour of OTLP, but it is the exporter this
 // project's stack prescribes (Zipkin's OTLP ingest is not in the exec jar we run).
 #[allow(deprecated)]
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zipkin_receives_a_span_from_opentelemetry_zipkin() {
     use opentelemetry::trace::{Span, Tracer, TracerProvider};
     let base = kit::zipkin_url();
     let service = kit::fresh_name("stack-test-");
     let endpoint = format!("{base}/api/v2/spans");
     let svc = service.clone();
-    // The exporter's blocking HTTP client runs on a plain thread, outside the async runtime.
-    let trace_id = std::thread::spawn(move || {
-        let exporter = opentelemetry_zipkin_blocking::ZipkinExporter::builder()
+    // The simple processor exports synchronously when the span ends, so the spans are made on a
+    // blocking thread of the runtime, whose workers drive the exporter's async HTTP client.
+    let trace_id = tokio::task::spawn_blocking(move || {
+        let exporter = opentelemetry_zipkin::ZipkinExporter::builder()
             .with_collector_endpoint(endpoint)
             .build()
             .unwrap();
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
             .with_simple_exporter(exporter)
-            .with_resource(
-                opentelemetry_sdk::Resource::builder()
-                    .with_service_name(svc)
-                    .build(),
-            )
+            .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(svc).build())
             .build();
         let tracer = provider.tracer("stack-test");
         let mut span = tracer.start("place-order");
@@ -146,7 +143,7 @@ async fn zipkin_receives_a_span_from_opentelemetry_zipkin() {
         provider.shutdown().unwrap();
         id
     })
-    .join()
+    .await
     .unwrap();
 
     let http = reqwest::Client::new();
