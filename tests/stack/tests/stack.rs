@@ -134,7 +134,11 @@ async fn zipkin_receives_a_span_from_opentelemetry_zipkin() {
             .unwrap();
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
             .with_simple_exporter(exporter)
-            .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(svc).build())
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name(svc)
+                    .build(),
+            )
             .build();
         let tracer = provider.tracer("stack-test");
         let mut span = tracer.start("place-order");
