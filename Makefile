@@ -40,8 +40,8 @@ build: ## build every binary (debug)
 bench: ## run the benchmarks against real processes; writes docs/benchmarks.md
 	@hack/bench.sh
 
-crds: ## regenerate crds/ from the operator's code
-	$(CARGO) run -q -p shop-operator --bin crdgen > crds/shop.yaml
+crds: ## regenerate crds/shop.yaml and the chart's copy from the operator's code
+	SHOP_UPDATE_CRDS=1 $(CARGO) test -q -p shop-operator --test crd
 
 tools: ## build/install every stack tool into the cache (no servers started)
 	@hack/tools.sh all
