@@ -12,7 +12,7 @@
 #     the scheduled send time, no coordinated omission; wrk2 is not available) for direct, nginx, gateway;
 #     the "added" latency is proxy minus direct.
 #  3. RSS after the load: shop-gateway VmRSS/VmHWM; nginx proxy master + workers VmRSS.
-# Everything listens on 127.0.0.1 ephemeral ports; every load run is bounded in time.
+# Everything listens on free random 127.0.0.1 ports; every load run is bounded in time.
 # Usage: hack/bench/gateway.sh   (BENCH_GATEWAY_SECS=10 by default)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -43,14 +43,25 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+# A loopback TCP port nobody listens on: random in 20000-60000, the first one a connection to is refused
+# (bounded tries); ports given as arguments (the ones already picked for this run) are skipped.
+free_port() {
+  local p used
+  for _ in $(seq 1 200); do
+    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40001 ))
+    for used in "$@"; do [[ $p == "$used" ]] && continue 2; done
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+  done
+  echo "no free loopback port found in 20000-60000" >&2
+  return 1
+}
 wait_http() { # url
   local i
   for i in $(seq 1 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
   echo "$1 did not come up" >&2; return 1
 }
 
-UP=$(free_port); NG=$(free_port); GW=$(free_port)
+UP=$(free_port); NG=$(free_port "$UP"); GW=$(free_port "$UP" "$NG")
 mkdir -p "$TMP/up" "$TMP/ng"
 common_http='access_log off; client_body_temp_path TMPDIR/cb; proxy_temp_path TMPDIR/pt; fastcgi_temp_path TMPDIR/ft; uwsgi_temp_path TMPDIR/ut; scgi_temp_path TMPDIR/st;'
 cat > "$TMP/up/nginx.conf" <<EOF
@@ -128,13 +139,23 @@ run_wrk gateway "http://127.0.0.1:$GW/api/bench"
 
 RATE=$(( ${RPS[gateway]} / 2 ))
 (( RATE > 0 )) || { echo "no throughput measured" >&2; exit 1; }
+# The number at a top-level key of gateway-load's one-line flat JSON (our own tool; no nested objects).
+json_num() { # key json
+  local v
+  v=$(grep -o "\"$1\": *-\?[0-9][0-9.eE+-]*" <<<"$2" | head -n1 | sed 's/.*: *//') && [[ -n $v ]] \
+    || { echo "no number \"$1\" in gateway-load output: $2" >&2; return 1; }
+  echo "$v"
+}
 run_fixed() { # name url
   log "fixed rate $RATE/s $1 (${DUR}s)"
   local out; out=$("$BIN/gateway-load" "$2" "$RATE" "$DUR" 32)
   echo "$1 $out" >> "$TMP/fixed.txt"
-  FR50[$1]=$(python3 -c 'import json,sys; print("%.3f" % (json.loads(sys.argv[1])["p50_us"]/1000))' "$out")
-  FR99[$1]=$(python3 -c 'import json,sys; print("%.3f" % (json.loads(sys.argv[1])["p99_us"]/1000))' "$out")
-  FRRPS[$1]=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%d ok / %d errors, %d req/s" % (d["ok"], d["errors"], d["achieved_rps"]))' "$out")
+  local p50 p99 ok errors rps
+  p50=$(json_num p50_us "$out"); p99=$(json_num p99_us "$out")
+  ok=$(json_num ok "$out"); errors=$(json_num errors "$out"); rps=$(json_num achieved_rps "$out")
+  FR50[$1]=$(awk -v v="$p50" 'BEGIN {printf "%.3f", v/1000}')
+  FR99[$1]=$(awk -v v="$p99" 'BEGIN {printf "%.3f", v/1000}')
+  FRRPS[$1]=$(awk -v o="$ok" -v e="$errors" -v r="$rps" 'BEGIN {printf "%d ok / %d errors, %d req/s", o, e, r}')
 }
 run_fixed direct "http://127.0.0.1:$UP/api/bench"
 run_fixed nginx "http://127.0.0.1:$NG/api/bench"

@@ -10,8 +10,9 @@
 #      then the time until every placed order is stored by shop-notification (drain);
 #   3. paced: $PACED orders at $RATE/s, one at a time, and for each the delay between the order's
 #      occurredAt (shop-order's clock) and the notification's createdAt (shop-notification's clock;
-#      same host) -> p50/p99/max.
-# Usage: hack/bench/orders.sh   (needs `make up`; builds the release binaries of the three services)
+#      same host) -> p50/p99/max (order-paced: services/order/src/bin/order-paced.rs).
+# Usage: hack/bench/orders.sh   (needs `make up`; builds the release binaries of the three services,
+#        order-paced included)
 # Knobs: BENCH_ORDERS_DURATION_S (20), BENCH_ORDERS_CONNECTIONS (32), BENCH_ORDERS_PACED (300),
 #        BENCH_ORDERS_RATE (50), BENCH_SKUS (20), BENCH_PROFILE (release), BENCH_ORDERS_ZIPKIN (0: no span export),
 #        BENCH_NO_BUILD (0; 1 uses the binaries already built).
@@ -43,14 +44,26 @@ else
   cargo build -q -p shop-inventory -p shop-order -p shop-notification --bins >&2
 fi
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE
+[[ -x $BIN/order-paced ]] || { echo "$BIN/order-paced is missing: cargo build --release -p shop-order --bins" >&2; exit 1; }
 
 suffix=$(date +%s)_$$
 INV_DB=bench_inv_$suffix
 ORD_DB=bench_ord_$suffix
 TOPIC=bench-orders-$suffix
 mysql -h127.0.0.1 -P3306 -ushop -pshop -e "CREATE DATABASE $INV_DB; CREATE DATABASE $ORD_DB;" 2>/dev/null
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-INV_PORT=$(port); ORD_PORT=$(port); NOT_PORT=$(port)
+# A loopback TCP port nobody listens on: random in 20000-60000, the first one a connection to is refused
+# (bounded tries); ports given as arguments (the ones already picked for this run) are skipped.
+free_port() {
+  local p used
+  for _ in $(seq 1 200); do
+    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40001 ))
+    for used in "$@"; do [[ $p == "$used" ]] && continue 2; done
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+  done
+  echo "no free loopback port found in 20000-60000" >&2
+  return 1
+}
+INV_PORT=$(free_port); ORD_PORT=$(free_port "$INV_PORT"); NOT_PORT=$(free_port "$INV_PORT" "$ORD_PORT")
 INV=http://127.0.0.1:$INV_PORT; ORD=http://127.0.0.1:$ORD_PORT; NOT=http://127.0.0.1:$NOT_PORT
 LOGS=/tmp/bench-orders-$suffix
 mkdir -p "$LOGS"
@@ -82,7 +95,8 @@ done
 
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 mb() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
-orders_total() { curl -fsS "$ORD/api/order?size=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["totalElements"])'; }
+# totalElements of the order list (shop-order's own compact JSON; it follows "content", so the last match).
+orders_total() { curl -fsS "$ORD/api/order?size=1" | grep -o '"totalElements": *[0-9]*' | tail -n1 | grep -o '[0-9]*$'; }
 notified_total() { curl -fsS -o /dev/null -D - "$NOT/api/notifications?size=1" | awk -F': ' 'tolower($1)=="x-total-count" {gsub("\r","",$2); print $2}'; }
 
 log "warm-up"
@@ -131,44 +145,7 @@ drain_s=$(awk -v a="$wrk_end" -v b="$(date +%s%N)" 'BEGIN{printf "%.2f", (b-a)/1
 (( N >= PLACED )) || drain_s=">90 (only $N of $PLACED)"
 
 log "paced: $PACED orders at $RATE/s"
-PACED_OUT=$(python3 - "$ORD" "$NOT" "$PACED" "$RATE" "$BENCH_SKUS" <<'PY'
-import json, sys, time, urllib.request
-from datetime import datetime
-order, notif, n, rate, skus = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
-def ts(s):
-    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
-numbers = []
-start = time.time()
-for i in range(n):
-    body = json.dumps({"orderLineItemsDtoList": [{"skuCode": f"bench-sku-{i % skus}", "price": "19.99", "quantity": 1}]}).encode()
-    req = urllib.request.Request(order + "/api/order", data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        numbers.append(json.load(r)["orderNumber"])
-    wait = start + (i + 1) / rate - time.time()
-    if wait > 0:
-        time.sleep(wait)
-delays = []
-deadline = time.time() + 30
-pending = list(numbers)
-while pending and time.time() < deadline:
-    rest = []
-    for num in pending:
-        with urllib.request.urlopen(f"{notif}/api/notifications?orderNumber={num}", timeout=10) as r:
-            items = json.load(r)
-        if items:
-            it = items[0]
-            delays.append((ts(it["createdAt"]) - ts(it["occurredAt"])) * 1000.0)
-        else:
-            rest.append(num)
-    pending = rest
-    if pending:
-        time.sleep(0.5)
-delays.sort()
-def pct(p):
-    return delays[min(len(delays) - 1, int(round(p / 100.0 * len(delays) + 0.5)) - 1)] if delays else float("nan")
-print(f"{len(delays)} {len(pending)} {pct(50):.1f} {pct(99):.1f} {delays[-1] if delays else float('nan'):.1f}")
-PY
-)
+PACED_OUT=$("$BIN/order-paced" "$ORD" "$NOT" "$PACED" "$RATE" "$BENCH_SKUS")
 read -r D_N D_MISSING D_P50 D_P99 D_MAX <<<"$PACED_OUT"
 sleep 2
 AFTER_INV=$(rss_kb $INV_PID); AFTER_ORD=$(rss_kb $ORD_PID); AFTER_NOT=$(rss_kb $NOT_PID)
