@@ -1,13 +1,10 @@
 //! shop-inventory binary: parses configuration, applies migrations, serves the API through the
 //! shared runtime (logs, traces, health, metrics, registry, graceful shutdown).
 
-use std::time::Duration;
-
 use anyhow::Context;
 use clap::Parser;
 use shop_inventory::api::{AppState, router};
 use shop_runtime::{CommonArgs, Runtime};
-use sqlx::mysql::MySqlPoolOptions;
 
 /// Command line / environment configuration.
 #[derive(Debug, Parser)]
@@ -30,23 +27,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = Runtime::init("inventory", 8083, &args.common).await?;
-    let pool = MySqlPoolOptions::new()
-        .max_connections(args.database_max_connections)
-        .acquire_timeout(Duration::from_secs(3))
-        // READ COMMITTED: no gap locks, so stock updates and outbox claims never block inserts;
-        // a short lock wait bounds any stall instead of the server's 50 s default.
-        .after_connect(|conn, _meta| {
-            Box::pin(async move {
-                sqlx::query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                    .execute(&mut *conn)
-                    .await?;
-                sqlx::query("SET SESSION innodb_lock_wait_timeout = 5")
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
-            })
-        })
-        .connect(&args.database_url)
+    let pool = shop_runtime::mysql::connect_pool(&args.database_url, args.database_max_connections)
         .await
         .context("connecting to MySQL (DATABASE_URL)")?;
     shop_inventory::store::MIGRATOR

@@ -14,7 +14,6 @@ use shop_order::{
     store,
 };
 use shop_runtime::{BreakerConfig, ClientConfig, CommonArgs, Runtime, ServiceClient};
-use sqlx::mysql::MySqlPoolOptions;
 use tokio::sync::Notify;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -85,23 +84,7 @@ fn trace_headers() -> BTreeMap<String, String> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = Runtime::init("order", 8082, &args.common).await?;
-    let pool = MySqlPoolOptions::new()
-        .max_connections(args.database_max_connections)
-        .acquire_timeout(Duration::from_secs(3))
-        // READ COMMITTED: no gap locks, so stock updates and outbox claims never block inserts;
-        // a short lock wait bounds any stall instead of the server's 50 s default.
-        .after_connect(|conn, _meta| {
-            Box::pin(async move {
-                sqlx::query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                    .execute(&mut *conn)
-                    .await?;
-                sqlx::query("SET SESSION innodb_lock_wait_timeout = 5")
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
-            })
-        })
-        .connect(&args.database_url)
+    let pool = shop_runtime::mysql::connect_pool(&args.database_url, args.database_max_connections)
         .await
         .context("connecting to MySQL (DATABASE_URL)")?;
     store::MIGRATOR

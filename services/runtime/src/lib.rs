@@ -11,6 +11,8 @@ pub mod eureka;
 pub mod health;
 pub mod kafka;
 pub mod metrics;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 pub mod problem;
 mod server;
 pub mod telemetry;
