@@ -3,6 +3,7 @@
 //!
 //! Start with [`Runtime`]; its docs show a complete `main`.
 
+pub mod batch;
 pub mod breaker;
 pub mod client;
 pub mod config;
