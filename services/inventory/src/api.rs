@@ -14,7 +14,10 @@ use serde_json::json;
 use sqlx::MySqlPool;
 use tracing::Instrument;
 
+use shop_runtime::batch::{BatchConfig, Batcher};
 use shop_runtime::problem::{ApiJson, Problem, json_response};
+
+use crate::batch::{ReserveRequest, ReserveResult};
 
 use crate::store::{self, Line, ReserveOutcome, StoreError};
 
@@ -34,6 +37,20 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct AppState {
     /// MySQL pool.
     pub pool: MySqlPool,
+    /// Reservations are written in groups (see [`crate::batch`]).
+    pub reservations: Batcher<ReserveRequest, ReserveResult>,
+}
+
+impl AppState {
+    /// State over `pool`, with a reservation batcher started on the current runtime.
+    pub fn new(pool: MySqlPool, batch: BatchConfig) -> Self {
+        let batch_pool = pool.clone();
+        let reservations = Batcher::spawn(batch, move |reqs| {
+            let pool = batch_pool.clone();
+            async move { crate::batch::reserve_batch(&pool, reqs).await }
+        });
+        Self { pool, reservations }
+    }
 }
 
 /// The service's routes (health/metrics are added by the runtime).
@@ -363,9 +380,18 @@ async fn create_reservation(
     ApiJson(body): ApiJson<ReservationBody>,
 ) -> Result<Response, Problem> {
     let (order_number, lines) = validate_reservation(body)?;
-    let pool = st.pool.clone();
-    let number = order_number.clone();
-    let outcome = detached(async move { store::reserve(&pool, &number, &lines).await }).await;
+    let request = ReserveRequest {
+        order_number: order_number.clone(),
+        lines,
+    };
+    // The batcher's workers own the write: a client hanging up cannot cancel it halfway.
+    let outcome = match st.reservations.submit(request).await {
+        Ok(r) => r.map_err(store_problem),
+        Err(e) => {
+            tracing::error!(error = %e, "reservation writer stopped");
+            Err(Problem::opaque_internal())
+        }
+    };
     match outcome {
         Ok(ReserveOutcome::Created(r)) => {
             tracing::info!(order_number = %r.order_number, lines = r.lines.len(), "stock reserved");

@@ -2,4 +2,5 @@
 //! domain (store) and the HTTP API (errors are `shop_runtime::Problem`s) so the binary is only wiring.
 
 pub mod api;
+pub mod batch;
 pub mod store;

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::Parser;
 use shop_inventory::api::{AppState, router};
-use shop_runtime::{CommonArgs, Runtime};
+use shop_runtime::{CommonArgs, Runtime, batch::BatchConfig};
 
 /// Command line / environment configuration.
 #[derive(Debug, Parser)]
@@ -21,6 +21,12 @@ struct Args {
     /// Maximum pooled MySQL connections.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     database_max_connections: u32,
+    /// Most reservations written in one transaction (1 = no batching).
+    #[arg(long, env = "RESERVE_BATCH_MAX", default_value_t = 64)]
+    reserve_batch_max: usize,
+    /// Reservation transactions that may run at the same time.
+    #[arg(long, env = "RESERVE_BATCH_WORKERS", default_value_t = 2)]
+    reserve_batch_workers: usize,
 }
 
 #[tokio::main]
@@ -45,7 +51,18 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(|e| format!("mysql: {e}"))
         }
     });
-    rt.serve(router(AppState { pool: pool.clone() })).await?;
+    let batch = BatchConfig {
+        max_batch: args.reserve_batch_max.max(1),
+        workers: args.reserve_batch_workers.max(1),
+        ..BatchConfig::default()
+    };
+    let state = AppState::new(pool.clone(), batch);
+    rt.metrics().registry().register(
+        "inventory_reservation_batch_size",
+        "Reservations written per database transaction",
+        state.reservations.batch_sizes(),
+    );
+    rt.serve(router(state)).await?;
     pool.close().await;
     Ok(())
 }

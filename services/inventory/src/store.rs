@@ -45,7 +45,7 @@ pub enum ReservationStatus {
 }
 
 impl ReservationStatus {
-    fn as_db(self) -> &'static str {
+    pub(crate) fn as_db(self) -> &'static str {
         match self {
             Self::Reserved => "RESERVED",
             Self::Released => "RELEASED",
@@ -157,7 +157,8 @@ pub fn normalize(lines: &[Line]) -> Vec<Line> {
         .collect()
 }
 
-async fn with_retries<T, F, Fut>(mut f: F) -> Result<T, StoreError>
+/// Runs `f` again when it lost a deadlock or a lock wait (bounded).
+pub(crate) async fn with_retries<T, F, Fut>(mut f: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,

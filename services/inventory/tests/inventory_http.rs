@@ -333,3 +333,125 @@ async fn malformed_and_invalid_bodies_are_problems_and_write_nothing() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(r.json::<Value>().await.unwrap()["field"], "skuCode");
 }
+
+/// Reservations that arrive together are written in one transaction (crate::batch); a batch must
+/// keep every one-order rule: duplicates replay, tombstones refuse, shortages are named, all or none.
+#[tokio::test]
+async fn reservations_arriving_together_keep_every_rule_of_a_single_reservation() {
+    let inv = Inv::start().await;
+    inv.set("hot", 10).await;
+    inv.set("cold", 1000).await;
+    // A tombstone: released before it was ever reserved.
+    let r = inv
+        .http
+        .delete(inv.url("/api/inventory/reservations/tomb"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let mut requests: Vec<(String, Value)> = Vec::new();
+    for i in 0..30 {
+        // Every order takes 1 hot + 2 cold; only 10 can be served.
+        requests.push((
+            format!("mix-{i}"),
+            json!([{"skuCode": "cold", "quantity": 2}, {"skuCode": "hot", "quantity": 1}]),
+        ));
+    }
+    for _ in 0..5 {
+        // The same order number five times at once: one reservation, replays for the rest.
+        requests.push((
+            "dup".to_owned(),
+            json!([{"skuCode": "cold", "quantity": 5}]),
+        ));
+    }
+    requests.push((
+        "tomb".to_owned(),
+        json!([{"skuCode": "cold", "quantity": 1}]),
+    ));
+    requests.push((
+        "ghost-order".to_owned(),
+        json!([{"skuCode": "cold", "quantity": 1}, {"skuCode": "ghost", "quantity": 1}]),
+    ));
+    let answers = futures::future::join_all(
+        requests
+            .iter()
+            .map(|(n, lines)| inv.reserve(n, lines.clone())),
+    )
+    .await;
+
+    let mix: Vec<&(StatusCode, Value)> = answers[..30].iter().collect();
+    let served = mix.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
+    assert_eq!(served, 10, "exactly the 10 hot units are sold: {mix:?}");
+    for (s, body) in &mix {
+        if *s != StatusCode::CREATED {
+            assert_eq!(*s, StatusCode::CONFLICT, "{body}");
+            assert_eq!(body["unavailable"][0]["skuCode"], "hot", "{body}");
+            assert_eq!(body["unavailable"].as_array().unwrap().len(), 1, "cold was servable: {body}");
+        }
+    }
+    let dup: Vec<StatusCode> = answers[30..35].iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        dup.iter().filter(|s| **s == StatusCode::CREATED).count(),
+        1,
+        "one of the five identical requests reserves: {dup:?}"
+    );
+    assert!(
+        dup.iter().all(|s| *s == StatusCode::CREATED || *s == StatusCode::OK),
+        "the others are replays: {dup:?}"
+    );
+    assert_eq!(answers[35].0, StatusCode::CONFLICT, "a tombstoned order is refused");
+    assert_eq!(answers[36].0, StatusCode::CONFLICT, "{}", answers[36].1);
+    assert_eq!(answers[36].1["unavailable"][0]["skuCode"], "ghost");
+
+    // They really shared transactions (otherwise this test proves nothing about batches).
+    let metrics = inv
+        .http
+        .get(inv.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"))
+    };
+    let (sum, calls) = (
+        count("inventory_reservation_batch_size_sum"),
+        count("inventory_reservation_batch_size_count"),
+    );
+    assert!(sum >= 37.0, "every reservation went through the batcher: {sum}");
+    assert!(calls < sum, "{sum} reservations in {calls} transactions: no batch formed");
+
+    assert_eq!(inv.stock("hot").await, 0);
+    assert_eq!(
+        inv.stock("cold").await,
+        1000 - 10 * 2 - 5,
+        "only served orders and one dup took cold stock"
+    );
+    // Every served order is readable as RESERVED with its lines.
+    for ((n, _), (s, _)) in requests[..30].iter().zip(&answers[..30]) {
+        if *s == StatusCode::CREATED {
+            let v: Value = inv
+                .http
+                .get(inv.url(&format!("/api/inventory/reservations/{n}")))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(v["status"], "RESERVED");
+            assert_eq!(
+                v["lines"],
+                json!([{"skuCode": "cold", "quantity": 2}, {"skuCode": "hot", "quantity": 1}])
+            );
+        }
+    }
+}

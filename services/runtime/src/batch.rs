@@ -11,6 +11,7 @@
 
 use std::{future::Future, sync::Arc};
 
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// How a [`Batcher`] groups requests.
@@ -49,12 +50,14 @@ type Job<Req, Resp> = (Req, oneshot::Sender<Resp>);
 #[derive(Debug)]
 pub struct Batcher<Req, Resp> {
     tx: mpsc::Sender<Job<Req, Resp>>,
+    sizes: Histogram,
 }
 
 impl<Req, Resp> Clone for Batcher<Req, Resp> {
     fn clone(&self) -> Self {
         Self {
             tx: self.tx.clone(),
+            sizes: self.sizes.clone(),
         }
     }
 }
@@ -76,9 +79,11 @@ where
         let rx = Arc::new(Mutex::new(rx));
         let handler = Arc::new(handler);
         let max_batch = config.max_batch.max(1);
+        let sizes = Histogram::new(exponential_buckets(1.0, 2.0, 9));
         for _ in 0..config.workers.max(1) {
             let rx = rx.clone();
             let handler = handler.clone();
+            let sizes = sizes.clone();
             tokio::spawn(async move {
                 loop {
                     let mut jobs = Vec::new();
@@ -95,6 +100,7 @@ where
                             }
                         }
                     }
+                    sizes.observe(jobs.len() as f64);
                     let (reqs, replies): (Vec<Req>, Vec<oneshot::Sender<Resp>>) =
                         jobs.into_iter().unzip();
                     let answers = handler(reqs).await;
@@ -105,7 +111,12 @@ where
                 }
             });
         }
-        Self { tx }
+        Self { tx, sizes }
+    }
+
+    /// Requests per handler call, for the service's /metrics (how much the grouping saves).
+    pub fn batch_sizes(&self) -> Histogram {
+        self.sizes.clone()
     }
 
     /// Queues `req` and waits for its answer.
