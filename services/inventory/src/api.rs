@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/inventory", get(check_stock))
         .route("/api/inventory/reservations", post(create_reservation))
+        .route("/api/inventory/reservations", get(list_reservations))
         .route(
             "/api/inventory/reservations/{order_number}",
             get(get_reservation).delete(release_reservation),
@@ -432,6 +433,118 @@ async fn release_reservation(
     let r = detached(async move { store::release(&pool, &number).await }).await?;
     tracing::info!(%order_number, "reservation released");
     Ok(json_response(StatusCode::OK, &r))
+}
+
+/// Most reservations in one page of `GET /api/inventory/reservations`.
+pub const MAX_LIST_LIMIT: u32 = 1000;
+/// Page size of `GET /api/inventory/reservations` when `limit` is absent.
+pub const DEFAULT_LIST_LIMIT: u32 = 100;
+
+fn parse_instant(field: &str, v: &str) -> Result<chrono::DateTime<chrono::Utc>, Problem> {
+    chrono::DateTime::parse_from_rfc3339(v)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| {
+            Problem::malformed(
+                field,
+                format!("{field} must be an RFC 3339 timestamp, e.g. 2024-05-01T12:00:00Z"),
+            )
+        })
+}
+
+/// Parses the query of `GET /api/inventory/reservations`:
+/// `status=RESERVED|RELEASED` (required), `createdBefore`, `createdFrom` (RFC 3339), `after`
+/// (the last order number of the previous page) and `limit` (1..=1000, default 100). Unknown or
+/// repeated parameters are refused: a misspelt filter must not silently widen the listing.
+pub fn parse_reservation_query(raw: Option<&str>) -> Result<store::ReservationFilter, Problem> {
+    let mut status = None;
+    let mut created_before = None;
+    let mut created_from = None;
+    let mut after = None;
+    let mut limit = None;
+    let mut seen: Vec<String> = Vec::new();
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if seen.iter().any(|s| *s == k) {
+            return Err(Problem::malformed(
+                k.as_ref(),
+                format!("{k} must be given at most once"),
+            ));
+        }
+        seen.push(k.clone().into_owned());
+        match k.as_ref() {
+            "status" => {
+                status = Some(match v.as_ref() {
+                    "RESERVED" => store::ReservationStatus::Reserved,
+                    "RELEASED" => store::ReservationStatus::Released,
+                    _ => {
+                        return Err(Problem::malformed(
+                            "status",
+                            "status must be RESERVED or RELEASED",
+                        ));
+                    }
+                });
+            }
+            "createdBefore" => created_before = Some(parse_instant("createdBefore", &v)?),
+            "createdFrom" => created_from = Some(parse_instant("createdFrom", &v)?),
+            "after" => {
+                validate_order_number(&v).map_err(|_| {
+                    Problem::malformed(
+                        "after",
+                        format!("after must be an order number (1..={MAX_ORDER_NUMBER_LEN} bytes without spaces)"),
+                    )
+                })?;
+                after = Some(v.into_owned());
+            }
+            "limit" => {
+                limit = Some(
+                    v.parse::<u32>()
+                        .ok()
+                        .filter(|l| (1..=MAX_LIST_LIMIT).contains(l))
+                        .ok_or_else(|| {
+                            Problem::malformed(
+                                "limit",
+                                format!("limit must be an integer between 1 and {MAX_LIST_LIMIT}"),
+                            )
+                        })?,
+                );
+            }
+            other => {
+                return Err(Problem::malformed(
+                    other,
+                    format!(
+                        "unknown parameter {other}; expected status, createdBefore, createdFrom, after, limit"
+                    ),
+                ));
+            }
+        }
+    }
+    let status = status
+        .ok_or_else(|| Problem::malformed("status", "status is required (RESERVED or RELEASED)"))?;
+    Ok(store::ReservationFilter {
+        status,
+        created_before,
+        created_from,
+        after,
+        limit: limit.unwrap_or(DEFAULT_LIST_LIMIT),
+    })
+}
+
+/// `GET /api/inventory/reservations`: reservations of one status, oldest first, keyset-paged.
+/// The order service's reconciler uses it to find stock held for orders that were never stored.
+async fn list_reservations(
+    State(st): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, Problem> {
+    let filter = parse_reservation_query(raw.as_deref())?;
+    match store::list_reservations(&st.pool, &filter).await {
+        Ok(list) => Ok(json_response(StatusCode::OK, &list)),
+        Err(store::ListError::UnknownPosition(n)) => Err(Problem::malformed(
+            "after",
+            format!(
+                "after names no reservation ({n}); pass the last orderNumber of the previous page"
+            ),
+        )),
+        Err(store::ListError::Store(e)) => Err(store_problem(e)),
+    }
 }
 
 #[cfg(test)]

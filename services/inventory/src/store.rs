@@ -469,6 +469,129 @@ async fn try_release(pool: &MySqlPool, order_number: &str) -> Result<Reservation
         .ok_or(StoreError::Db(sqlx::Error::RowNotFound))
 }
 
+/// What `GET /api/inventory/reservations` asks for: one status, an optional creation window, and
+/// a keyset position, in `(created_at, order_number)` order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationFilter {
+    /// Only reservations in this status.
+    pub status: ReservationStatus,
+    /// Only reservations created strictly before this instant.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Only reservations created at or after this instant.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Keyset position: only reservations after this one in `(created_at, order_number)` order.
+    pub after: Option<String>,
+    /// Most reservations returned.
+    pub limit: u32,
+}
+
+/// Why a listing could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    /// The keyset position names no reservation.
+    #[error("no reservation with order number {0}")]
+    UnknownPosition(String),
+    /// A database failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for ListError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(StoreError::Db(e))
+    }
+}
+
+/// Lists reservations matching `filter`, oldest first, with their lines. Keyset-paged (pass the
+/// last order number of a page as `after`), so a page costs the same however deep it is and
+/// rows created meanwhile are neither skipped nor repeated.
+pub async fn list_reservations(
+    pool: &MySqlPool,
+    filter: &ReservationFilter,
+) -> Result<Vec<Reservation>, ListError> {
+    let position: Option<(DateTime<Utc>, String)> = match &filter.after {
+        None => None,
+        Some(n) => Some(
+            sqlx::query_as(
+                "SELECT created_at, order_number FROM reservations WHERE order_number = ?",
+            )
+            .bind(n)
+            .fetch_optional(pool)
+            .await?
+            .ok_or_else(|| ListError::UnknownPosition(n.clone()))?,
+        ),
+    };
+    // A TIMESTAMP column holds 1970-01-01 00:00:01 ..= 2038-01-19 03:14:07.999999 UTC; a bound
+    // outside that range is compared as a zero timestamp, so bounds are fitted to it first.
+    let (min, max) = (
+        DateTime::<Utc>::from_timestamp(1, 0).unwrap_or(DateTime::<Utc>::MIN_UTC),
+        DateTime::<Utc>::from_timestamp(i64::from(i32::MAX), 999_999_000)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC),
+    );
+    if filter.created_before.is_some_and(|b| b <= min)
+        || filter.created_from.is_some_and(|f| f > max)
+    {
+        return Ok(Vec::new());
+    }
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+        "SELECT order_number, status, created_at FROM reservations WHERE status = ",
+    );
+    qb.push_bind(filter.status.as_db());
+    if let Some(before) = filter.created_before.filter(|b| *b <= max) {
+        qb.push(" AND created_at < ").push_bind(before);
+    }
+    if let Some(from) = filter.created_from.filter(|f| *f > min) {
+        qb.push(" AND created_at >= ").push_bind(from);
+    }
+    if let Some((at, number)) = position {
+        qb.push(" AND (created_at > ")
+            .push_bind(at)
+            .push(" OR (created_at = ")
+            .push_bind(at)
+            .push(" AND order_number > ")
+            .push_bind(number)
+            .push("))");
+    }
+    qb.push(" ORDER BY created_at, order_number LIMIT ")
+        .push_bind(filter.limit);
+    let rows = qb.build().fetch_all(pool).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let status: String = row.try_get("status")?;
+        out.push(Reservation {
+            order_number: row.try_get("order_number")?,
+            status: ReservationStatus::from_db(&status),
+            lines: Vec::new(),
+            created_at: row.try_get("created_at")?,
+        });
+    }
+    if out.is_empty() {
+        return Ok(out);
+    }
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+        "SELECT order_number, sku_code, quantity FROM reservation_lines WHERE order_number IN (",
+    );
+    let mut sep = qb.separated(", ");
+    for r in &out {
+        sep.push_bind(&r.order_number);
+    }
+    sep.push_unseparated(") ORDER BY order_number, sku_code");
+    let mut lines: BTreeMap<String, Vec<Line>> = BTreeMap::new();
+    for row in qb.build().fetch_all(pool).await? {
+        lines
+            .entry(row.try_get("order_number")?)
+            .or_default()
+            .push(Line {
+                sku_code: row.try_get("sku_code")?,
+                quantity: row.try_get("quantity")?,
+            });
+    }
+    for r in &mut out {
+        r.lines = lines.remove(&r.order_number).unwrap_or_default();
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
