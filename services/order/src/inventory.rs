@@ -201,6 +201,129 @@ impl InventoryClient {
     }
 }
 
+/// A reservation as `GET /api/inventory/reservations` lists it.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedReservation {
+    /// The order the stock is held for.
+    pub order_number: String,
+    /// `RESERVED` or `RELEASED`.
+    pub status: String,
+    /// When inventory made the reservation (inventory's clock).
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// `[{skuCode, quantity}]`.
+    #[serde(default)]
+    pub lines: Vec<Value>,
+}
+
+/// Why a reservation listing failed.
+#[derive(Debug, thiserror::Error)]
+#[error("listing reservations failed: {message}")]
+pub struct ListError {
+    /// Inventory's HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// One page of [`InventoryClient::list_reserved`].
+#[derive(Debug, Clone)]
+pub struct ReservedPage {
+    /// The reservations, oldest first.
+    pub reservations: Vec<ListedReservation>,
+    /// Inventory's clock when it answered (its `Date` header, whole seconds rounded down), so
+    /// ages can be judged on the clock that stamped `createdAt`.
+    pub inventory_now: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl InventoryClient {
+    /// One keyset page of inventory's RESERVED reservations created before `created_before`
+    /// (and at or after `created_from`), after the order number `after`, oldest first.
+    pub async fn list_reserved(
+        &self,
+        created_before: chrono::DateTime<chrono::Utc>,
+        created_from: Option<chrono::DateTime<chrono::Utc>>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<ReservedPage, ListError> {
+        let rfc3339 = |t: chrono::DateTime<chrono::Utc>| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        };
+        let mut query = form_urlencoded_pairs(&[
+            ("status", "RESERVED".to_owned()),
+            ("createdBefore", rfc3339(created_before)),
+            ("limit", limit.to_string()),
+        ]);
+        if let Some(from) = created_from {
+            query.push('&');
+            query.push_str(&form_urlencoded_pairs(&[("createdFrom", rfc3339(from))]));
+        }
+        if let Some(a) = after {
+            query.push('&');
+            query.push_str(&form_urlencoded_pairs(&[("after", a.to_owned())]));
+        }
+        let resp = self
+            .client
+            .get(
+                INVENTORY_APP,
+                &format!("/api/inventory/reservations?{query}"),
+            )
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| ListError {
+                status: None,
+                message: e.to_string(),
+            })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(ListError {
+                status: Some(status.as_u16()),
+                message: format!(
+                    "inventory answered {}: {}",
+                    status.as_u16(),
+                    text.chars().take(300).collect::<String>()
+                ),
+            });
+        }
+        let inventory_now = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+            .map(|t| t.with_timezone(&chrono::Utc));
+        let reservations = resp.json().await.map_err(|e| ListError {
+            status: Some(status.as_u16()),
+            message: format!("unreadable listing: {e}"),
+        })?;
+        Ok(ReservedPage {
+            reservations,
+            inventory_now,
+        })
+    }
+}
+
+/// `k=v&k=v` with percent-encoding of everything but unreserved characters.
+fn form_urlencoded_pairs(pairs: &[(&str, String)]) -> String {
+    let enc = |s: &str| {
+        let mut out = String::with_capacity(s.len());
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

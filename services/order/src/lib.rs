@@ -5,5 +5,6 @@
 pub mod api;
 pub mod inventory;
 pub mod model;
+pub mod reconcile;
 pub mod relay;
 pub mod store;

@@ -1,5 +1,6 @@
 //! shop-order binary: configuration, migrations, the inventory client (discovery + breaker +
-//! deadline), the outbox relay task and the API, served through the shared runtime.
+//! deadline), the outbox relay task, the reservation reconciler and the API, served through the
+//! shared runtime.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -10,6 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use shop_order::{
     api::{AppState, router},
     inventory::InventoryClient,
+    reconcile::{self, ReconcileConfig},
     relay::{self, Relay, RelayConfig, RelayStats},
     store,
 };
@@ -60,6 +62,14 @@ struct Args {
     /// Seconds after which an in-flight Idempotency-Key is considered abandoned.
     #[arg(long, env = "IDEMPOTENCY_STALE_SECS", default_value_t = 30)]
     idempotency_stale_secs: u64,
+    /// Seconds between rounds of the reservation reconciler, which releases stock reserved in
+    /// inventory for orders that were never stored (0 disables it).
+    #[arg(long, env = "RECONCILE_INTERVAL_SECS", default_value_t = 30)]
+    reconcile_interval_secs: u64,
+    /// Age (on inventory's clock) a reservation without an order must reach before the
+    /// reconciler releases it; must exceed the longest time an order can be in flight.
+    #[arg(long, env = "RECONCILE_GRACE_SECS", default_value_t = 120)]
+    reconcile_grace_secs: u64,
 }
 
 struct MapInjector<'a>(&'a mut BTreeMap<String, String>);
@@ -143,12 +153,27 @@ async fn main() -> anyhow::Result<()> {
         Relay::new(pool.clone(), producer, wake.clone(), relay_cfg, stats).run(relay_stop.clone()),
     );
 
+    let inventory = Arc::new(InventoryClient::new(client, timeout));
+    let idempotency_stale_after = Duration::from_secs(args.idempotency_stale_secs.max(1));
+    let reconcile_task = reconcile::spawn(
+        pool.clone(),
+        inventory.clone(),
+        ReconcileConfig {
+            interval: Duration::from_secs(args.reconcile_interval_secs),
+            grace: Duration::from_secs(args.reconcile_grace_secs.max(1)),
+            ..ReconcileConfig::default()
+        },
+        reconcile::min_safe_grace(timeout, idempotency_stale_after),
+        &rt.metrics(),
+        rt.shutdown_token(),
+    );
+
     let state = AppState {
         pool: pool.clone(),
-        inventory: Arc::new(InventoryClient::new(client, timeout)),
+        inventory,
         relay_wake: wake,
         topic: Arc::from(args.topic.as_str()),
-        idempotency_stale_after: Duration::from_secs(args.idempotency_stale_secs.max(1)),
+        idempotency_stale_after,
         trace_headers,
     };
     let served = rt.serve(router(state)).await;
@@ -156,6 +181,10 @@ async fn main() -> anyhow::Result<()> {
     // Let a publish round in progress finish (it is bounded by the Kafka message timeout), so
     // its rows are either marked sent or handed back instead of waiting out their lease.
     let _ = tokio::time::timeout(relay_wait, relay_task).await;
+    if let Some(task) = reconcile_task {
+        // It stops at the shutdown signal; a release it was making is idempotent.
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
     pool.close().await;
     served?;
     Ok(())

@@ -1,0 +1,369 @@
+//! The reservation reconciler against the real MariaDB, Kafka and a real shop-inventory: stock
+//! reserved for an order that shop-order never stored comes back (also when shop-order was
+//! killed between reserving and storing, and after inventory was unreachable for a while),
+//! stock of stored orders and of young reservations is never touched, and a client retrying
+//! with the Idempotency-Key of the dead request ends with an order, not a stuck key.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Opts, count, signal, start_order};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use shop_testkit::{Service, free_port, fresh_mysql_database, fresh_name, wait_until};
+use sqlx::{Connection, MySqlConnection};
+
+/// Reconciler knobs for a test: rounds every second, a grace of a few seconds.
+const GRACE_SECS: u64 = 4;
+
+struct Rig {
+    inventory: Service,
+    order: Service,
+    order_db: String,
+    topic: String,
+    http: Client,
+}
+
+async fn spawn_order_with(
+    order_db: &str,
+    inventory_port: u16,
+    topic: &str,
+    extra: &[(&str, &str)],
+) -> Service {
+    let opts = Opts {
+        inventory_timeout_ms: 1500,
+        breaker_open_secs: 1,
+        ..Opts::default()
+    };
+    let (port, mut envs) = start_order(order_db, inventory_port, topic, &opts);
+    for (k, v) in extra {
+        envs.push(((*k).to_owned(), (*v).to_owned()));
+    }
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Service::spawn("shop-order", &[], &envs, port).await
+}
+
+fn reconciling(grace: &str) -> [(&'static str, String); 3] {
+    [
+        ("RECONCILE_INTERVAL_SECS", "1".to_owned()),
+        ("RECONCILE_GRACE_SECS", grace.to_owned()),
+        ("IDEMPOTENCY_STALE_SECS", "1".to_owned()),
+    ]
+}
+
+impl Rig {
+    async fn start(order_env: &[(&str, &str)]) -> Rig {
+        let inv_db = fresh_mysql_database("recinv").await;
+        let order_db = fresh_mysql_database("record").await;
+        let topic = fresh_name("reconcile-test-");
+        let inventory = Service::spawn(
+            "shop-inventory",
+            &[],
+            &[("DATABASE_URL", inv_db.as_str())],
+            free_port(),
+        )
+        .await;
+        let order = spawn_order_with(&order_db, inventory.port(), &topic, order_env).await;
+        Rig {
+            inventory,
+            order,
+            order_db,
+            topic,
+            http: Client::new(),
+        }
+    }
+
+    fn inv(&self, path: &str) -> String {
+        format!("{}{path}", self.inventory.base_url())
+    }
+
+    async fn set_stock(&self, sku: &str, q: i64) {
+        let r = self
+            .http
+            .put(self.inv(&format!("/api/inventory/{sku}")))
+            .json(&json!({"quantity": q}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    async fn stock(&self, sku: &str) -> i64 {
+        let v: Value = self
+            .http
+            .get(self.inv(&format!("/api/inventory?skuCode={sku}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v[0]["availableQuantity"].as_i64().unwrap()
+    }
+
+    /// Reserves straight in inventory, as a shop-order that died before storing the order did.
+    async fn reserve_directly(&self, order_number: &str, sku: &str, q: i64) {
+        let r = self
+            .http
+            .post(self.inv("/api/inventory/reservations"))
+            .json(&json!({"orderNumber": order_number, "lines": [{"skuCode": sku, "quantity": q}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "{}",
+            r.text().await.unwrap()
+        );
+    }
+
+    /// The reservation's status in inventory (None when inventory has none).
+    async fn reservation(&self, order_number: &str) -> Option<String> {
+        let r = self
+            .http
+            .get(self.inv(&format!("/api/inventory/reservations/{order_number}")))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::NOT_FOUND {
+            return None;
+        }
+        let v: Value = r.json().await.unwrap();
+        v["status"].as_str().map(str::to_owned)
+    }
+
+    async fn order(&self, order: &Service, sku: &str, q: i64, key: &str) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(format!("{}/api/order", order.base_url()))
+            .header("Idempotency-Key", key)
+            .json(&json!({"orderLineItemsDtoList": [{"skuCode": sku, "price": "10.00", "quantity": q}]}))
+            .send()
+            .await
+            .unwrap();
+        let s = r.status();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.order.base_url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not on /metrics:\n{text}"))
+    }
+
+    async fn wait_released(&self, order_number: &str, within: Duration) -> bool {
+        wait_until(within, || async move {
+            self.reservation(order_number).await.as_deref() == Some("RELEASED")
+        })
+        .await
+    }
+}
+
+#[tokio::test]
+async fn stock_of_an_order_never_stored_comes_back_and_stored_orders_keep_theirs() {
+    let env = reconciling(&GRACE_SECS.to_string());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let rig = Rig::start(&env).await;
+    rig.set_stock("widget", 20).await;
+
+    let (s, placed) = rig.order(&rig.order, "widget", 2, "stored-1").await;
+    assert_eq!(s, StatusCode::CREATED, "{placed}");
+    let stored = placed["orderNumber"].as_str().unwrap().to_owned();
+    rig.reserve_directly("ghost-1", "widget", 5).await;
+    assert_eq!(rig.stock("widget").await, 13);
+
+    // Rounds run every second, but a reservation younger than the grace is left alone: its
+    // order could still be being placed.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        rig.reservation("ghost-1").await.as_deref(),
+        Some("RESERVED")
+    );
+    assert_eq!(rig.stock("widget").await, 13);
+
+    // Inventory unreachable for a while: rounds fail, the reconciler carries on afterwards.
+    signal(&rig.inventory, "STOP");
+    tokio::time::sleep(Duration::from_secs(GRACE_SECS + 1)).await;
+    signal(&rig.inventory, "CONT");
+
+    assert!(
+        rig.wait_released("ghost-1", Duration::from_secs(20)).await,
+        "the orphaned reservation was not released"
+    );
+    assert_eq!(
+        rig.stock("widget").await,
+        18,
+        "the 5 units are back on the shelf"
+    );
+    assert!(rig.metric("order_reconcile_failed_rounds_total").await >= 1.0);
+    assert_eq!(rig.metric("order_reconcile_released_total").await, 1.0);
+
+    // A few more rounds: the stored order's stock stays reserved, nothing is released twice.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(rig.reservation(&stored).await.as_deref(), Some("RESERVED"));
+    assert_eq!(rig.stock("widget").await, 18);
+    assert_eq!(rig.metric("order_reconcile_released_total").await, 1.0);
+    assert_eq!(
+        count(&rig.order_db, "SELECT COUNT(*) FROM orders").await,
+        1,
+        "the reconciler stores and deletes no orders"
+    );
+    // The dead order number stays dead: a late reservation for it is refused.
+    let late = rig
+        .http
+        .post(rig.inv("/api/inventory/reservations"))
+        .json(&json!({"orderNumber": "ghost-1", "lines": [{"skuCode": "widget", "quantity": 5}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), StatusCode::CONFLICT);
+    assert_eq!(rig.stock("widget").await, 18);
+}
+
+#[tokio::test]
+async fn an_order_process_killed_between_reserving_and_storing_loses_no_stock() {
+    // The first order process has no reconciler: it only places the order and dies.
+    let mut rig = Rig::start(&[
+        ("RECONCILE_INTERVAL_SECS", "0"),
+        ("INVENTORY_TIMEOUT_MS", "8000"),
+    ])
+    .await;
+    rig.set_stock("widget", 10).await;
+
+    // Inventory frozen: the reservation request waits in its socket while the order process
+    // is killed, then inventory wakes up and makes the reservation for a process that is gone.
+    signal(&rig.inventory, "STOP");
+    let url = format!("{}/api/order", rig.order.base_url());
+    let pending = tokio::spawn(async move {
+        Client::new()
+            .post(url)
+            .header("Idempotency-Key", "crash-key")
+            .json(&json!({"orderLineItemsDtoList": [{"skuCode": "widget", "price": "10.00", "quantity": 4}]}))
+            .timeout(Duration::from_secs(20))
+            .send()
+            .await
+    });
+    let key_claimed = wait_until(Duration::from_secs(10), || async {
+        count(
+            &rig.order_db,
+            "SELECT COUNT(*) FROM idempotency_keys WHERE idem_key = 'crash-key'",
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert!(key_claimed, "the order request never claimed its key");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    rig.order.kill();
+    signal(&rig.inventory, "CONT");
+    assert!(
+        pending.await.unwrap().is_err(),
+        "the killed process answered"
+    );
+
+    let number: String = {
+        let mut c = MySqlConnection::connect(&rig.order_db).await.unwrap();
+        sqlx::query_scalar("SELECT order_number FROM idempotency_keys WHERE idem_key = 'crash-key'")
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    };
+    let leaked = wait_until(Duration::from_secs(10), || async {
+        rig.reservation(&number).await.as_deref() == Some("RESERVED")
+    })
+    .await;
+    assert!(
+        leaked,
+        "inventory did not serve the reservation left in its socket; the scenario did not happen"
+    );
+    assert_eq!(
+        rig.stock("widget").await,
+        6,
+        "4 units held for an order that does not exist"
+    );
+    assert_eq!(count(&rig.order_db, "SELECT COUNT(*) FROM orders").await, 0);
+
+    // A new order process (a restart, or another replica) gives the stock back.
+    let env = reconciling("3");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    rig.order = spawn_order_with(&rig.order_db, rig.inventory.port(), &rig.topic, &env).await;
+    assert!(
+        rig.wait_released(&number, Duration::from_secs(30)).await,
+        "the reservation of the dead order was not released"
+    );
+    assert_eq!(rig.stock("widget").await, 10);
+    assert_eq!(
+        count(
+            &rig.order_db,
+            "SELECT COUNT(*) FROM idempotency_keys WHERE idem_key = 'crash-key'",
+        )
+        .await,
+        0,
+        "the dead request's key is dropped with its reservation"
+    );
+
+    // The client retries with its key: a fresh order, with the stock taken once.
+    let (s, body) = rig.order(&rig.order, "widget", 4, "crash-key").await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_ne!(body["orderNumber"].as_str().unwrap(), number);
+    assert_eq!(rig.stock("widget").await, 6);
+    assert_eq!(count(&rig.order_db, "SELECT COUNT(*) FROM orders").await, 1);
+}
+
+#[tokio::test]
+async fn a_takeover_that_finds_its_reservation_released_ends_in_a_409_and_frees_the_key() {
+    let rig = Rig::start(&[
+        ("RECONCILE_INTERVAL_SECS", "0"),
+        ("IDEMPOTENCY_STALE_SECS", "1"),
+    ])
+    .await;
+    rig.set_stock("widget", 10).await;
+    // A request claimed the key for order number "dead-1", reserved, and died; its stock was
+    // then released (by the handler's background release, an operator, or the reconciler).
+    let lines = shop_order::model::validate(
+        serde_json::from_value(json!({"orderLineItemsDtoList": [{"skuCode": "widget", "price": "10.00", "quantity": 3}]}))
+            .unwrap(),
+    )
+    .unwrap();
+    {
+        let mut c = MySqlConnection::connect(&rig.order_db).await.unwrap();
+        sqlx::query(
+            "INSERT INTO idempotency_keys (idem_key, fingerprint, order_number, state, updated_at) \
+             VALUES ('dead-key', ?, 'dead-1', 'IN_FLIGHT', NOW(6) - INTERVAL 1 HOUR)",
+        )
+        .bind(shop_order::model::fingerprint(&lines))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    }
+    rig.reserve_directly("dead-1", "widget", 3).await;
+    let r = rig
+        .http
+        .delete(rig.inv("/api/inventory/reservations/dead-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(rig.stock("widget").await, 10);
+
+    let (s, body) = rig.order(&rig.order, "widget", 3, "dead-key").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert_eq!(rig.stock("widget").await, 10, "nothing reserved");
+    // The key is free again: the same retry now places the order.
+    let (s, body) = rig.order(&rig.order, "widget", 3, "dead-key").await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_ne!(body["orderNumber"], "dead-1");
+    assert_eq!(rig.stock("widget").await, 7);
+}
