@@ -22,10 +22,6 @@ use http::{
 use http_body::Body as _;
 use http_body_util::{BodyExt, Empty, Full, Limited, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
 use shop_runtime::{BreakerConfig, CircuitBreaker, Discovery, Metrics, metrics::ServiceLabels};
 
 use crate::{
@@ -33,6 +29,7 @@ use crate::{
     config::{CorsConfig, ProxyConfig},
     ratelimit::{Decision, RateInfo, RateLimits},
     routes::{Route, RouteTable, Target},
+    upstream::{self, PoolConfig, UpstreamError},
 };
 
 /// Boxed error of proxied bodies.
@@ -45,16 +42,49 @@ pub const USER_ID: &str = "x-user-id";
 /// Header carrying the request id.
 pub const REQUEST_ID: &str = "x-request-id";
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
+const X_USER_ID: HeaderName = HeaderName::from_static(USER_ID);
+const X_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID);
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1 and the usual non-standard ones), besides those named in
+/// `Connection`.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::TRANSFER_ENCODING,
 ];
+
+/// The client side of one downstream connection: its address (for `X-Forwarded-For` and per-IP
+/// limits), with the address as a header value computed once per connection, not per request.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    addr: SocketAddr,
+    ip: HeaderValue,
+}
+
+impl Peer {
+    /// The peer at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        let ip = HeaderValue::from_str(&addr.ip().to_string())
+            .unwrap_or_else(|_| HV::from_static("unknown"));
+        Self { addr, ip }
+    }
+
+    /// The peer's socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
 
 /// Everything the proxy needs, shared by all connections.
 pub struct Gateway {
@@ -64,9 +94,13 @@ pub struct Gateway {
     discovery: Discovery,
     breakers: DashMap<String, Arc<CircuitBreaker>>,
     breaker_config: BreakerConfig,
-    route_breakers: std::collections::HashMap<usize, (String, Arc<CircuitBreaker>)>,
+    /// Per route index: the breaker key (upstream service) and its breaker, resolved at start-up.
+    route_breakers: Vec<Option<(String, Arc<CircuitBreaker>)>>,
+    /// Per route index: the route id as the metrics label.
+    route_labels: Vec<&'static str>,
     metrics: Metrics,
     proxy: ProxyConfig,
+    pool: PoolConfig,
     cors: CorsConfig,
     tracing_enabled: bool,
 }
@@ -160,6 +194,9 @@ fn empty() -> ProxyBody {
         .boxed_unsync()
 }
 
+/// How long an idle upstream connection is kept.
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Whether a method may be retried after the request may have reached the upstream.
 pub fn is_idempotent(m: &Method) -> bool {
     matches!(
@@ -170,20 +207,40 @@ pub fn is_idempotent(m: &Method) -> bool {
 
 /// Removes hop-by-hop headers, including any named in `Connection`.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
+    // `Connection` values are cloned (reference counts, no copy) so the map can be edited while
+    // their tokens are read; the usual `keep-alive`/`close` tokens need no lookup at all.
+    let mut values = h.get_all(header::CONNECTION).iter();
+    match (values.next().cloned(), values.next()) {
+        (None, _) => {}
+        (Some(only), None) => remove_named(h, &only),
+        (Some(first), Some(_)) => {
+            let all: Vec<HeaderValue> = h.get_all(header::CONNECTION).iter().cloned().collect();
+            drop(first);
+            for v in &all {
+                remove_named(h, v);
+            }
+        }
+    }
+    for n in &HOP_BY_HOP {
         h.remove(n);
     }
-    for n in HOP_BY_HOP {
-        h.remove(n);
+}
+
+/// Removes the headers named in one `Connection` value.
+fn remove_named(h: &mut HeaderMap, connection: &HeaderValue) {
+    let Ok(v) = connection.to_str() else { return };
+    for token in v.split(',').map(str::trim) {
+        if token.is_empty()
+            || token.eq_ignore_ascii_case("keep-alive")
+            || token.eq_ignore_ascii_case("close")
+        {
+            continue;
+        }
+        // `&str` names are looked up without allocating (unlike building a `HeaderName`).
+        if HeaderName::from_bytes(token.as_bytes()).is_ok() {
+            h.remove(token);
+        }
     }
-    h.remove(header::TRANSFER_ENCODING);
 }
 
 enum Outbound {
@@ -193,6 +250,7 @@ enum Outbound {
     Stream(Option<ProxyBody>),
 }
 
+#[derive(Debug)]
 enum Upstream<'a> {
     Static(&'a str),
     Discovered {
@@ -225,13 +283,25 @@ impl Gateway {
     /// Builds the gateway (upstream clients are created per worker thread on first use).
     pub fn new(p: GatewayParts) -> Self {
         let mut gw = Self::bare(p);
-        // One breaker per upstream service (routes to the same service share it), resolved once.
-        let mut per_route = std::collections::HashMap::new();
+        // One breaker per upstream service (routes to the same service share it), resolved once;
+        // the route ids are the metrics' `route` label (one small string per route, for the
+        // process lifetime).
+        let n = gw
+            .table
+            .routes()
+            .iter()
+            .map(|r| r.index + 1)
+            .max()
+            .unwrap_or(0);
+        let mut breakers = vec![None; n];
+        let mut labels = vec!["unmatched"; n];
         for r in gw.table.routes() {
             let key = breaker_key(r);
-            per_route.insert(r.index, (key.clone(), gw.breaker(&key)));
+            breakers[r.index] = Some((key.clone(), gw.breaker(&key)));
+            labels[r.index] = Box::leak(r.id.clone().into_boxed_str());
         }
-        gw.route_breakers = per_route;
+        gw.route_breakers = breakers;
+        gw.route_labels = labels;
         gw
     }
 
@@ -243,36 +313,24 @@ impl Gateway {
             discovery: p.discovery,
             breakers: DashMap::new(),
             breaker_config: p.breaker,
-            route_breakers: std::collections::HashMap::new(),
+            route_breakers: Vec::new(),
+            route_labels: Vec::new(),
             metrics: p.metrics,
+            pool: PoolConfig {
+                connect_timeout: Duration::from_millis(p.proxy.connect_timeout_ms),
+                max_idle_per_host: p.proxy.pool_max_idle_per_host,
+                idle_timeout: UPSTREAM_IDLE_TIMEOUT,
+            },
             proxy: p.proxy,
             cors: p.cors,
             tracing_enabled: p.tracing_enabled,
         }
     }
 
-    /// This thread's pooled upstream client. Each server worker thread runs its own single-threaded
-    /// runtime, so keeping the pool per thread keeps a request and its upstream connection on one
-    /// thread (no cross-thread wake-ups on the hot path).
-    fn client(&self) -> Client<HttpConnector, ProxyBody> {
-        thread_local! {
-            static CLIENT: std::cell::OnceCell<Client<HttpConnector, ProxyBody>> = const { std::cell::OnceCell::new() };
-        }
-        CLIENT.with(|c| {
-            c.get_or_init(|| {
-                let mut connector = HttpConnector::new();
-                connector.set_nodelay(true);
-                connector.set_connect_timeout(Some(Duration::from_millis(
-                    self.proxy.connect_timeout_ms,
-                )));
-                connector.enforce_http(true);
-                Client::builder(TokioExecutor::new())
-                    .pool_max_idle_per_host(self.proxy.pool_max_idle_per_host)
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .build(connector)
-            })
-            .clone()
-        })
+    /// Closes this worker thread's idle upstream connections past the idle timeout (run
+    /// periodically by each server worker).
+    pub fn sweep_idle_upstreams(&self) {
+        upstream::sweep_idle(self.pool.idle_timeout);
     }
 
     /// Rate limiters (for the sweeper task).
@@ -300,27 +358,16 @@ impl Gateway {
     }
 
     /// Handles one proxied request (health and metrics are answered by the server before this).
-    pub async fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
         let start = Instant::now();
         let method = req.method().clone();
-        let request_id = req
-            .headers()
-            .get(REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-            .map(str::to_owned)
-            .unwrap_or_else(|| {
-                uuid::Builder::from_random_bytes(rand::random())
-                    .into_uuid()
-                    .to_string()
-            });
-        let origin = req.headers().get(header::ORIGIN).cloned();
-        let path = req.uri().path().to_owned();
-        let (mut resp, route_id) = if self.tracing_enabled {
+        let request_id = request_id_of(req.headers());
+        let origin = if self.cors.allowed_origins.is_empty() {
+            None
+        } else {
+            req.headers().get(header::ORIGIN).cloned()
+        };
+        let (mut resp, route_label) = if self.tracing_enabled {
             use tracing::Instrument;
             use tracing_opentelemetry::OpenTelemetrySpanExt;
             let parent = shop_runtime::telemetry::extract_headers(req.headers());
@@ -329,33 +376,25 @@ impl Gateway {
                 otel.name = %format!("{method} gateway"),
                 otel.kind = "server",
                 http.method = %method,
-                http.target = %path,
+                http.target = %req.uri().path(),
                 http.status_code = tracing::field::Empty,
-                request_id = %request_id,
+                request_id = %request_id.to_str().unwrap_or_default(),
             );
             let _ = span.set_parent(parent);
             let r = self
-                .clone()
                 .route_request(req, peer, &request_id)
                 .instrument(span.clone())
                 .await;
             span.record("http.status_code", r.0.status().as_u16());
             r
         } else {
-            self.clone().route_request(req, peer, &request_id).await
+            self.route_request(req, peer, &request_id).await
         };
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            resp.headers_mut().insert(REQUEST_ID, v);
-        }
+        resp.headers_mut().insert(X_REQUEST_ID, request_id);
         if let Some(o) = origin {
             self.cors_response_headers(&o, resp.headers_mut());
         }
-        self.record(
-            &method,
-            route_id.unwrap_or("unmatched"),
-            resp.status().as_u16(),
-            start,
-        );
+        self.record(&method, route_label, resp.status().as_u16(), start);
         resp
     }
 
@@ -469,44 +508,47 @@ impl Gateway {
     }
 
     async fn route_request(
-        self: Arc<Self>,
+        &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
-        request_id: &str,
-    ) -> (Response<ProxyBody>, Option<&'static str>) {
-        let path = req.uri().path().to_owned();
+        peer: &Peer,
+        request_id: &HeaderValue,
+    ) -> (Response<ProxyBody>, &'static str) {
         if let Some(resp) = self.preflight(&req) {
-            return (resp, Some("cors-preflight"));
+            return (resp, "cors-preflight");
         }
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .map(str::to_owned);
-        let Some(route) = self
-            .table
-            .find(req.method(), host.as_deref(), &path)
-            .cloned()
-        else {
+        let host = match req.headers().get(header::HOST) {
+            Some(h) if h.to_str().is_ok() => Some(h.clone()),
+            _ => req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
+        let host_str = host.as_ref().and_then(|h| h.to_str().ok());
+        let Some(route) = self.table.find(req.method(), host_str, req.uri().path()) else {
+            let path = req.uri().path();
             let p = Problem::new(
                 StatusCode::NOT_FOUND,
                 "No route",
                 format!("no route for {} {path}", req.method()),
             )
             .field("path");
-            return (p.into_response(&path), None);
+            return (p.into_response(path), "unmatched");
         };
-        // Route ids live as long as the table (the gateway is never rebuilt while serving).
-        let route_label: &'static str = leak_route_id(&route);
+        let label = self
+            .route_labels
+            .get(route.index)
+            .copied()
+            .unwrap_or("unmatched");
+        // For the problem's `instance` (a cheap clone: the URI shares the request's buffer).
+        let uri = req.uri().clone();
         let resp = match self
-            .proxy_on_route(req, &route, peer, request_id, host)
+            .proxy_on_route(req, route, peer, request_id, host)
             .await
         {
             Ok(r) => r,
-            Err(p) => p.into_response(&path),
+            Err(p) => p.into_response(uri.path()),
         };
-        (resp, Some(route_label))
+        (resp, label)
     }
 
     async fn authenticate(
@@ -537,18 +579,26 @@ impl Gateway {
         &self,
         req: Request<Incoming>,
         route: &Route,
-        peer: SocketAddr,
-        request_id: &str,
-        host: Option<String>,
+        peer: &Peer,
+        request_id: &HeaderValue,
+        host: Option<HeaderValue>,
     ) -> Result<Response<ProxyBody>, Problem> {
         let principal = self.authenticate(&req, route).await?;
 
-        // Rate limit: per client (subject, else IP) and route.
-        let client_key = principal.as_ref().map_or_else(
-            || format!("ip:{}", peer.ip()),
-            |p| format!("sub:{}", p.subject),
-        );
-        let rate = match self.limits.check(route.index, &client_key) {
+        // Rate limit: per client (subject, else IP) and route (the key is built only when on).
+        let check = || {
+            let client_key = principal.as_ref().map_or_else(
+                || format!("ip:{}", peer.addr.ip()),
+                |p| format!("sub:{}", p.subject),
+            );
+            self.limits.check(route.index, &client_key)
+        };
+        let decision = if self.limits.enabled() {
+            check()
+        } else {
+            Decision::Disabled
+        };
+        let rate = match decision {
             Decision::Allowed(i) => Some(i),
             Decision::Limited { info, retry_after } => {
                 let secs = crate::ratelimit::ceil_secs(retry_after).max(1);
@@ -623,16 +673,21 @@ impl Gateway {
             ))
         };
 
-        let headers = self.upstream_headers(
-            &parts.headers,
-            peer,
-            request_id,
-            host.as_deref(),
-            principal.as_ref(),
-        );
-        let pq = route.upstream_path_and_query(parts.uri.path(), parts.uri.query());
+        let uri = upstream_uri(route, &parts.uri).map_err(|e| {
+            Problem::new(StatusCode::BAD_REQUEST, "Bad request target", e.to_string()).field("path")
+        })?;
+        // Built per attempt (a retry gets fresh headers) instead of cloned.
+        let headers = || {
+            self.upstream_headers(
+                &parts.headers,
+                peer,
+                request_id,
+                host.as_ref(),
+                principal.as_ref(),
+            )
+        };
         let mut resp = self
-            .forward(route, &parts.method, &pq, headers, outbound)
+            .forward(route, &parts.method, &uri, &headers, outbound)
             .await?;
         strip_hop_by_hop(resp.headers_mut());
         *resp.version_mut() = http::Version::HTTP_11;
@@ -645,40 +700,36 @@ impl Gateway {
     fn upstream_headers(
         &self,
         incoming: &HeaderMap,
-        peer: SocketAddr,
-        request_id: &str,
-        host: Option<&str>,
+        peer: &Peer,
+        request_id: &HeaderValue,
+        host: Option<&HeaderValue>,
         principal: Option<&Principal>,
     ) -> HeaderMap {
         let mut h = incoming.clone();
         strip_hop_by_hop(&mut h);
         h.remove(header::HOST);
-        h.remove(USER_ID);
+        h.remove(X_USER_ID);
         if let Some(p) = principal
             && let Ok(v) = HeaderValue::from_str(&p.subject)
         {
-            h.insert(USER_ID, v);
+            h.insert(X_USER_ID, v);
         }
-        let ip = peer.ip().to_string();
-        let xff = match incoming
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-            _ => ip,
+        let xff = match incoming.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.trim().is_empty() => {
+                HeaderValue::from_str(&format!("{prev}, {}", peer.addr.ip())).ok()
+            }
+            _ => Some(peer.ip.clone()),
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            h.insert("x-forwarded-for", v);
+        if let Some(v) = xff {
+            h.insert(X_FORWARDED_FOR, v);
         }
-        if !h.contains_key("x-forwarded-proto") {
-            h.insert("x-forwarded-proto", HV::from_static("http"));
+        if !h.contains_key(X_FORWARDED_PROTO) {
+            h.insert(X_FORWARDED_PROTO, HV::from_static("http"));
         }
-        if let Some(hv) = host.and_then(|x| HeaderValue::from_str(x).ok()) {
-            h.insert("x-forwarded-host", hv);
+        if let Some(hv) = host {
+            h.insert(X_FORWARDED_HOST, hv.clone());
         }
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            h.insert(REQUEST_ID, v);
-        }
+        h.insert(X_REQUEST_ID, request_id.clone());
         if self.tracing_enabled {
             use tracing_opentelemetry::OpenTelemetrySpanExt;
             let cx = tracing::Span::current().context();
@@ -729,19 +780,20 @@ impl Gateway {
         &self,
         route: &Route,
         method: &Method,
-        pq: &str,
-        headers: HeaderMap,
+        uri: &Uri,
+        headers: &impl Fn() -> HeaderMap,
         mut outbound: Outbound,
     ) -> Result<Response<ProxyBody>, Problem> {
-        let (service_key, breaker) = match self.route_breakers.get(&route.index) {
-            Some((k, b)) => (k.clone(), b.clone()),
-            None => {
+        let unresolved;
+        let (service_key, breaker) = match self.route_breakers.get(route.index) {
+            Some(Some((k, b))) => (k.as_str(), &**b),
+            _ => {
                 let k = breaker_key(route);
                 let b = self.breaker(&k);
-                (k, b)
+                unresolved = (k, b);
+                (unresolved.0.as_str(), &*unresolved.1)
             }
         };
-        let client = self.client();
         let attempts = 1 + self.proxy.retries;
         let deadline = Instant::now() + route.timeout;
         let mut last_problem = None;
@@ -762,18 +814,6 @@ impl Gateway {
                     return Err(p);
                 }
             };
-            let uri: Uri = match format!("{}{}", up.base(), pq).parse() {
-                Ok(u) => u,
-                Err(e) => {
-                    breaker.record(true);
-                    return Err(Problem::new(
-                        StatusCode::BAD_REQUEST,
-                        "Bad request target",
-                        e.to_string(),
-                    )
-                    .field("path"));
-                }
-            };
             let (body, replayable) = match &mut outbound {
                 Outbound::Replayable(None) => (empty(), true),
                 Outbound::Replayable(Some(b)) => (full(b.clone()), true),
@@ -784,11 +824,12 @@ impl Gateway {
             };
             let mut req = Request::new(body);
             *req.method_mut() = method.clone();
-            *req.uri_mut() = uri;
-            *req.headers_mut() = headers.clone();
+            *req.uri_mut() = uri.clone();
+            *req.headers_mut() = headers();
             let remaining = deadline.saturating_duration_since(Instant::now());
             let last = attempt + 1 == attempts;
-            match tokio::time::timeout(remaining, client.request(req)).await {
+            match tokio::time::timeout(remaining, upstream::send(up.base(), req, &self.pool)).await
+            {
                 Err(_) => {
                     breaker.record(false);
                     return Err(Problem::new(
@@ -817,7 +858,16 @@ impl Gateway {
                         );
                         continue;
                     }
-                    return Ok(resp.map(|b| b.map_err(BoxError::from).boxed_unsync()));
+                    return Ok(resp);
+                }
+                Ok(Err(UpstreamError::BadTarget(base))) => {
+                    breaker.record(true);
+                    return Err(Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "Bad request target",
+                        format!("the path cannot be sent to {base}"),
+                    )
+                    .field("path"));
                 }
                 Ok(Err(e)) => {
                     let connect = e.is_connect();
@@ -877,17 +927,32 @@ fn breaker_key(route: &Route) -> String {
     }
 }
 
-fn leak_route_id(route: &Route) -> &'static str {
-    use std::sync::OnceLock;
-    static IDS: OnceLock<DashMap<String, &'static str>> = OnceLock::new();
-    let ids = IDS.get_or_init(DashMap::new);
-    if let Some(v) = ids.get(&route.id) {
-        return *v;
+/// The request id: the client's `X-Request-Id` when it is a sane token, else a new UUID v4.
+fn request_id_of(h: &HeaderMap) -> HeaderValue {
+    if let Some(v) = h.get(REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(u8::is_ascii_graphic) {
+            return v.clone();
+        }
     }
-    // Bounded: one small string per configured route id, for the process lifetime.
-    let s: &'static str = Box::leak(route.id.clone().into_boxed_str());
-    ids.insert(route.id.clone(), s);
-    s
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .hyphenated()
+        .encode_lower(&mut buf);
+    // One allocation, and clones (request upstream, response) only count references.
+    HeaderValue::from_maybe_shared(Bytes::from_owner(buf))
+        .unwrap_or_else(|_| HV::from_static("invalid-request-id"))
+}
+
+/// The origin-form target to send upstream: the client's own when the route does not rewrite it.
+fn upstream_uri(route: &Route, uri: &Uri) -> Result<Uri, http::uri::InvalidUri> {
+    if !route.rewrites() && uri.scheme().is_none() && uri.authority().is_none() {
+        return Ok(uri.clone());
+    }
+    route
+        .upstream_path_and_query(uri.path(), uri.query())
+        .parse()
 }
 
 fn auth_problem(e: AuthError) -> Problem {

@@ -140,6 +140,11 @@ impl RateLimits {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// Whether limiting is on (when off, [`RateLimits::check`] is always `Disabled`).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Client keys currently tracked.
     pub fn tracked_keys(&self) -> usize {
         self.keys.load(Ordering::Relaxed)

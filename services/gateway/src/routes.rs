@@ -133,6 +133,11 @@ impl Route {
         prefix_matches(&self.prefix, path)
     }
 
+    /// Whether the route rewrites the prefix (else the path goes upstream unchanged).
+    pub fn rewrites(&self) -> bool {
+        self.rewrite.is_some()
+    }
+
     /// The path and query to send upstream for `path` (already matched) and `query`.
     pub fn upstream_path_and_query(&self, path: &str, query: Option<&str>) -> String {
         let mut out = match &self.rewrite {

@@ -22,7 +22,7 @@ use shop_runtime::{Metrics, Readiness};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::{Gateway, ProxyBody};
+use crate::proxy::{Gateway, Peer, ProxyBody};
 
 /// What the built-in endpoints need.
 #[derive(Clone, Debug)]
@@ -45,12 +45,17 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     r
 }
 
-async fn dispatch(
+/// What one connection's requests share. Built per connection from the worker's own handles, so
+/// the per-request reference count it costs is on this thread's memory only (cloning the shared
+/// `Gateway`/`Admin` handles per request made both workers bounce the same cache lines).
+struct Conn {
     gw: Arc<Gateway>,
-    admin: Admin,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-) -> Response<ProxyBody> {
+    admin: Arc<Admin>,
+    peer: Peer,
+}
+
+async fn dispatch(conn: Arc<Conn>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let Conn { gw, admin, peer } = &*conn;
     match req.uri().path() {
         "/health/live" => text(
             StatusCode::OK,
@@ -152,13 +157,32 @@ pub async fn serve(
     shutdown: CancellationToken,
     grace: Duration,
 ) -> std::io::Result<()> {
+    // Cloned per connection (not per request, see `Conn`); this worker's idle upstream
+    // connections are swept periodically.
+    let admin = Arc::new(admin);
+    {
+        let (gw, stop) = (gw.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => gw.sweep_idle_upstreams(),
+                    () = stop.cancelled() => break,
+                }
+            }
+        });
+    }
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
         .keep_alive(true)
-        .max_headers(128);
+        // Small writes are copied into one buffer and sent with one `send`; cheaper than a
+        // `writev` of head + body for the typical API response.
+        .writev(false);
+    // Note: no `max_headers` above hyper's default (100): a larger limit makes hyper allocate its
+    // header parsing arrays on the heap for every request.
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -172,12 +196,10 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let gw = gw.clone();
-                let admin = admin.clone();
+                let conn = Arc::new(Conn { gw: gw.clone(), admin: admin.clone(), peer: Peer::new(peer) });
                 let svc = service_fn(move |req| {
-                    let gw = gw.clone();
-                    let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(dispatch(gw, admin, req, peer).await) }
+                    let conn = conn.clone();
+                    async move { Ok::<_, Infallible>(dispatch(conn, req).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), svc);
                 let fut = graceful.watch(conn);

@@ -1,0 +1,413 @@
+//! Per-worker pools of HTTP/1.1 keep-alive connections to upstreams, on hyper's connection API.
+//!
+//! Exists because hyper-util's legacy `Client` cost the proxy's hot path, per request, a boxed
+//! future of more than 1 KiB, a spawned task to wait until the connection is idle again, a pool
+//! behind a mutex keyed by an allocated (scheme, authority), an absolute URI rebuilt into origin
+//! form and an allocated `Host` value. Here every server worker thread (one single-threaded runtime
+//! each, see `server`) owns its pool: a request takes an idle connection of its own thread, sends
+//! an origin-form request with a `Host` value computed once per upstream, and the connection goes
+//! back to the pool when the response body ends (or is dropped unfinished: then it is closed, like
+//! HTTP/1.1 requires). A pooled connection that turns out closed before the request was written is
+//! replaced by a fresh one transparently, as the legacy client did.
+
+use std::{
+    cell::RefCell,
+    collections::{HashMap, VecDeque},
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, Uri, header};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::{body::Incoming, client::conn::http1::SendRequest};
+use hyper_util::rt::TokioIo;
+
+use crate::proxy::{BoxError, ProxyBody};
+
+/// How upstream connections are made and kept.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolConfig {
+    /// TCP connect timeout (name resolution included).
+    pub connect_timeout: Duration,
+    /// Idle connections kept per upstream base URL and worker (0: no keep-alive reuse).
+    pub max_idle_per_host: usize,
+    /// Idle connections older than this are closed.
+    pub idle_timeout: Duration,
+}
+
+/// Why an upstream call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The base URL is not `http://host[:port]`.
+    #[error("unsupported upstream base URL `{0}` (http://host[:port] expected)")]
+    BadBase(String),
+    /// No TCP connection could be made.
+    #[error("connect to {0}: {1}")]
+    Connect(String, #[source] std::io::Error),
+    /// The TCP connection was not made within the connect timeout.
+    #[error("connect to {0}: timed out")]
+    ConnectTimeout(String),
+    /// The base URL's path and the request target do not form a valid URI.
+    #[error("invalid request target for upstream `{0}`")]
+    BadTarget(String),
+    /// The HTTP exchange failed (the request may have been sent).
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+}
+
+impl UpstreamError {
+    /// Whether the request was certainly not sent because no connection could be made.
+    pub fn is_connect(&self) -> bool {
+        !matches!(self, UpstreamError::Http(_) | UpstreamError::BadTarget(_))
+    }
+}
+
+type Sender = SendRequest<ProxyBody>;
+
+/// How to reach one upstream base URL; computed once per worker and base.
+#[derive(Clone)]
+struct Dial {
+    host: Arc<str>,
+    port: u16,
+    addr: Option<SocketAddr>,
+}
+
+struct Endpoint {
+    key: Arc<str>,
+    host_header: HeaderValue,
+    /// The base URL's path (`http://h/ctx` -> `/ctx`), prepended to every request target.
+    path_prefix: Option<Arc<str>>,
+    dial: Dial,
+    idle: VecDeque<(Sender, Instant)>,
+}
+
+impl Endpoint {
+    fn parse(base: &str) -> Result<Self, UpstreamError> {
+        let bad = || UpstreamError::BadBase(base.to_owned());
+        let uri: Uri = base.parse().map_err(|_| bad())?;
+        if uri.scheme_str() != Some("http") {
+            return Err(bad());
+        }
+        let auth = uri.authority().ok_or_else(bad)?;
+        let port = auth.port_u16().unwrap_or(80);
+        let host_header = match auth.port_u16() {
+            Some(p) if p != 80 => HeaderValue::from_str(&format!("{}:{p}", auth.host())),
+            _ => HeaderValue::from_str(auth.host()),
+        }
+        .map_err(|_| bad())?;
+        let path = uri.path().trim_end_matches('/');
+        let path_prefix = (!path.is_empty()).then(|| Arc::from(path));
+        let bare = auth.host().trim_start_matches('[').trim_end_matches(']');
+        let addr = bare
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, port));
+        Ok(Self {
+            key: Arc::from(base),
+            host_header,
+            path_prefix,
+            dial: Dial {
+                host: Arc::from(bare),
+                port,
+                addr,
+            },
+            idle: VecDeque::new(),
+        })
+    }
+
+    fn drop_expired(&mut self, now: Instant, idle_timeout: Duration) {
+        while let Some((s, since)) = self.idle.front() {
+            if s.is_closed() || now.saturating_duration_since(*since) >= idle_timeout {
+                self.idle.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+thread_local! {
+    static POOL: RefCell<HashMap<Arc<str>, Endpoint>> = RefCell::new(HashMap::new());
+}
+
+struct Checkout {
+    /// An idle connection of this worker, or None: connect with `dial`.
+    idle: Option<Sender>,
+    host: HeaderValue,
+    key: Arc<str>,
+    path_prefix: Option<Arc<str>>,
+    dial: Option<Dial>,
+}
+
+fn checkout(base: &str, cfg: &PoolConfig) -> Result<Checkout, UpstreamError> {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let ep = match pool.get_mut(base) {
+            Some(ep) => ep,
+            None => {
+                let ep = Endpoint::parse(base)?;
+                pool.entry(ep.key.clone()).or_insert(ep)
+            }
+        };
+        // Most recently used first: it is the least likely to have been closed by the upstream.
+        while let Some((sender, since)) = ep.idle.pop_back() {
+            if since.elapsed() >= cfg.idle_timeout {
+                ep.idle.clear();
+                break;
+            }
+            if sender.is_ready() && !sender.is_closed() {
+                return Ok(Checkout {
+                    idle: Some(sender),
+                    host: ep.host_header.clone(),
+                    key: ep.key.clone(),
+                    path_prefix: ep.path_prefix.clone(),
+                    dial: None,
+                });
+            }
+        }
+        Ok(Checkout {
+            idle: None,
+            host: ep.host_header.clone(),
+            key: ep.key.clone(),
+            path_prefix: ep.path_prefix.clone(),
+            dial: Some(ep.dial.clone()),
+        })
+    })
+}
+
+fn dial_of(key: &str) -> Result<Dial, UpstreamError> {
+    POOL.with(|pool| match pool.borrow().get(key) {
+        Some(ep) => Ok(ep.dial.clone()),
+        None => Endpoint::parse(key).map(|ep| ep.dial),
+    })
+}
+
+/// Puts an idle connection back into this thread's pool (or drops it when the pool is full).
+fn put_idle(key: &str, sender: Sender, cfg: &PoolConfig) {
+    if sender.is_closed() || cfg.max_idle_per_host == 0 {
+        return;
+    }
+    // `try_with`: a body dropped while the thread's locals are torn down just closes its connection.
+    let _ = POOL.try_with(|pool| {
+        let Ok(mut pool) = pool.try_borrow_mut() else {
+            return;
+        };
+        if let Some(ep) = pool.get_mut(key) {
+            let now = Instant::now();
+            ep.drop_expired(now, cfg.idle_timeout);
+            if ep.idle.len() < cfg.max_idle_per_host {
+                ep.idle.push_back((sender, now));
+            }
+        }
+    });
+}
+
+/// A connection that goes back to the pool once its response is complete.
+struct Lease {
+    sender: Sender,
+    key: Arc<str>,
+    cfg: PoolConfig,
+}
+
+impl Lease {
+    fn release(self) {
+        let Lease {
+            mut sender,
+            key,
+            cfg,
+        } = self;
+        if sender.is_closed() {
+            return;
+        }
+        if sender.is_ready() {
+            put_idle(&key, sender, &cfg);
+        } else if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            // Rare: the connection has not finished its exchange yet (e.g. a request body still
+            // being sent); return it once it is ready, on this same worker runtime.
+            rt.spawn(async move {
+                if sender.ready().await.is_ok() {
+                    put_idle(&key, sender, &cfg);
+                }
+            });
+        }
+    }
+}
+
+/// Closes this worker's idle connections that are past the idle timeout or closed by the upstream.
+pub fn sweep_idle(idle_timeout: Duration) {
+    let _ = POOL.try_with(|pool| {
+        if let Ok(mut pool) = pool.try_borrow_mut() {
+            let now = Instant::now();
+            for ep in pool.values_mut() {
+                ep.idle.retain(|(s, since)| {
+                    !s.is_closed() && now.saturating_duration_since(*since) < idle_timeout
+                });
+            }
+        }
+    });
+}
+
+async fn connect(dial: &Dial, cfg: &PoolConfig) -> Result<Sender, UpstreamError> {
+    let name = || format!("{}:{}", dial.host, dial.port);
+    let tcp = async {
+        let addrs: Vec<SocketAddr> = match dial.addr {
+            Some(a) => vec![a],
+            None => tokio::net::lookup_host((&*dial.host, dial.port))
+                .await?
+                .collect(),
+        };
+        let mut last = None;
+        for a in addrs {
+            match tokio::net::TcpStream::connect(a).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no address resolved")
+        }))
+    };
+    let stream = tokio::time::timeout(cfg.connect_timeout, tcp)
+        .await
+        .map_err(|_| UpstreamError::ConnectTimeout(name()))?
+        .map_err(|e| UpstreamError::Connect(name(), e))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| UpstreamError::Connect(name(), e))?;
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(stream))
+        .await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// Sends `req` (origin-form URI; its `Host` is set here) to the upstream at `base`
+/// (`http://host[:port]`), on a pooled connection of this worker when one is idle.
+pub async fn send(
+    base: &str,
+    mut req: Request<ProxyBody>,
+    cfg: &PoolConfig,
+) -> Result<Response<ProxyBody>, UpstreamError> {
+    let co = checkout(base, cfg)?;
+    req.headers_mut().insert(header::HOST, co.host);
+    if let Some(prefix) = &co.path_prefix {
+        let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        *req.uri_mut() = format!("{prefix}{pq}")
+            .parse()
+            .map_err(|_| UpstreamError::BadTarget(base.to_owned()))?;
+    }
+    let key = co.key;
+    let (mut sender, mut reused) = match (co.idle, co.dial) {
+        (Some(s), _) => (s, true),
+        (None, Some(dial)) => (connect(&dial, cfg).await?, false),
+        (None, None) => (connect(&dial_of(&key)?, cfg).await?, false),
+    };
+    loop {
+        match sender.try_send_request(req).await {
+            Ok(resp) => {
+                let lease = Lease {
+                    sender,
+                    key,
+                    cfg: *cfg,
+                };
+                return Ok(resp.map(|body| PooledBody::boxed(body, lease)));
+            }
+            Err(mut e) => match e.take_message() {
+                // A kept-alive connection closed before the request was written: use a new one.
+                Some(r) if reused => {
+                    req = r;
+                    sender = connect(&dial_of(&key)?, cfg).await?;
+                    reused = false;
+                }
+                _ => return Err(UpstreamError::Http(e.into_error())),
+            },
+        }
+    }
+}
+
+/// The upstream's response body; hands the connection back to the pool when it ends.
+struct PooledBody {
+    inner: Incoming,
+    lease: Option<Lease>,
+}
+
+impl PooledBody {
+    fn boxed(inner: Incoming, lease: Lease) -> ProxyBody {
+        let mut b = Self {
+            inner,
+            lease: Some(lease),
+        };
+        if b.inner.is_end_stream() {
+            b.release();
+        }
+        b.boxed_unsync()
+    }
+
+    fn release(&mut self) {
+        if let Some(l) = self.lease.take() {
+            l.release();
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
+            // A broken body: the connection is not reusable.
+            Poll::Ready(Some(Err(_))) => this.lease = None,
+            _ => {}
+        }
+        polled.map(|f| f.map(|r| r.map_err(BoxError::from)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse_host_header_and_literal_address() {
+        let ep = Endpoint::parse("http://127.0.0.1:8081").unwrap();
+        assert_eq!(ep.host_header, "127.0.0.1:8081");
+        assert_eq!(ep.dial.addr, Some("127.0.0.1:8081".parse().unwrap()));
+        assert!(ep.path_prefix.is_none());
+        let ep = Endpoint::parse("http://10.0.0.1:8081/ctx/").unwrap();
+        assert_eq!(ep.path_prefix.as_deref(), Some("/ctx"));
+        let ep = Endpoint::parse("http://product").unwrap();
+        assert_eq!(ep.host_header, "product");
+        assert_eq!((ep.dial.addr, ep.dial.port), (None, 80));
+        let ep = Endpoint::parse("http://[::1]:9000").unwrap();
+        assert_eq!(ep.host_header, "[::1]:9000");
+        assert_eq!(ep.dial.addr, Some("[::1]:9000".parse().unwrap()));
+        assert!(Endpoint::parse("https://secure:443").is_err());
+        assert!(Endpoint::parse("not a url").is_err());
+    }
+}
