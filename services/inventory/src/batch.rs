@@ -153,9 +153,8 @@ async fn try_reserve_batch(
             results.push(None);
             continue;
         }
-        let left = |sku: &str| {
-            stock.get(sku).copied().unwrap_or(0) - taken.get(sku).copied().unwrap_or(0)
-        };
+        let left =
+            |sku: &str| stock.get(sku).copied().unwrap_or(0) - taken.get(sku).copied().unwrap_or(0);
         let short: Vec<Shortage> = lines
             .iter()
             .filter(|l| left(&l.sku_code) < l.quantity)
@@ -183,7 +182,10 @@ async fn try_reserve_batch(
     let mut qb: QueryBuilder<MySql> =
         QueryBuilder::new("UPDATE inventory SET quantity = quantity - CASE sku_code");
     for (sku, qty) in &taken {
-        qb.push(" WHEN ").push_bind(*sku).push(" THEN ").push_bind(*qty);
+        qb.push(" WHEN ")
+            .push_bind(*sku)
+            .push(" THEN ")
+            .push_bind(*qty);
     }
     qb.push(" ELSE 0 END WHERE sku_code IN (");
     let mut sep = qb.separated(", ");

@@ -25,7 +25,7 @@ struct Args {
     #[arg(long, env = "RESERVE_BATCH_MAX", default_value_t = 64)]
     reserve_batch_max: usize,
     /// Reservation transactions that may run at the same time.
-    #[arg(long, env = "RESERVE_BATCH_WORKERS", default_value_t = 2)]
+    #[arg(long, env = "RESERVE_BATCH_WORKERS", default_value_t = 8)]
     reserve_batch_workers: usize,
 }
 

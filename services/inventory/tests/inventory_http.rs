@@ -381,13 +381,20 @@ async fn reservations_arriving_together_keep_every_rule_of_a_single_reservation(
     .await;
 
     let mix: Vec<&(StatusCode, Value)> = answers[..30].iter().collect();
-    let served = mix.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
+    let served = mix
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .count();
     assert_eq!(served, 10, "exactly the 10 hot units are sold: {mix:?}");
     for (s, body) in &mix {
         if *s != StatusCode::CREATED {
             assert_eq!(*s, StatusCode::CONFLICT, "{body}");
             assert_eq!(body["unavailable"][0]["skuCode"], "hot", "{body}");
-            assert_eq!(body["unavailable"].as_array().unwrap().len(), 1, "cold was servable: {body}");
+            assert_eq!(
+                body["unavailable"].as_array().unwrap().len(),
+                1,
+                "cold was servable: {body}"
+            );
         }
     }
     let dup: Vec<StatusCode> = answers[30..35].iter().map(|(s, _)| *s).collect();
@@ -397,10 +404,15 @@ async fn reservations_arriving_together_keep_every_rule_of_a_single_reservation(
         "one of the five identical requests reserves: {dup:?}"
     );
     assert!(
-        dup.iter().all(|s| *s == StatusCode::CREATED || *s == StatusCode::OK),
+        dup.iter()
+            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::OK),
         "the others are replays: {dup:?}"
     );
-    assert_eq!(answers[35].0, StatusCode::CONFLICT, "a tombstoned order is refused");
+    assert_eq!(
+        answers[35].0,
+        StatusCode::CONFLICT,
+        "a tombstoned order is refused"
+    );
     assert_eq!(answers[36].0, StatusCode::CONFLICT, "{}", answers[36].1);
     assert_eq!(answers[36].1["unavailable"][0]["skuCode"], "ghost");
 
@@ -426,8 +438,14 @@ async fn reservations_arriving_together_keep_every_rule_of_a_single_reservation(
         count("inventory_reservation_batch_size_sum"),
         count("inventory_reservation_batch_size_count"),
     );
-    assert!(sum >= 37.0, "every reservation went through the batcher: {sum}");
-    assert!(calls < sum, "{sum} reservations in {calls} transactions: no batch formed");
+    assert!(
+        sum >= 37.0,
+        "every reservation went through the batcher: {sum}"
+    );
+    assert!(
+        calls < sum,
+        "{sum} reservations in {calls} transactions: no batch formed"
+    );
 
     assert_eq!(inv.stock("hot").await, 0);
     assert_eq!(

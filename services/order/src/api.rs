@@ -23,8 +23,9 @@ use tracing::Instrument;
 use crate::{
     inventory::{InventoryClient, ReserveError},
     model::{self, Order, OrderPlacedEvent, OrderRequest},
-    store::{self, KeyClaim, OutboxRow},
+    store::{self, KeyClaim, OrderWrite},
 };
+use shop_runtime::batch::{BatchConfig, Batcher};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -46,6 +47,20 @@ pub struct AppState {
     pub idempotency_stale_after: Duration,
     /// Hook that returns the trace-context headers to carry on the Kafka message.
     pub trace_headers: fn() -> BTreeMap<String, String>,
+    /// Writes orders; orders that arrive together share a transaction (see [`order_writer`]).
+    pub writes: OrderWriter,
+}
+
+/// The group-commit queue of order writes.
+pub type OrderWriter = Batcher<OrderWrite, Result<(), store::StoreError>>;
+
+/// Starts the order writer on the current runtime: concurrent orders are written in one
+/// transaction each batch ([`store::write_orders`]).
+pub fn order_writer(pool: MySqlPool, cfg: BatchConfig) -> OrderWriter {
+    Batcher::spawn(cfg, move |writes| {
+        let pool = pool.clone();
+        async move { store::write_orders(&pool, writes).await }
+    })
 }
 
 /// The service's routes.
@@ -251,18 +266,18 @@ async fn place_order_inner(
         tracing::error!(error = %e, "order serialisation failed");
         Problem::opaque_internal()
     })?;
-    let written = store::insert_order(
-        &st.pool,
-        &order,
-        key.as_deref(),
-        OutboxRow {
-            event: &event,
-            topic: &st.topic,
-            headers: &kafka_headers,
-        },
-        &body,
-    )
-    .await;
+    let written = st
+        .writes
+        .submit(OrderWrite {
+            order,
+            idempotency_key: key.clone(),
+            event,
+            topic: st.topic.clone(),
+            headers: kafka_headers,
+            response_body: body.clone(),
+        })
+        .await
+        .unwrap_or(Err(store::StoreError::Db(sqlx::Error::WorkerCrashed)));
     if let Err(e) = written {
         let p = db_problem(&e);
         // Give the stock back (retried in the background until inventory confirms).

@@ -70,6 +70,12 @@ struct Args {
     /// reconciler releases it; must exceed the longest time an order can be in flight.
     #[arg(long, env = "RECONCILE_GRACE_SECS", default_value_t = 120)]
     reconcile_grace_secs: u64,
+    /// Most orders written in one transaction (1 = no batching).
+    #[arg(long, env = "ORDER_WRITE_BATCH_MAX", default_value_t = 64)]
+    order_write_batch_max: usize,
+    /// Order-write transactions that may run at the same time.
+    #[arg(long, env = "ORDER_WRITE_WORKERS", default_value_t = 8)]
+    order_write_workers: usize,
 }
 
 struct MapInjector<'a>(&'a mut BTreeMap<String, String>);
@@ -153,6 +159,19 @@ async fn main() -> anyhow::Result<()> {
         Relay::new(pool.clone(), producer, wake.clone(), relay_cfg, stats).run(relay_stop.clone()),
     );
 
+    let writes = shop_order::api::order_writer(
+        pool.clone(),
+        shop_runtime::batch::BatchConfig {
+            max_batch: args.order_write_batch_max.max(1),
+            workers: args.order_write_workers.max(1),
+            ..Default::default()
+        },
+    );
+    rt.metrics().registry().register(
+        "order_write_batch_size",
+        "Orders written per database transaction",
+        writes.batch_sizes(),
+    );
     let inventory = Arc::new(InventoryClient::new(client, timeout));
     let idempotency_stale_after = Duration::from_secs(args.idempotency_stale_secs.max(1));
     let reconcile_task = reconcile::spawn(
@@ -175,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
         topic: Arc::from(args.topic.as_str()),
         idempotency_stale_after,
         trace_headers,
+        writes,
     };
     let served = rt.serve(router(state)).await;
     relay_stop.cancel();

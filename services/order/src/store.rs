@@ -190,6 +190,181 @@ pub async fn insert_order(
     Ok(())
 }
 
+/// One order ready to be written: everything [`insert_order`] takes, owned, so it can wait in a
+/// [`shop_runtime::batch::Batcher`] queue.
+#[derive(Debug, Clone)]
+pub struct OrderWrite {
+    /// The order with its lines.
+    pub order: Order,
+    /// The request's Idempotency-Key, if any (its stored response is completed in the same transaction).
+    pub idempotency_key: Option<String>,
+    /// The OrderPlaced event.
+    pub event: OrderPlacedEvent,
+    /// Kafka topic of the event.
+    pub topic: std::sync::Arc<str>,
+    /// Kafka headers of the event.
+    pub headers: BTreeMap<String, String>,
+    /// The response body stored for Idempotency-Key replays.
+    pub response_body: String,
+}
+
+async fn write_one(pool: &MySqlPool, w: &OrderWrite) -> Result<(), StoreError> {
+    insert_order(
+        pool,
+        &w.order,
+        w.idempotency_key.as_deref(),
+        OutboxRow {
+            event: &w.event,
+            topic: &w.topic,
+            headers: &w.headers,
+        },
+        &w.response_body,
+    )
+    .await
+}
+
+/// Most order lines written by one batch transaction (bounds statement size and lock time).
+pub const MAX_LINES_PER_TX: usize = 2_000;
+
+/// Writes every order of a batch; one answer per order, in order. Orders that arrive together
+/// share one transaction with multi-row statements (five statements for the batch instead of five
+/// per order); when the database refuses a batch, each order is written on its own so one bad
+/// order cannot fail the others.
+pub async fn write_orders(
+    pool: &MySqlPool,
+    writes: Vec<OrderWrite>,
+) -> Vec<Result<(), StoreError>> {
+    if writes.len() == 1 {
+        return vec![write_one(pool, &writes[0]).await];
+    }
+    let mut answers: Vec<Option<Result<(), StoreError>>> =
+        (0..writes.len()).map(|_| None).collect();
+    let mut start = 0;
+    while start < writes.len() {
+        let mut end = start;
+        let mut lines = 0;
+        while end < writes.len()
+            && (end == start || lines + writes[end].order.lines.len() <= MAX_LINES_PER_TX)
+        {
+            lines += writes[end].order.lines.len();
+            end += 1;
+        }
+        match insert_orders(pool, &writes[start..end]).await {
+            Ok(()) => {
+                for a in &mut answers[start..end] {
+                    *a = Some(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, orders = end - start, "batch order write refused; writing one by one");
+                let each = futures::future::join_all(
+                    writes[start..end].iter().map(|w| write_one(pool, w)),
+                )
+                .await;
+                for (a, r) in answers[start..end].iter_mut().zip(each) {
+                    *a = Some(r);
+                }
+            }
+        }
+        start = end;
+    }
+    answers
+        .into_iter()
+        .map(|a| a.unwrap_or(Err(StoreError::Db(sqlx::Error::WorkerCrashed))))
+        .collect()
+}
+
+/// One transaction for several orders: orders, lines, outbox rows and completed keys.
+async fn insert_orders(pool: &MySqlPool, writes: &[OrderWrite]) -> Result<(), StoreError> {
+    let encoded: Vec<(String, String)> = writes
+        .iter()
+        .map(|w| {
+            Ok((
+                serde_json::to_string(&w.event)?,
+                serde_json::to_string(&w.headers)?,
+            ))
+        })
+        .collect::<Result<_, serde_json::Error>>()?;
+    let mut tx = pool.begin().await?;
+
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+        "INSERT INTO orders (order_number, status, total, idempotency_key, created_at) ",
+    );
+    qb.push_values(writes, |mut b, w| {
+        b.push_bind(&w.order.order_number)
+            .push_bind(&w.order.status)
+            .push_bind(w.order.total)
+            .push_bind(w.idempotency_key.as_deref())
+            .push_bind(w.order.created_at);
+    });
+    qb.build().execute(&mut *tx).await?;
+
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+        "INSERT INTO order_line_items (order_number, line_no, sku_code, price, quantity) ",
+    );
+    qb.push_values(
+        writes.iter().flat_map(|w| {
+            w.order
+                .lines
+                .iter()
+                .enumerate()
+                .map(move |(i, l)| (&w.order.order_number, i, l))
+        }),
+        |mut b, (number, i, l)| {
+            b.push_bind(number)
+                .push_bind(i64::try_from(i).unwrap_or(i64::MAX))
+                .push_bind(&l.sku_code)
+                .push_bind(l.price)
+                .push_bind(l.quantity);
+        },
+    );
+    qb.build().execute(&mut *tx).await?;
+
+    let mut qb: QueryBuilder<MySql> =
+        QueryBuilder::new("INSERT INTO outbox (event_id, topic, msg_key, payload, headers) ");
+    qb.push_values(
+        writes.iter().zip(&encoded),
+        |mut b, (w, (payload, headers))| {
+            b.push_bind(&w.event.event_id)
+                .push_bind(&*w.topic)
+                .push_bind(&w.order.order_number)
+                .push_bind(payload)
+                .push_bind(headers);
+        },
+    );
+    qb.build().execute(&mut *tx).await?;
+
+    let keyed: Vec<(&str, &str)> = writes
+        .iter()
+        .filter_map(|w| {
+            w.idempotency_key
+                .as_deref()
+                .map(|k| (k, w.response_body.as_str()))
+        })
+        .collect();
+    if !keyed.is_empty() {
+        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+            "UPDATE idempotency_keys SET state = 'DONE', response_status = 201, updated_at = NOW(6), \
+             response_body = CASE idem_key",
+        );
+        for (key, body) in &keyed {
+            qb.push(" WHEN ")
+                .push_bind(*key)
+                .push(" THEN ")
+                .push_bind(*body);
+        }
+        qb.push(" END WHERE idem_key IN (");
+        let mut sep = qb.separated(", ");
+        for (key, _) in &keyed {
+            sep.push_bind(*key);
+        }
+        sep.push_unseparated(")");
+        qb.build().execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 async fn lines_of(
     pool: &MySqlPool,
     numbers: &[String],

@@ -460,3 +460,95 @@ async fn malformed_and_invalid_orders_are_problems_and_write_nothing() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
 }
+
+/// Orders that arrive together are written in one transaction (store::write_orders); each must still
+/// be stored whole with its own lines, exactly one event, and its Idempotency-Key completed.
+#[tokio::test]
+async fn orders_arriving_together_are_each_stored_whole_with_one_event() {
+    let shop = Shop::start(Opts::default()).await;
+    shop.set_stock("a", 1000).await;
+    shop.set_stock("b", 1000).await;
+    let futs = (0..40u32).map(|i| {
+        let lines = json!([
+            {"skuCode": "a", "price": format!("{i}.50"), "quantity": 1 + i % 3},
+            {"skuCode": "b", "price": "1.00", "quantity": 1}
+        ]);
+        let key = (i % 2 == 0).then(|| format!("together-{i}"));
+        let shop = &shop;
+        async move {
+            let (s, _, body) = shop.order(lines.clone(), key.as_deref()).await;
+            (i, key, lines, s, body)
+        }
+    });
+    let results = futures::future::join_all(futs).await;
+    let mut want_a = 0;
+    for (i, _, _, s, body) in &results {
+        assert_eq!(*s, StatusCode::CREATED, "order {i}: {body}");
+        want_a += 1 + i % 3;
+        let number = body["orderNumber"].as_str().unwrap();
+        let got: Value = shop
+            .http
+            .get(shop.order_url(&format!("/api/order/{number}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(&got, body, "order {i} is stored as answered");
+        assert_eq!(got["lines"][0]["price"], format!("{i}.50"));
+    }
+    assert_eq!(shop.stock("a").await, 1000 - i64::from(want_a));
+    assert_eq!(shop.stock("b").await, 1000 - 40);
+    assert_eq!(shop.count("SELECT COUNT(*) FROM orders").await, 40);
+    assert_eq!(
+        shop.count("SELECT COUNT(*) FROM order_line_items").await,
+        80
+    );
+    assert_eq!(
+        shop.count("SELECT COUNT(*) FROM idempotency_keys WHERE state = 'DONE'")
+            .await,
+        20
+    );
+    // Keyed orders replay the stored answer.
+    for (_, key, lines, _, body) in results.iter().filter(|r| r.1.is_some()).take(3) {
+        let (s, h, replay) = shop.order(lines.clone(), key.as_deref()).await;
+        assert_eq!(s, StatusCode::CREATED);
+        assert_eq!(h["idempotent-replayed"], "true");
+        assert_eq!(&replay, body);
+    }
+    let records = consume(
+        &shop.topic,
+        40,
+        Duration::from_secs(2),
+        Duration::from_secs(30),
+    )
+    .await;
+    let mut numbers: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    assert_eq!(
+        (records.len(), numbers.len()),
+        (40, 40),
+        "one event per order"
+    );
+    // The writes really shared transactions.
+    let metrics = shop.metrics().await;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    let (sum, calls) = (
+        value("order_write_batch_size_sum"),
+        value("order_write_batch_size_count"),
+    );
+    assert_eq!(sum, 40.0, "every order went through the writer");
+    assert!(
+        calls < sum,
+        "40 orders in {calls} transactions: no batch formed"
+    );
+}

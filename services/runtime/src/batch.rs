@@ -176,7 +176,10 @@ mod tests {
             assert_eq!(a, Ok(i + 1000), "request {i} got another request's answer");
         }
         let calls = calls.load(Ordering::SeqCst);
-        assert!(calls < 100, "100 waiting requests took {calls} handler calls");
+        assert!(
+            calls < 100,
+            "100 waiting requests took {calls} handler calls"
+        );
         assert!(largest.load(Ordering::SeqCst) <= 16, "max_batch exceeded");
     }
 
