@@ -279,7 +279,15 @@ async fn place_order_inner(
         .await
         .unwrap_or(Err(store::StoreError::Db(sqlx::Error::WorkerCrashed)));
     if let Err(e) = written {
-        let p = db_problem(&e);
+        let p = if store::is_number_taken(&e) {
+            tracing::warn!(%order_number, "order arrived after the reconciler abandoned its number; its stock was already given back");
+            Problem::unavailable(
+                "this order took too long and was abandoned; nothing was ordered, retry",
+                Duration::from_secs(1),
+            )
+        } else {
+            db_problem(&e)
+        };
         // Give the stock back (retried in the background until inventory confirms).
         st.inventory.release_in_background(order_number.clone());
         forget(st, key.as_deref()).await;

@@ -185,6 +185,10 @@ pub fn total(lines: &[OrderLine]) -> Decimal {
 
 /// Status of a stored order.
 pub const STATUS_PLACED: &str = "PLACED";
+/// Status of the row the reservation reconciler writes for an order number whose stock it gives
+/// back: it holds the number, so a request that comes back to life after that cannot store the
+/// order (its stock is gone). Never shown by the API.
+pub const STATUS_ABANDONED: &str = "ABANDONED";
 
 /// An order as returned by the API.
 #[derive(Debug, Clone, Serialize)]

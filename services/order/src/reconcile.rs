@@ -256,21 +256,29 @@ impl Reconciler {
                         if report.released >= self.cfg.max_releases {
                             return Ok(report);
                         }
-                        self.inventory
-                            .release(&r.order_number)
-                            .await
-                            .map_err(|source| ReconcileError::Release {
-                                order_number: r.order_number.clone(),
-                                source,
-                            })?;
-                        report.released += 1;
-                        self.stats.released.inc();
-                        tracing::warn!(
-                            order_number = %r.order_number,
-                            created_at = %r.created_at,
-                            lines = %serde_json::Value::from(r.lines.clone()),
-                            "orphaned reservation released"
-                        );
+                        // Take the order number first: the orders table's unique key decides
+                        // between us and a request that was merely frozen (SIGSTOP, a paused VM)
+                        // and now stores its order. Whoever inserts first wins; the loser gets a
+                        // duplicate key, so the stock is never released under a stored order.
+                        if crate::store::abandon_order(&self.pool, &r.order_number).await? {
+                            self.inventory
+                                .release(&r.order_number)
+                                .await
+                                .map_err(|source| ReconcileError::Release {
+                                    order_number: r.order_number.clone(),
+                                    source,
+                                })?;
+                            report.released += 1;
+                            self.stats.released.inc();
+                            tracing::warn!(
+                                order_number = %r.order_number,
+                                created_at = %r.created_at,
+                                lines = %serde_json::Value::from(r.lines.clone()),
+                                "orphaned reservation released"
+                            );
+                        } else {
+                            tracing::info!(order_number = %r.order_number, "order stored at the last moment; reservation kept");
+                        }
                     }
                 }
                 if settled {
@@ -325,7 +333,7 @@ impl Reconciler {
         // One statement, one snapshot: an order committed meanwhile shows up either as its
         // row or, before its commit, as its still IN_FLIGHT key.
         let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-            "SELECT order_number, 1 AS stored FROM orders WHERE order_number IN (",
+            "SELECT order_number, 1 AS stored FROM orders WHERE status <> 'ABANDONED' AND order_number IN (",
         );
         push_list(&mut qb, &missing);
         qb.push(
@@ -375,8 +383,9 @@ async fn stored_orders(
     pool: &MySqlPool,
     numbers: &[&str],
 ) -> Result<BTreeSet<String>, sqlx::Error> {
-    let mut qb: QueryBuilder<MySql> =
-        QueryBuilder::new("SELECT order_number FROM orders WHERE order_number IN (");
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+        "SELECT order_number FROM orders WHERE status <> 'ABANDONED' AND order_number IN (",
+    );
     push_list(&mut qb, numbers);
     qb.build()
         .fetch_all(pool)

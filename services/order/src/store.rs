@@ -116,6 +116,37 @@ pub async fn claim_key(
     Ok(KeyClaim::InFlight)
 }
 
+/// Claims `order_number` for the reconciler with an ABANDONED row (no lines, no event). Returns
+/// true when the number is (now or already) abandoned, so its stock must go back; false when an
+/// order was stored under it and keeps its stock.
+pub async fn abandon_order(pool: &MySqlPool, order_number: &str) -> Result<bool, sqlx::Error> {
+    let ins = sqlx::query(
+        "INSERT INTO orders (order_number, status, total, created_at) VALUES (?, ?, 0, NOW(6))",
+    )
+    .bind(order_number)
+    .bind(crate::model::STATUS_ABANDONED)
+    .execute(pool)
+    .await;
+    match ins {
+        Ok(_) => Ok(true),
+        Err(e) if is_unique_violation(&e) => {
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM orders WHERE order_number = ?")
+                    .bind(order_number)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(status.as_deref() == Some(crate::model::STATUS_ABANDONED))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// True when the store refused an order because its number is taken: the reconciler abandoned
+/// it (and gave its stock back) while this request was stalled.
+pub fn is_number_taken(e: &StoreError) -> bool {
+    matches!(e, StoreError::Db(db) if is_unique_violation(db))
+}
+
 /// Forgets an in-flight key after a failed attempt so the client can retry with it.
 pub async fn forget_key(pool: &MySqlPool, key: &str) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM idempotency_keys WHERE idem_key = ? AND state = 'IN_FLIGHT'")
@@ -410,7 +441,7 @@ fn order_from_row(
 /// Reads one order.
 pub async fn get_order(pool: &MySqlPool, order_number: &str) -> Result<Option<Order>, StoreError> {
     let Some(row) = sqlx::query(
-        "SELECT order_number, status, total, created_at FROM orders WHERE order_number = ?",
+        "SELECT order_number, status, total, created_at FROM orders WHERE order_number = ? AND status <> 'ABANDONED'",
     )
     .bind(order_number)
     .fetch_optional(pool)
@@ -428,11 +459,12 @@ pub async fn list_orders(
     page: u32,
     size: u32,
 ) -> Result<(Vec<Order>, i64), StoreError> {
-    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders")
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE status <> 'ABANDONED'")
         .fetch_one(pool)
         .await?;
     let rows = sqlx::query(
-        "SELECT order_number, status, total, created_at FROM orders ORDER BY id DESC LIMIT ? OFFSET ?",
+        "SELECT order_number, status, total, created_at FROM orders WHERE status <> 'ABANDONED' \
+         ORDER BY id DESC LIMIT ? OFFSET ?",
     )
     .bind(size)
     .bind(u64::from(page) * u64::from(size))

@@ -171,6 +171,38 @@ impl Rig {
     }
 }
 
+/// The write a stalled request would make for `number` once it wakes up.
+fn late_order(number: &str) -> shop_order::store::OrderWrite {
+    use shop_order::model::{Order, OrderLine, OrderPlacedEvent};
+    let line = OrderLine {
+        sku_code: "widget".into(),
+        price: rust_decimal::Decimal::new(1000, 2),
+        quantity: 5,
+    };
+    let now = chrono::Utc::now();
+    shop_order::store::OrderWrite {
+        order: Order {
+            order_number: number.into(),
+            status: "PLACED".into(),
+            lines: vec![line.clone()],
+            total: rust_decimal::Decimal::new(5000, 2),
+            created_at: now,
+        },
+        idempotency_key: None,
+        event: OrderPlacedEvent {
+            event_id: format!("late-{number}"),
+            event_type: "OrderPlaced",
+            order_number: number.into(),
+            occurred_at: now,
+            lines: vec![line],
+            total: rust_decimal::Decimal::new(5000, 2),
+        },
+        topic: "late".into(),
+        headers: Default::default(),
+        response_body: String::new(),
+    }
+}
+
 #[tokio::test]
 async fn stock_of_an_order_never_stored_comes_back_and_stored_orders_keep_theirs() {
     let env = reconciling(&GRACE_SECS.to_string());
@@ -216,9 +248,54 @@ async fn stock_of_an_order_never_stored_comes_back_and_stored_orders_keep_theirs
     assert_eq!(rig.stock("widget").await, 18);
     assert_eq!(rig.metric("order_reconcile_released_total").await, 1.0);
     assert_eq!(
-        count(&rig.order_db, "SELECT COUNT(*) FROM orders").await,
+        count(
+            &rig.order_db,
+            "SELECT COUNT(*) FROM orders WHERE status = 'PLACED'"
+        )
+        .await,
         1,
         "the reconciler stores and deletes no orders"
+    );
+    // It holds the dead number with an ABANDONED row the API never shows...
+    assert_eq!(
+        count(
+            &rig.order_db,
+            "SELECT COUNT(*) FROM orders WHERE order_number = 'ghost-1' AND status = 'ABANDONED'"
+        )
+        .await,
+        1
+    );
+    let page: Value = rig
+        .http
+        .get(format!("{}/api/order", rig.order.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["totalElements"], 1, "{page}");
+    let ghost = rig
+        .http
+        .get(format!("{}/api/order/ghost-1", rig.order.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ghost.status(), StatusCode::NOT_FOUND);
+    // ...so a request for it that was only frozen (SIGSTOP, a paused VM) and now tries to store
+    // its order is refused: its stock is already back on the shelf.
+    let pool = sqlx::MySqlPool::connect(&rig.order_db).await.unwrap();
+    let late = shop_order::store::write_orders(&pool, vec![late_order("ghost-1")]).await;
+    assert_eq!(late.len(), 1);
+    let err = late.into_iter().next().unwrap().unwrap_err();
+    assert!(shop_order::store::is_number_taken(&err), "{err}");
+    assert_eq!(
+        count(
+            &rig.order_db,
+            "SELECT COUNT(*) FROM orders WHERE status = 'PLACED'"
+        )
+        .await,
+        1
     );
     // The dead order number stays dead: a late reservation for it is refused.
     let late = rig
@@ -319,7 +396,14 @@ async fn an_order_process_killed_between_reserving_and_storing_loses_no_stock() 
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_ne!(body["orderNumber"].as_str().unwrap(), number);
     assert_eq!(rig.stock("widget").await, 6);
-    assert_eq!(count(&rig.order_db, "SELECT COUNT(*) FROM orders").await, 1);
+    assert_eq!(
+        count(
+            &rig.order_db,
+            "SELECT COUNT(*) FROM orders WHERE status = 'PLACED'"
+        )
+        .await,
+        1
+    );
 }
 
 #[tokio::test]
