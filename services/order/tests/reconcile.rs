@@ -171,6 +171,24 @@ impl Rig {
     }
 }
 
+/// True when a connection accepted on loopback `port` has unread bytes (Linux /proc/net/tcp:
+/// `local_address` is `IP:PORT` in hex, the fifth column is `tx_queue:rx_queue`).
+fn bytes_waiting_at(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!(":{port:04X}");
+    table.lines().skip(1).any(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        cols.len() > 4
+            && cols[1].ends_with(&local)
+            && cols[3] == "01" // ESTABLISHED
+            && cols[4]
+                .split(':')
+                .nth(1)
+                .and_then(|q| u64::from_str_radix(q, 16).ok())
+                .is_some_and(|q| q > 0)
+    })
+}
+
 /// The write a stalled request would make for `number` once it wakes up.
 fn late_order(number: &str) -> shop_order::store::OrderWrite {
     use shop_order::model::{Order, OrderLine, OrderPlacedEvent};
@@ -342,7 +360,17 @@ async fn an_order_process_killed_between_reserving_and_storing_loses_no_stock() 
     })
     .await;
     assert!(key_claimed, "the order request never claimed its key");
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Kill only once the reservation request sits in the frozen inventory's socket (a fixed sleep
+    // was not enough on a loaded machine).
+    let inventory_port = rig.inventory.port();
+    let sent = wait_until(Duration::from_secs(10), || async move {
+        bytes_waiting_at(inventory_port)
+    })
+    .await;
+    assert!(
+        sent,
+        "the reservation request never reached inventory's socket"
+    );
     rig.order.kill();
     signal(&rig.inventory, "CONT");
     assert!(
