@@ -19,7 +19,7 @@ use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri,
     header::{self, HeaderValue as HV},
 };
-use http_body::Body as _;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full, Limited, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use shop_runtime::{BreakerConfig, CircuitBreaker, Discovery, Metrics, metrics::ServiceLabels};
@@ -29,13 +29,147 @@ use crate::{
     config::{CorsConfig, ProxyConfig},
     ratelimit::{Decision, RateInfo, RateLimits},
     routes::{Route, RouteTable, Target},
-    upstream::{self, PoolConfig, UpstreamError},
+    upstream::{self, PoolConfig, PooledBody, UpstreamError},
 };
 
 /// Boxed error of proxied bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// Body type of both directions: streamed, never collected.
+/// Body of requests sent upstream: streamed, never collected.
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Body of the gateway's responses: an upstream's streamed body or a small one of the gateway's
+/// own, without boxing. The request's metrics are recorded when it is dropped, i.e. when the
+/// body has been sent (or the client went away), so the duration covers the whole response.
+#[derive(Debug)]
+pub struct ResponseBody {
+    kind: Kind,
+    done: Option<Done>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Full(Option<Bytes>),
+    Upstream(PooledBody),
+}
+
+/// What is recorded when a response is finished.
+#[derive(Debug)]
+struct Done {
+    route: &'static str,
+    method: Method,
+    status: u16,
+    start: Instant,
+}
+
+impl ResponseBody {
+    /// A complete body.
+    pub fn full(b: Bytes) -> Self {
+        Self {
+            kind: Kind::Full((!b.is_empty()).then_some(b)),
+            done: None,
+        }
+    }
+
+    /// No body.
+    pub fn empty() -> Self {
+        Self {
+            kind: Kind::Full(None),
+            done: None,
+        }
+    }
+
+    fn upstream(b: PooledBody) -> Self {
+        Self {
+            kind: Kind::Upstream(b),
+            done: None,
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().kind {
+            Kind::Full(b) => std::task::Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream(p) => std::pin::Pin::new(p).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(b) => b.is_none(),
+            Kind::Upstream(p) => p.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream(p) => p.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Some(d) = self.done.take() {
+            record(d);
+        }
+    }
+}
+
+type MetricKey = (&'static str, Method, u16);
+
+/// This worker thread's metrics: the registry's families and the handles already resolved.
+#[derive(Default)]
+struct Recorder {
+    metrics: Option<Metrics>,
+    handles: std::collections::HashMap<
+        MetricKey,
+        (
+            prometheus_client::metrics::counter::Counter,
+            prometheus_client::metrics::histogram::Histogram,
+        ),
+    >,
+}
+
+thread_local! {
+    static RECORDER: std::cell::RefCell<Recorder> = std::cell::RefCell::new(Recorder::default());
+}
+
+/// Counts a finished request in `http_server_requests` / `..._duration_seconds`. The metric
+/// handles are cached per worker thread, so this takes no shared lock and allocates nothing
+/// once a (route, method, status) was seen.
+fn record(d: Done) {
+    let secs = d.start.elapsed().as_secs_f64();
+    let _ = RECORDER.try_with(|r| {
+        let Ok(mut r) = r.try_borrow_mut() else {
+            return;
+        };
+        let Recorder { metrics, handles } = &mut *r;
+        let Some(metrics) = metrics else { return };
+        let (counter, hist) = handles
+            .entry((d.route, d.method.clone(), d.status))
+            .or_insert_with(|| {
+                let labels = shop_runtime::metrics::HttpLabels {
+                    method: d.method.to_string(),
+                    route: d.route.to_owned(),
+                    status: d.status,
+                };
+                (
+                    metrics.requests.get_or_create(&labels).clone(),
+                    metrics.latency.get_or_create(&labels).clone(),
+                )
+            });
+        counter.inc();
+        hist.observe(secs);
+    });
+}
 
 /// Header carrying the authenticated subject downstream (client-sent copies are removed).
 pub const USER_ID: &str = "x-user-id";
@@ -161,7 +295,7 @@ impl Problem {
         self.headers.push((name, value.into()));
         self
     }
-    fn into_response(self, instance: &str) -> Response<ProxyBody> {
+    fn into_response(self, instance: &str) -> Response<ResponseBody> {
         let mut body = shop_runtime::Problem::new(self.status, self.title)
             .detail(self.detail)
             .with("instance", serde_json::Value::String(instance.to_owned()));
@@ -169,7 +303,7 @@ impl Problem {
             body = body.field(f);
         }
         let text = body.body().to_string();
-        let mut resp = Response::new(full(Bytes::from(text)));
+        let mut resp = Response::new(ResponseBody::full(Bytes::from(text)));
         *resp.status_mut() = self.status;
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -358,8 +492,9 @@ impl Gateway {
     }
 
     /// Handles one proxied request (health and metrics are answered by the server before this).
-    pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<ResponseBody> {
         let start = Instant::now();
+        self.bind_recorder();
         let method = req.method().clone();
         let request_id = request_id_of(req.headers());
         let origin = if self.cors.allowed_origins.is_empty() {
@@ -394,46 +529,35 @@ impl Gateway {
         if let Some(o) = origin {
             self.cors_response_headers(&o, resp.headers_mut());
         }
-        self.record(&method, route_label, resp.status().as_u16(), start);
-        resp
-    }
-
-    /// Counts the request in `http_server_requests` / `..._duration_seconds`. The metric handles
-    /// are cached per worker thread, so the hot path takes no lock and allocates nothing.
-    fn record(&self, method: &Method, route: &'static str, status: u16, start: Instant) {
-        use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
-        type Key = (&'static str, Method, u16);
-        thread_local! {
-            static CACHE: std::cell::RefCell<std::collections::HashMap<Key, (Counter, Histogram)>> =
-                std::cell::RefCell::new(std::collections::HashMap::new());
-        }
         // Extension methods are folded into one label value (bounded cardinality).
-        let method = match *method {
+        let method = match method {
             Method::GET
             | Method::HEAD
             | Method::POST
             | Method::PUT
             | Method::DELETE
             | Method::PATCH
-            | Method::OPTIONS => method.clone(),
+            | Method::OPTIONS => method,
             _ => Method::TRACE,
         };
-        let secs = start.elapsed().as_secs_f64();
-        CACHE.with(|c| {
-            let mut c = c.borrow_mut();
-            let (counter, hist) = c.entry((route, method.clone(), status)).or_insert_with(|| {
-                let labels = shop_runtime::metrics::HttpLabels {
-                    method: method.to_string(),
-                    route: route.to_owned(),
-                    status,
-                };
-                (
-                    self.metrics.requests.get_or_create(&labels).clone(),
-                    self.metrics.latency.get_or_create(&labels).clone(),
-                )
-            });
-            counter.inc();
-            hist.observe(secs);
+        let status = resp.status().as_u16();
+        resp.body_mut().done = Some(Done {
+            route: route_label,
+            method,
+            status,
+            start,
+        });
+        resp
+    }
+
+    /// Gives this worker thread's metric recorder the registry (once per thread).
+    fn bind_recorder(&self) {
+        let _ = RECORDER.try_with(|r| {
+            if let Ok(mut r) = r.try_borrow_mut()
+                && r.metrics.is_none()
+            {
+                r.metrics = Some(self.metrics.clone());
+            }
         });
     }
 
@@ -471,13 +595,13 @@ impl Gateway {
         );
     }
 
-    fn preflight(&self, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+    fn preflight(&self, req: &Request<Incoming>) -> Option<Response<ResponseBody>> {
         if req.method() != Method::OPTIONS || self.cors.allowed_origins.is_empty() {
             return None;
         }
         let origin = req.headers().get(header::ORIGIN)?;
         req.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD)?;
-        let mut resp = Response::new(empty());
+        let mut resp = Response::new(ResponseBody::empty());
         *resp.status_mut() = StatusCode::NO_CONTENT;
         if self.cors_allows(origin) {
             let methods = if self.cors.allowed_methods.is_empty() {
@@ -512,7 +636,7 @@ impl Gateway {
         req: Request<Incoming>,
         peer: &Peer,
         request_id: &HeaderValue,
-    ) -> (Response<ProxyBody>, &'static str) {
+    ) -> (Response<ResponseBody>, &'static str) {
         if let Some(resp) = self.preflight(&req) {
             return (resp, "cors-preflight");
         }
@@ -582,7 +706,7 @@ impl Gateway {
         peer: &Peer,
         request_id: &HeaderValue,
         host: Option<HeaderValue>,
-    ) -> Result<Response<ProxyBody>, Problem> {
+    ) -> Result<Response<ResponseBody>, Problem> {
         let principal = self.authenticate(&req, route).await?;
 
         // Rate limit: per client (subject, else IP) and route (the key is built only when on).
@@ -783,7 +907,7 @@ impl Gateway {
         uri: &Uri,
         headers: &impl Fn() -> HeaderMap,
         mut outbound: Outbound,
-    ) -> Result<Response<ProxyBody>, Problem> {
+    ) -> Result<Response<ResponseBody>, Problem> {
         let unresolved;
         let (service_key, breaker) = match self.route_breakers.get(route.index) {
             Some(Some((k, b))) => (k.as_str(), &**b),
@@ -858,7 +982,7 @@ impl Gateway {
                         );
                         continue;
                     }
-                    return Ok(resp);
+                    return Ok(resp.map(ResponseBody::upstream));
                 }
                 Ok(Err(UpstreamError::BadTarget(base))) => {
                     breaker.record(true);

@@ -8,21 +8,31 @@
 //! `SO_REUSEPORT` listener on the same address and its own upstream connection pool, so a request
 //! never hops threads.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::graceful::GracefulShutdown,
 };
 use shop_runtime::{Metrics, Readiness};
-use tokio::net::TcpListener;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+};
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::{Gateway, Peer, ProxyBody};
+use crate::proxy::{Gateway, Peer, ResponseBody};
 
 /// What the built-in endpoints need.
 #[derive(Clone, Debug)]
@@ -33,12 +43,8 @@ pub struct Admin {
     pub metrics: Metrics,
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
-    let mut r = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::full(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -54,7 +60,7 @@ struct Conn {
     peer: Peer,
 }
 
-async fn dispatch(conn: Arc<Conn>, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn dispatch(conn: Arc<Conn>, req: Request<Incoming>) -> Response<ResponseBody> {
     let Conn { gw, admin, peer } = &*conn;
     match req.uri().path() {
         "/health/live" => text(
@@ -77,6 +83,66 @@ async fn dispatch(conn: Arc<Conn>, req: Request<Incoming>) -> Response<ProxyBody
             admin.metrics.render(),
         ),
         _ => gw.handle(req, peer).await,
+    }
+}
+
+/// A connection handed over to another worker, already counted as that worker's.
+type Handoff = (std::net::TcpStream, SocketAddr, OpenConn);
+
+/// Keeps the workers' shares of connections even.
+///
+/// Each worker accepts on its own `SO_REUSEPORT` listener, where the kernel assigns a connection
+/// by a hash of its addresses: with few long-lived connections (keep-alive clients, a load
+/// balancer in front) that easily leaves one worker with a third more connections than another,
+/// and that worker's core becomes the limit while the other idles. A worker that accepts a
+/// connection while it already serves more than one connection more than the least-loaded
+/// worker hands the connection over to that worker (once per connection, never per request).
+#[derive(Debug)]
+struct Balance {
+    open: Vec<AtomicUsize>,
+    inboxes: Vec<mpsc::UnboundedSender<Handoff>>,
+}
+
+impl Balance {
+    /// A balance over `workers` workers, with each worker's inbox of handed-over connections.
+    fn new(workers: usize) -> (Arc<Self>, Vec<mpsc::UnboundedReceiver<Handoff>>) {
+        let (inboxes, rx): (Vec<_>, Vec<_>) = (0..workers.max(1))
+            .map(|_| mpsc::unbounded_channel())
+            .unzip();
+        let open = (0..inboxes.len()).map(|_| AtomicUsize::new(0)).collect();
+        (Arc::new(Self { open, inboxes }), rx)
+    }
+
+    /// The worker that should take a connection accepted by worker `me`, if not `me`.
+    fn elsewhere(&self, me: usize) -> Option<usize> {
+        let mine = self.open.get(me)?.load(Ordering::Relaxed);
+        let (least, n) = self
+            .open
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (i, n.load(Ordering::Relaxed)))
+            .min_by_key(|&(_, n)| n)?;
+        (least != me && mine > n + 1).then_some(least)
+    }
+}
+
+/// Counts one open connection of a worker while it lives.
+struct OpenConn(Arc<Balance>, usize);
+
+impl OpenConn {
+    fn new(balance: &Arc<Balance>, worker: usize) -> Self {
+        if let Some(n) = balance.open.get(worker) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+        Self(balance.clone(), worker)
+    }
+}
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        if let Some(n) = self.0.open.get(self.1) {
+            n.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -107,10 +173,16 @@ pub async fn serve_workers(
     let addr = first.local_addr()?;
     let mut first = Some(first.into_std()?);
     let mut done = Vec::new();
-    for i in 0..workers.max(1) {
+    let (balance, inboxes) = Balance::new(workers);
+    for (i, inbox) in inboxes.into_iter().enumerate() {
         let (tx, rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
         let std_listener = first.take();
         let (gw, admin, shutdown) = (gw.clone(), admin.clone(), shutdown.clone());
+        let worker = Worker {
+            index: i,
+            balance: balance.clone(),
+            inbox,
+        };
         std::thread::Builder::new()
             .name(format!("gateway-worker-{i}"))
             .spawn(move || {
@@ -123,7 +195,7 @@ pub async fn serve_workers(
                                 Some(l) => TcpListener::from_std(l)?,
                                 None => bind_reuseport(addr)?,
                             };
-                            serve(listener, gw, admin, shutdown, grace).await
+                            serve(listener, worker, gw, admin, shutdown, grace).await
                         })
                     });
                 let _ = tx.send(result);
@@ -149,9 +221,22 @@ pub async fn serve_workers(
     result
 }
 
-/// Serves one listener until `shutdown` is cancelled, then drains for at most `grace`.
-pub async fn serve(
+/// One worker's place among the others: its index, the shared balance and its inbox.
+#[derive(Debug)]
+struct Worker {
+    /// Index into the balance.
+    index: usize,
+    /// Shared connection counts and inboxes.
+    balance: Arc<Balance>,
+    /// Connections handed over to this worker.
+    inbox: mpsc::UnboundedReceiver<Handoff>,
+}
+
+/// Serves one listener (and the connections other workers hand over) until `shutdown` is
+/// cancelled, then drains for at most `grace`.
+async fn serve(
     listener: TcpListener,
+    mut worker: Worker,
     gw: Arc<Gateway>,
     admin: Admin,
     shutdown: CancellationToken,
@@ -184,35 +269,52 @@ pub async fn serve(
     // Note: no `max_headers` above hyper's default (100): a larger limit makes hyper allocate its
     // header parsing arrays on the heap for every request.
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // EMFILE and friends: back off briefly instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let conn = Arc::new(Conn { gw: gw.clone(), admin: admin.clone(), peer: Peer::new(peer) });
-                let svc = service_fn(move |req| {
-                    let conn = conn.clone();
-                    async move { Ok::<_, Infallible>(dispatch(conn, req).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                let fut = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = fut.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with error");
-                    }
-                });
-            }
+        let (stream, peer, open) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => match worker.balance.elsewhere(worker.index) {
+                    Some(to) => match hand_over(&worker.balance, to, stream, peer) {
+                        None => continue,
+                        Some(back) => (back, peer, OpenConn::new(&worker.balance, worker.index)),
+                    },
+                    None => (stream, peer, OpenConn::new(&worker.balance, worker.index)),
+                },
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            Some((std_stream, peer, open)) = worker.inbox.recv() => match TcpStream::from_std(std_stream) {
+                Ok(s) => (s, peer, open),
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "handed-over connection lost");
+                    continue;
+                }
+            },
             () = shutdown.cancelled() => break,
-        }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Arc::new(Conn {
+            gw: gw.clone(),
+            admin: admin.clone(),
+            peer: Peer::new(peer),
+        });
+        let svc = service_fn(move |req| {
+            let conn = conn.clone();
+            async move { Ok::<_, Infallible>(dispatch(conn, req).await) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+        let fut = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _open = open;
+            if let Err(e) = fut.await {
+                tracing::debug!(%peer, error = %e, "connection ended with error");
+            }
+        });
     }
     tracing::info!("shutdown signal received; draining");
+    worker.inbox.close();
     admin.readiness.set_draining();
     drop(listener);
     tokio::select! {
@@ -220,4 +322,59 @@ pub async fn serve(
         () = tokio::time::sleep(grace) => tracing::warn!(?grace, "in-flight requests did not drain within the grace period"),
     }
     Ok(())
+}
+
+/// Sends a just-accepted connection to worker `to`. Gives the connection back when that worker is
+/// gone (to be served here); None when it was handed over (or lost on the way, logged).
+fn hand_over(
+    balance: &Arc<Balance>,
+    to: usize,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<TcpStream> {
+    let Some(inbox) = balance.inboxes.get(to) else {
+        return Some(stream);
+    };
+    let std_stream = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "cannot hand over a connection");
+            return None;
+        }
+    };
+    // Counted as the target's right away, so a burst of accepts is not all sent to one worker.
+    let Err(back) = inbox.send((std_stream, peer, OpenConn::new(balance, to))) else {
+        return None;
+    };
+    // Still non-blocking (tokio's `into_std` keeps the mode); registered here again.
+    match TcpStream::from_std(back.0.0) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "connection lost in hand-over");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn balance_hands_over_only_when_a_worker_is_ahead_by_more_than_one() {
+        let (b, _rx) = Balance::new(2);
+        assert_eq!(b.elsewhere(0), None);
+        b.open[0].store(1, Ordering::Relaxed);
+        assert_eq!(b.elsewhere(0), None, "one ahead is balanced enough");
+        b.open[0].store(2, Ordering::Relaxed);
+        assert_eq!(b.elsewhere(0), Some(1));
+        assert_eq!(
+            b.elsewhere(1),
+            None,
+            "the least-loaded worker keeps its connections"
+        );
+        let (one, _rx) = Balance::new(1);
+        one.open[0].store(10, Ordering::Relaxed);
+        assert_eq!(one.elsewhere(0), None);
+    }
 }

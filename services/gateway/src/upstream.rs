@@ -23,11 +23,13 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Uri, header};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
 use hyper::{body::Incoming, client::conn::http1::SendRequest};
 use hyper_util::rt::TokioIo;
 
 use crate::proxy::{BoxError, ProxyBody};
+
+/// Response header and body of an upstream; the body hands the connection back when it ends.
+pub type UpstreamResponse = Response<PooledBody>;
 
 /// How upstream connections are made and kept.
 #[derive(Debug, Clone, Copy)]
@@ -208,6 +210,7 @@ fn put_idle(key: &str, sender: Sender, cfg: &PoolConfig) {
 }
 
 /// A connection that goes back to the pool once its response is complete.
+#[derive(Debug)]
 struct Lease {
     sender: Sender,
     key: Arc<str>,
@@ -297,7 +300,7 @@ pub async fn send(
     base: &str,
     mut req: Request<ProxyBody>,
     cfg: &PoolConfig,
-) -> Result<Response<ProxyBody>, UpstreamError> {
+) -> Result<UpstreamResponse, UpstreamError> {
     let co = checkout(base, cfg)?;
     req.headers_mut().insert(header::HOST, co.host);
     if let Some(prefix) = &co.path_prefix {
@@ -320,7 +323,7 @@ pub async fn send(
                     key,
                     cfg: *cfg,
                 };
-                return Ok(resp.map(|body| PooledBody::boxed(body, lease)));
+                return Ok(resp.map(|body| PooledBody::new(body, lease)));
             }
             Err(mut e) => match e.take_message() {
                 // A kept-alive connection closed before the request was written: use a new one.
@@ -336,13 +339,14 @@ pub async fn send(
 }
 
 /// The upstream's response body; hands the connection back to the pool when it ends.
-struct PooledBody {
+#[derive(Debug)]
+pub struct PooledBody {
     inner: Incoming,
     lease: Option<Lease>,
 }
 
 impl PooledBody {
-    fn boxed(inner: Incoming, lease: Lease) -> ProxyBody {
+    fn new(inner: Incoming, lease: Lease) -> Self {
         let mut b = Self {
             inner,
             lease: Some(lease),
@@ -350,7 +354,7 @@ impl PooledBody {
         if b.inner.is_end_stream() {
             b.release();
         }
-        b.boxed_unsync()
+        b
     }
 
     fn release(&mut self) {
