@@ -8,15 +8,20 @@
 # The gateway runs with rate limiting off (a per-IP limit would turn the load into 429s) and its default
 # auth rules (GETs are public), so the figures are those of the proxy path.
 #  1. Max throughput: wrk -t2 -c64 -d${DUR}s --latency (closed loop), req/s and p50/p99.
-#  2. Latency at a fixed rate = half of the gateway's max: gateway-load (open loop, latency measured from
-#     the scheduled send time, no coordinated omission; wrk2 is not available) for direct, nginx, gateway;
-#     the "added" latency is proxy minus direct.
+#  2. Latency at a fixed rate = half of the gateway's max: gateway-load (open loop, paced by an OS timer,
+#     latency measured from the scheduled send time, no coordinated omission; wrk2 is not available) for
+#     direct, nginx, gateway; the "added" latency is proxy minus direct within the same round.
 #  3. RSS after the load: shop-gateway VmRSS/VmHWM; nginx proxy master + workers VmRSS.
+# Both load phases run BENCH_GATEWAY_ROUNDS (3) rounds, the targets' order rotating each round, and every
+# figure is the median over the rounds: on a shared 2-core machine a single sequential run per target mostly
+# measured whatever else ran at that moment (runs of one binary varied by 20-30 %), and a fixed order always
+# gave the same target the same position.
 # Everything listens on free random 127.0.0.1 ports; every load run is bounded in time.
-# Usage: hack/bench/gateway.sh   (BENCH_GATEWAY_SECS=10 by default)
+# Usage: hack/bench/gateway.sh   (BENCH_GATEWAY_SECS=8, BENCH_GATEWAY_ROUNDS=3 by default)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-DUR=${BENCH_GATEWAY_SECS:-10}
+DUR=${BENCH_GATEWAY_SECS:-8}
+ROUNDS=${BENCH_GATEWAY_ROUNDS:-3}
 PROFILE=${BENCH_PROFILE:-release}
 NGINX=${NGINX:-/usr/sbin/nginx}
 log() { printf '[bench:gateway] %s\n' "$*" >&2; }
@@ -122,22 +127,36 @@ to_ms() { # wrk latency value like 812.00us / 1.20ms / 2.01s -> ms
   awk -v v="$1" 'BEGIN { n=v; sub(/[a-z]+$/,"",n); u=v; sub(/^[0-9.]+/,"",u);
     if (u=="us") n/=1000; else if (u=="s") n*=1000; printf "%.3f", n }'
 }
-declare -A RPS P50 P99 FR50 FR99 FRRPS
+median() { # numbers... -> the median (the lower middle one for an even count)
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%s", v[int((NR + 1) / 2)] }'
+}
+declare -A URL=([direct]="http://127.0.0.1:$UP/api/bench" [nginx]="http://127.0.0.1:$NG/api/bench"
+  [gateway]="http://127.0.0.1:$GW/api/bench")
+TARGETS=(direct nginx gateway)
+order() { # round -> the targets rotated by the round number
+  local r=$1 n=${#TARGETS[@]} k
+  for k in $(seq 0 $(( n - 1 ))); do printf '%s ' "${TARGETS[$(( (k + r) % n ))]}"; done
+}
+declare -A RPS P50 P99 MRPS MP50 MP99
 run_wrk() { # name url
   log "wrk warm-up $1"
   wrk -t2 -c64 -d2s "$2" >/dev/null 2>&1 || true
   log "wrk $1 (${DUR}s)"
   local out; out=$(wrk -t2 -c64 -d"${DUR}s" --latency "$2")
-  echo "$out" >> "$TMP/wrk.txt"
-  RPS[$1]=$(awk '/^Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
-  P50[$1]=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
-  P99[$1]=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
+  echo "$1 $out" >> "$TMP/wrk.txt"
+  RPS[$1]+="$(awk '/^Requests\/sec/ {printf "%.0f", $2}' <<<"$out") "
+  P50[$1]+="$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")") "
+  P99[$1]+="$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")") "
 }
-run_wrk direct "http://127.0.0.1:$UP/api/bench"
-run_wrk nginx "http://127.0.0.1:$NG/api/bench"
-run_wrk gateway "http://127.0.0.1:$GW/api/bench"
+for r in $(seq 0 $(( ROUNDS - 1 ))); do
+  for t in $(order "$r"); do run_wrk "$t" "${URL[$t]}"; done
+done
+# shellcheck disable=SC2086 # the per-round lists are split on purpose
+for t in "${TARGETS[@]}"; do
+  MRPS[$t]=$(median ${RPS[$t]}); MP50[$t]=$(median ${P50[$t]}); MP99[$t]=$(median ${P99[$t]})
+done
 
-RATE=$(( ${RPS[gateway]} / 2 ))
+RATE=$(( ${MRPS[gateway]:-0} / 2 ))
 (( RATE > 0 )) || { echo "no throughput measured" >&2; exit 1; }
 # The number at a top-level key of gateway-load's one-line flat JSON (our own tool; no nested objects).
 json_num() { # key json
@@ -146,44 +165,62 @@ json_num() { # key json
     || { echo "no number \"$1\" in gateway-load output: $2" >&2; return 1; }
   echo "$v"
 }
-run_fixed() { # name url
+declare -A R50 R99 FR50 FR99 ADD50 ADD99 FRRPS
+run_fixed() { # name url -> R50/R99 of this round; appended to the per-target lists
   log "fixed rate $RATE/s $1 (${DUR}s)"
   local out; out=$("$BIN/gateway-load" "$2" "$RATE" "$DUR" 32)
   echo "$1 $out" >> "$TMP/fixed.txt"
   local p50 p99 ok errors rps
   p50=$(json_num p50_us "$out"); p99=$(json_num p99_us "$out")
   ok=$(json_num ok "$out"); errors=$(json_num errors "$out"); rps=$(json_num achieved_rps "$out")
-  FR50[$1]=$(awk -v v="$p50" 'BEGIN {printf "%.3f", v/1000}')
-  FR99[$1]=$(awk -v v="$p99" 'BEGIN {printf "%.3f", v/1000}')
-  FRRPS[$1]=$(awk -v o="$ok" -v e="$errors" -v r="$rps" 'BEGIN {printf "%d ok / %d errors, %d req/s", o, e, r}')
+  R50[$1]=$(awk -v v="$p50" 'BEGIN {printf "%.3f", v/1000}')
+  R99[$1]=$(awk -v v="$p99" 'BEGIN {printf "%.3f", v/1000}')
+  FR50[$1]+="${R50[$1]} "; FR99[$1]+="${R99[$1]} "
+  FRRPS[$1]+="$(awk -v o="$ok" -v e="$errors" -v r="$rps" 'BEGIN {printf "%d/%d/%d", o, e, r}') "
 }
-run_fixed direct "http://127.0.0.1:$UP/api/bench"
-run_fixed nginx "http://127.0.0.1:$NG/api/bench"
-run_fixed gateway "http://127.0.0.1:$GW/api/bench"
+minus() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a-b}'; }
+for r in $(seq 0 $(( ROUNDS - 1 ))); do
+  for t in $(order "$r"); do run_fixed "$t" "${URL[$t]}"; done
+  for t in nginx gateway; do
+    ADD50[$t]+="$(minus "${R50[$t]}" "${R50[direct]}") "; ADD99[$t]+="$(minus "${R99[$t]}" "${R99[direct]}") "
+  done
+done
+declare -A MF50 MF99 MA50 MA99
+# shellcheck disable=SC2086
+for t in "${TARGETS[@]}"; do
+  MF50[$t]=$(median ${FR50[$t]}); MF99[$t]=$(median ${FR99[$t]})
+  if [[ $t != direct ]]; then MA50[$t]=$(median ${ADD50[$t]}); MA99[$t]=$(median ${ADD99[$t]}); fi
+done
 
 kib() { awk -v f="$2" '$1==f {print $2}' "/proc/$1/status"; }
 GW_RSS=$(kib "$GW_PID" VmRSS:); GW_HWM=$(kib "$GW_PID" VmHWM:)
 NG_RSS=$(kib "$NG_PID" VmRSS:)
 for w in $(pgrep -P "$NG_PID"); do NG_RSS=$(( NG_RSS + $(kib "$w" VmRSS:) )); done
 
-ratio=$(awk -v g="${RPS[gateway]}" -v n="${RPS[nginx]}" 'BEGIN {printf "%.2f", g/n}')
-add() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a-b}'; }
+ratio=$(awk -v g="${MRPS[gateway]}" -v n="${MRPS[nginx]}" 'BEGIN {printf "%.2f", g/n}')
+row() { # target label
+  local t=$1
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$2" "${MRPS[$t]}" "${RPS[$t]% }" "${MP50[$t]}" \
+    "${MP99[$t]}" "${MF50[$t]}" "${MF99[$t]}" "${MA50[$t]:-–}" "${MA99[$t]:-–}" "${FRRPS[$t]% }"
+}
 cat <<EOF
 ## shop-gateway vs nginx (reverse proxy to the same upstream)
 
-Command: \`hack/bench/gateway.sh\` (BENCH_GATEWAY_SECS=$DUR). Upstream: nginx \`return 200\` (1 worker). nginx proxy: 2 workers,
-upstream keepalive pool. shop-gateway: $PROFILE build, static route, rate limiting off, default auth (GET public).
-Throughput: \`wrk -t2 -c64 -d${DUR}s --latency\` (closed loop). Fixed rate: \`gateway-load URL $RATE $DUR 32\` (open loop at half of the
-gateway's max; latency from the scheduled send time). wrk, the upstream and the proxy share the same $(nproc) cores.
+Command: \`hack/bench/gateway.sh\` (BENCH_GATEWAY_SECS=$DUR, BENCH_GATEWAY_ROUNDS=$ROUNDS). Upstream: nginx \`return 200\` (1 worker).
+nginx proxy: 2 workers, upstream keepalive pool. shop-gateway: $PROFILE build, 2 workers, static route, rate limiting off,
+default auth (GET public). Throughput: \`wrk -t2 -c64 -d${DUR}s --latency\` (closed loop, after a 2 s warm-up). Fixed rate:
+\`gateway-load URL $RATE $DUR 32\` (open loop at half of the gateway's median max, paced by an OS timer; latency from the
+scheduled send time). Each phase runs $ROUNDS rounds with the targets' order rotating; figures are medians over the rounds
+("added" = proxy minus direct within a round, then the median). wrk, the upstream and the proxies share the same $(nproc) cores.
 
-| target | max req/s (wrk) | wrk p50 ms | wrk p99 ms | p50 ms @ $RATE/s | p99 ms @ $RATE/s | added p50 ms @ $RATE/s | added p99 ms @ $RATE/s | fixed-rate run |
-|---|---|---|---|---|---|---|---|---|
-| direct | ${RPS[direct]} | ${P50[direct]} | ${P99[direct]} | ${FR50[direct]} | ${FR99[direct]} | – | – | ${FRRPS[direct]} |
-| nginx | ${RPS[nginx]} | ${P50[nginx]} | ${P99[nginx]} | ${FR50[nginx]} | ${FR99[nginx]} | $(add "${FR50[nginx]}" "${FR50[direct]}") | $(add "${FR99[nginx]}" "${FR99[direct]}") | ${FRRPS[nginx]} |
-| shop-gateway | ${RPS[gateway]} | ${P50[gateway]} | ${P99[gateway]} | ${FR50[gateway]} | ${FR99[gateway]} | $(add "${FR50[gateway]}" "${FR50[direct]}") | $(add "${FR99[gateway]}" "${FR99[direct]}") | ${FRRPS[gateway]} |
+| target | max req/s (wrk, median) | req/s per round | wrk p50 ms | wrk p99 ms | p50 ms @ $RATE/s | p99 ms @ $RATE/s | added p50 ms | added p99 ms | fixed-rate rounds (ok/errors/req/s) |
+|---|---|---|---|---|---|---|---|---|---|
+$(row direct direct)
+$(row nginx nginx)
+$(row gateway shop-gateway)
 
-- Throughput ratio shop-gateway / nginx: **$ratio** (goal: >= 1.00).
-- Added p99 of shop-gateway at half its max rate: **$(add "${FR99[gateway]}" "${FR99[direct]}") ms** (goal: < 1 ms).
+- Throughput ratio shop-gateway / nginx (medians): **$ratio** (goal: >= 1.00).
+- Added p99 of shop-gateway at half its max rate: **${MA99[gateway]} ms** (nginx: ${MA99[nginx]} ms; goal: < 1 ms).
 - RSS after the runs: shop-gateway **$(( GW_RSS / 1024 )) MiB** (peak $(( GW_HWM / 1024 )) MiB); nginx proxy master + workers **$(( NG_RSS / 1024 )) MiB**.
 
 EOF
