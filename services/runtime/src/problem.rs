@@ -235,6 +235,12 @@ impl IntoResponse for Problem {
         let mut resp = (self.status, body).into_response();
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is never read, so the server must drop the connection; saying
+            // so keeps a client from reusing it for its next request (and failing on a closed socket).
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(after) = self.retry_after {
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
@@ -437,6 +443,15 @@ mod tests {
     #[allow(dead_code)]
     struct Order {
         lines: Vec<Line>,
+    }
+
+    #[test]
+    fn a_413_tells_the_client_the_connection_closes() {
+        let too_large =
+            Problem::typed(StatusCode::PAYLOAD_TOO_LARGE, "t", "T", "d").into_response();
+        assert_eq!(too_large.headers()[header::CONNECTION], "close");
+        let other = Problem::typed(StatusCode::BAD_REQUEST, "t", "T", "d").into_response();
+        assert!(other.headers().get(header::CONNECTION).is_none());
     }
 
     #[test]
