@@ -58,6 +58,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/inventory", get(check_stock))
         .route("/api/inventory/reservations", post(create_reservation))
+        .route(
+            "/api/inventory/reservations/batch",
+            post(create_reservations),
+        )
         .route("/api/inventory/reservations", get(list_reservations))
         .route(
             "/api/inventory/reservations/{order_number}",
@@ -407,6 +411,96 @@ async fn create_reservation(
             Err(p)
         }
     }
+}
+
+/// Most reservations in one `POST /api/inventory/reservations/batch`.
+pub const MAX_BATCH: usize = 256;
+
+#[derive(Deserialize)]
+struct BatchBody {
+    reservations: Vec<ReservationBody>,
+}
+
+/// `POST /api/inventory/reservations/batch` `{"reservations":[{orderNumber, lines}, …]}`: several
+/// reservations in one call (shop-order sends the orders that arrive together), written by the same
+/// group commit as single ones. Each gets its own answer, in order, with the status and body the
+/// single endpoint would have given: `{"results":[{"status":201,"body":{…}}, …]}`.
+async fn create_reservations(
+    State(st): State<AppState>,
+    ApiJson(body): ApiJson<BatchBody>,
+) -> Result<Response, Problem> {
+    if body.reservations.is_empty() || body.reservations.len() > MAX_BATCH {
+        return Err(Problem::invalid(
+            "reservations",
+            format!("reservations must hold 1 to {MAX_BATCH} entries"),
+        ));
+    }
+    let mut answers: Vec<Option<(StatusCode, serde_json::Value)>> = Vec::new();
+    let mut requests = Vec::new();
+    let mut slots = Vec::new();
+    for (i, r) in body.reservations.into_iter().enumerate() {
+        match validate_reservation(r) {
+            Ok((order_number, lines)) => {
+                requests.push(ReserveRequest {
+                    order_number,
+                    lines,
+                });
+                slots.push(i);
+                answers.push(None);
+            }
+            Err(p) => {
+                let mut body = p.body();
+                if let Some(field) = body.get("field").and_then(|f| f.as_str()) {
+                    body["field"] = json!(format!("reservations[{i}].{field}"));
+                }
+                answers.push(Some((p.status(), body)));
+            }
+        }
+    }
+    if !requests.is_empty() {
+        // Detached like every write: a caller hanging up cannot cancel the transaction halfway.
+        let pool = st.pool.clone();
+        let results = match tokio::spawn(
+            async move { crate::batch::reserve_batch(&pool, requests).await }
+                .instrument(tracing::Span::current()),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "batch reservation task failed");
+                return Err(Problem::opaque_internal());
+            }
+        };
+        for (slot, result) in slots.into_iter().zip(results) {
+            answers[slot] = Some(match result {
+                Ok(ReserveOutcome::Created(r)) => (StatusCode::CREATED, json!(r)),
+                Ok(ReserveOutcome::Replayed(r)) => (StatusCode::OK, json!(r)),
+                Err(e) => {
+                    let p = store_problem(e);
+                    (p.status(), p.body())
+                }
+            });
+        }
+    }
+    let results: Vec<serde_json::Value> = answers
+        .into_iter()
+        .map(|a| {
+            let (status, body) =
+                a.unwrap_or((StatusCode::INTERNAL_SERVER_ERROR, serde_json::Value::Null));
+            json!({"status": status.as_u16(), "body": body})
+        })
+        .collect();
+    let created = results.iter().filter(|r| r["status"] == 201).count();
+    tracing::info!(
+        reservations = results.len(),
+        created,
+        "batch of reservations"
+    );
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "results": results }),
+    ))
 }
 
 async fn get_reservation(

@@ -473,3 +473,60 @@ async fn reservations_arriving_together_keep_every_rule_of_a_single_reservation(
         }
     }
 }
+
+/// `POST /api/inventory/reservations/batch`: one call, one answer per reservation in order, each what
+/// the single endpoint would have said; a bad entry is named by its index and stops no other.
+#[tokio::test]
+async fn a_batch_call_answers_each_reservation_as_the_single_endpoint_would() {
+    let inv = Inv::start().await;
+    inv.set("a", 3).await;
+    let (s, _) = inv
+        .reserve("before", json!([{"skuCode": "a", "quantity": 1}]))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let r = inv
+        .http
+        .post(inv.url("/api/inventory/reservations/batch"))
+        .json(&json!({"reservations": [
+            {"orderNumber": "b-1", "lines": [{"skuCode": "a", "quantity": 2}]},
+            {"orderNumber": "b-2", "lines": [{"skuCode": "a", "quantity": 1}]},
+            {"orderNumber": "before", "lines": [{"skuCode": "a", "quantity": 1}]},
+            {"orderNumber": "b-3", "lines": [{"skuCode": "a", "quantity": 0}]},
+            {"orderNumber": "b-4", "lines": [{"skuCode": "ghost", "quantity": 1}]}
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    let results = v["results"].as_array().unwrap();
+    let statuses: Vec<u64> = results
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, vec![201, 409, 200, 422, 409], "{v}");
+    assert_eq!(results[0]["body"]["status"], "RESERVED");
+    assert_eq!(
+        results[1]["body"]["unavailable"],
+        json!([{"skuCode": "a", "requested": 1, "available": 0}])
+    );
+    assert_eq!(results[2]["body"]["orderNumber"], "before", "a replay");
+    assert_eq!(
+        results[3]["body"]["field"],
+        "reservations[3].lines[0].quantity"
+    );
+    assert_eq!(results[4]["body"]["unavailable"][0]["skuCode"], "ghost");
+    assert_eq!(inv.stock("a").await, 0, "3 units: 1 before, 2 for b-1");
+
+    // The whole call is refused when it is not a batch at all.
+    for bad in [json!({"reservations": []}), json!({"nope": 1})] {
+        let r = inv
+            .http
+            .post(inv.url("/api/inventory/reservations/batch"))
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{bad}: {}", r.status());
+    }
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
+use shop_runtime::batch::{BatchConfig, Batcher};
 use shop_runtime::client::{CallError, ServiceClient};
 
 use crate::model::OrderLine;
@@ -66,6 +67,16 @@ struct ReservationRequest<'a> {
 pub struct InventoryClient {
     client: ServiceClient,
     timeout: Duration,
+    /// When set, reservations that arrive together go to inventory in one call.
+    batch: Option<Batcher<ReserveJob, Result<(), ReserveError>>>,
+}
+
+/// One order's reservation waiting for a batch call: order number and lines.
+pub type ReserveJob = (String, Vec<OrderLine>);
+
+#[derive(Serialize)]
+struct BatchRequest<'a> {
+    reservations: Vec<ReservationRequest<'a>>,
 }
 
 fn unavailable(e: &CallError) -> ReserveError {
@@ -91,14 +102,149 @@ fn unavailable(e: &CallError) -> ReserveError {
     }
 }
 
+/// A 409 from inventory: out of stock (with the list of short lines) or another conflict.
+fn conflict(problem: &Value) -> ReserveError {
+    if let Some(list) = problem.get("unavailable").and_then(Value::as_array) {
+        return ReserveError::OutOfStock {
+            unavailable: list.clone(),
+        };
+    }
+    ReserveError::Conflict(
+        problem
+            .get("detail")
+            .and_then(Value::as_str)
+            .unwrap_or("conflict")
+            .to_owned(),
+    )
+}
+
 impl InventoryClient {
     /// A client over the runtime's service client; `timeout` bounds each call.
     pub fn new(client: ServiceClient, timeout: Duration) -> Self {
-        Self { client, timeout }
+        Self {
+            client,
+            timeout,
+            batch: None,
+        }
+    }
+
+    /// Sends the reservations of orders that arrive together in one call to inventory's
+    /// `POST /api/inventory/reservations/batch` (a lone order still uses the single endpoint), so
+    /// inventory writes them in one transaction and the HTTP hop is paid once per batch.
+    #[must_use]
+    pub fn with_batching(mut self, cfg: BatchConfig) -> Self {
+        let plain = Self {
+            batch: None,
+            ..self.clone()
+        };
+        self.batch = Some(Batcher::spawn(cfg, move |jobs: Vec<ReserveJob>| {
+            let client = plain.clone();
+            async move { client.reserve_many(jobs).await }
+        }));
+        self
     }
 
     /// Reserves the order's lines (idempotent by order number on the inventory side).
     pub async fn reserve(
+        &self,
+        order_number: &str,
+        lines: &[OrderLine],
+    ) -> Result<(), ReserveError> {
+        match &self.batch {
+            Some(b) => b
+                .submit((order_number.to_owned(), lines.to_vec()))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ReserveError::Unavailable {
+                        reason: "the reservation sender stopped".to_owned(),
+                        retry_after: Duration::from_secs(1),
+                        maybe_reserved: true,
+                    })
+                }),
+            None => self.reserve_one(order_number, lines).await,
+        }
+    }
+
+    /// Several orders' reservations in one call; one answer per order, in order.
+    async fn reserve_many(&self, jobs: Vec<ReserveJob>) -> Vec<Result<(), ReserveError>> {
+        if jobs.len() == 1 {
+            let (n, lines) = &jobs[0];
+            return vec![self.reserve_one(n, lines).await];
+        }
+        let body = BatchRequest {
+            reservations: jobs
+                .iter()
+                .map(|(n, lines)| ReservationRequest {
+                    order_number: n,
+                    lines: lines
+                        .iter()
+                        .map(|l| ReservationLine {
+                            sku_code: &l.sku_code,
+                            quantity: l.quantity,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        };
+        let all = |f: &dyn Fn() -> ReserveError| jobs.iter().map(|_| Err(f())).collect::<Vec<_>>();
+        let resp = match self
+            .client
+            .post(INVENTORY_APP, "/api/inventory/reservations/batch")
+            .json(&body)
+            .timeout(self.timeout)
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return all(&|| unavailable(&e)),
+        };
+        let status = resp.status();
+        if status.as_u16() == 404 || status.as_u16() == 405 {
+            // An inventory without the batch endpoint: one call per order.
+            return futures::future::join_all(
+                jobs.iter().map(|(n, lines)| self.reserve_one(n, lines)),
+            )
+            .await;
+        }
+        let maybe = |reason: String| ReserveError::Unavailable {
+            reason,
+            retry_after: Duration::from_secs(1),
+            maybe_reserved: true,
+        };
+        if !status.is_success() {
+            return all(&|| maybe(format!("inventory answered {}", status.as_u16())));
+        }
+        let answer: Value = match resp.json().await {
+            Ok(v) => v,
+            Err(e) => return all(&|| maybe(format!("unreadable batch answer: {e}"))),
+        };
+        let results = answer
+            .get("results")
+            .and_then(Value::as_array)
+            .filter(|r| r.len() == jobs.len());
+        let Some(results) = results else {
+            return all(&|| maybe("batch answer does not match the request".to_owned()));
+        };
+        results
+            .iter()
+            .map(|r| {
+                let code = r.get("status").and_then(Value::as_u64).unwrap_or(0);
+                let problem = r.get("body").cloned().unwrap_or(Value::Null);
+                match code {
+                    200 | 201 => Ok(()),
+                    409 => Err(conflict(&problem)),
+                    500..=599 => Err(maybe(format!("inventory answered {code}"))),
+                    _ => Err(ReserveError::Protocol(format!(
+                        "{code} {}",
+                        problem.to_string().chars().take(300).collect::<String>()
+                    ))),
+                }
+            })
+            .collect()
+    }
+
+    /// One order's reservation through the single endpoint.
+    async fn reserve_one(
         &self,
         order_number: &str,
         lines: &[OrderLine],
@@ -135,17 +281,7 @@ impl InventoryClient {
         }
         let problem: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status.as_u16() == 409 {
-            if let Some(list) = problem.get("unavailable").and_then(Value::as_array) {
-                return Err(ReserveError::OutOfStock {
-                    unavailable: list.clone(),
-                });
-            }
-            let detail = problem
-                .get("detail")
-                .and_then(Value::as_str)
-                .unwrap_or("conflict")
-                .to_owned();
-            return Err(ReserveError::Conflict(detail));
+            return Err(conflict(&problem));
         }
         Err(ReserveError::Protocol(format!(
             "{} {}",

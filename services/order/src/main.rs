@@ -73,7 +73,10 @@ struct Args {
     /// Most orders written in one transaction (1 = no batching).
     #[arg(long, env = "ORDER_WRITE_BATCH_MAX", default_value_t = 64)]
     order_write_batch_max: usize,
-    /// Order-write transactions that may run at the same time.
+    /// Most reservations sent to inventory in one call (1 = one call per order).
+    #[arg(long, env = "ORDER_RESERVE_BATCH_MAX", default_value_t = 64)]
+    reserve_batch_max: usize,
+    /// Order-write transactions (and batched reservation calls) that may run at the same time.
     #[arg(long, env = "ORDER_WRITE_WORKERS", default_value_t = 8)]
     order_write_workers: usize,
 }
@@ -172,7 +175,13 @@ async fn main() -> anyhow::Result<()> {
         "Orders written per database transaction",
         writes.batch_sizes(),
     );
-    let inventory = Arc::new(InventoryClient::new(client, timeout));
+    let inventory = Arc::new(InventoryClient::new(client, timeout).with_batching(
+        shop_runtime::batch::BatchConfig {
+            max_batch: args.reserve_batch_max.clamp(1, 256),
+            workers: args.order_write_workers.max(1),
+            ..Default::default()
+        },
+    ));
     let idempotency_stale_after = Duration::from_secs(args.idempotency_stale_secs.max(1));
     let reconcile_task = reconcile::spawn(
         pool.clone(),

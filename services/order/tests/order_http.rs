@@ -551,4 +551,22 @@ async fn orders_arriving_together_are_each_stored_whole_with_one_event() {
         calls < sum,
         "40 orders in {calls} transactions: no batch formed"
     );
+    // Their reservations went to inventory in shared calls too.
+    let inv_metrics = shop
+        .http
+        .get(format!("{}/metrics", shop.inventory.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        inv_metrics
+            .lines()
+            .any(|l| l.starts_with("http_server_requests_total")
+                && l.contains("/api/inventory/reservations/batch")
+                && l.contains("status=\"200\"")),
+        "no batch reservation call reached inventory:\n{inv_metrics}"
+    );
 }
