@@ -8,11 +8,17 @@
 //! already queued behind it, so an idle service answers as fast as without batching and batches grow
 //! only when requests really wait for each other. Several workers let one batch be gathered while
 //! another is being written.
+//!
+//! Tracing: the handler runs inside the span of the batch's first request, so the calls it makes
+//! (an HTTP call to another service, with trace headers) continue that request's trace; a request
+//! alone in its batch keeps its whole trace. The others of a batch log their own spans up to the
+//! hand-over.
 
 use std::{future::Future, sync::Arc};
 
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tracing::Instrument;
 
 /// How a [`Batcher`] groups requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +49,7 @@ pub enum BatchError {
     Closed,
 }
 
-type Job<Req, Resp> = (Req, oneshot::Sender<Resp>);
+type Job<Req, Resp> = (Req, oneshot::Sender<Resp>, tracing::Span);
 
 /// Queues requests for a batch handler. Cheap to clone; the workers stop when the last clone is
 /// dropped and the queue is empty.
@@ -101,9 +107,12 @@ where
                         }
                     }
                     sizes.observe(jobs.len() as f64);
+                    let span = jobs
+                        .first()
+                        .map_or_else(tracing::Span::none, |j| j.2.clone());
                     let (reqs, replies): (Vec<Req>, Vec<oneshot::Sender<Resp>>) =
-                        jobs.into_iter().unzip();
-                    let answers = handler(reqs).await;
+                        jobs.into_iter().map(|(r, tx, _)| (r, tx)).unzip();
+                    let answers = handler(reqs).instrument(span).await;
                     for (reply, answer) in replies.into_iter().zip(answers) {
                         // The caller may have gone away; its work is done all the same.
                         let _ = reply.send(answer);
@@ -123,7 +132,7 @@ where
     pub async fn submit(&self, req: Req) -> Result<Resp, BatchError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send((req, reply))
+            .send((req, reply, tracing::Span::current()))
             .await
             .map_err(|_| BatchError::Closed)?;
         answer.await.map_err(|_| BatchError::Closed)
