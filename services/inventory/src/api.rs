@@ -458,26 +458,22 @@ async fn create_reservations(
         }
     }
     if !requests.is_empty() {
-        // Detached like every write: a caller hanging up cannot cancel the transaction halfway.
-        let pool = st.pool.clone();
-        let results = match tokio::spawn(
-            async move { crate::batch::reserve_batch(&pool, requests).await }
-                .instrument(tracing::Span::current()),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "batch reservation task failed");
-                return Err(Problem::opaque_internal());
-            }
-        };
+        // Queued together, so the reservation writer takes them as one batch (and owns the
+        // write: a caller hanging up cannot cancel it halfway).
+        let results =
+            futures::future::join_all(requests.into_iter().map(|r| st.reservations.submit(r)))
+                .await;
         for (slot, result) in slots.into_iter().zip(results) {
             answers[slot] = Some(match result {
-                Ok(ReserveOutcome::Created(r)) => (StatusCode::CREATED, json!(r)),
-                Ok(ReserveOutcome::Replayed(r)) => (StatusCode::OK, json!(r)),
-                Err(e) => {
+                Ok(Ok(ReserveOutcome::Created(r))) => (StatusCode::CREATED, json!(r)),
+                Ok(Ok(ReserveOutcome::Replayed(r))) => (StatusCode::OK, json!(r)),
+                Ok(Err(e)) => {
                     let p = store_problem(e);
+                    (p.status(), p.body())
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reservation writer stopped");
+                    let p = Problem::opaque_internal();
                     (p.status(), p.body())
                 }
             });
