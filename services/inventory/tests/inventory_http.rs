@@ -426,14 +426,7 @@ async fn reservations_arriving_together_keep_every_rule_of_a_single_reservation(
         .text()
         .await
         .unwrap();
-    let count = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"))
-    };
+    let count = |name: &str| shop_testkit::metric_value(&metrics, name);
     let (sum, calls) = (
         count("inventory_reservation_batch_size_sum"),
         count("inventory_reservation_batch_size_count"),

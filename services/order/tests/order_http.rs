@@ -534,14 +534,7 @@ async fn orders_arriving_together_are_each_stored_whole_with_one_event() {
     );
     // The writes really shared transactions.
     let metrics = shop.metrics().await;
-    let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
-    };
+    let value = |name: &str| shop_testkit::metric_value(&metrics, name);
     let (sum, calls) = (
         value("order_write_batch_size_sum"),
         value("order_write_batch_size_count"),

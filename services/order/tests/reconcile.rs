@@ -158,9 +158,7 @@ impl Rig {
             .text()
             .await
             .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} not on /metrics:\n{text}"))
+        shop_testkit::metric_value(&text, name)
     }
 
     async fn wait_released(&self, order_number: &str, within: Duration) -> bool {

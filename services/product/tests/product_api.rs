@@ -444,14 +444,7 @@ async fn stock_is_not_lost_while_inventory_is_down() {
         .text()
         .await
         .unwrap();
-    let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} not in /metrics:\n{metrics}"))
-    };
+    let value = |name: &str| shop_testkit::metric_value(&metrics, name);
     assert!(value("product_stock_push_failures_total") >= 1.0);
     assert!(value("product_stock_push_confirmed_total") >= 1.0);
 }

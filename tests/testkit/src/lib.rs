@@ -38,3 +38,11 @@ pub fn fresh_name(prefix: &str) -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
     format!("{prefix}{}", &id[..12])
 }
+
+/// The value of the unlabelled sample `name` in a Prometheus text exposition (`/metrics`);
+/// panics, showing the text, when it is absent.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not on /metrics:\n{text}"))
+}
