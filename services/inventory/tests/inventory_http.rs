@@ -3,68 +3,11 @@
 //! under concurrency, idempotent replay and release, and bad input refused with nothing written.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use reqwest::{Client, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
-use shop_testkit::{Service, free_port, fresh_mysql_database};
+mod common;
 
-struct Inv {
-    svc: Service,
-    http: Client,
-}
-
-impl Inv {
-    async fn start() -> Inv {
-        let db = fresh_mysql_database("inv").await;
-        let port = free_port();
-        let svc = Service::spawn(
-            "shop-inventory",
-            &[],
-            &[("DATABASE_URL", db.as_str())],
-            port,
-        )
-        .await;
-        Inv {
-            svc,
-            http: Client::new(),
-        }
-    }
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.svc.base_url())
-    }
-    async fn set(&self, sku: &str, q: i64) {
-        let r = self
-            .http
-            .put(self.url(&format!("/api/inventory/{sku}")))
-            .json(&json!({"quantity": q}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
-    }
-    async fn stock(&self, sku: &str) -> i64 {
-        let v: Value = self
-            .http
-            .get(self.url(&format!("/api/inventory?skuCode={sku}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v[0]["availableQuantity"].as_i64().unwrap()
-    }
-    async fn reserve(&self, order: &str, lines: Value) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .post(self.url("/api/inventory/reservations"))
-            .json(&json!({"orderNumber": order, "lines": lines}))
-            .send()
-            .await
-            .unwrap();
-        let s = r.status();
-        (s, r.json().await.unwrap_or(Value::Null))
-    }
-}
+use common::Inv;
 
 #[tokio::test]
 async fn stock_query_keeps_the_original_shape_and_checks_the_requested_quantity() {

@@ -4,63 +4,20 @@
 //! and refuses bad parameters with a 400 naming the parameter.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use reqwest::{Client, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
-use shop_testkit::{Service, free_port, fresh_mysql_database};
+mod common;
 
-struct Inv {
-    svc: Service,
-    http: Client,
+use common::Inv;
+
+/// The listing calls, on top of the shared process harness.
+trait Listing {
+    async fn list(&self, query: &str) -> (StatusCode, Value);
+    async fn numbers(&self, query: &str) -> Vec<String>;
+    async fn reserved(&self, order: &str, lines: Value) -> Value;
 }
 
-impl Inv {
-    async fn start() -> Inv {
-        let db = fresh_mysql_database("invlist").await;
-        let svc = Service::spawn(
-            "shop-inventory",
-            &[],
-            &[("DATABASE_URL", db.as_str())],
-            free_port(),
-        )
-        .await;
-        Inv {
-            svc,
-            http: Client::new(),
-        }
-    }
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.svc.base_url())
-    }
-    async fn set(&self, sku: &str, q: i64) {
-        let r = self
-            .http
-            .put(self.url(&format!("/api/inventory/{sku}")))
-            .json(&json!({"quantity": q}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-    }
-    async fn reserve(&self, order: &str, lines: Value) -> Value {
-        let r = self
-            .http
-            .post(self.url("/api/inventory/reservations"))
-            .json(&json!({"orderNumber": order, "lines": lines}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
-        r.json().await.unwrap()
-    }
-    async fn release(&self, order: &str) {
-        let r = self
-            .http
-            .delete(self.url(&format!("/api/inventory/reservations/{order}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-    }
+impl Listing for Inv {
     /// `query` is appended as is (the caller encodes it).
     async fn list(&self, query: &str) -> (StatusCode, Value) {
         let r = self
@@ -81,6 +38,12 @@ impl Inv {
             .map(|r| r["orderNumber"].as_str().unwrap().to_owned())
             .collect()
     }
+    /// Reserves and returns the created reservation (must be created).
+    async fn reserved(&self, order: &str, lines: Value) -> Value {
+        let (s, v) = self.reserve(order, lines).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v
+    }
 }
 
 fn enc(s: &str) -> String {
@@ -96,7 +59,7 @@ async fn lists_one_status_oldest_first_with_lines_and_pages_by_keyset() {
     for (i, n) in ["o-3", "o-1", "o-2", "o-4"].iter().enumerate() {
         let q = i64::try_from(i).unwrap() + 1;
         let r = inv
-            .reserve(
+            .reserved(
                 n,
                 json!([{"skuCode": "b", "quantity": q}, {"skuCode": "a", "quantity": 1}]),
             )
@@ -140,7 +103,7 @@ async fn lists_one_status_oldest_first_with_lines_and_pages_by_keyset() {
             .is_empty()
     );
     // A reservation made after a page was read still shows up on a later page.
-    inv.reserve("o-0", json!([{"skuCode": "a", "quantity": 1}]))
+    inv.reserved("o-0", json!([{"skuCode": "a", "quantity": 1}]))
         .await;
     assert_eq!(
         inv.numbers("status=RESERVED&after=o-4").await,
@@ -185,7 +148,7 @@ async fn lists_one_status_oldest_first_with_lines_and_pages_by_keyset() {
 async fn bad_parameters_are_refused_naming_the_parameter() {
     let inv = Inv::start().await;
     inv.set("a", 10).await;
-    inv.reserve("o-1", json!([{"skuCode": "a", "quantity": 1}]))
+    inv.reserved("o-1", json!([{"skuCode": "a", "quantity": 1}]))
         .await;
     for (query, field) in [
         ("", "status"),
