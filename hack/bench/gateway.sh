@@ -8,9 +8,14 @@
 # The gateway runs with rate limiting off (a per-IP limit would turn the load into 429s) and its default
 # auth rules (GETs are public), so the figures are those of the proxy path.
 #  1. Max throughput: wrk -t2 -c64 -d${DUR}s --latency (closed loop), req/s and p50/p99.
-#  2. Latency at a fixed rate = half of the gateway's max: gateway-load (open loop, paced by an OS timer,
-#     latency measured from the scheduled send time, no coordinated omission; wrk2 is not available) for
-#     direct, nginx, gateway; the "added" latency is proxy minus direct within the same round.
+#  2. Latency at a fixed rate = half of the gateway's max: gateway-load (open loop, one thread driving its 32
+#     connections from an epoll loop with a timerfd per due time, latency measured from the scheduled send
+#     time, no coordinated omission; wrk2 is not available) for direct, nginx, gateway; the "added" latency
+#     is proxy minus direct within the same round.
+#  CPU: every load run also reads the CPU time and run-queue wait of the proxy's and the upstream's threads
+#  (/proc/<pid>/task/*/schedstat) and the load tools' CPU time, to show how busy the 2 cores were: at a fixed
+#  rate each request costs the servers about twice the CPU it costs at wrk's maximum (no batching of
+#  wake-ups), so "half of the maximum rate" keeps the cores ~80 % busy and the tails are run-queue waits.
 #  3. RSS after the load: shop-gateway VmRSS/VmHWM; nginx proxy master + workers VmRSS.
 # Both load phases run BENCH_GATEWAY_ROUNDS (3) rounds, the targets' order rotating each round, and every
 # figure is the median over the rounds: on a shared 2-core machine a single sequential run per target mostly
@@ -113,6 +118,7 @@ rate_limit: {enabled: false}
 EOF
 
 "$NGINX" -p "$TMP/up" -c "$TMP/up/nginx.conf" -e "$TMP/up/error.log" 2>"$TMP/up/stderr" & PIDS+=($!)
+UP_PID=$!
 "$NGINX" -p "$TMP/ng" -c "$TMP/ng/nginx.conf" -e "$TMP/ng/error.log" 2>"$TMP/ng/stderr" & PIDS+=($!)
 NG_PID=$!
 SHOP_BIND=127.0.0.1 SHOP_PORT=$GW SHOP_LOG_FORMAT=json RUST_LOG=warn \
@@ -137,13 +143,40 @@ order() { # round -> the targets rotated by the round number
   local r=$1 n=${#TARGETS[@]} k
   for k in $(seq 0 $(( n - 1 ))); do printf '%s ' "${TARGETS[$(( (k + r) % n ))]}"; done
 }
-declare -A RPS P50 P99 MRPS MP50 MP99
+# CPU time and run-queue wait (ns) of all threads of these processes and their children.
+sched_of() { # pids... -> "cpu_ns wait_ns"
+  local p c t cpu=0 wait=0 a b
+  for p in "$@"; do
+    for c in "$p" $(pgrep -P "$p" || true); do
+      for t in /proc/"$c"/task/*/schedstat; do
+        read -r a b _ < "$t" 2>/dev/null || continue
+        cpu=$(( cpu + a )); wait=$(( wait + b ))
+      done
+    done
+  done
+  echo "$cpu $wait"
+}
+declare -A PROXY_PIDS=([direct]="" [nginx]="$NG_PID" [gateway]="$GW_PID")
+SNAP=""
+snap() { SNAP="$(sched_of "$UP_PID") $(sched_of ${PROXY_PIDS[$1]})"; }
+# Per request CPU (us) of the upstream and the proxy since `snap`, and the proxy's run-queue wait (ms/s).
+cpu_since() { # name requests seconds -> "up_us proxy_us proxy_wait_ms_per_s"
+  local now; now="$(sched_of "$UP_PID") $(sched_of ${PROXY_PIDS[$1]})"
+  awk -v a="$SNAP" -v b="$now" -v n="$2" -v s="$3" 'BEGIN { split(a, x, " "); split(b, y, " ");
+    if (n < 1) n = 1; printf "%.1f %.1f %.0f", (y[1]-x[1])/1000/n, (y[3]-x[3])/1000/n, (y[4]-x[4])/1e6/s }'
+}
+declare -A RPS P50 P99 MRPS MP50 MP99 WCPU
 run_wrk() { # name url
   log "wrk warm-up $1"
   wrk -t2 -c64 -d2s "$2" >/dev/null 2>&1 || true
   log "wrk $1 (${DUR}s)"
-  local out; out=$(wrk -t2 -c64 -d"${DUR}s" --latency "$2")
+  snap "$1"
+  local out
+  out=$(wrk -t2 -c64 -d"${DUR}s" --latency "$2")
   echo "$1 $out" >> "$TMP/wrk.txt"
+  local n; n=$(awk '/requests in/ {print $1}' <<<"$out")
+  local u p; read -r u p _ <<<"$(cpu_since "$1" "$n" "$DUR")"
+  WCPU[$1]+="$p "
   RPS[$1]+="$(awk '/^Requests\/sec/ {printf "%.0f", $2}' <<<"$out") "
   P50[$1]+="$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")") "
   P99[$1]+="$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")") "
@@ -165,14 +198,22 @@ json_num() { # key json
     || { echo "no number \"$1\" in gateway-load output: $2" >&2; return 1; }
   echo "$v"
 }
-declare -A R50 R99 FR50 FR99 ADD50 ADD99 FRRPS
+declare -A R50 R99 FR50 FR99 ADD50 ADD99 FRRPS FCPU FUP FTOOL FWAIT FBUSY
 run_fixed() { # name url -> R50/R99 of this round; appended to the per-target lists
   log "fixed rate $RATE/s $1 (${DUR}s)"
+  snap "$1"
   local out; out=$("$BIN/gateway-load" "$2" "$RATE" "$DUR" 32)
   echo "$1 $out" >> "$TMP/fixed.txt"
-  local p50 p99 ok errors rps
+  local p50 p99 ok errors rps tool up px wait
   p50=$(json_num p50_us "$out"); p99=$(json_num p99_us "$out")
   ok=$(json_num ok "$out"); errors=$(json_num errors "$out"); rps=$(json_num achieved_rps "$out")
+  tool=$(json_num tool_cpu_ms "$out")
+  read -r up px wait <<<"$(cpu_since "$1" "$ok" "$DUR")"
+  FCPU[$1]+="$px "; FUP[$1]+="$up "; FWAIT[$1]+="$wait "
+  FTOOL[$1]+="$(awk -v t="$tool" -v n="$ok" 'BEGIN {printf "%.1f", t*1000/(n<1?1:n)}') "
+  # Share of the machine's CPU used by upstream + proxy + load tool during the run.
+  FBUSY[$1]+="$(awk -v u="$up" -v p="$px" -v t="$tool" -v n="$ok" -v d="$DUR" -v c="$(nproc)" \
+    'BEGIN {printf "%.0f", ((u+p)*n/1e6 + t/1000) / (d*c) * 100}') "
   R50[$1]=$(awk -v v="$p50" 'BEGIN {printf "%.3f", v/1000}')
   R99[$1]=$(awk -v v="$p99" 'BEGIN {printf "%.3f", v/1000}')
   FR50[$1]+="${R50[$1]} "; FR99[$1]+="${R99[$1]} "
@@ -185,10 +226,11 @@ for r in $(seq 0 $(( ROUNDS - 1 ))); do
     ADD50[$t]+="$(minus "${R50[$t]}" "${R50[direct]}") "; ADD99[$t]+="$(minus "${R99[$t]}" "${R99[direct]}") "
   done
 done
-declare -A MF50 MF99 MA50 MA99
+declare -A MF50 MF99 MA50 MA99 CPUROW
 # shellcheck disable=SC2086
 for t in "${TARGETS[@]}"; do
   MF50[$t]=$(median ${FR50[$t]}); MF99[$t]=$(median ${FR99[$t]})
+  CPUROW[$t]="$(median ${WCPU[$t]}) | $(median ${FUP[$t]}) | $(median ${FCPU[$t]}) | $(median ${FTOOL[$t]}) | $(median ${FBUSY[$t]}) | $(median ${FWAIT[$t]})"
   if [[ $t != direct ]]; then MA50[$t]=$(median ${ADD50[$t]}); MA99[$t]=$(median ${ADD99[$t]}); fi
 done
 
@@ -222,6 +264,16 @@ $(row gateway shop-gateway)
 - Throughput ratio shop-gateway / nginx (medians): **$ratio** (goal: >= 1.00).
 - Added p99 of shop-gateway at half its max rate: **${MA99[gateway]} ms** (nginx: ${MA99[nginx]} ms; goal: < 1 ms).
 - RSS after the runs: shop-gateway **$(( GW_RSS / 1024 )) MiB** (peak $(( GW_HWM / 1024 )) MiB); nginx proxy master + workers **$(( NG_RSS / 1024 )) MiB**.
+
+CPU per request (medians over the rounds; from the threads' schedstat): the proxy's at wrk's maximum, then at
+$RATE/s the upstream's, the proxy's and gateway-load's, how busy the $(nproc) cores were in all (upstream + proxy
++ load tool), and how long the proxy's threads waited for a CPU (ms per second of run).
+
+| target | proxy us/req @ max | upstream us/req @ $RATE/s | proxy us/req @ $RATE/s | gateway-load us/req | cores busy % | proxy run-queue wait ms/s |
+|---|---|---|---|---|---|---|
+| direct | ${CPUROW[direct]} |
+| nginx | ${CPUROW[nginx]} |
+| shop-gateway | ${CPUROW[gateway]} |
 
 EOF
 log "done"
