@@ -251,9 +251,9 @@ cat <<EOF
 Command: \`hack/bench/gateway.sh\` (BENCH_GATEWAY_SECS=$DUR, BENCH_GATEWAY_ROUNDS=$ROUNDS). Upstream: nginx \`return 200\` (1 worker).
 nginx proxy: 2 workers, upstream keepalive pool. shop-gateway: $PROFILE build, 2 workers, static route, rate limiting off,
 default auth (GET public). Throughput: \`wrk -t2 -c64 -d${DUR}s --latency\` (closed loop, after a 2 s warm-up). Fixed rate:
-\`gateway-load URL $RATE $DUR 32\` (open loop at half of the gateway's median max, paced by an OS timer; latency from the
-scheduled send time). Each phase runs $ROUNDS rounds with the targets' order rotating; figures are medians over the rounds
-("added" = proxy minus direct within a round, then the median). wrk, the upstream and the proxies share the same $(nproc) cores.
+\`gateway-load URL $RATE $DUR 32\` (open loop at half of the gateway's median max: one thread, 32 connections, an epoll
+loop with a timerfd per due time; latency from the scheduled send time). Each phase runs $ROUNDS rounds with the targets' order
+rotating; figures are medians over the rounds ("added" = proxy minus direct within a round, then the median). wrk, the upstream and the proxies share the same $(nproc) cores.
 
 | target | max req/s (wrk, median) | req/s per round | wrk p50 ms | wrk p99 ms | p50 ms @ $RATE/s | p99 ms @ $RATE/s | added p50 ms | added p99 ms | fixed-rate rounds (ok/errors/req/s) |
 |---|---|---|---|---|---|---|---|---|---|
