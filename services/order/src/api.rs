@@ -17,12 +17,12 @@ use serde::Deserialize;
 use serde_json::json;
 use shop_runtime::problem::{Problem, json_response, parse_api_json, require_api_json};
 use sqlx::MySqlPool;
-use tokio::sync::Notify;
 use tracing::Instrument;
 
 use crate::{
     inventory::{InventoryClient, ReserveError},
     model::{self, Order, OrderPlacedEvent, OrderRequest},
+    relay::{Committed, FastLane},
     store::{self, KeyClaim, OrderWrite},
 };
 use shop_runtime::batch::{BatchConfig, Batcher};
@@ -39,8 +39,8 @@ pub struct AppState {
     pub pool: MySqlPool,
     /// Inventory client (discovery + breaker + timeout).
     pub inventory: Arc<InventoryClient>,
-    /// Wakes the outbox relay after a commit.
-    pub relay_wake: Arc<Notify>,
+    /// Hands committed events to the outbox relay in memory.
+    pub relay: FastLane,
     /// Kafka topic of OrderPlaced.
     pub topic: Arc<str>,
     /// An IN_FLIGHT Idempotency-Key older than this is considered abandoned.
@@ -266,6 +266,17 @@ async fn place_order_inner(
         tracing::error!(error = %e, "order serialisation failed");
         Problem::opaque_internal()
     })?;
+    let committed = Committed {
+        event_id: event.event_id.clone(),
+        topic: st.topic.clone(),
+        key: order_number.clone(),
+        payload: serde_json::to_string(&event).map_err(|e| {
+            tracing::error!(error = %e, "event serialisation failed");
+            Problem::opaque_internal()
+        })?,
+        headers: kafka_headers.clone(),
+        queued: std::time::Instant::now(),
+    };
     let written = st
         .writes
         .submit(OrderWrite {
@@ -293,7 +304,10 @@ async fn place_order_inner(
         forget(st, key.as_deref()).await;
         return Err(p);
     }
-    st.relay_wake.notify_one();
+    st.relay.offer(Committed {
+        queued: std::time::Instant::now(),
+        ..committed
+    });
     tracing::info!(%order_number, total = %model::money_string(&total), "order placed");
     let mut resp = (StatusCode::CREATED, body).into_response();
     let h = resp.headers_mut();

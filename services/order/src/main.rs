@@ -16,7 +16,6 @@ use shop_order::{
     store,
 };
 use shop_runtime::{BreakerConfig, ClientConfig, CommonArgs, Runtime, ServiceClient};
-use tokio::sync::Notify;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Command line / environment configuration.
@@ -52,9 +51,14 @@ struct Args {
     /// Kafka per-message delivery timeout, in milliseconds (then the relay retries).
     #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 10_000)]
     kafka_message_timeout_ms: u64,
-    /// Outbox poll interval when idle, in milliseconds (commits wake the relay at once).
+    /// Interval of the outbox sweeper, in milliseconds (committed events reach the relay in
+    /// memory at once; the sweeper publishes the ones left behind).
     #[arg(long, env = "OUTBOX_POLL_MS", default_value_t = 500)]
     outbox_poll_ms: u64,
+    /// Age in milliseconds after which an unpublished outbox row is taken by the sweeper (at
+    /// least the Kafka message timeout plus one second; default: that timeout plus 5 s).
+    #[arg(long, env = "OUTBOX_SWEEP_AFTER_MS")]
+    outbox_sweep_after_ms: Option<u64>,
     /// Hours a published outbox row or a completed Idempotency-Key is kept (replays within
     /// this window return the stored response).
     #[arg(long, env = "RETENTION_HOURS", default_value_t = 24)]
@@ -145,10 +149,14 @@ async fn main() -> anyhow::Result<()> {
         message_timeout: Duration::from_millis(args.kafka_message_timeout_ms.max(100)),
         poll_interval: Duration::from_millis(args.outbox_poll_ms.max(10)),
         batch_size: 500,
+        sweep_after: Duration::from_millis(
+            args.outbox_sweep_after_ms
+                .unwrap_or(args.kafka_message_timeout_ms.saturating_add(5_000)),
+        ),
     };
     let producer = relay::producer(&relay_cfg).context("creating the Kafka producer")?;
     let relay_wait = relay_cfg.message_timeout + Duration::from_secs(2);
-    let wake = Arc::new(Notify::new());
+    let (lane, lane_rx) = relay::fast_lane(8192);
     let stats = Arc::new(RelayStats::default());
     register_metrics(
         &rt,
@@ -159,7 +167,7 @@ async fn main() -> anyhow::Result<()> {
     // The relay outlives the HTTP drain: orders committed while draining are still published.
     let relay_stop = tokio_util::sync::CancellationToken::new();
     let relay_task = tokio::spawn(
-        Relay::new(pool.clone(), producer, wake.clone(), relay_cfg, stats).run(relay_stop.clone()),
+        Relay::new(pool.clone(), producer, lane_rx, relay_cfg, stats).run(relay_stop.clone()),
     );
 
     let writes = shop_order::api::order_writer(
@@ -199,7 +207,7 @@ async fn main() -> anyhow::Result<()> {
     let state = AppState {
         pool: pool.clone(),
         inventory,
-        relay_wake: wake,
+        relay: lane,
         topic: Arc::from(args.topic.as_str()),
         idempotency_stale_after,
         trace_headers,

@@ -139,6 +139,8 @@ pub fn start_order(
         ),
         ("KAFKA_MESSAGE_TIMEOUT_MS".to_owned(), "1500".to_owned()),
         ("OUTBOX_POLL_MS".to_owned(), "100".to_owned()),
+        // Rows the fast lane could not deliver are swept after 2.5 s instead of 6.5 s.
+        ("OUTBOX_SWEEP_AFTER_MS".to_owned(), "2500".to_owned()),
     ];
     (port, envs)
 }
