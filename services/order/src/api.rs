@@ -266,25 +266,19 @@ async fn place_order_inner(
         tracing::error!(error = %e, "order serialisation failed");
         Problem::opaque_internal()
     })?;
-    let committed = Committed {
-        event_id: event.event_id.clone(),
-        topic: st.topic.clone(),
-        key: order_number.clone(),
-        payload: serde_json::to_string(&event).map_err(|e| {
-            tracing::error!(error = %e, "event serialisation failed");
-            Problem::opaque_internal()
-        })?,
-        headers: kafka_headers.clone(),
-        queued: std::time::Instant::now(),
-    };
+    let payload = serde_json::to_string(&event).map_err(|e| {
+        tracing::error!(error = %e, "event serialisation failed");
+        Problem::opaque_internal()
+    })?;
     let written = st
         .writes
         .submit(OrderWrite {
             order,
             idempotency_key: key.clone(),
-            event,
+            event_id: event.event_id.clone(),
+            payload: payload.clone(),
             topic: st.topic.clone(),
-            headers: kafka_headers,
+            headers: kafka_headers.clone(),
             response_body: body.clone(),
         })
         .await
@@ -305,8 +299,12 @@ async fn place_order_inner(
         return Err(p);
     }
     st.relay.offer(Committed {
+        event_id: event.event_id,
+        topic: st.topic.clone(),
+        key: order_number.clone(),
+        payload,
+        headers: kafka_headers,
         queued: std::time::Instant::now(),
-        ..committed
     });
     tracing::info!(%order_number, total = %model::money_string(&total), "order placed");
     let mut resp = (StatusCode::CREATED, body).into_response();

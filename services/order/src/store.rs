@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{MySql, MySqlPool, QueryBuilder, Row};
 
-use crate::model::{Order, OrderLine, OrderPlacedEvent};
+use crate::model::{Order, OrderLine};
 
 /// Migrations embedded at compile time and applied at start.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -158,8 +158,10 @@ pub async fn forget_key(pool: &MySqlPool, key: &str) -> Result<(), StoreError> {
 
 /// What the order transaction writes besides the order itself.
 pub struct OutboxRow<'a> {
-    /// The event.
-    pub event: &'a OrderPlacedEvent,
+    /// The event's id (unique in the outbox).
+    pub event_id: &'a str,
+    /// The event's JSON.
+    pub payload: &'a str,
     /// Kafka topic.
     pub topic: &'a str,
     /// Kafka headers (`__TypeId__`, `eventId`, trace context).
@@ -200,10 +202,10 @@ pub async fn insert_order(
     sqlx::query(
         "INSERT INTO outbox (event_id, topic, msg_key, payload, headers) VALUES (?, ?, ?, ?, ?)",
     )
-    .bind(&outbox.event.event_id)
+    .bind(outbox.event_id)
     .bind(outbox.topic)
     .bind(&order.order_number)
-    .bind(serde_json::to_string(outbox.event)?)
+    .bind(outbox.payload)
     .bind(serde_json::to_string(outbox.headers)?)
     .execute(&mut *tx)
     .await?;
@@ -229,8 +231,10 @@ pub struct OrderWrite {
     pub order: Order,
     /// The request's Idempotency-Key, if any (its stored response is completed in the same transaction).
     pub idempotency_key: Option<String>,
-    /// The OrderPlaced event.
-    pub event: OrderPlacedEvent,
+    /// The OrderPlaced event's id.
+    pub event_id: String,
+    /// The OrderPlaced event's JSON, encoded once for the outbox row and the relay's fast lane.
+    pub payload: String,
     /// Kafka topic of the event.
     pub topic: std::sync::Arc<str>,
     /// Kafka headers of the event.
@@ -245,7 +249,8 @@ async fn write_one(pool: &MySqlPool, w: &OrderWrite) -> Result<(), StoreError> {
         &w.order,
         w.idempotency_key.as_deref(),
         OutboxRow {
-            event: &w.event,
+            event_id: &w.event_id,
+            payload: &w.payload,
             topic: &w.topic,
             headers: &w.headers,
         },
@@ -307,15 +312,10 @@ pub async fn write_orders(
 
 /// One transaction for several orders: orders, lines, outbox rows and completed keys.
 async fn insert_orders(pool: &MySqlPool, writes: &[OrderWrite]) -> Result<(), StoreError> {
-    let encoded: Vec<(String, String)> = writes
+    let headers: Vec<String> = writes
         .iter()
-        .map(|w| {
-            Ok((
-                serde_json::to_string(&w.event)?,
-                serde_json::to_string(&w.headers)?,
-            ))
-        })
-        .collect::<Result<_, serde_json::Error>>()?;
+        .map(|w| serde_json::to_string(&w.headers))
+        .collect::<Result<_, _>>()?;
     let mut tx = pool.begin().await?;
 
     let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
@@ -353,16 +353,13 @@ async fn insert_orders(pool: &MySqlPool, writes: &[OrderWrite]) -> Result<(), St
 
     let mut qb: QueryBuilder<MySql> =
         QueryBuilder::new("INSERT INTO outbox (event_id, topic, msg_key, payload, headers) ");
-    qb.push_values(
-        writes.iter().zip(&encoded),
-        |mut b, (w, (payload, headers))| {
-            b.push_bind(&w.event.event_id)
-                .push_bind(&*w.topic)
-                .push_bind(&w.order.order_number)
-                .push_bind(payload)
-                .push_bind(headers);
-        },
-    );
+    qb.push_values(writes.iter().zip(&headers), |mut b, (w, headers)| {
+        b.push_bind(&w.event_id)
+            .push_bind(&*w.topic)
+            .push_bind(&w.order.order_number)
+            .push_bind(&w.payload)
+            .push_bind(headers);
+    });
     qb.build().execute(&mut *tx).await?;
 
     let keyed: Vec<(&str, &str)> = writes

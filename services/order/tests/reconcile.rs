@@ -196,23 +196,25 @@ fn late_order(number: &str) -> shop_order::store::OrderWrite {
         quantity: 5,
     };
     let now = chrono::Utc::now();
+    let event = OrderPlacedEvent {
+        event_id: format!("late-{number}"),
+        event_type: "OrderPlaced",
+        order_number: number.into(),
+        occurred_at: now,
+        lines: vec![line.clone()],
+        total: rust_decimal::Decimal::new(5000, 2),
+    };
     shop_order::store::OrderWrite {
         order: Order {
             order_number: number.into(),
             status: "PLACED".into(),
-            lines: vec![line.clone()],
+            lines: vec![line],
             total: rust_decimal::Decimal::new(5000, 2),
             created_at: now,
         },
         idempotency_key: None,
-        event: OrderPlacedEvent {
-            event_id: format!("late-{number}"),
-            event_type: "OrderPlaced",
-            order_number: number.into(),
-            occurred_at: now,
-            lines: vec![line],
-            total: rust_decimal::Decimal::new(5000, 2),
-        },
+        event_id: event.event_id.clone(),
+        payload: serde_json::to_string(&event).unwrap(),
         topic: "late".into(),
         headers: Default::default(),
         response_body: String::new(),
