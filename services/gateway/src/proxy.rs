@@ -184,9 +184,11 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Number of [`HOP_BY_HOP`] names.
+const HOP_BY_HOP_COUNT: usize = 9;
 /// Hop-by-hop headers (RFC 9110 §7.6.1 and the usual non-standard ones), besides those named in
 /// `Connection`.
-const HOP_BY_HOP: [HeaderName; 9] = [
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -341,6 +343,17 @@ pub fn is_idempotent(m: &Method) -> bool {
 
 /// Removes hop-by-hop headers, including any named in `Connection`.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // One pass over the (usually few) names first, so only the hop-by-hop headers present are
+    // removed: a removal per possible name hashed and probed the map nine times per message.
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    for name in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == name) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
+        return;
+    }
     // `Connection` values are cloned (reference counts, no copy) so the map can be edited while
     // their tokens are read; the usual `keep-alive`/`close` tokens need no lookup at all.
     let mut values = h.get_all(header::CONNECTION).iter();
@@ -355,7 +368,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
             }
         }
     }
-    for n in &HOP_BY_HOP {
+    for (n, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         h.remove(n);
     }
 }
@@ -516,10 +529,13 @@ impl Gateway {
                 request_id = %request_id.to_str().unwrap_or_default(),
             );
             let _ = span.set_parent(parent);
-            let r = self
-                .route_request(req, peer, &request_id)
-                .instrument(span.clone())
-                .await;
+            // Boxed: the traced branch's future would otherwise sit next to the untraced one in
+            // this future, which is moved (copied) on every request.
+            let r = Box::pin(
+                self.route_request(req, peer, &request_id)
+                    .instrument(span.clone()),
+            )
+            .await;
             span.record("http.status_code", r.0.status().as_u16());
             r
         } else {
@@ -686,7 +702,13 @@ impl Gateway {
             .and_then(|v| v.to_str().ok());
         let principal = match authz.and_then(bearer) {
             Some(token) if self.auth.enabled() => {
-                Some(self.auth.verify(token).await.map_err(auth_problem)?)
+                // Boxed: token verification (possibly a JWKS fetch) is a large future that would
+                // otherwise be carried, and copied, by every request's future.
+                Some(
+                    Box::pin(self.auth.verify(token))
+                        .await
+                        .map_err(auth_problem)?,
+                )
             }
             Some(_) => {
                 return Err(auth_problem(AuthError::Invalid(
@@ -771,23 +793,25 @@ impl Gateway {
         let outbound = if body.is_end_stream() || declared == Some(0) {
             Outbound::Replayable(None)
         } else if declared.is_some_and(|n| n <= self.proxy.replay_buffer_bytes) {
-            let collected = Limited::new(body, limit).collect().await.map_err(|e| {
-                if has_length_limit_error(e.as_ref()) {
-                    Problem::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "Request body too large",
-                        "body exceeds the limit",
-                    )
-                    .field("body")
-                } else {
-                    Problem::new(
-                        StatusCode::BAD_REQUEST,
-                        "Request body unreadable",
-                        e.to_string(),
-                    )
-                    .field("body")
-                }
-            })?;
+            let collected = Box::pin(Limited::new(body, limit).collect())
+                .await
+                .map_err(|e| {
+                    if has_length_limit_error(e.as_ref()) {
+                        Problem::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "Request body too large",
+                            "body exceeds the limit",
+                        )
+                        .field("body")
+                    } else {
+                        Problem::new(
+                            StatusCode::BAD_REQUEST,
+                            "Request body unreadable",
+                            e.to_string(),
+                        )
+                        .field("body")
+                    }
+                })?;
             Outbound::Replayable(Some(collected.to_bytes()))
         } else {
             Outbound::Stream(Some(
@@ -872,7 +896,8 @@ impl Gateway {
                 )
                 .header(header::RETRY_AFTER, "1")
             }),
-            Target::Service(name) => match self.discovery.pick_instance(name).await {
+            // Boxed, like the other rarely-suspending awaits: keeps every request's future small.
+            Target::Service(name) => match Box::pin(self.discovery.pick_instance(name)).await {
                 Ok(p) => Ok(Upstream::Discovered {
                     base: p.base_url.as_str().trim_end_matches('/').to_owned(),
                     instance: p.instance_id,

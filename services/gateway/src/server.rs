@@ -69,7 +69,8 @@ async fn dispatch(conn: Arc<Conn>, req: Request<Incoming>) -> Response<ResponseB
             r#"{"status":"UP"}"#.to_owned(),
         ),
         "/health/ready" => {
-            let report = admin.readiness.check().await;
+            // Boxed: keeps the per-request future (copied on every request) small.
+            let report = Box::pin(admin.readiness.check()).await;
             let status = if report.ready {
                 StatusCode::OK
             } else {

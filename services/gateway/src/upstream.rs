@@ -312,8 +312,10 @@ pub async fn send(
     let key = co.key;
     let (mut sender, mut reused) = match (co.idle, co.dial) {
         (Some(s), _) => (s, true),
-        (None, Some(dial)) => (connect(&dial, cfg).await?, false),
-        (None, None) => (connect(&dial_of(&key)?, cfg).await?, false),
+        // Boxed: connecting is the cold path; its future would otherwise enlarge (and be copied
+        // with) every request's future.
+        (None, Some(dial)) => (Box::pin(connect(&dial, cfg)).await?, false),
+        (None, None) => (Box::pin(connect(&dial_of(&key)?, cfg)).await?, false),
     };
     loop {
         match sender.try_send_request(req).await {
@@ -329,7 +331,7 @@ pub async fn send(
                 // A kept-alive connection closed before the request was written: use a new one.
                 Some(r) if reused => {
                     req = r;
-                    sender = connect(&dial_of(&key)?, cfg).await?;
+                    sender = Box::pin(connect(&dial_of(&key)?, cfg)).await?;
                     reused = false;
                 }
                 _ => return Err(UpstreamError::Http(e.into_error())),
