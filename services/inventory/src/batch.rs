@@ -9,11 +9,18 @@
 //! the last guard), idempotent by order number. Anything unusual — an order number that already has
 //! a row (a replay, a tombstone), the same number twice in one batch, or a batch the database
 //! refuses — goes through the one-order path, which owns those cases.
+//!
+//! Before any of that, a batch is tried optimistically as ONE script (one round trip, see
+//! [`shop_runtime::mysql::script`]): insert the reservation rows, take every SKU's total with one
+//! `UPDATE … WHERE quantity >= wanted`, abort unless every SKU matched, insert the lines, commit. When
+//! everything fits (nearly always) that is the whole cost; when anything does not (a shortage, an
+//! unknown SKU, a replayed number) the script undoes itself and the exact path above decides.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{SubsecRound, Utc};
 use futures::future::join_all;
+use shop_runtime::mysql::{Script, run_transaction};
 use sqlx::{MySql, MySqlPool, QueryBuilder, Row};
 
 use crate::store::{
@@ -37,10 +44,6 @@ pub type ReserveResult = Result<ReserveOutcome, StoreError>;
 
 /// Reserves every request of the batch; one answer per request, in order.
 pub async fn reserve_batch(pool: &MySqlPool, reqs: Vec<ReserveRequest>) -> Vec<ReserveResult> {
-    if reqs.len() == 1 {
-        let r = &reqs[0];
-        return vec![store::reserve(pool, &r.order_number, &r.lines).await];
-    }
     let reqs: Vec<(String, Vec<Line>)> = reqs
         .into_iter()
         .map(|r| {
@@ -48,6 +51,13 @@ pub async fn reserve_batch(pool: &MySqlPool, reqs: Vec<ReserveRequest>) -> Vec<R
             (r.order_number, lines)
         })
         .collect();
+    if let Some(answers) = reserve_optimistically(pool, &reqs).await {
+        return answers;
+    }
+    if reqs.len() == 1 {
+        let (number, lines) = &reqs[0];
+        return vec![store::reserve(pool, number, lines).await];
+    }
     let mut answers: Vec<Option<ReserveResult>> = (0..reqs.len()).map(|_| None).collect();
 
     // Group into transactions of bounded size; a repeated order number waits for the one-order path.
@@ -97,6 +107,90 @@ pub async fn reserve_batch(pool: &MySqlPool, reqs: Vec<ReserveRequest>) -> Vec<R
         .into_iter()
         .map(|a| a.unwrap_or_else(|| Err(StoreError::Db(sqlx::Error::WorkerCrashed))))
         .collect()
+}
+
+/// The one-round-trip attempt: `Some` with every answer when the whole batch committed, `None`
+/// when the exact path must decide (nothing was written).
+async fn reserve_optimistically(
+    pool: &MySqlPool,
+    reqs: &[(String, Vec<Line>)],
+) -> Option<Vec<ReserveResult>> {
+    let lines: usize = reqs.iter().map(|(_, l)| l.len()).sum();
+    let distinct: HashSet<&str> = reqs.iter().map(|(n, _)| n.as_str()).collect();
+    if reqs.is_empty()
+        || lines > MAX_LINES_PER_TX
+        || distinct.len() != reqs.len()
+        || reqs.iter().any(|(_, l)| l.is_empty())
+    {
+        return None;
+    }
+    let mut wanted: BTreeMap<&str, i64> = BTreeMap::new();
+    for l in reqs.iter().flat_map(|(_, lines)| lines) {
+        *wanted.entry(l.sku_code.as_str()).or_insert(0) += l.quantity;
+    }
+    let created_at = Utc::now().trunc_subsecs(6);
+    let mut s = Script::new();
+    s.sql("INSERT INTO reservations (order_number, status, created_at) VALUES ");
+    s.join(reqs, ", ", |s, (number, _)| {
+        s.sql("(")
+            .str(number)
+            .sql(", ")
+            .str(ReservationStatus::Reserved.as_db())
+            .sql(", ")
+            .timestamp(created_at)
+            .sql(")");
+    });
+    // Rows are locked in primary-key order, like the exact paths: no deadlock between them.
+    let case = |s: &mut Script| {
+        s.sql("CASE sku_code");
+        for (sku, qty) in &wanted {
+            s.sql(" WHEN ").str(sku).sql(" THEN ").int(*qty);
+        }
+        s.sql(" END");
+    };
+    s.sql("; UPDATE inventory SET quantity = quantity - ");
+    case(&mut s);
+    s.sql(" WHERE sku_code IN (");
+    s.join(wanted.keys(), ", ", |s, sku| {
+        s.str(sku);
+    });
+    s.sql(") AND quantity >= ");
+    case(&mut s);
+    s.sql("; ")
+        .abort_unless_row_count(u64::try_from(wanted.len()).unwrap_or(u64::MAX));
+    s.sql("; INSERT INTO reservation_lines (order_number, sku_code, quantity) VALUES ");
+    s.join(
+        reqs.iter()
+            .flat_map(|(number, lines)| lines.iter().map(move |l| (number, l))),
+        ", ",
+        |s, (number, l)| {
+            s.sql("(")
+                .str(number)
+                .sql(", ")
+                .str(&l.sku_code)
+                .sql(", ")
+                .int(l.quantity)
+                .sql(")");
+        },
+    );
+    match run_transaction(pool, &s).await {
+        Ok(()) => Some(
+            reqs.iter()
+                .map(|(number, lines)| {
+                    Ok(ReserveOutcome::Created(Reservation {
+                        order_number: number.clone(),
+                        status: ReservationStatus::Reserved,
+                        lines: lines.clone(),
+                        created_at,
+                    }))
+                })
+                .collect(),
+        ),
+        Err(e) => {
+            tracing::debug!(error = %e, orders = reqs.len(), "optimistic reservation refused; deciding exactly");
+            None
+        }
+    }
 }
 
 /// One transaction for `batch` (distinct order numbers). `None` for an order left to the one-order

@@ -112,6 +112,33 @@ async fn concurrent_reservations_for_the_last_units_never_oversell() {
 }
 
 #[tokio::test]
+async fn sku_codes_are_exact_so_a_reservation_takes_only_its_own_sku() {
+    let inv = Inv::start().await;
+    inv.set("sku-x", 1).await;
+    inv.set("SKU-X", 10).await;
+    inv.set("sku-\u{e4}", 3).await;
+    let (s, body) = inv
+        .reserve(
+            "case-1",
+            json!([{"skuCode": "SKU-X", "quantity": 4}, {"skuCode": "sku-\u{e4}", "quantity": 2}]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(inv.stock("SKU-X").await, 6);
+    assert_eq!(
+        inv.stock("sku-x").await,
+        1,
+        "a SKU differing only in case is another SKU"
+    );
+    assert_eq!(inv.stock("sku-\u{e4}").await, 1);
+    let (s, body) = inv
+        .reserve("case-2", json!([{"skuCode": "sku-x", "quantity": 2}]))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert_eq!(inv.stock("SKU-X").await, 6);
+}
+
+#[tokio::test]
 async fn reservations_replay_by_order_number_and_release_is_idempotent() {
     let inv = Inv::start().await;
     inv.set("a", 10).await;

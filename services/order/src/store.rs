@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+use shop_runtime::mysql::Script;
 use sqlx::{MySql, MySqlPool, QueryBuilder, Row};
 
 use crate::model::{Order, OrderLine};
@@ -156,75 +157,8 @@ pub async fn forget_key(pool: &MySqlPool, key: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// What the order transaction writes besides the order itself.
-pub struct OutboxRow<'a> {
-    /// The event's id (unique in the outbox).
-    pub event_id: &'a str,
-    /// The event's JSON.
-    pub payload: &'a str,
-    /// Kafka topic.
-    pub topic: &'a str,
-    /// Kafka headers (`__TypeId__`, `eventId`, trace context).
-    pub headers: &'a BTreeMap<String, String>,
-}
-
-/// Writes the order, its lines, the outbox row and (when keyed) the stored response in one
-/// transaction. Returns the order's `created_at`.
-pub async fn insert_order(
-    pool: &MySqlPool,
-    order: &Order,
-    idempotency_key: Option<&str>,
-    outbox: OutboxRow<'_>,
-    response_body: &str,
-) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO orders (order_number, status, total, idempotency_key, created_at) VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(&order.order_number)
-    .bind(&order.status)
-    .bind(order.total)
-    .bind(idempotency_key)
-    .bind(order.created_at)
-    .execute(&mut *tx)
-    .await?;
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-        "INSERT INTO order_line_items (order_number, line_no, sku_code, price, quantity) ",
-    );
-    qb.push_values(order.lines.iter().enumerate(), |mut b, (i, l)| {
-        b.push_bind(&order.order_number)
-            .push_bind(i64::try_from(i).unwrap_or(i64::MAX))
-            .push_bind(&l.sku_code)
-            .push_bind(l.price)
-            .push_bind(l.quantity);
-    });
-    qb.build().execute(&mut *tx).await?;
-    sqlx::query(
-        "INSERT INTO outbox (event_id, topic, msg_key, payload, headers) VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(outbox.event_id)
-    .bind(outbox.topic)
-    .bind(&order.order_number)
-    .bind(outbox.payload)
-    .bind(serde_json::to_string(outbox.headers)?)
-    .execute(&mut *tx)
-    .await?;
-    if let Some(key) = idempotency_key {
-        sqlx::query(
-            "UPDATE idempotency_keys SET state = 'DONE', response_status = 201, response_body = ?, \
-             updated_at = NOW(6) WHERE idem_key = ?",
-        )
-        .bind(response_body)
-        .bind(key)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
-/// One order ready to be written: everything [`insert_order`] takes, owned, so it can wait in a
-/// [`shop_runtime::batch::Batcher`] queue.
+/// One order ready to be written: the order, the OrderPlaced outbox row and (when keyed) the
+/// stored response, owned, so it can wait in a [`shop_runtime::batch::Batcher`] queue.
 #[derive(Debug, Clone)]
 pub struct OrderWrite {
     /// The order with its lines.
@@ -243,36 +177,17 @@ pub struct OrderWrite {
     pub response_body: String,
 }
 
-async fn write_one(pool: &MySqlPool, w: &OrderWrite) -> Result<(), StoreError> {
-    insert_order(
-        pool,
-        &w.order,
-        w.idempotency_key.as_deref(),
-        OutboxRow {
-            event_id: &w.event_id,
-            payload: &w.payload,
-            topic: &w.topic,
-            headers: &w.headers,
-        },
-        &w.response_body,
-    )
-    .await
-}
-
 /// Most order lines written by one batch transaction (bounds statement size and lock time).
 pub const MAX_LINES_PER_TX: usize = 2_000;
 
 /// Writes every order of a batch; one answer per order, in order. Orders that arrive together
-/// share one transaction with multi-row statements (five statements for the batch instead of five
-/// per order); when the database refuses a batch, each order is written on its own so one bad
-/// order cannot fail the others.
+/// share one transaction, sent to the server as one script (one round trip; see
+/// [`shop_runtime::mysql::script`]); when the database refuses a batch, each order is written in a
+/// transaction of its own so one bad order cannot fail the others.
 pub async fn write_orders(
     pool: &MySqlPool,
     writes: Vec<OrderWrite>,
 ) -> Vec<Result<(), StoreError>> {
-    if writes.len() == 1 {
-        return vec![write_one(pool, &writes[0]).await];
-    }
     let mut answers: Vec<Option<Result<(), StoreError>>> =
         (0..writes.len()).map(|_| None).collect();
     let mut start = 0;
@@ -285,16 +200,20 @@ pub async fn write_orders(
             lines += writes[end].order.lines.len();
             end += 1;
         }
-        match insert_orders(pool, &writes[start..end]).await {
+        let group = &writes[start..end];
+        match insert_orders(pool, group).await {
             Ok(()) => {
                 for a in &mut answers[start..end] {
                     *a = Some(Ok(()));
                 }
             }
+            Err(e) if group.len() == 1 => answers[start] = Some(Err(e)),
             Err(e) => {
-                tracing::warn!(error = %e, orders = end - start, "batch order write refused; writing one by one");
+                tracing::warn!(error = %e, orders = group.len(), "batch order write refused; writing one by one");
                 let each = futures::future::join_all(
-                    writes[start..end].iter().map(|w| write_one(pool, w)),
+                    group
+                        .iter()
+                        .map(|w| insert_orders(pool, std::slice::from_ref(w))),
                 )
                 .await;
                 for (a, r) in answers[start..end].iter_mut().zip(each) {
@@ -310,30 +229,39 @@ pub async fn write_orders(
         .collect()
 }
 
-/// One transaction for several orders: orders, lines, outbox rows and completed keys.
+/// One transaction, one round trip, for `writes`: orders, lines, outbox rows and completed keys.
 async fn insert_orders(pool: &MySqlPool, writes: &[OrderWrite]) -> Result<(), StoreError> {
+    let script = order_script(writes)?;
+    shop_runtime::mysql::run_transaction(pool, &script)
+        .await
+        .map_err(|e| StoreError::Db(e.into_sqlx()))
+}
+
+/// The statements of [`insert_orders`]: four multi-row statements, whatever the batch size.
+fn order_script(writes: &[OrderWrite]) -> Result<Script, StoreError> {
     let headers: Vec<String> = writes
         .iter()
         .map(|w| serde_json::to_string(&w.headers))
         .collect::<Result<_, _>>()?;
-    let mut tx = pool.begin().await?;
-
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-        "INSERT INTO orders (order_number, status, total, idempotency_key, created_at) ",
-    );
-    qb.push_values(writes, |mut b, w| {
-        b.push_bind(&w.order.order_number)
-            .push_bind(&w.order.status)
-            .push_bind(w.order.total)
-            .push_bind(w.idempotency_key.as_deref())
-            .push_bind(w.order.created_at);
+    let mut s = Script::new();
+    s.sql("INSERT INTO orders (order_number, status, total, idempotency_key, created_at) VALUES ");
+    s.join(writes, ", ", |s, w| {
+        s.sql("(")
+            .str(&w.order.order_number)
+            .sql(", ")
+            .str(&w.order.status)
+            .sql(", ")
+            .decimal(w.order.total)
+            .sql(", ")
+            .opt_str(w.idempotency_key.as_deref())
+            .sql(", ")
+            .timestamp(w.order.created_at)
+            .sql(")");
     });
-    qb.build().execute(&mut *tx).await?;
-
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-        "INSERT INTO order_line_items (order_number, line_no, sku_code, price, quantity) ",
+    s.sql(
+        "; INSERT INTO order_line_items (order_number, line_no, sku_code, price, quantity) VALUES ",
     );
-    qb.push_values(
+    s.join(
         writes.iter().flat_map(|w| {
             w.order
                 .lines
@@ -341,27 +269,35 @@ async fn insert_orders(pool: &MySqlPool, writes: &[OrderWrite]) -> Result<(), St
                 .enumerate()
                 .map(move |(i, l)| (&w.order.order_number, i, l))
         }),
-        |mut b, (number, i, l)| {
-            b.push_bind(number)
-                .push_bind(i64::try_from(i).unwrap_or(i64::MAX))
-                .push_bind(&l.sku_code)
-                .push_bind(l.price)
-                .push_bind(l.quantity);
+        ", ",
+        |s, (number, i, l)| {
+            s.sql("(")
+                .str(number)
+                .sql(", ")
+                .int(i64::try_from(i).unwrap_or(i64::MAX))
+                .sql(", ")
+                .str(&l.sku_code)
+                .sql(", ")
+                .decimal(l.price)
+                .sql(", ")
+                .int(l.quantity)
+                .sql(")");
         },
     );
-    qb.build().execute(&mut *tx).await?;
-
-    let mut qb: QueryBuilder<MySql> =
-        QueryBuilder::new("INSERT INTO outbox (event_id, topic, msg_key, payload, headers) ");
-    qb.push_values(writes.iter().zip(&headers), |mut b, (w, headers)| {
-        b.push_bind(&w.event_id)
-            .push_bind(&*w.topic)
-            .push_bind(&w.order.order_number)
-            .push_bind(&w.payload)
-            .push_bind(headers);
+    s.sql("; INSERT INTO outbox (event_id, topic, msg_key, payload, headers) VALUES ");
+    s.join(writes.iter().zip(&headers), ", ", |s, (w, headers)| {
+        s.sql("(")
+            .str(&w.event_id)
+            .sql(", ")
+            .str(&w.topic)
+            .sql(", ")
+            .str(&w.order.order_number)
+            .sql(", ")
+            .str(&w.payload)
+            .sql(", ")
+            .str(headers)
+            .sql(")");
     });
-    qb.build().execute(&mut *tx).await?;
-
     let keyed: Vec<(&str, &str)> = writes
         .iter()
         .filter_map(|w| {
@@ -371,26 +307,20 @@ async fn insert_orders(pool: &MySqlPool, writes: &[OrderWrite]) -> Result<(), St
         })
         .collect();
     if !keyed.is_empty() {
-        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-            "UPDATE idempotency_keys SET state = 'DONE', response_status = 201, updated_at = NOW(6), \
-             response_body = CASE idem_key",
+        s.sql(
+            "; UPDATE idempotency_keys SET state = 'DONE', response_status = 201, \
+             updated_at = NOW(6), response_body = CASE idem_key",
         );
         for (key, body) in &keyed {
-            qb.push(" WHEN ")
-                .push_bind(*key)
-                .push(" THEN ")
-                .push_bind(*body);
+            s.sql(" WHEN ").str(key).sql(" THEN ").str(body);
         }
-        qb.push(" END WHERE idem_key IN (");
-        let mut sep = qb.separated(", ");
-        for (key, _) in &keyed {
-            sep.push_bind(*key);
-        }
-        sep.push_unseparated(")");
-        qb.build().execute(&mut *tx).await?;
+        s.sql(" END WHERE idem_key IN (");
+        s.join(&keyed, ", ", |s, (key, _)| {
+            s.str(key);
+        });
+        s.sql(")");
     }
-    tx.commit().await?;
-    Ok(())
+    Ok(s)
 }
 
 async fn lines_of(

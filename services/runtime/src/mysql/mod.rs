@@ -1,5 +1,9 @@
 //! The MySQL/MariaDB connection policy of the services that keep their state there (inventory,
-//! order), in one place so both tune their locking the same way.
+//! order), in one place so both tune their locking the same way, and [`script`]: transactions sent
+//! to the server in one round trip.
+
+pub mod script;
+pub use script::{Script, ScriptError, run_transaction};
 
 use std::time::Duration;
 
