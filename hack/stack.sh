@@ -22,9 +22,16 @@ up_mariadb() {
     mariadb-install-db --user=root --datadir="$data" --auth-root-authentication-method=normal \
       --skip-test-db >"$LOG_DIR/mariadb-init.log" 2>&1 || { tail -20 "$LOG_DIR/mariadb-init.log"; die "mariadb-install-db failed"; }
   fi
+  # Tuned for many short transactions from ~64 pooled connections on 2 cores (docs/benchmarks.md,
+  # "Orders"): a 1 GiB redo log, so a sustained run is not throttled by checkpoint flushing (at the
+  # default 96 MiB the checkpoint age reached 75 % within 20 s); the thread pool, so a handful of
+  # threads run statements instead of one runnable thread per connection (p99 44-50 -> 32-37 ms in
+  # paired runs). flush-log-at-trx-commit=2: a local stack, commits survive a crash of the server
+  # process but not of the machine.
   start_bg mariadb mariadbd --no-defaults --user=root --datadir="$data" --socket="$sock" \
     --bind-address=127.0.0.1 --port=3306 --pid-file="$STATE_DIR/mariadb.pidfile" \
     --max-connections=500 --innodb-buffer-pool-size=256M --innodb-flush-log-at-trx-commit=2 \
+    --innodb-log-file-size=1G --thread-handling=pool-of-threads \
     --skip-name-resolve --log-error="$LOG_DIR/mariadb.err"
   wait_for mariadb 60 mariadb-admin --socket="$sock" ping
   mariadb --socket="$sock" -uroot <<'SQL'
