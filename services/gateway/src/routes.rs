@@ -63,10 +63,22 @@ impl StaticPool {
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let now = self.now_ms();
+        // The clock is read only once a base URL is found marked down (0: never was).
+        let mut now = None;
         for k in 0..n {
             let i = (start + k) % n;
-            if self.down_until_ms[i].load(Ordering::Relaxed) <= now {
+            let until = self.down_until_ms[i].load(Ordering::Relaxed);
+            if until == 0 {
+                return Some(&self.bases[i]);
+            }
+            if until <= *now.get_or_insert_with(|| self.now_ms()) {
+                // Expired: back to "never marked", so later picks skip the clock again.
+                let _ = self.down_until_ms[i].compare_exchange(
+                    until,
+                    0,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
                 return Some(&self.bases[i]);
             }
         }

@@ -11,7 +11,7 @@
 //! replaced by a fresh one transparently, as the legacy client did.
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::{HashMap, VecDeque},
     net::{IpAddr, SocketAddr},
     pin::Pin,
@@ -134,7 +134,22 @@ impl Endpoint {
 }
 
 thread_local! {
-    static POOL: RefCell<HashMap<Arc<str>, Endpoint>> = RefCell::new(HashMap::new());
+    static POOL: RefCell<HashMap<Arc<str>, Endpoint, BuildFx>> = RefCell::new(HashMap::default());
+    /// This worker's pool clock: set by each idle sweep, so the idle times of pooled connections
+    /// are measured to a sweep period without a clock read per request (None: no sweeper on this
+    /// thread, read the clock).
+    static POOL_NOW: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+type BuildFx = std::hash::BuildHasherDefault<crate::proxy::FxHasher>;
+
+/// Now, to the pool's (coarse) clock.
+fn pool_now() -> Instant {
+    POOL_NOW
+        .try_with(Cell::get)
+        .ok()
+        .flatten()
+        .unwrap_or_else(Instant::now)
 }
 
 struct Checkout {
@@ -157,8 +172,10 @@ fn checkout(base: &str, cfg: &PoolConfig) -> Result<Checkout, UpstreamError> {
             }
         };
         // Most recently used first: it is the least likely to have been closed by the upstream.
+        let mut now = None;
         while let Some((sender, since)) = ep.idle.pop_back() {
-            if since.elapsed() >= cfg.idle_timeout {
+            let now = *now.get_or_insert_with(pool_now);
+            if now.saturating_duration_since(since) >= cfg.idle_timeout {
                 ep.idle.clear();
                 break;
             }
@@ -200,7 +217,7 @@ fn put_idle(key: &str, sender: Sender, cfg: &PoolConfig) {
             return;
         };
         if let Some(ep) = pool.get_mut(key) {
-            let now = Instant::now();
+            let now = pool_now();
             ep.drop_expired(now, cfg.idle_timeout);
             if ep.idle.len() < cfg.max_idle_per_host {
                 ep.idle.push_back((sender, now));
@@ -243,9 +260,10 @@ impl Lease {
 
 /// Closes this worker's idle connections that are past the idle timeout or closed by the upstream.
 pub fn sweep_idle(idle_timeout: Duration) {
+    let now = Instant::now();
+    let _ = POOL_NOW.try_with(|c| c.set(Some(now)));
     let _ = POOL.try_with(|pool| {
         if let Ok(mut pool) = pool.try_borrow_mut() {
-            let now = Instant::now();
             for ep in pool.values_mut() {
                 ep.idle.retain(|(s, since)| {
                     !s.is_closed() && now.saturating_duration_since(*since) < idle_timeout
