@@ -1,6 +1,12 @@
 //! shop-inventory binary: parses configuration, applies migrations, serves the API through the
 //! shared runtime (logs, traces, health, metrics, registry, graceful shutdown).
 
+// Each order allocates and frees many small buffers (HTTP heads, JSON, SQL text, rows) on the
+// tokio workers; glibc's malloc and its consolidation took ~4 % of the machine's CPU in a perf
+// profile of the order path (docs/benchmarks.md, "Orders"). The gateway uses mimalloc for the same reason.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::Parser;
 use shop_inventory::api::{AppState, router};

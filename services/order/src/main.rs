@@ -2,6 +2,12 @@
 //! deadline), the outbox relay task, the reservation reconciler and the API, served through the
 //! shared runtime.
 
+// Each order allocates and frees many small buffers (HTTP heads, JSON, SQL text, rows) on the
+// tokio workers; glibc's malloc and its consolidation took ~4 % of the machine's CPU in a perf
+// profile of the order path (docs/benchmarks.md, "Orders"). The gateway uses mimalloc for the same reason.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use anyhow::Context;

@@ -88,9 +88,11 @@ impl Script {
     /// Appends a string value as a `_utf8mb4 X'…'` literal.
     pub fn str(&mut self, value: &str) -> &mut Self {
         self.sql.reserve(12 + value.len() * 2);
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
         self.sql.push_str("_utf8mb4 X'");
         for b in value.bytes() {
-            let _ = write!(self.sql, "{b:02X}");
+            self.sql.push(char::from(HEX[usize::from(b >> 4)]));
+            self.sql.push(char::from(HEX[usize::from(b & 0x0f)]));
         }
         self.sql.push('\'');
         self
