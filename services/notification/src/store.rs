@@ -24,6 +24,14 @@ pub enum StoreError {
     /// MongoDB refused or is unreachable.
     #[error("mongodb: {0}")]
     Mongo(#[from] mongodb::error::Error),
+    /// The server answered a command with a reply we cannot read.
+    #[error("mongodb: unexpected reply to {command}: {reply}")]
+    Reply {
+        /// The command.
+        command: &'static str,
+        /// The reply, as the server sent it.
+        reply: String,
+    },
 }
 
 /// Where a notification came from in Kafka (kept for audits and replays).
@@ -276,6 +284,31 @@ impl NotificationStore {
         Ok(())
     }
 
+    /// Documents matching `filter`, with the `count` command. The driver's `count_documents` sends an
+    /// `aggregate` (`$match` + `$group`), which the local MongoDB stand-in (nx-27017) runs in Python
+    /// over a deep copy of every matching document: at 50,000 notifications one listing cost ~1 s of
+    /// CPU, and a poller of `GET /api/notifications` starved the consumer. `count` is answered with
+    /// one SQL `COUNT` there, and is exact on a MongoDB server too (except for orphaned documents
+    /// during a sharded cluster's chunk migration).
+    async fn count(&self, filter: Document) -> Result<u64, StoreError> {
+        let ns = self.coll.namespace();
+        let reply = self
+            .client
+            .database(&ns.db)
+            .run_command(doc! {"count": ns.coll, "query": filter})
+            .await?;
+        let n = match reply.get("n") {
+            Some(Bson::Int32(n)) => u64::try_from(*n).ok(),
+            Some(Bson::Int64(n)) => u64::try_from(*n).ok(),
+            Some(Bson::Double(n)) if n.is_finite() && *n >= 0.0 => Some(n.round() as u64),
+            _ => None,
+        };
+        n.ok_or_else(|| StoreError::Reply {
+            command: "count",
+            reply: reply.to_string(),
+        })
+    }
+
     /// Newest first, optionally for one order.
     pub async fn list(
         &self,
@@ -287,7 +320,7 @@ impl NotificationStore {
             Some(o) => doc! {"orderNumber": o},
             None => doc! {},
         };
-        let total = self.coll.count_documents(filter.clone()).await?;
+        let total = self.count(filter.clone()).await?;
         let docs: Vec<Document> = self
             .coll
             .find(filter)
