@@ -5,7 +5,9 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use rust_decimal::Decimal;
-use shop_runtime::mysql::{Script, ScriptError, connect_pool, run_transaction};
+use shop_runtime::mysql::{
+    Dialect, Script, ScriptError, connect_pool, run_transaction, run_transaction_as,
+};
 use shop_testkit::fresh_mysql_database;
 use sqlx::{MySqlPool, Row};
 
@@ -182,4 +184,46 @@ async fn abort_unless_row_count_guards_an_optimistic_update() {
         .await
         .expect("qty");
     assert_eq!(qty, vec![4, 0, 0]);
+}
+
+#[tokio::test]
+async fn the_mysql_form_is_atomic_too_and_refuses_scripts_that_need_a_compound_statement() {
+    let pool = pool().await;
+    let insert = |id: i64| {
+        let mut s = Script::new();
+        s.sql("INSERT INTO t (id, price, at, qty) VALUES (")
+            .int(id)
+            .sql(", 0, NOW(6), 1)");
+        s
+    };
+    // The multi-statement form (what MySQL gets) commits ...
+    let mut two = insert(1);
+    two.sql("; INSERT INTO t (id, price, at, qty) VALUES (2, 0, NOW(6), 1)");
+    run_transaction_as(&pool, &two, Dialect::MySql)
+        .await
+        .expect("commits");
+    assert_eq!(count(&pool).await, 2);
+    // ... and a failing second statement undoes the first.
+    let mut dup = insert(3);
+    dup.sql("; INSERT INTO t (id, price, at, qty) VALUES (1, 0, NOW(6), 1)");
+    let err = run_transaction_as(&pool, &dup, Dialect::MySql)
+        .await
+        .expect_err("duplicate");
+    assert!(
+        matches!(err, ScriptError::Refused { aborted: false, .. }),
+        "{err}"
+    );
+    assert_eq!(count(&pool).await, 2, "row 3 rolled back");
+    assert_eq!(in_transaction(&pool).await, 0);
+    // A guarded script is refused before anything is sent.
+    let mut guarded = insert(4);
+    guarded.sql("; ").abort_unless_row_count(1);
+    let err = run_transaction_as(&pool, &guarded, Dialect::MySql)
+        .await
+        .expect_err("unsupported");
+    assert!(
+        matches!(err, ScriptError::Unsupported(Dialect::MySql)),
+        "{err}"
+    );
+    assert_eq!(count(&pool).await, 2);
 }

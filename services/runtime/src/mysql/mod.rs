@@ -3,7 +3,7 @@
 //! to the server in one round trip.
 
 pub mod script;
-pub use script::{Script, ScriptError, run_transaction};
+pub use script::{Dialect, Script, ScriptError, run_transaction, run_transaction_as};
 
 use std::time::Duration;
 

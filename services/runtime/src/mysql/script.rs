@@ -21,6 +21,10 @@
 //! closed instead of going back to the pool, which makes the server roll back. A script may abort
 //! itself with `SIGNAL` (see [`Script::abort_unless_row_count`]).
 //!
+//! On MySQL, which has no anonymous compound statements, the same script runs as a plain
+//! multi-statement query (see [`Dialect`]); scripts that need `IF … SIGNAL` are refused there and
+//! their callers take their exact multi-round-trip path.
+//!
 //! Values of `TIMESTAMP` columns are written in UTC: sqlx sets every session's `time_zone` to
 //! `+00:00`, the same assumption its own chrono binding makes.
 
@@ -46,22 +50,21 @@ pub enum ScriptError {
     /// No answer from the server (pool timeout, I/O): the outcome is unknown.
     #[error("database unavailable: {0}")]
     Unavailable(sqlx::Error),
+    /// The script needs a compound statement (`IF … SIGNAL`) and the server is not MariaDB;
+    /// nothing was sent.
+    #[error("this script needs MariaDB's compound statements; the server is {0:?}")]
+    Unsupported(Dialect),
 }
 
 impl ScriptError {
-    /// The underlying sqlx error.
-    pub fn sqlx(&self) -> &sqlx::Error {
-        match self {
-            ScriptError::Refused { source, .. } => source,
-            ScriptError::Unavailable(e) => e,
-        }
-    }
-
     /// Converts into the underlying sqlx error.
     pub fn into_sqlx(self) -> sqlx::Error {
         match self {
             ScriptError::Refused { source, .. } => source,
             ScriptError::Unavailable(e) => e,
+            ScriptError::Unsupported(d) => {
+                sqlx::Error::Protocol(format!("script needs MariaDB, server is {d:?}"))
+            }
         }
     }
 }
@@ -74,6 +77,7 @@ const ABORT_MESSAGE: &str = "shop: script aborted";
 #[derive(Debug, Clone, Default)]
 pub struct Script {
     sql: String,
+    needs_compound: bool,
 }
 
 impl Script {
@@ -148,6 +152,7 @@ impl Script {
     /// An `IF … SIGNAL` statement, valid inside the compound statement [`run_transaction`] sends;
     /// it reports the abort as [`ScriptError::Refused`] with `aborted: true`.
     pub fn abort_unless_row_count(&mut self, expected: u64) -> &mut Self {
+        self.needs_compound = true;
         let _ = write!(
             self.sql,
             "IF ROW_COUNT() <> {expected} THEN SIGNAL SQLSTATE '{ABORT_SQLSTATE}' \
@@ -182,15 +187,64 @@ fn is_abort(e: &sqlx::Error) -> bool {
     })
 }
 
+/// Which server answers: MariaDB runs scripts as one compound statement; MySQL has no anonymous
+/// compound statements (`BEGIN NOT ATOMIC`), so there a script is a plain multi-statement query
+/// (one round trip still, one answer packet per statement) and scripts that need `IF … SIGNAL`
+/// are refused with [`ScriptError::Unsupported`] before anything is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// MariaDB (the local stack's server).
+    MariaDb,
+    /// MySQL or another server speaking its protocol.
+    MySql,
+}
+
+/// The server kind, asked once per process (`SELECT VERSION()`): a process talks to one server.
+static DIALECT: tokio::sync::OnceCell<Dialect> = tokio::sync::OnceCell::const_new();
+
+async fn dialect(pool: &MySqlPool) -> Result<Dialect, sqlx::Error> {
+    DIALECT
+        .get_or_try_init(|| async {
+            let version: String = sqlx::query_scalar("SELECT VERSION()")
+                .fetch_one(pool)
+                .await?;
+            Ok(if version.contains("MariaDB") {
+                Dialect::MariaDb
+            } else {
+                Dialect::MySql
+            })
+        })
+        .await
+        .copied()
+}
+
 /// Runs `script` (`;`-separated statements) as one transaction in one round trip:
-/// `BEGIN NOT ATOMIC START TRANSACTION; <script>; COMMIT; END`. All or nothing; see the module docs.
+/// `BEGIN NOT ATOMIC START TRANSACTION; <script>; COMMIT; END` on MariaDB,
+/// `START TRANSACTION; <script>; COMMIT` on MySQL. All or nothing; see the module docs.
 pub async fn run_transaction(pool: &MySqlPool, script: &Script) -> Result<(), ScriptError> {
+    let d = dialect(pool).await.map_err(ScriptError::Unavailable)?;
+    run_transaction_as(pool, script, d).await
+}
+
+/// [`run_transaction`] for a given dialect (tests run the MySQL form against MariaDB, which
+/// accepts it too).
+pub async fn run_transaction_as(
+    pool: &MySqlPool,
+    script: &Script,
+    dialect: Dialect,
+) -> Result<(), ScriptError> {
+    let text = match dialect {
+        Dialect::MariaDb => format!(
+            "BEGIN NOT ATOMIC START TRANSACTION; {}; COMMIT; END",
+            script.as_str()
+        ),
+        Dialect::MySql if script.needs_compound => {
+            return Err(ScriptError::Unsupported(dialect));
+        }
+        Dialect::MySql => format!("START TRANSACTION; {}; COMMIT", script.as_str()),
+    };
     let conn = pool.acquire().await.map_err(ScriptError::Unavailable)?;
     let mut guard = Guard { conn, clean: false };
-    let text = format!(
-        "BEGIN NOT ATOMIC START TRANSACTION; {}; COMMIT; END",
-        script.as_str()
-    );
     match guard.conn.execute(sqlx::raw_sql(AssertSqlSafe(text))).await {
         Ok(_) => {
             guard.clean = true;
