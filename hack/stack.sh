@@ -24,7 +24,7 @@ up_mariadb() {
   fi
   # Tuned for many short transactions from ~64 pooled connections on 2 cores (docs/benchmarks.md,
   # "Orders"): a 1 GiB redo log, so a sustained run is not throttled by checkpoint flushing (at the
-  # default 96 MiB the checkpoint age reached 75 % within 20 s); the thread pool, so a handful of
+  # default 96 MiB the checkpoint age reached 66-76 MiB within 20 s); the thread pool, so a handful of
   # threads run statements instead of one runnable thread per connection (p99 44-50 -> 32-37 ms in
   # paired runs). flush-log-at-trx-commit=2: a local stack, commits survive a crash of the server
   # process but not of the machine.

@@ -2,9 +2,9 @@
 //! one per statement plus `BEGIN` and `COMMIT`.
 //!
 //! Why: on loopback a round trip is cheap in time but not in CPU. Every statement wakes a server
-//! thread and a client task and costs a send and a receive on each side; with two shared cores that
-//! per-statement overhead, not the SQL, was most of the database's work per order (profile in
-//! docs/benchmarks.md). A five-statement transaction also held its row locks across five round
+//! thread and a client task and costs a send and a receive on each side; with two shared cores the
+//! kernel's TCP and context-switch work per statement was a large share of MariaDB's and the
+//! services' CPU per order (profile in docs/benchmarks.md). A five-statement transaction also held its row locks across five round
 //! trips; sent as one script it holds them for the time the server needs to run it.
 //!
 //! Safety: a [`Script`] is built only from `&'static str` SQL fragments (written in our source) and
@@ -15,7 +15,7 @@
 //! Atomicity: the script runs as one compound statement, `BEGIN NOT ATOMIC START TRANSACTION; …;
 //! COMMIT; END`, so the server answers the whole transaction with ONE packet (a plain multi-statement
 //! query answers, and flushes, once per statement: on loopback each of those sends ran the client's
-//! TCP receive path and wake-up, 12 % of MariaDB's CPU in a perf profile). The server stops at the
+//! TCP receive path and wake-up, 12 % of the machine's CPU in a perf profile). The server stops at the
 //! first failing statement and leaves the transaction open; [`run_transaction`] then rolls it back,
 //! and a connection whose state is unknown (an I/O error, a failed rollback, a cancelled future) is
 //! closed instead of going back to the pool, which makes the server roll back. A script may abort
