@@ -9,6 +9,9 @@
 //! back to the pool when the response body ends (or is dropped unfinished: then it is closed, like
 //! HTTP/1.1 requires). A pooled connection that turns out closed before the request was written is
 //! replaced by a fresh one transparently, as the legacy client did.
+//!
+//! Idempotent requests without a body (most reads) take the lean client in `h1` instead, on raw
+//! connections pooled the same way: one task and no channel hops per request.
 
 use std::{
     cell::{Cell, RefCell},
@@ -26,7 +29,10 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::{body::Incoming, client::conn::http1::SendRequest};
 use hyper_util::rt::TokioIo;
 
-use crate::proxy::{BoxError, ProxyBody};
+use crate::{
+    h1,
+    proxy::{BoxError, ProxyBody},
+};
 
 /// Response header and body of an upstream; the body hands the connection back when it ends.
 pub type UpstreamResponse = Response<PooledBody>;
@@ -60,12 +66,18 @@ pub enum UpstreamError {
     /// The HTTP exchange failed (the request may have been sent).
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    /// The exchange on the lean client failed (the request may have been sent).
+    #[error(transparent)]
+    Lean(#[from] h1::H1Error),
 }
 
 impl UpstreamError {
     /// Whether the request was certainly not sent because no connection could be made.
     pub fn is_connect(&self) -> bool {
-        !matches!(self, UpstreamError::Http(_) | UpstreamError::BadTarget(_))
+        !matches!(
+            self,
+            UpstreamError::Http(_) | UpstreamError::Lean(_) | UpstreamError::BadTarget(_)
+        )
     }
 }
 
@@ -86,6 +98,8 @@ struct Endpoint {
     path_prefix: Option<Arc<str>>,
     dial: Dial,
     idle: VecDeque<(Sender, Instant)>,
+    /// Idle connections of the lean client.
+    lean_idle: VecDeque<(h1::Conn, Instant)>,
 }
 
 impl Endpoint {
@@ -119,6 +133,7 @@ impl Endpoint {
                 addr,
             },
             idle: VecDeque::new(),
+            lean_idle: VecDeque::new(),
         })
     }
 
@@ -268,12 +283,17 @@ pub fn sweep_idle(idle_timeout: Duration) {
                 ep.idle.retain(|(s, since)| {
                     !s.is_closed() && now.saturating_duration_since(*since) < idle_timeout
                 });
+                ep.lean_idle
+                    .retain(|(_, since)| now.saturating_duration_since(*since) < idle_timeout);
             }
         }
     });
 }
 
-async fn connect(dial: &Dial, cfg: &PoolConfig) -> Result<Sender, UpstreamError> {
+async fn connect_tcp(
+    dial: &Dial,
+    cfg: &PoolConfig,
+) -> Result<tokio::net::TcpStream, UpstreamError> {
     let name = || format!("{}:{}", dial.host, dial.port);
     let tcp = async {
         let addrs: Vec<SocketAddr> = match dial.addr {
@@ -300,6 +320,11 @@ async fn connect(dial: &Dial, cfg: &PoolConfig) -> Result<Sender, UpstreamError>
     stream
         .set_nodelay(true)
         .map_err(|e| UpstreamError::Connect(name(), e))?;
+    Ok(stream)
+}
+
+async fn connect(dial: &Dial, cfg: &PoolConfig) -> Result<Sender, UpstreamError> {
+    let stream = connect_tcp(dial, cfg).await?;
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .writev(false)
         .handshake(TokioIo::new(stream))
@@ -319,6 +344,9 @@ pub async fn send(
     mut req: Request<ProxyBody>,
     cfg: &PoolConfig,
 ) -> Result<UpstreamResponse, UpstreamError> {
+    if h1::eligible(req.method(), req.headers(), req.body().is_end_stream()) {
+        return send_lean(base, req, cfg).await;
+    }
     let co = checkout(base, cfg)?;
     req.headers_mut().insert(header::HOST, co.host);
     if let Some(prefix) = &co.path_prefix {
@@ -343,7 +371,7 @@ pub async fn send(
                     key,
                     cfg: *cfg,
                 };
-                return Ok(resp.map(|body| PooledBody::new(body, lease)));
+                return Ok(resp.map(|body| PooledBody::hyper(body, lease)));
             }
             Err(mut e) => match e.take_message() {
                 // A kept-alive connection closed before the request was written: use a new one.
@@ -358,27 +386,149 @@ pub async fn send(
     }
 }
 
+/// Takes an idle lean connection of this worker for `base` (None: connect with the returned dial).
+fn checkout_lean(
+    base: &str,
+    cfg: &PoolConfig,
+) -> Result<(Option<h1::Conn>, Checkout), UpstreamError> {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let ep = match pool.get_mut(base) {
+            Some(ep) => ep,
+            None => {
+                let ep = Endpoint::parse(base)?;
+                pool.entry(ep.key.clone()).or_insert(ep)
+            }
+        };
+        let mut conn = None;
+        if let Some((c, since)) = ep.lean_idle.pop_back() {
+            if pool_now().saturating_duration_since(since) < cfg.idle_timeout {
+                conn = Some(c);
+            } else {
+                ep.lean_idle.clear();
+            }
+        }
+        let dial = conn.is_none().then(|| ep.dial.clone());
+        Ok((
+            conn,
+            Checkout {
+                idle: None,
+                host: ep.host_header.clone(),
+                key: ep.key.clone(),
+                path_prefix: ep.path_prefix.clone(),
+                dial,
+            },
+        ))
+    })
+}
+
+/// Puts a lean connection back into this thread's pool (or drops it when the pool is full).
+fn put_lean_idle(key: &str, conn: h1::Conn, cfg: &PoolConfig) {
+    if cfg.max_idle_per_host == 0 {
+        return;
+    }
+    let _ =
+        POOL.try_with(|pool| {
+            let Ok(mut pool) = pool.try_borrow_mut() else {
+                return;
+            };
+            if let Some(ep) = pool.get_mut(key) {
+                let now = pool_now();
+                while ep.lean_idle.front().is_some_and(|(_, since)| {
+                    now.saturating_duration_since(*since) >= cfg.idle_timeout
+                }) {
+                    ep.lean_idle.pop_front();
+                }
+                if ep.lean_idle.len() < cfg.max_idle_per_host {
+                    ep.lean_idle.push_back((conn, now));
+                }
+            }
+        });
+}
+
+/// `send` for a request the lean client carries (see `h1::eligible`). A pooled connection that
+/// fails before any byte of a response arrives (closed by the upstream while idle) is replaced by
+/// a new one and the request sent again: it is idempotent and has no body.
+async fn send_lean(
+    base: &str,
+    req: Request<ProxyBody>,
+    cfg: &PoolConfig,
+) -> Result<UpstreamResponse, UpstreamError> {
+    let (idle, co) = checkout_lean(base, cfg)?;
+    let (mut parts, _empty) = req.into_parts();
+    parts.headers.insert(header::HOST, co.host);
+    let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let prefixed;
+    let target = match &co.path_prefix {
+        Some(prefix) => {
+            prefixed = format!("{prefix}{pq}");
+            prefixed.as_str()
+        }
+        None => pq,
+    };
+    let key = co.key;
+    let (mut conn, mut reused) = match (idle, co.dial) {
+        (Some(c), _) => (c, true),
+        (None, Some(dial)) => (
+            h1::Conn::new(Box::pin(connect_tcp(&dial, cfg)).await?),
+            false,
+        ),
+        (None, None) => (
+            h1::Conn::new(Box::pin(connect_tcp(&dial_of(&key)?, cfg)).await?),
+            false,
+        ),
+    };
+    loop {
+        match h1::exchange(&mut conn, &parts.method, target, &parts.headers).await {
+            Ok(head) => {
+                let cfg = *cfg;
+                let body = h1::body(conn, head.framing, head.reusable, move |c| {
+                    put_lean_idle(&key, c, &cfg);
+                });
+                return Ok(head.response.map(|()| PooledBody(Inner::Lean(body))));
+            }
+            Err(e) if reused && e.nothing_received() => {
+                tracing::debug!(error = %e, "pooled upstream connection was closed; reconnecting");
+                conn = h1::Conn::new(Box::pin(connect_tcp(&dial_of(&key)?, cfg)).await?);
+                reused = false;
+            }
+            Err(e) => return Err(UpstreamError::Lean(e)),
+        }
+    }
+}
+
 /// The upstream's response body; hands the connection back to the pool when it ends.
 #[derive(Debug)]
-pub struct PooledBody {
-    inner: Incoming,
-    lease: Option<Lease>,
+pub struct PooledBody(Inner);
+
+#[derive(Debug)]
+enum Inner {
+    /// From hyper's client.
+    Hyper {
+        inner: Incoming,
+        lease: Option<Lease>,
+    },
+    /// From the lean client (which returns its connection itself).
+    Lean(h1::Body),
 }
 
 impl PooledBody {
-    fn new(inner: Incoming, lease: Lease) -> Self {
-        let mut b = Self {
+    fn hyper(inner: Incoming, lease: Lease) -> Self {
+        let end = inner.is_end_stream();
+        let mut b = Self(Inner::Hyper {
             inner,
             lease: Some(lease),
-        };
-        if b.inner.is_end_stream() {
+        });
+        if end {
             b.release();
         }
         b
     }
 
     fn release(&mut self) {
-        if let Some(l) = self.lease.take() {
+        if let Inner::Hyper { lease, .. } = &mut self.0
+            && let Some(l) = lease.take()
+        {
             l.release();
         }
     }
@@ -393,23 +543,44 @@ impl Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
-            // A broken body: the connection is not reusable.
-            Poll::Ready(Some(Err(_))) => this.lease = None,
-            _ => {}
+        match &mut this.0 {
+            Inner::Lean(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BoxError::from))),
+            Inner::Hyper { inner, lease } => {
+                let polled = Pin::new(&mut *inner).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => {
+                        if let Some(l) = lease.take() {
+                            l.release();
+                        }
+                    }
+                    Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => {
+                        if let Some(l) = lease.take() {
+                            l.release();
+                        }
+                    }
+                    // A broken body: the connection is not reusable.
+                    Poll::Ready(Some(Err(_))) => *lease = None,
+                    _ => {}
+                }
+                polled.map(|f| f.map(|r| r.map_err(BoxError::from)))
+            }
         }
-        polled.map(|f| f.map(|r| r.map_err(BoxError::from)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.0 {
+            Inner::Hyper { inner, .. } => inner.is_end_stream(),
+            Inner::Lean(b) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.0 {
+            Inner::Hyper { inner, .. } => inner.size_hint(),
+            Inner::Lean(b) => b.size_hint(),
+        }
     }
 }
 

@@ -54,20 +54,23 @@ impl Service {
         let mut svc = Service::start(bin, args, envs, port);
         let url = format!("{}/health/ready", svc.base_url());
         let client = reqwest::Client::new();
-        let ready = crate::wait_until(Duration::from_secs(30), || {
-            let client = client.clone();
-            let url = url.clone();
-            async move {
-                matches!(client.get(&url).timeout(Duration::from_secs(1)).send().await,
-                    Ok(r) if r.status().is_success())
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            // A process that exited (bad config, port taken) fails the test at once, not after 30 s.
+            if let Some(status) = svc.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!(
+                    "{bin} on port {port} exited before becoming ready ({status}); its log is above"
+                );
             }
-        })
-        .await;
-        if !ready {
-            let status = svc.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            panic!(
-                "{bin} on port {port} did not become ready within 30 s (exit status: {status:?})"
-            );
+            if matches!(client.get(&url).timeout(Duration::from_secs(1)).send().await,
+                Ok(r) if r.status().is_success())
+            {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                panic!("{bin} on port {port} did not become ready within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         svc
     }
