@@ -434,6 +434,85 @@ fn remove_named(h: &mut HeaderMap, connection: &HeaderValue) {
     }
 }
 
+/// The headers a request carries upstream, without building a map for them: the client's, less
+/// hop-by-hop ones (and any named in `Connection`), `Host`, `X-User-Id` and those the gateway sets,
+/// then the gateway's own. The lean client writes them straight into the request head; hyper's
+/// client gets them as a map (`to_map`), so both send the same headers.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    incoming: &'a HeaderMap,
+    /// Whether the client sent `Connection`, whose tokens name more headers to drop.
+    connection_named: bool,
+    user: Option<HeaderValue>,
+    forwarded_for: Option<HeaderValue>,
+    /// Add `X-Forwarded-Proto: http` (the client sent none; a client's value is kept).
+    forwarded_proto: bool,
+    forwarded_host: Option<HeaderValue>,
+    request_id: HeaderValue,
+    /// Trace context headers (tracing on), replacing the client's.
+    trace: Option<HeaderMap>,
+}
+
+impl Outgoing<'_> {
+    /// Whether a client header of this name is not passed on.
+    fn drops(&self, name: &HeaderName) -> bool {
+        if HOP_BY_HOP.contains(name)
+            || *name == header::HOST
+            || *name == X_USER_ID
+            || *name == X_REQUEST_ID
+            || (*name == X_FORWARDED_FOR && self.forwarded_for.is_some())
+            || (*name == X_FORWARDED_HOST && self.forwarded_host.is_some())
+            || self.trace.as_ref().is_some_and(|t| t.contains_key(name))
+        {
+            return true;
+        }
+        self.connection_named
+            && self
+                .incoming
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| name.as_str().eq_ignore_ascii_case(t.trim()))
+    }
+
+    /// Calls `f` with every header to send, the client's kept ones first.
+    pub fn for_each(&self, mut f: impl FnMut(&HeaderName, &HeaderValue)) {
+        for (name, value) in self.incoming {
+            if !self.drops(name) {
+                f(name, value);
+            }
+        }
+        if let Some(v) = &self.user {
+            f(&X_USER_ID, v);
+        }
+        if let Some(v) = &self.forwarded_for {
+            f(&X_FORWARDED_FOR, v);
+        }
+        if self.forwarded_proto {
+            f(&X_FORWARDED_PROTO, &HV::from_static("http"));
+        }
+        if let Some(v) = &self.forwarded_host {
+            f(&X_FORWARDED_HOST, v);
+        }
+        f(&X_REQUEST_ID, &self.request_id);
+        if let Some(t) = &self.trace {
+            for (name, value) in t {
+                f(name, value);
+            }
+        }
+    }
+
+    /// The headers as a map (for hyper's client).
+    pub fn to_map(&self) -> HeaderMap {
+        let mut h = HeaderMap::with_capacity(self.incoming.len() + 6);
+        self.for_each(|n, v| {
+            h.append(n.clone(), v.clone());
+        });
+        h
+    }
+}
+
 enum Outbound {
     /// Replayable: no body, or a small body already read.
     Replayable(Option<Bytes>),
@@ -868,16 +947,13 @@ impl Gateway {
         let uri = upstream_uri(route, &parts.uri).map_err(|e| {
             Problem::new(StatusCode::BAD_REQUEST, "Bad request target", e.to_string()).field("path")
         })?;
-        // Built per attempt (a retry gets fresh headers) instead of cloned.
-        let headers = || {
-            self.upstream_headers(
-                &parts.headers,
-                peer,
-                request_id,
-                host.as_ref(),
-                principal.as_ref(),
-            )
-        };
+        let headers = self.upstream_headers(
+            &parts.headers,
+            peer,
+            request_id,
+            host.as_ref(),
+            principal.as_ref(),
+        );
         let mut resp = self
             .forward(route, &parts.method, &uri, &headers, outbound)
             .await?;
@@ -889,45 +965,38 @@ impl Gateway {
         Ok(resp)
     }
 
-    fn upstream_headers(
+    fn upstream_headers<'a>(
         &self,
-        incoming: &HeaderMap,
+        incoming: &'a HeaderMap,
         peer: &Peer,
         request_id: &HeaderValue,
         host: Option<&HeaderValue>,
         principal: Option<&Principal>,
-    ) -> HeaderMap {
-        let mut h = incoming.clone();
-        strip_hop_by_hop(&mut h);
-        h.remove(header::HOST);
-        h.remove(X_USER_ID);
-        if let Some(p) = principal
-            && let Ok(v) = HeaderValue::from_str(&p.subject)
-        {
-            h.insert(X_USER_ID, v);
-        }
-        let xff = match incoming.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+    ) -> Outgoing<'a> {
+        let user = principal.and_then(|p| HeaderValue::from_str(&p.subject).ok());
+        let forwarded_for = match incoming.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(prev) if !prev.trim().is_empty() => {
                 HeaderValue::from_str(&format!("{prev}, {}", peer.addr.ip())).ok()
             }
             _ => Some(peer.ip.clone()),
         };
-        if let Some(v) = xff {
-            h.insert(X_FORWARDED_FOR, v);
-        }
-        if !h.contains_key(X_FORWARDED_PROTO) {
-            h.insert(X_FORWARDED_PROTO, HV::from_static("http"));
-        }
-        if let Some(hv) = host {
-            h.insert(X_FORWARDED_HOST, hv.clone());
-        }
-        h.insert(X_REQUEST_ID, request_id.clone());
-        if self.tracing_enabled {
+        let trace = self.tracing_enabled.then(|| {
             use tracing_opentelemetry::OpenTelemetrySpanExt;
             let cx = tracing::Span::current().context();
-            shop_runtime::telemetry::inject_headers(&cx, &mut h);
+            let mut t = HeaderMap::new();
+            shop_runtime::telemetry::inject_headers(&cx, &mut t);
+            t
+        });
+        Outgoing {
+            incoming,
+            connection_named: incoming.contains_key(header::CONNECTION),
+            user,
+            forwarded_for,
+            forwarded_proto: !incoming.contains_key(X_FORWARDED_PROTO),
+            forwarded_host: host.cloned(),
+            request_id: request_id.clone(),
+            trace,
         }
-        h
     }
 
     async fn pick<'r>(&self, route: &'r Route) -> Result<Upstream<'r>, Problem> {
@@ -974,7 +1043,7 @@ impl Gateway {
         route: &Route,
         method: &Method,
         uri: &Uri,
-        headers: &impl Fn() -> HeaderMap,
+        headers: &Outgoing<'_>,
         mut outbound: Outbound,
     ) -> Result<Response<ResponseBody>, Problem> {
         let unresolved;
@@ -1018,12 +1087,11 @@ impl Gateway {
             let mut req = Request::new(body);
             *req.method_mut() = method.clone();
             *req.uri_mut() = uri.clone();
-            *req.headers_mut() = headers();
             let last = attempt + 1 == attempts;
             // At the deadline itself: no clock read per attempt (`timeout` would read it again).
             match tokio::time::timeout_at(
                 deadline.into(),
-                upstream::send(up.base(), req, &self.pool),
+                upstream::send(up.base(), req, headers, &self.pool),
             )
             .await
             {
@@ -1215,6 +1283,73 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert_eq!(h.get("x-keep").unwrap(), "yes");
+    }
+
+    #[test]
+    fn outgoing_headers_drop_hop_by_hop_and_forged_ones_and_add_the_gateways() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HV::from_static("shop.example"));
+        h.insert(header::CONNECTION, HV::from_static("keep-alive, X-Secret"));
+        h.insert("x-secret", HV::from_static("1"));
+        h.insert(header::TE, HV::from_static("trailers"));
+        h.insert(X_USER_ID, HV::from_static("forged"));
+        h.insert(X_REQUEST_ID, HV::from_static("client-id"));
+        h.insert(X_FORWARDED_FOR, HV::from_static("10.0.0.1"));
+        h.insert(X_FORWARDED_PROTO, HV::from_static("https"));
+        h.insert("traceparent", HV::from_static("00-client"));
+        h.append(header::ACCEPT, HV::from_static("a/b"));
+        h.append(header::ACCEPT, HV::from_static("c/d"));
+        let out = Outgoing {
+            incoming: &h,
+            connection_named: true,
+            user: Some(HV::from_static("alice")),
+            forwarded_for: Some(HV::from_static("10.0.0.1, 127.0.0.1")),
+            forwarded_proto: false,
+            forwarded_host: Some(HV::from_static("shop.example")),
+            request_id: HV::from_static("gw-id"),
+            trace: Some(HeaderMap::from_iter([(
+                HeaderName::from_static("traceparent"),
+                HV::from_static("00-gateway"),
+            )])),
+        };
+        let m = out.to_map();
+        let all =
+            |n: &str| -> Vec<&str> { m.get_all(n).iter().map(|v| v.to_str().unwrap()).collect() };
+        for gone in ["connection", "x-secret", "te", "host"] {
+            assert!(all(gone).is_empty(), "{gone} is not forwarded");
+        }
+        assert_eq!(all("x-user-id"), ["alice"], "the client's copy is replaced");
+        assert_eq!(all("x-request-id"), ["gw-id"]);
+        assert_eq!(all("x-forwarded-for"), ["10.0.0.1, 127.0.0.1"]);
+        assert_eq!(
+            all("x-forwarded-proto"),
+            ["https"],
+            "a client's proto is kept"
+        );
+        assert_eq!(all("x-forwarded-host"), ["shop.example"]);
+        assert_eq!(all("traceparent"), ["00-gateway"]);
+        assert_eq!(
+            all("accept"),
+            ["a/b", "c/d"],
+            "repeated headers keep all values"
+        );
+        assert_eq!(m.len(), 8);
+
+        let bare = HeaderMap::new();
+        let out = Outgoing {
+            incoming: &bare,
+            connection_named: false,
+            user: None,
+            forwarded_for: None,
+            forwarded_proto: true,
+            forwarded_host: None,
+            request_id: HV::from_static("gw-id"),
+            trace: None,
+        };
+        let m = out.to_map();
+        assert_eq!(m.get(X_FORWARDED_PROTO).unwrap(), "http");
+        assert!(m.get(X_USER_ID).is_none());
+        assert_eq!(m.len(), 2);
     }
 
     #[test]

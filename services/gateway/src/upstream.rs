@@ -31,7 +31,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::{
     h1,
-    proxy::{BoxError, ProxyBody},
+    proxy::{BoxError, Outgoing, ProxyBody},
 };
 
 /// Response header and body of an upstream; the body hands the connection back when it ends.
@@ -342,12 +342,14 @@ async fn connect(dial: &Dial, cfg: &PoolConfig) -> Result<Sender, UpstreamError>
 pub async fn send(
     base: &str,
     mut req: Request<ProxyBody>,
+    headers: &Outgoing<'_>,
     cfg: &PoolConfig,
 ) -> Result<UpstreamResponse, UpstreamError> {
-    if h1::eligible(req.method(), req.headers(), req.body().is_end_stream()) {
-        return send_lean(base, req, cfg).await;
+    if h1::eligible(req.method(), req.body().is_end_stream()) {
+        return send_lean(base, req, headers, cfg).await;
     }
     let co = checkout(base, cfg)?;
+    *req.headers_mut() = headers.to_map();
     req.headers_mut().insert(header::HOST, co.host);
     if let Some(prefix) = &co.path_prefix {
         let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
@@ -452,11 +454,11 @@ fn put_lean_idle(key: &str, conn: h1::Conn, cfg: &PoolConfig) {
 async fn send_lean(
     base: &str,
     req: Request<ProxyBody>,
+    headers: &Outgoing<'_>,
     cfg: &PoolConfig,
 ) -> Result<UpstreamResponse, UpstreamError> {
     let (idle, co) = checkout_lean(base, cfg)?;
-    let (mut parts, _empty) = req.into_parts();
-    parts.headers.insert(header::HOST, co.host);
+    let (parts, _empty) = req.into_parts();
     let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let prefixed;
     let target = match &co.path_prefix {
@@ -479,7 +481,13 @@ async fn send_lean(
         ),
     };
     loop {
-        match h1::exchange(&mut conn, &parts.method, target, &parts.headers).await {
+        let head = |buf: &mut Vec<u8>| {
+            h1::request_line(buf, &parts.method, target);
+            h1::header_line(buf, &header::HOST, &co.host);
+            headers.for_each(|n, v| h1::header_line(buf, n, v));
+            buf.extend_from_slice(b"\r\n");
+        };
+        match h1::exchange(&mut conn, parts.method == http::Method::HEAD, head).await {
             Ok(head) => {
                 let cfg = *cfg;
                 let body = h1::body(conn, head.framing, head.reusable, move |c| {
