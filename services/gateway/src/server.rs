@@ -19,6 +19,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use futures::FutureExt;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::{
@@ -301,10 +302,9 @@ async fn serve(
             admin: admin.clone(),
             peer: Peer::new(peer),
         });
-        let svc = service_fn(move |req| {
-            let conn = conn.clone();
-            async move { Ok::<_, Infallible>(dispatch(conn, req).await) }
-        });
+        // `map`, not an `async move` block around `dispatch`: the block would hold the request
+        // once more next to `dispatch`'s own future, and this future is moved on every request.
+        let svc = service_fn(move |req| dispatch(conn.clone(), req).map(Ok::<_, Infallible>));
         let conn = builder.serve_connection(TokioIo::new(stream), svc);
         let fut = graceful.watch(conn);
         tokio::spawn(async move {
