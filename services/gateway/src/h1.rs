@@ -89,7 +89,22 @@ impl Conn {
             head: Vec::new(),
         }
     }
+
+    /// Gives back buffers that grew past what a typical exchange needs (a large head or body),
+    /// so an idle pooled connection holds a few KiB, not the largest message it ever carried.
+    fn shrink(mut self) -> Self {
+        if self.buf.capacity() > KEEP_BUFFER_BYTES {
+            self.buf = BytesMut::new();
+        }
+        if self.head.capacity() > KEEP_BUFFER_BYTES {
+            self.head = Vec::new();
+        }
+        self
+    }
 }
+
+/// Buffer capacity an idle connection keeps.
+const KEEP_BUFFER_BYTES: usize = 32 * 1024;
 
 /// Writes a request line (`target` is an origin-form URI's path and query, already valid).
 pub fn request_line(dst: &mut Vec<u8>, method: &Method, target: &str) {
@@ -480,7 +495,7 @@ pub fn body(
     let remaining = match framing {
         Framing::Empty => {
             if reusable && conn.buf.is_empty() {
-                on_end(conn);
+                on_end(conn.shrink());
             }
             return Body::Full(None);
         }
@@ -490,7 +505,7 @@ pub fn body(
             {
                 let data = conn.buf.split_to(len).freeze();
                 if reusable && conn.buf.is_empty() {
-                    on_end(conn);
+                    on_end(conn.shrink());
                 }
                 return Body::Full(Some(data));
             }
@@ -513,7 +528,7 @@ impl StreamBody {
             && self.reusable
             && conn.buf.is_empty()
         {
-            on_end(conn);
+            on_end(conn.shrink());
         }
     }
 
