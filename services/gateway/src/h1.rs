@@ -122,15 +122,6 @@ pub fn header_line(dst: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
     dst.extend_from_slice(b"\r\n");
 }
 
-/// Writes a whole request head: request line, the headers of `headers`, blank line.
-pub fn encode_head(dst: &mut Vec<u8>, method: &Method, target: &str, headers: &HeaderMap) {
-    request_line(dst, method, target);
-    for (name, value) in headers {
-        header_line(dst, name, value);
-    }
-    dst.extend_from_slice(b"\r\n");
-}
-
 /// How the body of a response is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -208,16 +199,11 @@ pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head, usize)
             let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
             chunked = Some(trim(last).eq_ignore_ascii_case(b"chunked"));
         } else if name == header::CONNECTION {
-            for token in h.value.split(|b| *b == b',') {
-                let token = trim(token);
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && !http11 {
-                    // HTTP/1.0 keep-alive is not trusted: such upstreams are rare and it is
-                    // easily misframed.
-                    close = true;
-                }
-            }
+            // (An HTTP/1.0 answer is never reused, `keep-alive` or not: `close` starts true.)
+            close |= h
+                .value
+                .split(|b| *b == b',')
+                .any(|t| trim(t).eq_ignore_ascii_case(b"close"));
         }
         headers.append(name, value);
     }
@@ -768,7 +754,11 @@ mod tests {
         h.append("x-multi", HeaderValue::from_static("a"));
         h.append("x-multi", HeaderValue::from_static("b"));
         let mut out = Vec::new();
-        encode_head(&mut out, &Method::DELETE, "/api/x?y=1", &h);
+        request_line(&mut out, &Method::DELETE, "/api/x?y=1");
+        for (name, value) in &h {
+            header_line(&mut out, name, value);
+        }
+        out.extend_from_slice(b"\r\n");
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "DELETE /api/x?y=1 HTTP/1.1\r\nhost: up:8080\r\nx-multi: a\r\nx-multi: b\r\n\r\n"

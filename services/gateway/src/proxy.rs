@@ -417,16 +417,23 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// The header names one `Connection` value lists (its `keep-alive`/`close` options left out).
+fn connection_named(connection: &HeaderValue) -> impl Iterator<Item = &str> {
+    connection
+        .to_str()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|t| {
+            !t.is_empty()
+                && !t.eq_ignore_ascii_case("keep-alive")
+                && !t.eq_ignore_ascii_case("close")
+        })
+}
+
 /// Removes the headers named in one `Connection` value.
 fn remove_named(h: &mut HeaderMap, connection: &HeaderValue) {
-    let Ok(v) = connection.to_str() else { return };
-    for token in v.split(',').map(str::trim) {
-        if token.is_empty()
-            || token.eq_ignore_ascii_case("keep-alive")
-            || token.eq_ignore_ascii_case("close")
-        {
-            continue;
-        }
+    for token in connection_named(connection) {
         // `&str` names are looked up without allocating (unlike building a `HeaderName`).
         if HeaderName::from_bytes(token.as_bytes()).is_ok() {
             h.remove(token);
@@ -471,9 +478,8 @@ impl Outgoing<'_> {
                 .incoming
                 .get_all(header::CONNECTION)
                 .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .any(|t| name.as_str().eq_ignore_ascii_case(t.trim()))
+                .flat_map(connection_named)
+                .any(|t| name.as_str().eq_ignore_ascii_case(t))
     }
 
     /// Calls `f` with every header to send, the client's kept ones first.

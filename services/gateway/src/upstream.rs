@@ -137,15 +137,45 @@ impl Endpoint {
         })
     }
 
-    fn drop_expired(&mut self, now: Instant, idle_timeout: Duration) {
-        while let Some((s, since)) = self.idle.front() {
-            if s.is_closed() || now.saturating_duration_since(*since) >= idle_timeout {
-                self.idle.pop_front();
-            } else {
-                break;
-            }
+    /// What a request needs of this endpoint, with the idle connection it got (if any).
+    fn checkout<C>(&self, idle: Option<C>) -> Checkout<C> {
+        Checkout {
+            dial: idle.is_none().then(|| self.dial.clone()),
+            idle,
+            host: self.host_header.clone(),
+            key: self.key.clone(),
+            path_prefix: self.path_prefix.clone(),
         }
     }
+}
+
+/// Drops the oldest idle connections while they are past `idle_timeout` (or `closed`).
+fn drop_expired<C>(
+    idle: &mut VecDeque<(C, Instant)>,
+    now: Instant,
+    idle_timeout: Duration,
+    closed: impl Fn(&C) -> bool,
+) {
+    while idle.front().is_some_and(|(c, since)| {
+        closed(c) || now.saturating_duration_since(*since) >= idle_timeout
+    }) {
+        idle.pop_front();
+    }
+}
+
+/// Runs `f` on this worker's endpoint for `base` (parsed on first use; one lookup afterwards).
+fn with_endpoint<R>(base: &str, f: impl FnOnce(&mut Endpoint) -> R) -> Result<R, UpstreamError> {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let ep = match pool.get_mut(base) {
+            Some(ep) => ep,
+            None => {
+                let ep = Endpoint::parse(base)?;
+                pool.entry(ep.key.clone()).or_insert(ep)
+            }
+        };
+        Ok(f(ep))
+    })
 }
 
 thread_local! {
@@ -167,25 +197,17 @@ fn pool_now() -> Instant {
         .unwrap_or_else(Instant::now)
 }
 
-struct Checkout {
+struct Checkout<C> {
     /// An idle connection of this worker, or None: connect with `dial`.
-    idle: Option<Sender>,
+    idle: Option<C>,
     host: HeaderValue,
     key: Arc<str>,
     path_prefix: Option<Arc<str>>,
     dial: Option<Dial>,
 }
 
-fn checkout(base: &str, cfg: &PoolConfig) -> Result<Checkout, UpstreamError> {
-    POOL.with(|pool| {
-        let mut pool = pool.borrow_mut();
-        let ep = match pool.get_mut(base) {
-            Some(ep) => ep,
-            None => {
-                let ep = Endpoint::parse(base)?;
-                pool.entry(ep.key.clone()).or_insert(ep)
-            }
-        };
+fn checkout(base: &str, cfg: &PoolConfig) -> Result<Checkout<Sender>, UpstreamError> {
+    with_endpoint(base, |ep| {
         // Most recently used first: it is the least likely to have been closed by the upstream.
         let mut now = None;
         while let Some((sender, since)) = ep.idle.pop_back() {
@@ -195,22 +217,10 @@ fn checkout(base: &str, cfg: &PoolConfig) -> Result<Checkout, UpstreamError> {
                 break;
             }
             if sender.is_ready() && !sender.is_closed() {
-                return Ok(Checkout {
-                    idle: Some(sender),
-                    host: ep.host_header.clone(),
-                    key: ep.key.clone(),
-                    path_prefix: ep.path_prefix.clone(),
-                    dial: None,
-                });
+                return ep.checkout(Some(sender));
             }
         }
-        Ok(Checkout {
-            idle: None,
-            host: ep.host_header.clone(),
-            key: ep.key.clone(),
-            path_prefix: ep.path_prefix.clone(),
-            dial: Some(ep.dial.clone()),
-        })
+        ep.checkout(None)
     })
 }
 
@@ -233,7 +243,7 @@ fn put_idle(key: &str, sender: Sender, cfg: &PoolConfig) {
         };
         if let Some(ep) = pool.get_mut(key) {
             let now = pool_now();
-            ep.drop_expired(now, cfg.idle_timeout);
+            drop_expired(&mut ep.idle, now, cfg.idle_timeout, Sender::is_closed);
             if ep.idle.len() < cfg.max_idle_per_host {
                 ep.idle.push_back((sender, now));
             }
@@ -389,38 +399,20 @@ pub async fn send(
 }
 
 /// Takes an idle lean connection of this worker for `base` (None: connect with the returned dial).
-fn checkout_lean(
-    base: &str,
-    cfg: &PoolConfig,
-) -> Result<(Option<h1::Conn>, Checkout), UpstreamError> {
-    POOL.with(|pool| {
-        let mut pool = pool.borrow_mut();
-        let ep = match pool.get_mut(base) {
-            Some(ep) => ep,
-            None => {
-                let ep = Endpoint::parse(base)?;
-                pool.entry(ep.key.clone()).or_insert(ep)
+fn checkout_lean(base: &str, cfg: &PoolConfig) -> Result<Checkout<h1::Conn>, UpstreamError> {
+    with_endpoint(base, |ep| {
+        let idle = match ep.lean_idle.pop_back() {
+            Some((c, since)) if pool_now().saturating_duration_since(since) < cfg.idle_timeout => {
+                Some(c)
             }
-        };
-        let mut conn = None;
-        if let Some((c, since)) = ep.lean_idle.pop_back() {
-            if pool_now().saturating_duration_since(since) < cfg.idle_timeout {
-                conn = Some(c);
-            } else {
+            Some(_) => {
+                // The most recent one is too old: so are all the others.
                 ep.lean_idle.clear();
+                None
             }
-        }
-        let dial = conn.is_none().then(|| ep.dial.clone());
-        Ok((
-            conn,
-            Checkout {
-                idle: None,
-                host: ep.host_header.clone(),
-                key: ep.key.clone(),
-                path_prefix: ep.path_prefix.clone(),
-                dial,
-            },
-        ))
+            None => None,
+        };
+        ep.checkout(idle)
     })
 }
 
@@ -429,23 +421,18 @@ fn put_lean_idle(key: &str, conn: h1::Conn, cfg: &PoolConfig) {
     if cfg.max_idle_per_host == 0 {
         return;
     }
-    let _ =
-        POOL.try_with(|pool| {
-            let Ok(mut pool) = pool.try_borrow_mut() else {
-                return;
-            };
-            if let Some(ep) = pool.get_mut(key) {
-                let now = pool_now();
-                while ep.lean_idle.front().is_some_and(|(_, since)| {
-                    now.saturating_duration_since(*since) >= cfg.idle_timeout
-                }) {
-                    ep.lean_idle.pop_front();
-                }
-                if ep.lean_idle.len() < cfg.max_idle_per_host {
-                    ep.lean_idle.push_back((conn, now));
-                }
+    let _ = POOL.try_with(|pool| {
+        let Ok(mut pool) = pool.try_borrow_mut() else {
+            return;
+        };
+        if let Some(ep) = pool.get_mut(key) {
+            let now = pool_now();
+            drop_expired(&mut ep.lean_idle, now, cfg.idle_timeout, |_| false);
+            if ep.lean_idle.len() < cfg.max_idle_per_host {
+                ep.lean_idle.push_back((conn, now));
             }
-        });
+        }
+    });
 }
 
 /// `send` for a request the lean client carries (see `h1::eligible`). A pooled connection that
@@ -457,7 +444,7 @@ async fn send_lean(
     headers: &Outgoing<'_>,
     cfg: &PoolConfig,
 ) -> Result<UpstreamResponse, UpstreamError> {
-    let (idle, co) = checkout_lean(base, cfg)?;
+    let co = checkout_lean(base, cfg)?;
     let (parts, _empty) = req.into_parts();
     let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let prefixed;
@@ -469,7 +456,7 @@ async fn send_lean(
         None => pq,
     };
     let key = co.key;
-    let (mut conn, mut reused) = match (idle, co.dial) {
+    let (mut conn, mut reused) = match (co.idle, co.dial) {
         (Some(c), _) => (c, true),
         (None, Some(dial)) => (
             h1::Conn::new(Box::pin(connect_tcp(&dial, cfg)).await?),
@@ -558,16 +545,8 @@ impl Body for PooledBody {
             Inner::Hyper { inner, lease } => {
                 let polled = Pin::new(&mut *inner).poll_frame(cx);
                 match &polled {
-                    Poll::Ready(None) => {
-                        if let Some(l) = lease.take() {
-                            l.release();
-                        }
-                    }
-                    Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => {
-                        if let Some(l) = lease.take() {
-                            l.release();
-                        }
-                    }
+                    Poll::Ready(None) => this.release(),
+                    Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => this.release(),
                     // A broken body: the connection is not reusable.
                     Poll::Ready(Some(Err(_))) => *lease = None,
                     _ => {}
