@@ -4,9 +4,10 @@
 //! Exists because hyper's client connection, general enough for bodies streamed both ways and
 //! upgrades, costs every request a connection task of its own and a channel hop per message: the
 //! request is queued to that task, the response head comes back through a oneshot and the body
-//! through another channel, each a task wake-up (`perf` of `shop-gateway` under `wrk`: the
-//! channels, task polls and wakers were the largest part of its user-space time, which was the
-//! whole difference to nginx: both make the same 4 system calls and 4 TCP segments per request).
+//! through another channel, each a task wake-up. Both proxies make the same 4 system calls and 4
+//! TCP segments per request, so the gap to nginx was user time; with this client the gateway's user
+//! CPU per request fell from above nginx's to about nginx's (interleaved `wrk` pairs, see
+//! docs/benchmarks.md).
 //! Here the request's own future writes the head with one `send`, reads the response on the same
 //! socket, and a body already in the read buffer (the usual small API answer) is handed over whole,
 //! the connection going back to the pool before the response is even written to the client.
