@@ -91,6 +91,28 @@ impl Conn {
         }
     }
 
+    /// Whether nothing has arrived on this idle connection since its last response was read to its
+    /// end: no bytes (an answer nobody asked for, like the `408` some servers send before closing
+    /// an idle connection) and no close. Such a connection must not carry a request: its next
+    /// "response" would be those stale bytes. Asks tokio's readiness first, which the last read
+    /// cleared when it drained the socket, so a quiet connection costs no system call; only a
+    /// readiness left set (a read that filled the buffer exactly, or new events) is checked on
+    /// the socket itself.
+    pub fn is_quiet(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
     /// Gives back buffers that grew past what a typical exchange needs (a large head or body),
     /// so an idle pooled connection holds a few KiB, not the largest message it ever carried.
     fn shrink(mut self) -> Self {

@@ -401,17 +401,20 @@ pub async fn send(
 /// Takes an idle lean connection of this worker for `base` (None: connect with the returned dial).
 fn checkout_lean(base: &str, cfg: &PoolConfig) -> Result<Checkout<h1::Conn>, UpstreamError> {
     with_endpoint(base, |ep| {
-        let idle = match ep.lean_idle.pop_back() {
-            Some((c, since)) if pool_now().saturating_duration_since(since) < cfg.idle_timeout => {
-                Some(c)
-            }
-            Some(_) => {
+        let now = pool_now();
+        let mut idle = None;
+        while let Some((mut c, since)) = ep.lean_idle.pop_back() {
+            if now.saturating_duration_since(since) >= cfg.idle_timeout {
                 // The most recent one is too old: so are all the others.
                 ep.lean_idle.clear();
-                None
+                break;
             }
-            None => None,
-        };
+            // One the upstream closed or wrote to while it was idle is dropped here.
+            if c.is_quiet() {
+                idle = Some(c);
+                break;
+            }
+        }
         ep.checkout(idle)
     })
 }

@@ -1,7 +1,7 @@
 //! Integration tests of how the real `shop-gateway` process reads upstream responses on the wire:
 //! a raw TCP upstream on loopback answers with hand-written HTTP/1.1 (chunked bodies with
 //! extensions and trailers, bodies delimited by close, HEAD and 204 answers, a connection closed
-//! while pooled, invalid framing), and the tests check what a client of the gateway gets and how
+//! while pooled, an unsolicited answer sent while pooled, invalid framing), and the tests check what a client of the gateway gets and how
 //! many upstream connections it took (kept-alive connections are reused, others are not).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -63,6 +63,7 @@ fn answer(method: &str, path: &str) -> (Vec<u8>, bool) {
         // Announces keep-alive but closes right after: like an upstream's idle timeout striking
         // while the gateway holds the connection in its pool.
         "/raw/then-close" => (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbye!", true),
+        "/raw/then-408" => (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate", false),
         "/raw/conflicting-length" => (
             b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd",
             true,
@@ -99,6 +100,15 @@ async fn serve_conn(mut s: TcpStream) {
         let (method, path) = (line.next().unwrap_or(""), line.next().unwrap_or(""));
         let (bytes, close) = answer(method, path);
         if s.write_all(&bytes).await.is_err() {
+            return;
+        }
+        if path == "/raw/then-408" {
+            // Like a server whose idle timeout answers `408` on a kept-alive connection before
+            // closing it: bytes nobody asked for wait in the gateway's pooled socket.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .await;
             return;
         }
         if close {
@@ -222,6 +232,31 @@ async fn a_pooled_connection_closed_by_the_upstream_is_replaced_without_an_error
         up.connections(),
         2,
         "one replacement connection, then reused"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_the_upstream_sent_while_the_connection_was_pooled_is_never_taken_for_the_next_one()
+ {
+    let (up, gw) = start().await;
+    let c = client();
+    let r = c.get(gw.url("/raw/then-408")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "late");
+    // Let the unsolicited 408 and the close reach the gateway's pooled socket.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for i in 0..3 {
+        let r = c.get(gw.url("/raw/length")).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "request {i}: the stale 408 must not be read as its answer"
+        );
+        assert_eq!(r.text().await.unwrap(), "hello world");
+    }
+    assert_eq!(
+        up.connections(),
+        2,
+        "the connection with stale bytes is dropped, one new one serves the rest"
     );
 }
 
