@@ -247,6 +247,11 @@ pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head, usize)
             (None, None) => (Framing::UntilClose, false),
         }
     };
+    if chunked.is_some() && length.is_some() {
+        // The coding overrides the length, which must not be forwarded (RFC 9112 §6.3 item 3): a
+        // client would frame the decoded body by a length it does not have.
+        headers.remove(header::CONTENT_LENGTH);
+    }
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.headers_mut() = headers;
@@ -728,6 +733,10 @@ mod tests {
             (h.framing, h.reusable),
             (Framing::Chunked, false),
             "both: chunks win, connection closed"
+        );
+        assert!(
+            h.response.headers().get(header::CONTENT_LENGTH).is_none(),
+            "the overridden length is not forwarded"
         );
         let (h, _) = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false);
         assert_eq!((h.framing, h.reusable), (Framing::UntilClose, false));
