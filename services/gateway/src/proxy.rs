@@ -792,6 +792,16 @@ impl Gateway {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
         };
+        if let Some(why) = crate::routes::ambiguous_path(req.uri().path()) {
+            let path = req.uri().path();
+            let p = Problem::new(
+                StatusCode::BAD_REQUEST,
+                "Ambiguous request path",
+                format!("the path contains {why}, which upstream servers may resolve differently"),
+            )
+            .field("path");
+            return (p.into_response(path), "unmatched");
+        }
         let host_str = host.as_ref().and_then(|h| h.to_str().ok());
         let Some(route) = self.table.find(req.method(), host_str, req.uri().path()) else {
             let path = req.uri().path();

@@ -187,6 +187,48 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
+/// Why a request path is refused before routing, if it is: forms an upstream server may
+/// normalise into another path than the one the route was chosen by (dot segments, empty
+/// segments, back slashes, `;` path parameters, encoded slashes, percent-encoded unreserved
+/// characters). Through them a public route's prefix could carry a request to a protected
+/// route's path (`/api/product/x/../admin` reaching `/api/product/admin`).
+pub fn ambiguous_path(path: &str) -> Option<&'static str> {
+    let b = path.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'\\' => return Some("a back slash"),
+            b';' => return Some("a path parameter (`;`)"),
+            b'%' => {
+                let hex = |j: usize| b.get(j).and_then(|&h| char::from(h).to_digit(16));
+                let Some((hi, lo)) = hex(i + 1).zip(hex(i + 2)) else {
+                    continue;
+                };
+                let decoded = u8::try_from(hi * 16 + lo).unwrap_or(0);
+                if decoded == b'/' || decoded == b'\\' {
+                    return Some("an encoded slash");
+                }
+                if decoded.is_ascii_alphanumeric() || matches!(decoded, b'-' | b'.' | b'_' | b'~') {
+                    return Some("a percent-encoded unreserved character");
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return None;
+    };
+    let mut segments = rest.split('/').peekable();
+    while let Some(s) = segments.next() {
+        if s == "." || s == ".." {
+            return Some("a dot segment");
+        }
+        if s.is_empty() && segments.peek().is_some() {
+            return Some("an empty segment (`//`)");
+        }
+    }
+    None
+}
+
 /// All routes, most specific first (host-bound before any-host, then longer prefixes).
 #[derive(Debug)]
 pub struct RouteTable {
@@ -280,6 +322,35 @@ mod tests {
         assert!(!prefix_matches("/api/product", "/api/products"));
         assert!(prefix_matches("/api/product/", "/api/product/42"));
         assert!(prefix_matches("/", "/anything"));
+    }
+
+    #[test]
+    fn ambiguous_paths() {
+        for ok in [
+            "/",
+            "/api/product/",
+            "/api/a%20b",
+            "/a/b.c/..d",
+            "/%C3%A9",
+            "*",
+        ] {
+            assert_eq!(ambiguous_path(ok), None, "{ok}");
+        }
+        for bad in [
+            "/a/../b",
+            "/a/./b",
+            "/a/..",
+            "/a//b",
+            "//a",
+            "/a%2fb",
+            "/a%5Cb",
+            "/a\\b",
+            "/a;x=1",
+            "/%2e%2e/b",
+            "/%61dmin",
+        ] {
+            assert!(ambiguous_path(bad).is_some(), "{bad}");
+        }
     }
 
     #[test]

@@ -108,6 +108,52 @@ proxy: {{retries: 0}}
 }
 
 #[tokio::test]
+async fn paths_that_upstreams_normalise_into_a_protected_route_are_refused() {
+    let up = Recorder::start().await;
+    let gw = start(&up).await;
+    let direct = raw(
+        &gw,
+        b"GET /api/product/admin HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(status_of(&direct), 401, "{direct}");
+    for path in [
+        "/api/product/x/../admin",
+        "/api/product/./admin",
+        "/api/product/%2e%2e/product/admin",
+        "/api/product/.%2E/product/admin",
+        "/api/product/%61dmin",
+        "/api/product/admin;x=1",
+        "/api/product//admin",
+        "/api/product/x%2F..%2Fadmin",
+        "/api/product/x%5c..%5cadmin",
+        "/api/product/x\\..\\admin",
+    ] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n");
+        let resp = raw(&gw, req.as_bytes(), Duration::from_secs(5)).await;
+        let status = status_of(&resp);
+        assert!(
+            status == 400 || status == 401,
+            "{path} must not pass as a public read of the product route: {resp}"
+        );
+        if status == 400 {
+            assert!(resp.contains("application/problem+json"), "{path}: {resp}");
+        }
+    }
+    assert_eq!(up.received(), "", "nothing reached the upstream");
+
+    // Ordinary paths (with an encoded space, a query, a trailing slash) still pass.
+    let resp = raw(
+        &gw,
+        b"GET /api/product/a%20b/?q=../x HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(status_of(&resp), 200, "{resp}");
+}
+
+#[tokio::test]
 async fn a_client_that_announces_a_small_body_and_never_sends_it_is_timed_out() {
     let up = Recorder::start().await;
     let gw = start(&up).await;
