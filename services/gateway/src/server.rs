@@ -35,6 +35,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::proxy::{Gateway, Peer, ResponseBody};
 
+/// Largest request head (request line and headers) accepted, bytes: room for large tokens and
+/// cookies, like nginx's default header buffers.
+const MAX_REQUEST_HEAD_BYTES: usize = 32 * 1024;
+
 /// What the built-in endpoints need.
 #[derive(Clone, Debug)]
 pub struct Admin {
@@ -264,6 +268,9 @@ async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
+        // A request head (line and headers) larger than this is answered 431 here; without it
+        // hyper took heads up to its buffer size (about 400 KiB) and passed them on upstream.
+        .max_header_size(MAX_REQUEST_HEAD_BYTES)
         .keep_alive(true)
         // Small writes are copied into one buffer and sent with one `send`; cheaper than a
         // `writev` of head + body for the typical API response.

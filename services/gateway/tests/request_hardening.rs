@@ -154,6 +154,53 @@ async fn paths_that_upstreams_normalise_into_a_protected_route_are_refused() {
 }
 
 #[tokio::test]
+async fn a_request_framed_by_both_transfer_encoding_and_content_length_cannot_smuggle() {
+    let up = Recorder::start().await;
+    let gw = start(&up).await;
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: shop\r\n\r\n";
+    let req = format!(
+        "POST /open/a HTTP/1.1\r\nHost: shop\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         {:x}\r\n{smuggled}\r\n0\r\n\r\n",
+        smuggled.len()
+    );
+    let resp = raw(&gw, req.as_bytes(), Duration::from_secs(5)).await;
+    let status = status_of(&resp);
+    let got = up.received();
+    assert!(status == 400 || status == 200, "{resp}");
+    if status == 200 {
+        // Forwarded: then only with one framing, the whole body as one request.
+        let head = got.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+        let framings =
+            head.matches("content-length:").count() + head.matches("transfer-encoding:").count();
+        assert_eq!(framings, 1, "exactly one framing header upstream: {got}");
+        assert!(!head.contains("content-length: 4"), "{got}");
+    }
+}
+
+#[tokio::test]
+async fn content_length_named_in_connection_keeps_the_upstream_framing() {
+    let up = Recorder::start().await;
+    let gw = start(&up).await;
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: shop\r\n\r\n";
+    let req = format!(
+        "POST /open/a HTTP/1.1\r\nHost: shop\r\nConnection: close, content-length\r\nContent-Length: {}\r\n\r\n{smuggled}",
+        smuggled.len()
+    );
+    let resp = raw(&gw, req.as_bytes(), Duration::from_secs(5)).await;
+    let status = status_of(&resp);
+    let got = up.received();
+    assert!(status == 400 || status == 200, "{resp}");
+    if status == 200 {
+        let head = got.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+        assert!(
+            head.contains(&format!("content-length: {}", smuggled.len()))
+                || head.contains("transfer-encoding: chunked"),
+            "the body is framed upstream: {got}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_client_that_announces_a_small_body_and_never_sends_it_is_timed_out() {
     let up = Recorder::start().await;
     let gw = start(&up).await;
@@ -168,3 +215,78 @@ async fn a_client_that_announces_a_small_body_and_never_sends_it_is_timed_out() 
     assert!(resp.contains("application/problem+json"), "{resp}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn oversized_request_heads_are_refused_at_the_edge() {
+    let up = Recorder::start().await;
+    let gw = start(&up).await;
+    let big = "c".repeat(100 * 1024);
+    let req =
+        format!("GET /open/a HTTP/1.1\r\nHost: shop\r\nCookie: {big}\r\nConnection: close\r\n\r\n");
+    let resp = raw(&gw, req.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(status_of(&resp), 431, "{resp}");
+    assert_eq!(up.received(), "", "nothing reached the upstream");
+
+    // A head with a large token and cookies (16 KiB) still passes.
+    let fair = "c".repeat(16 * 1024);
+    let req = format!(
+        "GET /open/a HTTP/1.1\r\nHost: shop\r\nCookie: {fair}\r\nConnection: close\r\n\r\n"
+    );
+    let resp = raw(&gw, req.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(status_of(&resp), 200, "{resp}");
+}
+
+#[tokio::test]
+async fn requests_with_unusable_framing_never_reach_the_upstream() {
+    let up = Recorder::start().await;
+    let gw = start(&up).await;
+    for req in [
+        "POST /open/a HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked, identity\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        "POST /open/a HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: identity\r\nContent-Length: 3\r\n\r\nabc",
+        "POST /open/a HTTP/1.1\r\nHost: shop\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        "POST /open/a HTTP/1.1\r\nHost: shop\r\nContent-Length: 3\r\nX-Folded: a\r\n b\r\n\r\nabc",
+    ] {
+        let resp = raw(&gw, req.as_bytes(), Duration::from_secs(5)).await;
+        assert_eq!(status_of(&resp), 400, "{req:?}: {resp}");
+    }
+    assert_eq!(up.received(), "", "nothing reached the upstream");
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_before_the_body_and_refusals_need_no_body() {
+    let up = Recorder::start().await;
+    let gw = start(&up).await;
+    let addr = gw.url("").trim_start_matches("http://").to_owned();
+
+    // Refused (a write without a token): the 401 comes without the body being sent.
+    let resp = raw(
+        &gw,
+        b"POST /api/product/1 HTTP/1.1\r\nHost: shop\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(status_of(&resp), 401, "{resp}");
+
+    // Accepted: `100 Continue` first, then the body goes through.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"POST /open/a HTTP/1.1\r\nHost: shop\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .expect("no 100 Continue: the client would wait")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100 Continue\r\n"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    s.write_all(b"hello").await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    let rest = String::from_utf8_lossy(&rest);
+    assert_eq!(status_of(&rest), 200, "{rest}");
+    assert!(up.received().ends_with("hello"), "{}", up.received());
+}
+
