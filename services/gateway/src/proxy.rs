@@ -468,7 +468,7 @@ impl Outgoing<'_> {
             || *name == X_USER_ID
             || *name == X_REQUEST_ID
             || (*name == X_FORWARDED_FOR && self.forwarded_for.is_some())
-            || (*name == X_FORWARDED_HOST && self.forwarded_host.is_some())
+            || *name == X_FORWARDED_HOST
             || self.trace.as_ref().is_some_and(|t| t.contains_key(name))
         {
             return true;
@@ -784,6 +784,11 @@ impl Gateway {
     ) -> (Response<ResponseBody>, &'static str) {
         if let Some(resp) = self.preflight(&req) {
             return (resp, "cors-preflight");
+        }
+        if let Some(why) = bad_host(&req) {
+            let path = req.uri().path();
+            let p = Problem::new(StatusCode::BAD_REQUEST, "Bad Host header", why).field("host");
+            return (p.into_response(path), "unmatched");
         }
         let host = match req.headers().get(header::HOST) {
             Some(h) if h.to_str().is_ok() => Some(h.clone()),
@@ -1212,6 +1217,25 @@ impl Gateway {
                 format!("{service_key}: no attempt left"),
             )
         }))
+    }
+}
+
+/// Why a request's `Host` is refused (RFC 9112 §3.2), if it is: more than one, none on an
+/// HTTP/1.1 request, or one that is not a host and port. The route's host and the
+/// `X-Forwarded-Host` sent upstream are taken from it, so it must be one unambiguous value.
+fn bad_host(req: &Request<Incoming>) -> Option<&'static str> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Some("more than one Host header"),
+        (None, _) if req.version() == http::Version::HTTP_11 => {
+            Some("an HTTP/1.1 request needs a Host header")
+        }
+        (Some(h), None)
+            if !h.is_empty() && http::uri::Authority::try_from(h.as_bytes()).is_err() =>
+        {
+            Some("the Host header is not a host name and port")
+        }
+        _ => None,
     }
 }
 

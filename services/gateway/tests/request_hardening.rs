@@ -237,6 +237,42 @@ async fn oversized_request_heads_are_refused_at_the_edge() {
 }
 
 #[tokio::test]
+async fn a_client_cannot_choose_the_forwarded_host_by_leaving_out_host() {
+    let up = Recorder::start().await;
+    let gw = start(&up).await;
+    for (req, want) in [
+        (
+            "GET /open/a HTTP/1.1\r\nX-Forwarded-Host: evil.example\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        (
+            "GET /open/a HTTP/1.1\r\nHost: shop\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        (
+            "GET /open/a HTTP/1.1\r\nHost: shop/evil\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        // HTTP/1.0 needs no Host; the client's X-Forwarded-Host is dropped all the same.
+        (
+            "GET /open/a HTTP/1.0\r\nX-Forwarded-Host: evil.example\r\n\r\n",
+            200,
+        ),
+    ] {
+        let resp = raw(&gw, req.as_bytes(), Duration::from_secs(5)).await;
+        assert_eq!(status_of(&resp), want, "{req:?}: {resp}");
+        if want == 400 {
+            assert!(resp.contains("application/problem+json"), "{resp}");
+        }
+        assert!(
+            !up.received().contains("evil"),
+            "{req:?} reached the upstream with the client's host: {}",
+            up.received()
+        );
+    }
+}
+
+#[tokio::test]
 async fn requests_with_unusable_framing_never_reach_the_upstream() {
     let up = Recorder::start().await;
     let gw = start(&up).await;
