@@ -873,7 +873,21 @@ impl Gateway {
         request_id: &HeaderValue,
         host: Option<HeaderValue>,
     ) -> Result<Response<ResponseBody>, Problem> {
-        let principal = self.authenticate(&req, route).await?;
+        let principal = match self.authenticate(&req, route).await {
+            Ok(p) => p,
+            Err(refused) => {
+                // A refused request still costs its client (by IP) a token, so missing or bad
+                // tokens cannot be sent without limit; once over it, 429 instead of 401/403.
+                if self.limits.enabled()
+                    && let Decision::Limited { info, retry_after } = self
+                        .limits
+                        .check(route.index, &format!("ip:{}", peer.addr.ip()))
+                {
+                    return Err(too_many_requests(route, &info, retry_after));
+                }
+                return Err(refused);
+            }
+        };
 
         // Rate limit: per client (subject, else IP) and route (the key is built only when on).
         let check = || {
@@ -891,18 +905,7 @@ impl Gateway {
         let rate = match decision {
             Decision::Allowed(i) => Some(i),
             Decision::Limited { info, retry_after } => {
-                let secs = crate::ratelimit::ceil_secs(retry_after).max(1);
-                let mut p = Problem::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "Too many requests",
-                    format!(
-                        "rate limit of route {} exceeded; retry in {secs} s",
-                        route.id
-                    ),
-                )
-                .header(header::RETRY_AFTER, secs.to_string());
-                p = add_rate_problem_headers(p, &info);
-                return Err(p);
+                return Err(too_many_requests(route, &info, retry_after));
             }
             Decision::Unavailable => {
                 return Err(Problem::new(
@@ -1304,6 +1307,21 @@ fn put_rate_headers(h: &mut HeaderMap, i: &RateInfo) {
     h.insert("x-ratelimit-limit", HeaderValue::from(i.limit));
     h.insert("x-ratelimit-remaining", HeaderValue::from(i.remaining));
     h.insert("x-ratelimit-reset", HeaderValue::from(i.reset_secs));
+}
+
+/// The 429 for a client over its limit on `route`.
+fn too_many_requests(route: &Route, info: &RateInfo, retry_after: Duration) -> Problem {
+    let secs = crate::ratelimit::ceil_secs(retry_after).max(1);
+    let p = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many requests",
+        format!(
+            "rate limit of route {} exceeded; retry in {secs} s",
+            route.id
+        ),
+    )
+    .header(header::RETRY_AFTER, secs.to_string());
+    add_rate_problem_headers(p, info)
 }
 
 fn add_rate_problem_headers(p: Problem, i: &RateInfo) -> Problem {

@@ -326,3 +326,32 @@ async fn expect_100_continue_is_answered_before_the_body_and_refusals_need_no_bo
     assert!(up.received().ends_with("hello"), "{}", up.received());
 }
 
+#[tokio::test]
+async fn requests_refused_by_authentication_still_count_against_the_clients_rate_limit() {
+    let up = Recorder::start().await;
+    let yaml = format!(
+        "routes:\n  - {{id: p, prefix: /api/product, upstreams: [\"{}\"], rate_limit: {{per_second: 0.01, burst: 2}}}}\n",
+        up.url
+    );
+    let gw = Gateway::start(
+        &yaml,
+        &[("SHOP_JWT_SECRET", "request-hardening-secret-0123456789")],
+    )
+    .await;
+    let c = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let r = c
+            .post(gw.url("/api/product/1"))
+            .bearer_auth("not-a-token")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        assert_eq!(
+            common::header(r.headers(), "content-type"),
+            "application/problem+json"
+        );
+    }
+    assert_eq!(statuses, [401, 401, 429, 429], "bad tokens are not free");
+}
