@@ -214,9 +214,8 @@ pub fn ambiguous_path(path: &str) -> Option<&'static str> {
             _ => {}
         }
     }
-    let Some(rest) = path.strip_prefix('/') else {
-        return None;
-    };
+    // Not origin-form (`*`): no segments to check.
+    let rest = path.strip_prefix('/')?;
     let mut segments = rest.split('/').peekable();
     while let Some(s) = segments.next() {
         if s == "." || s == ".." {
