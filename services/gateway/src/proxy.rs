@@ -9,7 +9,10 @@
 
 use std::{
     net::SocketAddr,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -522,8 +525,67 @@ impl Outgoing<'_> {
 enum Outbound {
     /// Replayable: no body, or a small body already read.
     Replayable(Option<Bytes>),
-    /// Streamed once.
-    Stream(Option<ProxyBody>),
+    /// Streamed once, with how far the client got with it.
+    Stream(Option<ProxyBody>, Arc<Upload>),
+}
+
+/// How far a streamed request body has come from the client, so that an upstream call that timed
+/// out or failed can be told apart from a client that stalled or broke off its upload (which is
+/// not the upstream's failure, and must not count against its circuit breaker).
+#[derive(Debug, Default)]
+struct Upload(AtomicU8);
+
+impl Upload {
+    /// Data was passed on (or nothing was asked for yet).
+    const MOVING: u8 = 0;
+    /// The last read found nothing from the client yet.
+    const WAITING: u8 = 1;
+    /// The body ended.
+    const DONE: u8 = 2;
+    /// Reading from the client failed (connection lost, bad chunked framing).
+    const FAILED: u8 = 3;
+
+    fn is(&self, state: u8) -> bool {
+        self.0.load(Ordering::Relaxed) == state
+    }
+}
+
+/// The client's request body, recording its progress in an [`Upload`].
+#[derive(Debug)]
+struct ClientBody {
+    inner: Incoming,
+    upload: Arc<Upload>,
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        let state = match &polled {
+            Poll::Pending => Upload::WAITING,
+            Poll::Ready(None) => Upload::DONE,
+            Poll::Ready(Some(Err(_))) => Upload::FAILED,
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => Upload::DONE,
+            Poll::Ready(Some(Ok(_))) => Upload::MOVING,
+        };
+        this.upload.0.store(state, Ordering::Relaxed);
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 #[derive(Debug)]
@@ -975,11 +1037,19 @@ impl Gateway {
                     })?;
             Outbound::Replayable(Some(collected.to_bytes()))
         } else {
-            Outbound::Stream(Some(
-                Limited::new(body, limit)
-                    .map_err(BoxError::from)
-                    .boxed_unsync(),
-            ))
+            let upload = Arc::new(Upload::default());
+            let body = ClientBody {
+                inner: body,
+                upload: upload.clone(),
+            };
+            Outbound::Stream(
+                Some(
+                    Limited::new(body, limit)
+                        .map_err(BoxError::from)
+                        .boxed_unsync(),
+                ),
+                upload,
+            )
         };
 
         let uri = upstream_uri(route, &parts.uri).map_err(|e| {
@@ -1097,6 +1167,10 @@ impl Gateway {
         let attempts = 1 + self.proxy.retries;
         let deadline = Instant::now() + route.timeout;
         let mut last_problem = None;
+        let upload = match &outbound {
+            Outbound::Stream(_, u) => Some(u.clone()),
+            Outbound::Replayable(_) => None,
+        };
         for attempt in 0..attempts {
             if let Err(rej) = breaker.try_acquire() {
                 let secs = crate::ratelimit::ceil_secs(rej.retry_after).max(1);
@@ -1117,7 +1191,7 @@ impl Gateway {
             let (body, replayable) = match &mut outbound {
                 Outbound::Replayable(None) => (empty(), true),
                 Outbound::Replayable(Some(b)) => (full(b.clone()), true),
-                Outbound::Stream(s) => match s.take() {
+                Outbound::Stream(s, _) => match s.take() {
                     Some(b) => (b, false),
                     None => break,
                 },
@@ -1134,6 +1208,20 @@ impl Gateway {
             .await
             {
                 Err(_) => {
+                    // Waiting on the client's upload (not on an upstream that stopped reading it):
+                    // the client's timeout, not the upstream's failure. The breaker's permit is
+                    // left unreported, which it allows for (like a cancelled call).
+                    if upload.as_ref().is_some_and(|u| u.is(Upload::WAITING)) {
+                        return Err(Problem::new(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "Request body timeout",
+                            format!(
+                                "the body did not arrive within {} ms",
+                                route.timeout.as_millis()
+                            ),
+                        )
+                        .field("body"));
+                    }
                     breaker.record(false);
                     return Err(Problem::new(
                         StatusCode::GATEWAY_TIMEOUT,
@@ -1183,6 +1271,15 @@ impl Gateway {
                                 "the body exceeded the limit of {} bytes",
                                 route.max_body_bytes
                             ),
+                        )
+                        .field("body"));
+                    }
+                    if upload.as_ref().is_some_and(|u| u.is(Upload::FAILED)) {
+                        // The client broke off or garbled its upload: not the upstream's failure.
+                        return Err(Problem::new(
+                            StatusCode::BAD_REQUEST,
+                            "Request body unreadable",
+                            "the body could not be read from the client",
                         )
                         .field("body"));
                     }

@@ -355,3 +355,51 @@ async fn requests_refused_by_authentication_still_count_against_the_clients_rate
     }
     assert_eq!(statuses, [401, 401, 429, 429], "bad tokens are not free");
 }
+
+/// Starts a request with a chunked body, sends one chunk, then stalls (or, with `abort`, closes
+/// the connection); returns the status the gateway answered (0: none).
+async fn stalled_upload(gw: &Gateway, abort: bool) -> u16 {
+    let addr = gw.url("").trim_start_matches("http://").to_owned();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"POST /echo/upload HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .await
+    .unwrap();
+    if abort {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(s);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        return 0;
+    }
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+    status_of(&String::from_utf8_lossy(&got))
+}
+
+#[tokio::test]
+async fn clients_that_stall_or_abort_their_upload_do_not_open_the_upstreams_breaker() {
+    let up = common::Upstream::start("echo").await;
+    let yaml = format!(
+        "routes:\n  - {{id: echo, prefix: /echo, upstreams: [\"{}\"], auth: public, timeout_ms: 300}}\nproxy: {{retries: 0}}\n",
+        up.url()
+    );
+    let gw = Gateway::start(&yaml, &[]).await;
+    let c = reqwest::Client::new();
+    for abort in [false, true] {
+        let statuses = futures::future::join_all((0..6).map(|_| stalled_upload(&gw, abort))).await;
+        if !abort {
+            assert!(
+                statuses.iter().all(|&s| s == 408),
+                "a stalled upload is the client's timeout: {statuses:?}"
+            );
+        }
+        let r = c.get(gw.url("/echo/x")).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "abort={abort}: the upstream is healthy: {}",
+            r.text().await.unwrap()
+        );
+    }
+}
