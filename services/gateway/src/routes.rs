@@ -133,11 +133,21 @@ pub struct Route {
 impl Route {
     /// Whether this route takes the request.
     pub fn matches(&self, method: &Method, host: Option<&str>, path: &str) -> bool {
-        if !self.methods.is_empty() && !self.methods.contains(method) {
+        // HEAD is a GET without the body (upstreams answer it with their GET handler), so a
+        // route for GET takes HEAD too: else HEAD fell through to another route's rules.
+        let method_ok = self.methods.is_empty()
+            || self.methods.contains(method)
+            || (*method == Method::HEAD && self.methods.contains(&Method::GET));
+        if !method_ok {
             return false;
         }
         if let Some(want) = &self.host {
-            let got = host.map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name));
+            // `shop.example.` (fully qualified) names the same host as `shop.example`.
+            let got = host.map(|h| {
+                h.rsplit_once(':')
+                    .map_or(h, |(name, _)| name)
+                    .trim_end_matches('.')
+            });
             if !got.is_some_and(|g| g.eq_ignore_ascii_case(want)) {
                 return false;
             }
@@ -401,6 +411,16 @@ routes:
             "vhost"
         );
         assert_eq!(t.find(&Method::GET, Some("other"), "/a").unwrap().id, "any");
+        assert_eq!(
+            t.find(&Method::GET, Some("shop.example.:80"), "/a")
+                .unwrap()
+                .id,
+            "vhost"
+        );
+        let gets = table("routes:\n  - {id: gets, prefix: /a, service: s, methods: [GET]}\n");
+        assert_eq!(t.find(&Method::HEAD, None, "/a").unwrap().id, "any");
+        assert_eq!(gets.find(&Method::HEAD, None, "/a").unwrap().id, "gets");
+        assert!(gets.find(&Method::POST, None, "/a").is_none());
     }
 
     #[test]

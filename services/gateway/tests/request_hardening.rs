@@ -403,3 +403,32 @@ async fn clients_that_stall_or_abort_their_upload_do_not_open_the_upstreams_brea
         );
     }
 }
+
+#[tokio::test]
+async fn a_protected_get_or_host_route_is_not_bypassed_by_head_or_a_trailing_dot() {
+    let up = Recorder::start().await;
+    let yaml = format!(
+        r#"routes:
+  - {{id: vhost, prefix: /v, upstreams: ["{u}"], host: admin.example, auth: authenticated}}
+  - {{id: v, prefix: /v, upstreams: ["{u}"], auth: public}}
+  - {{id: reads, prefix: /r, upstreams: ["{u}"], methods: [GET], auth: authenticated}}
+  - {{id: r, prefix: /r, upstreams: ["{u}"], auth: public}}
+"#,
+        u = up.url
+    );
+    let gw = Gateway::start(
+        &yaml,
+        &[("SHOP_JWT_SECRET", "request-hardening-secret-0123456789")],
+    )
+    .await;
+    for req in [
+        "GET /r/1 HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n",
+        "HEAD /r/1 HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n",
+        "GET /v/1 HTTP/1.1\r\nHost: admin.example\r\nConnection: close\r\n\r\n",
+        "GET /v/1 HTTP/1.1\r\nHost: ADMIN.example.:8080\r\nConnection: close\r\n\r\n",
+    ] {
+        let resp = raw(&gw, req.as_bytes(), Duration::from_secs(5)).await;
+        assert_eq!(status_of(&resp), 401, "{req:?}: {resp}");
+    }
+    assert_eq!(up.received(), "", "nothing reached the upstream");
+}
