@@ -432,3 +432,16 @@ async fn a_protected_get_or_host_route_is_not_bypassed_by_head_or_a_trailing_dot
     }
     assert_eq!(up.received(), "", "nothing reached the upstream");
 }
+
+#[tokio::test]
+async fn request_trailers_cannot_carry_a_subject_or_other_headers_upstream() {
+    let up = Recorder::start().await;
+    let gw = start(&up).await;
+    let req = "POST /open/a HTTP/1.1\r\nHost: shop\r\nTE: trailers\r\nTrailer: X-User-Id\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+               5\r\nhello\r\n0\r\nX-User-Id: mallory\r\n\r\n";
+    let resp = raw(&gw, req.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    let got = up.received();
+    assert!(got.contains("hello"), "{got}");
+    assert!(!got.to_ascii_lowercase().contains("x-user-id"), "{got}");
+}
