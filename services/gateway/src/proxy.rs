@@ -1346,11 +1346,15 @@ fn breaker_key(route: &Route) -> String {
     }
 }
 
-/// The request id: the client's `X-Request-Id` when it is a sane token, else a new UUID v4.
+/// The request id: the client's `X-Request-Id` when it is a sane token (at most 128 letters,
+/// digits and `-_.:+/=@`, as UUIDs, ULIDs and base64 ids are), else a new UUID v4. Quotes, angle
+/// brackets, back slashes and commas are refused: the id is written to logs, spans and
+/// upstream headers, where they could break the format or split it into a list.
 fn request_id_of(h: &HeaderMap) -> HeaderValue {
     if let Some(v) = h.get(REQUEST_ID) {
         let b = v.as_bytes();
-        if !b.is_empty() && b.len() <= 128 && b.iter().all(u8::is_ascii_graphic) {
+        let sane = |c: &u8| c.is_ascii_alphanumeric() || b"-_.:+/=@".contains(c);
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(sane) {
             return v.clone();
         }
     }

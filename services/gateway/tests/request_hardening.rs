@@ -445,3 +445,27 @@ async fn request_trailers_cannot_carry_a_subject_or_other_headers_upstream() {
     assert!(got.contains("hello"), "{got}");
     assert!(!got.to_ascii_lowercase().contains("x-user-id"), "{got}");
 }
+
+#[tokio::test]
+async fn a_client_request_id_with_odd_bytes_is_replaced_not_forwarded() {
+    let up = Recorder::start().await;
+    let gw = start(&up).await;
+    let long = "x".repeat(200);
+    for id in ["a b", "caf\u{e9}", "a\"<script>", "one,two", long.as_str()] {
+        let req = format!(
+            "GET /open/a HTTP/1.1\r\nHost: shop\r\nX-Request-Id: {id}\r\nConnection: close\r\n\r\n"
+        );
+        let resp = raw(&gw, req.as_bytes(), Duration::from_secs(5)).await;
+        assert_eq!(status_of(&resp), 200, "{resp}");
+        let echoed = resp
+            .lines()
+            .find_map(|l| l.strip_prefix("x-request-id: "))
+            .unwrap();
+        assert_eq!(echoed.len(), 36, "a UUID instead of {id:?}: {echoed}");
+    }
+    assert!(
+        !up.received().contains("script") && !up.received().contains("xxxxxxxx"),
+        "{}",
+        up.received()
+    );
+}
