@@ -840,7 +840,7 @@ impl Gateway {
 
     async fn route_request(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         peer: &Peer,
         request_id: &HeaderValue,
     ) -> (Response<ResponseBody>, &'static str) {
@@ -859,6 +859,18 @@ impl Gateway {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
         };
+        if let Some(normal) = req
+            .uri()
+            .path_and_query()
+            .and_then(|pq| crate::routes::normalize_unreserved(pq.as_str()))
+            && let Ok(pq) = normal.parse::<http::uri::PathAndQuery>()
+        {
+            let mut parts = req.uri().clone().into_parts();
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
         if let Some(why) = crate::routes::ambiguous_path(req.uri().path()) {
             let path = req.uri().path();
             let p = Problem::new(

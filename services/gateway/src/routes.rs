@@ -197,11 +197,51 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
+/// The request target with percent-encoded unreserved characters of its path decoded (RFC 3986
+/// §6.2.2.2: `%61dmin` and `admin` are the same path), or None when there are none, the usual
+/// case. Routing and the upstream then see one spelling of the path, so an encoding cannot carry a
+/// request past the route its decoded path belongs to; the query is left as it is.
+pub fn normalize_unreserved(path_and_query: &str) -> Option<String> {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .map_or((path_and_query, None), |(p, q)| (p, Some(q)));
+    let b = path.as_bytes();
+    let unreserved_at = |i: usize| {
+        let hex = |j: usize| b.get(j).and_then(|&h| char::from(h).to_digit(16));
+        let (hi, lo) = hex(i + 1).zip(hex(i + 2))?;
+        let c = u8::try_from(hi * 16 + lo).ok()?;
+        (c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')).then_some(c)
+    };
+    if !(0..b.len()).any(|i| b[i] == b'%' && unreserved_at(i).is_some()) {
+        return None;
+    }
+    let mut out = String::with_capacity(path_and_query.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        match (c, unreserved_at(i)) {
+            (b'%', Some(d)) => {
+                out.push(char::from(d));
+                i += 3;
+            }
+            _ => {
+                out.push(char::from(c));
+                i += 1;
+            }
+        }
+    }
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    Some(out)
+}
+
 /// Why a request path is refused before routing, if it is: forms an upstream server may
 /// normalise into another path than the one the route was chosen by (dot segments, empty
-/// segments, back slashes, `;` path parameters, encoded slashes, percent-encoded unreserved
-/// characters). Through them a public route's prefix could carry a request to a protected
-/// route's path (`/api/product/x/../admin` reaching `/api/product/admin`).
+/// segments, back slashes, `;` path parameters, encoded slashes). Through them a public route's
+/// prefix could carry a request to a protected route's path (`/api/product/x/../admin` reaching
+/// `/api/product/admin`). Percent-encoded unreserved characters are decoded before this check
+/// ([`normalize_unreserved`]), so `%2e%2e` is a dot segment here.
 pub fn ambiguous_path(path: &str) -> Option<&'static str> {
     let b = path.as_bytes();
     for (i, &c) in b.iter().enumerate() {
@@ -217,8 +257,9 @@ pub fn ambiguous_path(path: &str) -> Option<&'static str> {
                 if decoded == b'/' || decoded == b'\\' {
                     return Some("an encoded slash");
                 }
-                if decoded.is_ascii_alphanumeric() || matches!(decoded, b'-' | b'.' | b'_' | b'~') {
-                    return Some("a percent-encoded unreserved character");
+                if decoded == b'.' {
+                    // Only left when the caller did not normalise first.
+                    return Some("an encoded dot");
                 }
             }
             _ => {}
@@ -356,10 +397,28 @@ mod tests {
             "/a\\b",
             "/a;x=1",
             "/%2e%2e/b",
-            "/%61dmin",
         ] {
             assert!(ambiguous_path(bad).is_some(), "{bad}");
         }
+    }
+
+    #[test]
+    fn encoded_unreserved_characters_are_decoded_in_the_path_only() {
+        assert_eq!(normalize_unreserved("/api/product/a%20b?q=%61"), None);
+        assert_eq!(normalize_unreserved("/%C3%A9"), None, "not unreserved");
+        assert_eq!(
+            normalize_unreserved("/api/product/%61dmin?q=%61").as_deref(),
+            Some("/api/product/admin?q=%61")
+        );
+        assert_eq!(
+            normalize_unreserved("/u/%7Ejo%2Dx%2fy").as_deref(),
+            Some("/u/~jo-x%2fy"),
+            "an encoded slash stays encoded (and is refused by ambiguous_path)"
+        );
+        let dots = normalize_unreserved("/a/%2e%2E/b").unwrap();
+        assert_eq!(dots, "/a/../b");
+        assert!(ambiguous_path(&dots).is_some());
+        assert_eq!(normalize_unreserved("/a%6").as_deref(), None, "cut short");
     }
 
     #[test]

@@ -143,6 +143,21 @@ async fn paths_that_upstreams_normalise_into_a_protected_route_are_refused() {
     }
     assert_eq!(up.received(), "", "nothing reached the upstream");
 
+    // An encoded unreserved character is the character itself (RFC 3986 §6.2.2.2): routed and
+    // forwarded decoded, never refused (Java's URLEncoder writes `~` as `%7E`).
+    let resp = raw(
+        &gw,
+        b"GET /api/product/%7Ejo%2Dx HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    assert!(
+        up.received().contains("GET /api/product/~jo-x HTTP/1.1"),
+        "forwarded decoded: {}",
+        up.received()
+    );
+
     // Ordinary paths (with an encoded space, a query, a trailing slash) still pass.
     let resp = raw(
         &gw,
