@@ -21,7 +21,8 @@ use tokio::{
 };
 
 /// A raw upstream that records, per connection, every byte it received until the gateway went
-/// quiet for a moment, then answers `200 ok` and closes.
+/// quiet for 300 ms, then answers `200 ok` and closes (the `open` route's timeout leaves that
+/// answer 1.7 s to spare on a loaded machine).
 struct Recorder {
     url: String,
     seen: Arc<Mutex<Vec<String>>>,
@@ -95,7 +96,7 @@ async fn start(up: &Recorder) -> Gateway {
         r#"routes:
   - {{id: admin, prefix: /api/product/admin, upstreams: ["{u}"], auth: authenticated}}
   - {{id: product, prefix: /api/product, upstreams: ["{u}"]}}
-  - {{id: open, prefix: /open, upstreams: ["{u}"], auth: public, timeout_ms: 500}}
+  - {{id: open, prefix: /open, upstreams: ["{u}"], auth: public, timeout_ms: 2000}}
 proxy: {{retries: 0}}
 "#,
         u = up.url
@@ -396,7 +397,7 @@ async fn stalled_upload(gw: &Gateway, abort: bool) -> u16 {
 async fn clients_that_stall_or_abort_their_upload_do_not_open_the_upstreams_breaker() {
     let up = common::Upstream::start("echo").await;
     let yaml = format!(
-        "routes:\n  - {{id: echo, prefix: /echo, upstreams: [\"{}\"], auth: public, timeout_ms: 300}}\nproxy: {{retries: 0}}\n",
+        "routes:\n  - {{id: echo, prefix: /echo, upstreams: [\"{}\"], auth: public, timeout_ms: 1000}}\nproxy: {{retries: 0}}\n",
         up.url()
     );
     let gw = Gateway::start(&yaml, &[]).await;
