@@ -16,8 +16,9 @@
 #  (/proc/<pid>/task/*/schedstat) and the load tools' CPU time, to show how busy the 2 cores were: at a fixed
 #  rate each request costs the servers about twice the CPU it costs at wrk's maximum (no batching of
 #  wake-ups), so "half of the maximum rate" keeps the cores ~80 % busy and the tails are run-queue waits.
-#  3. RSS after the load: shop-gateway VmRSS/VmHWM; nginx proxy master + workers VmRSS.
-# Both load phases run BENCH_GATEWAY_ROUNDS (3) rounds, the targets' order rotating each round, and every
+#  3. RSS after the load: shop-gateway VmRSS/VmHWM; nginx proxy master + workers VmRSS (the last round's
+#     processes: a 1 s wrk warm-up and one fixed-rate run).
+# Both load phases run BENCH_GATEWAY_ROUNDS (5) rounds with freshly started proxies, the targets' order rotating each round, and every
 # figure is the median over the rounds: on a shared 2-core machine a single sequential run per target mostly
 # measured whatever else ran at that moment (runs of one binary varied by 20-30 %), and a fixed order always
 # gave the same target the same position.
@@ -122,15 +123,30 @@ EOF
 
 "$NGINX" -p "$TMP/up" -c "$TMP/up/nginx.conf" -e "$TMP/up/error.log" 2>"$TMP/up/stderr" & PIDS+=($!)
 UP_PID=$!
-"$NGINX" -p "$TMP/ng" -c "$TMP/ng/nginx.conf" -e "$TMP/ng/error.log" 2>"$TMP/ng/stderr" & PIDS+=($!)
-NG_PID=$!
-SHOP_BIND=127.0.0.1 SHOP_PORT=$GW SHOP_LOG_FORMAT=json RUST_LOG=warn \
-  "$BIN/shop-gateway" --routes "$TMP/routes.yaml" >"$TMP/gw.log" 2>&1 & PIDS+=($!)
-GW_PID=$!
 wait_http "http://127.0.0.1:$UP/"
-wait_http "http://127.0.0.1:$NG/"
-wait_http "http://127.0.0.1:$GW/health/ready"
-curl -sf "http://127.0.0.1:$GW/api/bench" | grep -q upstream || { echo "gateway does not proxy" >&2; exit 1; }
+# Both proxies are started afresh for every round. One process keeps the speed it started with: two
+# copies of one gateway binary, started at different times, ran at 29-31 and 40-43 us of CPU per request
+# over interleaved rounds, and at 39-40 both once restarted; so rounds on one process measured that
+# process's start, not the proxy, and a fresh start per round makes the median one over starts.
+# (The upstream serves every target of a round alike and stays.)
+NG_PID="" GW_PID=""
+start_proxies() {
+  "$NGINX" -p "$TMP/ng" -c "$TMP/ng/nginx.conf" -e "$TMP/ng/error.log" 2>>"$TMP/ng/stderr" & PIDS+=($!)
+  NG_PID=$!
+  SHOP_BIND=127.0.0.1 SHOP_PORT=$GW SHOP_LOG_FORMAT=json RUST_LOG=warn \
+    "$BIN/shop-gateway" --routes "$TMP/routes.yaml" >>"$TMP/gw.log" 2>&1 & PIDS+=($!)
+  GW_PID=$!
+  wait_http "http://127.0.0.1:$NG/"
+  wait_http "http://127.0.0.1:$GW/health/ready"
+  curl -sf "http://127.0.0.1:$GW/api/bench" | grep -q upstream || { echo "gateway does not proxy" >&2; exit 1; }
+  PROXY_PIDS=([direct]="" [nginx]="$NG_PID" [gateway]="$GW_PID")
+}
+# Stops both and waits for them to exit, so the next round's listeners are the only ones (the
+# gateway's SO_REUSEPORT would let a draining process share the port).
+stop_proxies() {
+  kill "$NG_PID" "$GW_PID" 2>/dev/null || true
+  wait "$NG_PID" "$GW_PID" 2>/dev/null || true
+}
 
 to_ms() { # wrk latency value like 812.00us / 1.20ms / 2.01s -> ms
   awk -v v="$1" 'BEGIN { n=v; sub(/[a-z]+$/,"",n); u=v; sub(/^[0-9.]+/,"",u);
@@ -159,7 +175,7 @@ sched_of() { # pids... -> "cpu_ns wait_ns"
   done
   echo "$cpu $wait"
 }
-declare -A PROXY_PIDS=([direct]="" [nginx]="$NG_PID" [gateway]="$GW_PID")
+declare -A PROXY_PIDS=([direct]="" [nginx]="" [gateway]="")
 SNAP=""
 snap() { SNAP="$(sched_of "$UP_PID") $(sched_of ${PROXY_PIDS[$1]})"; }
 # Per request CPU (us) of the upstream and the proxy since `snap`, and the proxy's run-queue wait (ms/s).
@@ -185,7 +201,9 @@ run_wrk() { # name url
   P99[$1]+="$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")") "
 }
 for r in $(seq 0 $(( ROUNDS - 1 ))); do
+  start_proxies
   for t in $(order "$r"); do run_wrk "$t" "${URL[$t]}"; done
+  stop_proxies
 done
 # shellcheck disable=SC2086 # the per-round lists are split on purpose
 for t in "${TARGETS[@]}"; do
@@ -224,6 +242,10 @@ run_fixed() { # name url -> R50/R99 of this round; appended to the per-target li
 }
 minus() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a-b}'; }
 for r in $(seq 0 $(( ROUNDS - 1 ))); do
+  (( r == 0 )) || stop_proxies
+  start_proxies
+  # Warm the fresh proxies' upstream pools, as wrk's warm-up does in the first phase.
+  for t in nginx gateway; do wrk -t2 -c64 -d1s "${URL[$t]}" >/dev/null 2>&1 || true; done
   for t in $(order "$r"); do run_fixed "$t" "${URL[$t]}"; done
   for t in nginx gateway; do
     ADD50[$t]+="$(minus "${R50[$t]}" "${R50[direct]}") "; ADD99[$t]+="$(minus "${R99[$t]}" "${R99[direct]}") "
@@ -263,7 +285,7 @@ nginx proxy: 2 workers, upstream keepalive pool. shop-gateway: $PROFILE build, 2
 default auth (GET public). Throughput: \`wrk -t2 -c64 -d${DUR}s --latency\` (closed loop, after a 2 s warm-up). Fixed rate:
 \`gateway-load URL $RATE $DUR 32\` (open loop at half of the gateway's median max: one thread, 32 connections, an epoll
 loop with a timerfd per due time; latency from the scheduled send time). Each phase runs $ROUNDS rounds with the targets' order
-rotating; figures are medians over the rounds ("added" = proxy minus direct within a round, then the median). wrk, the upstream and the proxies share the same $(nproc) cores.
+rotating and both proxies started afresh for every round (one process keeps the speed it started with); figures are medians over the rounds ("added" = proxy minus direct within a round, then the median). wrk, the upstream and the proxies share the same $(nproc) cores.
 
 | target | max req/s (wrk, median) | req/s per round | wrk p50 ms | wrk p99 ms | p50 ms @ $RATE/s | p99 ms @ $RATE/s | added p50 ms | added p99 ms | fixed-rate rounds (ok/errors/req/s) |
 |---|---|---|---|---|---|---|---|---|---|
@@ -273,7 +295,7 @@ $(row gateway shop-gateway)
 
 - Throughput ratio shop-gateway / nginx, median of the rounds' ratios (${ROUND_RATIOS[*]}): **$pratio** (goal: >= 1.00); ratio of the medians: $ratio.
 - Added p99 of shop-gateway at half its max rate: **${MA99[gateway]} ms** (nginx: ${MA99[nginx]} ms; goal: < 1 ms).
-- RSS after the runs: shop-gateway **$(( GW_RSS / 1024 )) MiB** (peak $(( GW_HWM / 1024 )) MiB); nginx proxy master + workers **$(( NG_RSS / 1024 )) MiB**.
+- RSS after the last round: shop-gateway **$(( GW_RSS / 1024 )) MiB** (peak $(( GW_HWM / 1024 )) MiB); nginx proxy master + workers **$(( NG_RSS / 1024 )) MiB**.
 
 CPU per request (medians over the rounds; from the threads' schedstat): the proxy's at wrk's maximum, then at
 $RATE/s the upstream's, the proxy's and gateway-load's, how busy the $(nproc) cores were in all (upstream + proxy
