@@ -263,9 +263,11 @@ pub async fn run(common: CommonArgs, args: GatewayArgs) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     tracing::info!(workers, "server workers");
+    let max_connections = cfg.proxy.max_connections;
     serve_workers(
         listener,
         workers,
+        max_connections,
         gw,
         Admin { readiness, metrics },
         shutdown,

@@ -236,6 +236,10 @@ pub struct ProxyConfig {
     pub replay_buffer_bytes: u64,
     /// Idle pooled upstream connections kept per host.
     pub pool_max_idle_per_host: usize,
+    /// Client connections open at once (split evenly over the server workers). At the limit the
+    /// gateway stops accepting: new connections wait in the listen backlog until one closes,
+    /// instead of each taking memory and a file descriptor.
+    pub max_connections: usize,
 }
 
 impl Default for ProxyConfig {
@@ -247,6 +251,7 @@ impl Default for ProxyConfig {
             retries: 2,
             replay_buffer_bytes: 64 * 1024,
             pool_max_idle_per_host: 256,
+            max_connections: 10_000,
         }
     }
 }
@@ -431,6 +436,9 @@ impl GatewayConfig {
         }
         if self.proxy.connect_timeout_ms == 0 {
             return Err(invalid("proxy.connect_timeout_ms", "must be > 0"));
+        }
+        if self.proxy.max_connections == 0 {
+            return Err(invalid("proxy.max_connections", "must be >= 1"));
         }
         if self.cors.allow_credentials && self.cors.allowed_origins.iter().any(|o| o == "*") {
             return Err(invalid(

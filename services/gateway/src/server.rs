@@ -29,7 +29,7 @@ use hyper_util::{
 use shop_runtime::{Metrics, Readiness};
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::mpsc,
+    sync::{Notify, mpsc},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -103,20 +103,49 @@ type Handoff = (std::net::TcpStream, SocketAddr, OpenConn);
 /// and that worker's core becomes the limit while the other idles. A worker that accepts a
 /// connection while it already serves more than one connection more than the least-loaded
 /// worker hands the connection over to that worker (once per connection, never per request).
+///
+/// It also enforces the connection limit: each worker holds at most its share of
+/// `proxy.max_connections` and stops accepting while it is full, woken when one of its
+/// connections closes.
 #[derive(Debug)]
 struct Balance {
     open: Vec<AtomicUsize>,
+    /// Per worker: signalled when one of its connections closes.
+    closed: Vec<Notify>,
+    /// Most connections one worker holds.
+    per_worker: usize,
     inboxes: Vec<mpsc::UnboundedSender<Handoff>>,
 }
 
 impl Balance {
-    /// A balance over `workers` workers, with each worker's inbox of handed-over connections.
-    fn new(workers: usize) -> (Arc<Self>, Vec<mpsc::UnboundedReceiver<Handoff>>) {
+    /// A balance over `workers` workers sharing `max_connections`, with each worker's inbox of
+    /// handed-over connections.
+    fn new(
+        workers: usize,
+        max_connections: usize,
+    ) -> (Arc<Self>, Vec<mpsc::UnboundedReceiver<Handoff>>) {
         let (inboxes, rx): (Vec<_>, Vec<_>) = (0..workers.max(1))
             .map(|_| mpsc::unbounded_channel())
             .unzip();
         let open = (0..inboxes.len()).map(|_| AtomicUsize::new(0)).collect();
-        (Arc::new(Self { open, inboxes }), rx)
+        let closed = (0..inboxes.len()).map(|_| Notify::new()).collect();
+        let per_worker = max_connections.div_ceil(inboxes.len()).max(1);
+        (
+            Arc::new(Self {
+                open,
+                closed,
+                per_worker,
+                inboxes,
+            }),
+            rx,
+        )
+    }
+
+    /// Whether worker `me` holds its share of the connection limit.
+    fn full(&self, me: usize) -> bool {
+        self.open
+            .get(me)
+            .is_some_and(|n| n.load(Ordering::Relaxed) >= self.per_worker)
     }
 
     /// The worker that should take a connection accepted by worker `me`, if not `me`.
@@ -149,6 +178,9 @@ impl Drop for OpenConn {
         if let Some(n) = self.0.open.get(self.1) {
             n.fetch_sub(1, Ordering::Relaxed);
         }
+        if let Some(closed) = self.0.closed.get(self.1) {
+            closed.notify_one();
+        }
     }
 }
 
@@ -171,6 +203,7 @@ pub fn bind_reuseport(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub async fn serve_workers(
     first: TcpListener,
     workers: usize,
+    max_connections: usize,
     gw: Arc<Gateway>,
     admin: Admin,
     shutdown: CancellationToken,
@@ -179,7 +212,7 @@ pub async fn serve_workers(
     let addr = first.local_addr()?;
     let mut first = Some(first.into_std()?);
     let mut done = Vec::new();
-    let (balance, inboxes) = Balance::new(workers);
+    let (balance, inboxes) = Balance::new(workers, max_connections);
     for (i, inbox) in inboxes.into_iter().enumerate() {
         let (tx, rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
         let std_listener = first.take();
@@ -277,7 +310,18 @@ async fn serve(
         .writev(false);
     // Note: no `max_headers` above hyper's default (100): a larger limit makes hyper allocate its
     // header parsing arrays on the heap for every request.
-    loop {
+    'accept: loop {
+        // At its share of the connection limit the worker leaves new connections in the listen
+        // backlog (and to the other workers' listeners) until one of its own closes.
+        while worker.balance.full(worker.index) {
+            let Some(closed) = worker.balance.closed.get(worker.index) else {
+                break;
+            };
+            tokio::select! {
+                () = closed.notified() => {}
+                () = shutdown.cancelled() => break 'accept,
+            }
+        }
         let (stream, peer, open) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => match worker.balance.elsewhere(worker.index) {
@@ -370,7 +414,7 @@ mod tests {
 
     #[test]
     fn balance_hands_over_only_when_a_worker_is_ahead_by_more_than_one() {
-        let (b, _rx) = Balance::new(2);
+        let (b, _rx) = Balance::new(2, 100);
         assert_eq!(b.elsewhere(0), None);
         b.open[0].store(1, Ordering::Relaxed);
         assert_eq!(b.elsewhere(0), None, "one ahead is balanced enough");
@@ -381,8 +425,22 @@ mod tests {
             None,
             "the least-loaded worker keeps its connections"
         );
-        let (one, _rx) = Balance::new(1);
+        let (one, _rx) = Balance::new(1, 100);
         one.open[0].store(10, Ordering::Relaxed);
         assert_eq!(one.elsewhere(0), None);
+    }
+
+    #[test]
+    fn each_worker_holds_its_share_of_the_connection_limit() {
+        let (b, _rx) = Balance::new(2, 5);
+        assert_eq!(
+            b.per_worker, 3,
+            "rounded up: the limit is never below what was asked"
+        );
+        let held: Vec<OpenConn> = (0..3).map(|_| OpenConn::new(&b, 0)).collect();
+        assert!(b.full(0));
+        assert!(!b.full(1), "the other worker's share is its own");
+        drop(held);
+        assert!(!b.full(0), "closing connections frees the share");
     }
 }

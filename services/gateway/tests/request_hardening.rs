@@ -1,7 +1,8 @@
 //! Integration tests of what a hostile or careless client can make the real `shop-gateway` process
 //! do on the request side: path tricks that reach a protected route's upstream path through a
 //! public route, framing tricks that could desynchronise the upstream connection (request
-//! smuggling), and a client that announces a body and never sends it.
+//! smuggling), a client that announces a body and never sends it, and more connections than the
+//! gateway's limit.
 //!
 //! Exists because each of these was a defect found in review: the tests speak raw HTTP/1.1 to the
 //! gateway (so the bytes are exactly the attacker's) and, where it matters, a raw TCP upstream
@@ -484,4 +485,66 @@ async fn a_client_request_id_with_odd_bytes_is_replaced_not_forwarded() {
         "{}",
         up.received()
     );
+}
+
+/// Reads one response head from a kept-alive connection: its status, None when nothing complete
+/// arrived within `wait`.
+async fn status_within(s: &mut TcpStream, wait: Duration) -> Option<u16> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read_head = async {
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(wait, read_head).await.ok()?;
+    let status = status_of(&String::from_utf8_lossy(&got));
+    (status != 0).then_some(status)
+}
+
+#[tokio::test]
+async fn at_its_connection_limit_the_gateway_takes_a_new_connection_only_when_one_closes() {
+    let up = common::Upstream::start("limited").await;
+    let yaml = format!(
+        "routes:\n  - {{id: up, prefix: /up, upstreams: [\"{}\"], auth: public}}\nproxy: {{max_connections: 2}}\n",
+        up.url()
+    );
+    let gw = Gateway::start(&yaml, &[("SHOP_GATEWAY_WORKERS", "1")]).await;
+    // The start-up readiness probe's connection is closed once its client is gone.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let addr = gw.url("").trim_start_matches("http://").to_owned();
+    let req = b"GET /up/x HTTP/1.1\r\nHost: shop\r\n\r\n";
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(req).await.unwrap();
+        assert_eq!(
+            status_within(&mut s, Duration::from_secs(5)).await,
+            Some(200),
+            "connection {i} is within the limit"
+        );
+        held.push(s);
+    }
+    // The kernel still completes the handshake (listen backlog), but the gateway does not take the
+    // connection while both kept-alive ones are open.
+    let mut third = TcpStream::connect(&addr).await.unwrap();
+    third.write_all(req).await.unwrap();
+    assert_eq!(
+        status_within(&mut third, Duration::from_millis(700)).await,
+        None,
+        "a third connection is served beyond the limit of 2"
+    );
+    drop(held.pop());
+    assert_eq!(
+        status_within(&mut third, Duration::from_secs(5)).await,
+        Some(200),
+        "once one closes, the waiting connection is taken and answered"
+    );
+    // The connection still held keeps working.
+    let s = held.first_mut().unwrap();
+    s.write_all(req).await.unwrap();
+    assert_eq!(status_within(s, Duration::from_secs(5)).await, Some(200));
 }
