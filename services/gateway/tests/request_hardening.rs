@@ -548,3 +548,25 @@ async fn at_its_connection_limit_the_gateway_takes_a_new_connection_only_when_on
     s.write_all(req).await.unwrap();
     assert_eq!(status_within(s, Duration::from_secs(5)).await, Some(200));
 }
+
+#[tokio::test]
+async fn a_request_head_that_never_ends_is_refused_after_a_bounded_amount() {
+    let up = Recorder::start().await;
+    let gw = start(&up).await;
+    let addr = gw.url("").trim_start_matches("http://").to_owned();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // 100 KiB of one header line that never ends: the head limit (32 KiB) applies to an
+    // unfinished head too, so the gateway gives up on it instead of buffering it (hyper's read
+    // buffer alone would grow to about 400 KiB per connection).
+    s.write_all(b"GET /open/a HTTP/1.1\r\nHost: shop\r\nX-Fill: ")
+        .await
+        .unwrap();
+    let fill = vec![b'f'; 100 * 1024];
+    let _ = s.write_all(&fill).await;
+    assert_eq!(
+        status_within(&mut s, Duration::from_secs(5)).await,
+        Some(431),
+        "an unfinished head over the head limit is refused"
+    );
+    assert_eq!(up.received(), "", "nothing reached the upstream");
+}
