@@ -253,6 +253,8 @@ const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
 pub struct Peer {
     addr: SocketAddr,
     ip: HeaderValue,
+    /// The client's key for per-IP rate limits (built once per connection, not per request).
+    limit_key: String,
 }
 
 impl Peer {
@@ -260,12 +262,33 @@ impl Peer {
     pub fn new(addr: SocketAddr) -> Self {
         let ip = HeaderValue::from_str(&addr.ip().to_string())
             .unwrap_or_else(|_| HV::from_static("unknown"));
-        Self { addr, ip }
+        Self {
+            addr,
+            ip,
+            limit_key: limit_key(addr.ip()),
+        }
     }
 
     /// The peer's socket address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+}
+
+/// The per-IP rate-limit key of a client address. An IPv6 client is keyed by its /64, the
+/// smallest prefix a site is given: keyed by the full address, one client could rotate through
+/// its 2^64 addresses to get a fresh bucket each time and fill the limiter's key table (which
+/// then refuses new clients). An IPv4-mapped IPv6 address counts as the IPv4 address.
+fn limit_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => format!("ip:{v4}"),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("ip:{v4}"),
+            None => {
+                let s = v6.segments();
+                format!("ip6:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
     }
 }
 
@@ -953,9 +976,8 @@ impl Gateway {
                 // A refused request still costs its client (by IP) a token, so missing or bad
                 // tokens cannot be sent without limit; once over it, 429 instead of 401/403.
                 if self.limits.enabled()
-                    && let Decision::Limited { info, retry_after } = self
-                        .limits
-                        .check(route.index, &format!("ip:{}", peer.addr.ip()))
+                    && let Decision::Limited { info, retry_after } =
+                        self.limits.check(route.index, &peer.limit_key)
                 {
                     return Err(too_many_requests(route, &info, retry_after));
                 }
@@ -964,12 +986,11 @@ impl Gateway {
         };
 
         // Rate limit: per client (subject, else IP) and route (the key is built only when on).
-        let check = || {
-            let client_key = principal.as_ref().map_or_else(
-                || format!("ip:{}", peer.addr.ip()),
-                |p| format!("sub:{}", p.subject),
-            );
-            self.limits.check(route.index, &client_key)
+        let check = || match principal.as_ref() {
+            Some(p) => self
+                .limits
+                .check(route.index, &format!("sub:{}", p.subject)),
+            None => self.limits.check(route.index, &peer.limit_key),
         };
         let decision = if self.limits.enabled() {
             check()
@@ -1455,6 +1476,20 @@ fn add_rate_problem_headers(p: Problem, i: &RateInfo) -> Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_ip_limit_keys_group_an_ipv6_site_and_unmap_ipv4() {
+        let key = |s: &str| Peer::new(s.parse().unwrap()).limit_key;
+        assert_eq!(key("192.0.2.7:4000"), "ip:192.0.2.7");
+        assert_eq!(key("[::ffff:192.0.2.7]:4000"), "ip:192.0.2.7");
+        assert_eq!(
+            key("[2001:db8:1:2:aaaa::1]:4000"),
+            key("[2001:db8:1:2:ffff:1:2:3]:5000"),
+            "one /64, one bucket"
+        );
+        assert_eq!(key("[2001:db8:1:2::1]:4000"), "ip6:2001:db8:1:2::/64");
+        assert_ne!(key("[2001:db8:1:2::1]:1"), key("[2001:db8:1:3::1]:1"));
+    }
 
     #[test]
     fn hop_by_hop_headers_are_removed() {
