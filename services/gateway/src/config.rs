@@ -240,6 +240,61 @@ pub struct ProxyConfig {
     /// gateway stops accepting: new connections wait in the listen backlog until one closes,
     /// instead of each taking memory and a file descriptor.
     pub max_connections: usize,
+    /// Peers (addresses or CIDR blocks, e.g. a TLS-terminating load balancer) whose
+    /// `X-Forwarded-Proto` is passed on. From anyone else the gateway, being the edge, sets it
+    /// itself: a client must not tell the services it came over https.
+    pub trusted_proxies: Vec<String>,
+}
+
+/// An address block of [`ProxyConfig::trusted_proxies`]: `10.0.0.0/8`, `fd00::/8` or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `addr` or `addr/prefix`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (a, p) = s
+            .trim()
+            .split_once('/')
+            .map_or((s.trim(), None), |(a, p)| (a, Some(p)));
+        let addr: std::net::IpAddr = a.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.parse::<u8>().ok().filter(|&n| n <= max)?,
+            None => max,
+        };
+        Some(Self { addr, prefix })
+    }
+
+    /// Whether `ip` is in the block (an IPv4-mapped IPv6 address counts as the IPv4 address).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        let ip = match ip {
+            V6(v6) => v6.to_ipv4_mapped().map_or(ip, V4),
+            v4 @ V4(_) => v4,
+        };
+        let keep = |bits: u32, width: u32| -> u128 {
+            if bits == 0 {
+                0
+            } else {
+                (u128::MAX >> (128 - width)) & !((1u128 << (width - bits)) - 1)
+            }
+        };
+        match (self.addr, ip) {
+            (V4(net), V4(a)) => {
+                let m = keep(u32::from(self.prefix), 32);
+                u128::from(u32::from(net)) & m == u128::from(u32::from(a)) & m
+            }
+            (V6(net), V6(a)) => {
+                let m = keep(u32::from(self.prefix), 128);
+                u128::from(net) & m == u128::from(a) & m
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Default for ProxyConfig {
@@ -252,6 +307,7 @@ impl Default for ProxyConfig {
             replay_buffer_bytes: 64 * 1024,
             pool_max_idle_per_host: 256,
             max_connections: 10_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -440,6 +496,14 @@ impl GatewayConfig {
         if self.proxy.max_connections == 0 {
             return Err(invalid("proxy.max_connections", "must be >= 1"));
         }
+        for (i, t) in self.proxy.trusted_proxies.iter().enumerate() {
+            if Cidr::parse(t).is_none() {
+                return Err(invalid(
+                    format!("proxy.trusted_proxies[{i}]"),
+                    format!("`{t}` is not an IP address or CIDR block"),
+                ));
+            }
+        }
         if self.cors.allow_credentials && self.cors.allowed_origins.iter().any(|o| o == "*") {
             return Err(invalid(
                 "cors.allow_credentials",
@@ -466,6 +530,29 @@ fn check_bucket(b: &Bucket, field: &str) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trusted_proxy_blocks_parse_and_match() {
+        let c = |s: &str| Cidr::parse(s).unwrap();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(c("10.0.0.0/8").contains(ip("10.200.1.2")));
+        assert!(!c("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(c("127.0.0.1").contains(ip("127.0.0.1")));
+        assert!(!c("127.0.0.1").contains(ip("127.0.0.2")));
+        assert!(c("0.0.0.0/0").contains(ip("203.0.113.9")));
+        assert!(c("10.0.0.0/8").contains(ip("::ffff:10.1.2.3")), "mapped");
+        assert!(c("fd00::/8").contains(ip("fd12::1")));
+        assert!(!c("fd00::/8").contains(ip("fe80::1")));
+        assert!(c("::1").contains(ip("::1")));
+        assert!(!c("10.0.0.0/8").contains(ip("fd00::1")), "families differ");
+        for bad in ["10.0.0.0/33", "fd00::/129", "nope", "10.0.0.0/x", ""] {
+            assert!(Cidr::parse(bad).is_none(), "{bad}");
+        }
+        let mut cfg = GatewayConfig::default();
+        cfg.proxy.trusted_proxies = vec!["10.0.0.0/8".into(), "lb.local".into()];
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("proxy.trusted_proxies[1]"), "{err}");
+    }
 
     #[test]
     fn empty_file_gives_shop_routes() {

@@ -306,6 +306,8 @@ pub struct Gateway {
     route_labels: Vec<&'static str>,
     metrics: Metrics,
     proxy: ProxyConfig,
+    /// `proxy.trusted_proxies`, parsed.
+    trusted: Vec<crate::config::Cidr>,
     pool: PoolConfig,
     cors: CorsConfig,
     tracing_enabled: bool,
@@ -478,7 +480,8 @@ pub struct Outgoing<'a> {
     connection_named: bool,
     user: Option<HeaderValue>,
     forwarded_for: Option<HeaderValue>,
-    /// Add `X-Forwarded-Proto: http` (the client sent none; a client's value is kept).
+    /// Set `X-Forwarded-Proto: http` in place of any the client sent (false: a trusted proxy's
+    /// value is passed on).
     forwarded_proto: bool,
     forwarded_host: Option<HeaderValue>,
     request_id: HeaderValue,
@@ -495,6 +498,7 @@ impl Outgoing<'_> {
             || *name == X_REQUEST_ID
             || (*name == X_FORWARDED_FOR && self.forwarded_for.is_some())
             || *name == X_FORWARDED_HOST
+            || (*name == X_FORWARDED_PROTO && self.forwarded_proto)
             || self.trace.as_ref().is_some_and(|t| t.contains_key(name))
         {
             return true;
@@ -682,6 +686,12 @@ impl Gateway {
                 max_idle_per_host: p.proxy.pool_max_idle_per_host,
                 idle_timeout: UPSTREAM_IDLE_TIMEOUT,
             },
+            trusted: p
+                .proxy
+                .trusted_proxies
+                .iter()
+                .filter_map(|t| crate::config::Cidr::parse(t))
+                .collect(),
             proxy: p.proxy,
             cors: p.cors,
             tracing_enabled: p.tracing_enabled,
@@ -1133,7 +1143,8 @@ impl Gateway {
             connection_named: incoming.contains_key(header::CONNECTION),
             user,
             forwarded_for,
-            forwarded_proto: !incoming.contains_key(X_FORWARDED_PROTO),
+            forwarded_proto: !(incoming.contains_key(X_FORWARDED_PROTO)
+                && self.trusted.iter().any(|c| c.contains(peer.addr.ip()))),
             forwarded_host: host.cloned(),
             request_id: request_id.clone(),
             trace,
@@ -1544,7 +1555,7 @@ mod tests {
         assert_eq!(
             all("x-forwarded-proto"),
             ["https"],
-            "a client's proto is kept"
+            "a trusted proxy's proto is kept"
         );
         assert_eq!(all("x-forwarded-host"), ["shop.example"]);
         assert_eq!(all("traceparent"), ["00-gateway"]);
@@ -1570,6 +1581,25 @@ mod tests {
         assert_eq!(m.get(X_FORWARDED_PROTO).unwrap(), "http");
         assert!(m.get(X_USER_ID).is_none());
         assert_eq!(m.len(), 2);
+
+        let mut claimed = HeaderMap::new();
+        claimed.insert(X_FORWARDED_PROTO, HV::from_static("https"));
+        let out = Outgoing {
+            incoming: &claimed,
+            connection_named: false,
+            user: None,
+            forwarded_for: None,
+            forwarded_proto: true,
+            forwarded_host: None,
+            request_id: HV::from_static("gw-id"),
+            trace: None,
+        };
+        let m = out.to_map();
+        assert_eq!(
+            m.get_all(X_FORWARDED_PROTO).iter().collect::<Vec<_>>(),
+            [&HV::from_static("http")],
+            "an untrusted client's claim is replaced, not repeated"
+        );
     }
 
     #[test]

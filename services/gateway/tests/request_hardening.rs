@@ -570,3 +570,37 @@ async fn a_request_head_that_never_ends_is_refused_after_a_bounded_amount() {
     );
     assert_eq!(up.received(), "", "nothing reached the upstream");
 }
+
+#[tokio::test]
+async fn only_a_trusted_proxy_may_say_the_request_came_over_https() {
+    let req = b"GET /open/a HTTP/1.1\r\nHost: shop\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n";
+    let up = Recorder::start().await;
+    let gw = start(&up).await;
+    let resp = raw(&gw, req, Duration::from_secs(5)).await;
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    let got = up.received().to_ascii_lowercase();
+    assert!(got.contains("x-forwarded-proto: http\r\n"), "{got}");
+    assert!(
+        !got.contains("x-forwarded-proto: https"),
+        "a client's claim of https is not passed on: {got}"
+    );
+
+    let trusted = Recorder::start().await;
+    let yaml = format!(
+        "routes:\n  - {{id: open, prefix: /open, upstreams: [\"{}\"], auth: public, timeout_ms: 2000}}\nproxy: {{trusted_proxies: [\"127.0.0.0/8\"]}}\n",
+        trusted.url
+    );
+    let gw = Gateway::start(&yaml, &[]).await;
+    let resp = raw(&gw, req, Duration::from_secs(5)).await;
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    let got = trusted.received().to_ascii_lowercase();
+    assert_eq!(
+        got.matches("x-forwarded-proto:").count(),
+        1,
+        "one value: {got}"
+    );
+    assert!(
+        got.contains("x-forwarded-proto: https\r\n"),
+        "a trusted proxy's value is kept: {got}"
+    );
+}
