@@ -276,20 +276,15 @@ impl Cidr {
             V6(v6) => v6.to_ipv4_mapped().map_or(ip, V4),
             v4 @ V4(_) => v4,
         };
-        let keep = |bits: u32, width: u32| -> u128 {
-            if bits == 0 {
-                0
-            } else {
-                (u128::MAX >> (128 - width)) & !((1u128 << (width - bits)) - 1)
-            }
-        };
+        // The prefix's leading ones (a shift by the whole width, prefix 0, leaves none).
+        let host_bits = |width: u8| u32::from(width.saturating_sub(self.prefix));
         match (self.addr, ip) {
             (V4(net), V4(a)) => {
-                let m = keep(u32::from(self.prefix), 32);
-                u128::from(u32::from(net)) & m == u128::from(u32::from(a)) & m
+                let m = u32::MAX.checked_shl(host_bits(32)).unwrap_or(0);
+                u32::from(net) & m == u32::from(a) & m
             }
             (V6(net), V6(a)) => {
-                let m = keep(u32::from(self.prefix), 128);
+                let m = u128::MAX.checked_shl(host_bits(128)).unwrap_or(0);
                 u128::from(net) & m == u128::from(a) & m
             }
             _ => false,

@@ -197,6 +197,13 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
+/// The byte a `%XX` escape at `i` stands for (None: no complete escape there).
+fn percent_decoded(b: &[u8], i: usize) -> Option<u8> {
+    let hex = |j: usize| b.get(j).and_then(|&h| char::from(h).to_digit(16));
+    let (hi, lo) = hex(i + 1).zip(hex(i + 2))?;
+    u8::try_from(hi * 16 + lo).ok()
+}
+
 /// The request target with percent-encoded unreserved characters of its path decoded (RFC 3986
 /// §6.2.2.2: `%61dmin` and `admin` are the same path), or None when there are none, the usual
 /// case. Routing and the upstream then see one spelling of the path, so an encoding cannot carry a
@@ -207,10 +214,8 @@ pub fn normalize_unreserved(path_and_query: &str) -> Option<String> {
         .map_or((path_and_query, None), |(p, q)| (p, Some(q)));
     let b = path.as_bytes();
     let unreserved_at = |i: usize| {
-        let hex = |j: usize| b.get(j).and_then(|&h| char::from(h).to_digit(16));
-        let (hi, lo) = hex(i + 1).zip(hex(i + 2))?;
-        let c = u8::try_from(hi * 16 + lo).ok()?;
-        (c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')).then_some(c)
+        percent_decoded(b, i)
+            .filter(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~'))
     };
     if !(0..b.len()).any(|i| b[i] == b'%' && unreserved_at(i).is_some()) {
         return None;
@@ -249,11 +254,9 @@ pub fn ambiguous_path(path: &str) -> Option<&'static str> {
             b'\\' => return Some("a back slash"),
             b';' => return Some("a path parameter (`;`)"),
             b'%' => {
-                let hex = |j: usize| b.get(j).and_then(|&h| char::from(h).to_digit(16));
-                let Some((hi, lo)) = hex(i + 1).zip(hex(i + 2)) else {
+                let Some(decoded) = percent_decoded(b, i) else {
                     continue;
                 };
-                let decoded = u8::try_from(hi * 16 + lo).unwrap_or(0);
                 if decoded == b'/' || decoded == b'\\' {
                     return Some("an encoded slash");
                 }

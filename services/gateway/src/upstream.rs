@@ -233,7 +233,21 @@ fn dial_of(key: &str) -> Result<Dial, UpstreamError> {
 
 /// Puts an idle connection back into this thread's pool (or drops it when the pool is full).
 fn put_idle(key: &str, sender: Sender, cfg: &PoolConfig) {
-    if sender.is_closed() || cfg.max_idle_per_host == 0 {
+    if !sender.is_closed() {
+        put_back(key, sender, cfg, |ep| &mut ep.idle, Sender::is_closed);
+    }
+}
+
+/// Puts a connection back into the idle list `list` picks of this thread's endpoint for `key`,
+/// after dropping the expired (or `closed`) ones; drops it when that list is full.
+fn put_back<C>(
+    key: &str,
+    conn: C,
+    cfg: &PoolConfig,
+    list: impl FnOnce(&mut Endpoint) -> &mut VecDeque<(C, Instant)>,
+    closed: impl Fn(&C) -> bool,
+) {
+    if cfg.max_idle_per_host == 0 {
         return;
     }
     // `try_with`: a body dropped while the thread's locals are torn down just closes its connection.
@@ -243,9 +257,10 @@ fn put_idle(key: &str, sender: Sender, cfg: &PoolConfig) {
         };
         if let Some(ep) = pool.get_mut(key) {
             let now = pool_now();
-            drop_expired(&mut ep.idle, now, cfg.idle_timeout, Sender::is_closed);
-            if ep.idle.len() < cfg.max_idle_per_host {
-                ep.idle.push_back((sender, now));
+            let idle = list(ep);
+            drop_expired(idle, now, cfg.idle_timeout, closed);
+            if idle.len() < cfg.max_idle_per_host {
+                idle.push_back((conn, now));
             }
         }
     });
@@ -421,21 +436,7 @@ fn checkout_lean(base: &str, cfg: &PoolConfig) -> Result<Checkout<h1::Conn>, Ups
 
 /// Puts a lean connection back into this thread's pool (or drops it when the pool is full).
 fn put_lean_idle(key: &str, conn: h1::Conn, cfg: &PoolConfig) {
-    if cfg.max_idle_per_host == 0 {
-        return;
-    }
-    let _ = POOL.try_with(|pool| {
-        let Ok(mut pool) = pool.try_borrow_mut() else {
-            return;
-        };
-        if let Some(ep) = pool.get_mut(key) {
-            let now = pool_now();
-            drop_expired(&mut ep.lean_idle, now, cfg.idle_timeout, |_| false);
-            if ep.lean_idle.len() < cfg.max_idle_per_host {
-                ep.lean_idle.push_back((conn, now));
-            }
-        }
-    });
+    put_back(key, conn, cfg, |ep| &mut ep.lean_idle, |_| false);
 }
 
 /// `send` for a request the lean client carries (see `h1::eligible`). A pooled connection that

@@ -76,13 +76,25 @@ impl Recorder {
 
 /// Sends `bytes` on a new connection to the gateway and returns what came back until the
 /// gateway closed the connection (or `wait` passed).
+/// A raw TCP connection to the gateway.
+async fn connect(gw: &Gateway) -> TcpStream {
+    TcpStream::connect(("127.0.0.1", gw.svc.port()))
+        .await
+        .unwrap()
+}
+
 async fn raw(gw: &Gateway, bytes: &[u8], wait: Duration) -> String {
-    let addr = gw.url("").trim_start_matches("http://").to_owned();
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut s = connect(gw).await;
     s.write_all(bytes).await.unwrap();
     let mut got = Vec::new();
     let _ = tokio::time::timeout(wait, s.read_to_end(&mut got)).await;
     String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Sends `req` on its own connection and asserts the gateway answered `status`.
+async fn refused(gw: &Gateway, req: &str, status: u16) {
+    let resp = raw(gw, req.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(status_of(&resp), status, "{req:?}: {resp}");
 }
 
 fn status_of(resp: &str) -> u16 {
@@ -299,8 +311,7 @@ async fn requests_with_unusable_framing_never_reach_the_upstream() {
         "POST /open/a HTTP/1.1\r\nHost: shop\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
         "POST /open/a HTTP/1.1\r\nHost: shop\r\nContent-Length: 3\r\nX-Folded: a\r\n b\r\n\r\nabc",
     ] {
-        let resp = raw(&gw, req.as_bytes(), Duration::from_secs(5)).await;
-        assert_eq!(status_of(&resp), 400, "{req:?}: {resp}");
+        refused(&gw, req, 400).await;
     }
     assert_eq!(up.received(), "", "nothing reached the upstream");
 }
@@ -309,7 +320,6 @@ async fn requests_with_unusable_framing_never_reach_the_upstream() {
 async fn expect_100_continue_is_answered_before_the_body_and_refusals_need_no_body() {
     let up = Recorder::start().await;
     let gw = start(&up).await;
-    let addr = gw.url("").trim_start_matches("http://").to_owned();
 
     // Refused (a write without a token): the 401 comes without the body being sent.
     let resp = raw(
@@ -321,7 +331,7 @@ async fn expect_100_continue_is_answered_before_the_body_and_refusals_need_no_bo
     assert_eq!(status_of(&resp), 401, "{resp}");
 
     // Accepted: `100 Continue` first, then the body goes through.
-    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let mut s = connect(&gw).await;
     s.write_all(b"POST /open/a HTTP/1.1\r\nHost: shop\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
@@ -376,8 +386,7 @@ async fn requests_refused_by_authentication_still_count_against_the_clients_rate
 /// Starts a request with a chunked body, sends one chunk, then stalls (or, with `abort`, closes
 /// the connection); returns the status the gateway answered (0: none).
 async fn stalled_upload(gw: &Gateway, abort: bool) -> u16 {
-    let addr = gw.url("").trim_start_matches("http://").to_owned();
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut s = connect(gw).await;
     s.write_all(
         b"POST /echo/upload HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
     )
@@ -444,8 +453,7 @@ async fn a_protected_get_or_host_route_is_not_bypassed_by_head_or_a_trailing_dot
         "GET /v/1 HTTP/1.1\r\nHost: admin.example\r\nConnection: close\r\n\r\n",
         "GET /v/1 HTTP/1.1\r\nHost: ADMIN.example.:8080\r\nConnection: close\r\n\r\n",
     ] {
-        let resp = raw(&gw, req.as_bytes(), Duration::from_secs(5)).await;
-        assert_eq!(status_of(&resp), 401, "{req:?}: {resp}");
+        refused(&gw, req, 401).await;
     }
     assert_eq!(up.received(), "", "nothing reached the upstream");
 }
@@ -515,11 +523,10 @@ async fn at_its_connection_limit_the_gateway_takes_a_new_connection_only_when_on
     let gw = Gateway::start(&yaml, &[("SHOP_GATEWAY_WORKERS", "1")]).await;
     // The start-up readiness probe's connection is closed once its client is gone.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let addr = gw.url("").trim_start_matches("http://").to_owned();
     let req = b"GET /up/x HTTP/1.1\r\nHost: shop\r\n\r\n";
     let mut held = Vec::new();
     for i in 0..2 {
-        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let mut s = connect(&gw).await;
         s.write_all(req).await.unwrap();
         assert_eq!(
             status_within(&mut s, Duration::from_secs(5)).await,
@@ -530,7 +537,7 @@ async fn at_its_connection_limit_the_gateway_takes_a_new_connection_only_when_on
     }
     // The kernel still completes the handshake (listen backlog), but the gateway does not take the
     // connection while both kept-alive ones are open.
-    let mut third = TcpStream::connect(&addr).await.unwrap();
+    let mut third = connect(&gw).await;
     third.write_all(req).await.unwrap();
     assert_eq!(
         status_within(&mut third, Duration::from_millis(700)).await,
@@ -553,8 +560,7 @@ async fn at_its_connection_limit_the_gateway_takes_a_new_connection_only_when_on
 async fn a_request_head_that_never_ends_is_refused_after_a_bounded_amount() {
     let up = Recorder::start().await;
     let gw = start(&up).await;
-    let addr = gw.url("").trim_start_matches("http://").to_owned();
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut s = connect(&gw).await;
     // 100 KiB of one header line that never ends: the head limit (32 KiB) applies to an
     // unfinished head too, so the gateway gives up on it instead of buffering it (hyper's read
     // buffer alone would grow to about 400 KiB per connection).
