@@ -185,7 +185,15 @@ async fn idempotency_key_replays_refuses_a_different_body_and_detects_in_flight(
             (r.status(), r.json::<Value>().await.unwrap())
         })
     };
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Until the first request holds the key (a fixed wait lost the race on a loaded machine: the
+    // second request claimed the key first and the first one got its replay).
+    let claimed = shop_testkit::wait_until(Duration::from_secs(10), || async {
+        shop.count("SELECT COUNT(*) FROM idempotency_keys WHERE idem_key = 'key-2' AND state = 'IN_FLIGHT'")
+            .await
+            == 1
+    })
+    .await;
+    assert!(claimed, "the first request never claimed key-2");
     let (s4, h4, b4) = shop.order(lines.clone(), Some("key-2")).await;
     signal(&shop.inventory, "CONT");
     assert_eq!(s4, StatusCode::CONFLICT, "{b4}");
