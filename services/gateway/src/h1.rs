@@ -20,6 +20,7 @@
 //! `Connection: close`, framed by length or chunks, consumed exactly to its end.
 
 use std::{
+    mem::MaybeUninit,
     pin::Pin,
     task::{Context, Poll, ready},
 };
@@ -174,9 +175,14 @@ pub struct Head {
 /// when more bytes are needed. Interim (1xx other than 101) responses are returned like others;
 /// the caller skips them.
 pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head, usize)>, H1Error> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut slots);
-    let len = match parsed.parse(buf) {
+    // Uninitialised slots: filling 100 empty headers (3 KiB) cost more than parsing a typical head.
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut slots,
+    ) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
