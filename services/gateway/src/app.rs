@@ -16,7 +16,7 @@ use crate::{
     proxy::{Gateway, GatewayParts},
     ratelimit::RateLimits,
     routes::RouteTable,
-    server::{Admin, serve_workers},
+    server::{Admin, ConnLimits, serve_workers},
 };
 
 /// The gateway's default port.
@@ -263,11 +263,14 @@ pub async fn run(common: CommonArgs, args: GatewayArgs) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     tracing::info!(workers, "server workers");
-    let max_connections = cfg.proxy.max_connections;
+    let limits = ConnLimits {
+        max_connections: cfg.proxy.max_connections,
+        header_timeout: Duration::from_millis(cfg.proxy.header_timeout_ms),
+    };
     serve_workers(
         listener,
         workers,
-        max_connections,
+        limits,
         gw,
         Admin { readiness, metrics },
         shutdown,

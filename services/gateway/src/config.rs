@@ -240,6 +240,11 @@ pub struct ProxyConfig {
     /// gateway stops accepting: new connections wait in the listen backlog until one closes,
     /// instead of each taking memory and a file descriptor.
     pub max_connections: usize,
+    /// Time a client has to send a request head, milliseconds, counted from when the gateway
+    /// starts waiting for it (so it is also the idle keep-alive timeout); the connection is then
+    /// closed. Slow-header clients cannot hold connections for longer. Enforced in ticks of one
+    /// second (or a tenth of the timeout, if shorter), so it may fire up to a tick late.
+    pub header_timeout_ms: u64,
     /// Peers (addresses or CIDR blocks, e.g. a TLS-terminating load balancer) whose
     /// `X-Forwarded-Proto` is passed on. From anyone else the gateway, being the edge, sets it
     /// itself: a client must not tell the services it came over https.
@@ -302,6 +307,7 @@ impl Default for ProxyConfig {
             replay_buffer_bytes: 64 * 1024,
             pool_max_idle_per_host: 256,
             max_connections: 10_000,
+            header_timeout_ms: 30_000,
             trusted_proxies: Vec::new(),
         }
     }
@@ -488,6 +494,9 @@ impl GatewayConfig {
         if self.proxy.connect_timeout_ms == 0 {
             return Err(invalid("proxy.connect_timeout_ms", "must be > 0"));
         }
+        if self.proxy.header_timeout_ms == 0 {
+            return Err(invalid("proxy.header_timeout_ms", "must be >= 1"));
+        }
         if self.proxy.max_connections == 0 {
             return Err(invalid("proxy.max_connections", "must be >= 1"));
         }
@@ -619,6 +628,11 @@ rate_limit:
                 .to_string()
                 .contains("rate_limit.client.per_second")
         );
+
+        let mut cfg = GatewayConfig::default();
+        cfg.proxy.header_timeout_ms = 0;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("proxy.header_timeout_ms"), "{err}");
     }
 
     #[test]

@@ -10,4 +10,5 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod routes;
 pub mod server;
+pub mod timer;
 pub mod upstream;

@@ -22,10 +22,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
-};
+use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
 use shop_runtime::{Metrics, Readiness};
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -33,11 +30,25 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::{Gateway, Peer, ResponseBody};
+use crate::{
+    proxy::{Gateway, Peer, ResponseBody},
+    timer::CoarseTimer,
+};
 
 /// Largest request head (request line and headers) accepted, bytes: room for large tokens and
 /// cookies, like nginx's default header buffers.
 const MAX_REQUEST_HEAD_BYTES: usize = 32 * 1024;
+
+/// Limits on client connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Connections open at once, over all workers.
+    pub max_connections: usize,
+    /// Time to send a request head, counted from when the worker starts waiting for it (hyper
+    /// starts the timer then, so it is also the idle keep-alive timeout); then the connection is
+    /// closed.
+    pub header_timeout: Duration,
+}
 
 /// What the built-in endpoints need.
 #[derive(Clone, Debug)]
@@ -203,7 +214,7 @@ pub fn bind_reuseport(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub async fn serve_workers(
     first: TcpListener,
     workers: usize,
-    max_connections: usize,
+    limits: ConnLimits,
     gw: Arc<Gateway>,
     admin: Admin,
     shutdown: CancellationToken,
@@ -212,13 +223,14 @@ pub async fn serve_workers(
     let addr = first.local_addr()?;
     let mut first = Some(first.into_std()?);
     let mut done = Vec::new();
-    let (balance, inboxes) = Balance::new(workers, max_connections);
+    let (balance, inboxes) = Balance::new(workers, limits.max_connections);
     for (i, inbox) in inboxes.into_iter().enumerate() {
         let (tx, rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
         let std_listener = first.take();
         let (gw, admin, shutdown) = (gw.clone(), admin.clone(), shutdown.clone());
         let worker = Worker {
             index: i,
+            header_timeout: limits.header_timeout,
             balance: balance.clone(),
             inbox,
         };
@@ -265,6 +277,8 @@ pub async fn serve_workers(
 struct Worker {
     /// Index into the balance.
     index: usize,
+    /// See [`ConnLimits::header_timeout`].
+    header_timeout: Duration,
     /// Shared connection counts and inboxes.
     balance: Arc<Balance>,
     /// Connections handed over to this worker.
@@ -296,11 +310,16 @@ async fn serve(
             }
         });
     }
+    // hyper arms the header-read timer for every request head: a coarse per-worker timer (ticks
+    // of 1 s, or a tenth of a shorter timeout) keeps that off tokio's timer wheel (see `timer`).
+    // The ticker runs through the drain too, and ends with this worker's runtime.
+    let head_timer = CoarseTimer::new((worker.header_timeout / 10).min(Duration::from_secs(1)));
+    tokio::spawn(head_timer.clone().run());
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .timer(head_timer)
+        .header_read_timeout(worker.header_timeout)
         // A request head (line and headers) larger than this is answered 431 here; without it
         // hyper took heads up to its buffer size (about 400 KiB) and passed them on upstream.
         .max_header_size(MAX_REQUEST_HEAD_BYTES)

@@ -610,3 +610,76 @@ async fn only_a_trusted_proxy_may_say_the_request_came_over_https() {
         "a trusted proxy's value is kept: {got}"
     );
 }
+
+/// Seconds until the gateway closes `s` (EOF or a reset, after any answer it wrote), at most `wait`.
+async fn closed_within(s: &mut TcpStream, wait: Duration) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    let until_closed = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(wait, until_closed).await.ok()?;
+    Some(start.elapsed())
+}
+
+#[tokio::test]
+async fn a_slow_or_missing_request_head_closes_the_connection_at_the_header_timeout() {
+    let up = common::Upstream::start("timely").await;
+    let yaml = format!(
+        "routes:\n  - {{id: up, prefix: /up, upstreams: [\"{}\"], auth: public}}\nproxy: {{header_timeout_ms: 1000}}\n",
+        up.url()
+    );
+    let gw = Gateway::start(&yaml, &[("SHOP_GATEWAY_WORKERS", "1")]).await;
+    let req = b"GET /up/x HTTP/1.1\r\nHost: shop\r\n\r\n";
+
+    // A head that stops half-way.
+    let mut slow = connect(&gw).await;
+    slow.write_all(b"GET /up/x HTTP/1.1\r\nHost: sh")
+        .await
+        .unwrap();
+    // A connection idle after one answer (keep-alive).
+    let mut idle = connect(&gw).await;
+    idle.write_all(req).await.unwrap();
+    assert_eq!(
+        status_within(&mut idle, Duration::from_secs(5)).await,
+        Some(200)
+    );
+    // A connection sending a request every 300 ms, for longer than the timeout.
+    let mut busy = connect(&gw).await;
+    let busy_client = async {
+        for i in 0..8 {
+            busy.write_all(req).await.unwrap();
+            assert_eq!(
+                status_within(&mut busy, Duration::from_secs(5)).await,
+                Some(200),
+                "request {i} on a busy connection"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    let (slow_closed, idle_closed, ()) = tokio::join!(
+        closed_within(&mut slow, Duration::from_secs(10)),
+        closed_within(&mut idle, Duration::from_secs(10)),
+        busy_client
+    );
+    for (what, closed) in [
+        ("half a head", slow_closed),
+        ("an idle connection", idle_closed),
+    ] {
+        let after = closed.unwrap_or_else(|| panic!("{what} was still open after 10 s"));
+        // 1 s timeout, checked every 100 ms; generous upper bound for a loaded machine.
+        assert!(
+            after >= Duration::from_millis(900),
+            "{what} closed early: {after:?}"
+        );
+        assert!(
+            after < Duration::from_secs(5),
+            "{what} closed late: {after:?}"
+        );
+    }
+}
