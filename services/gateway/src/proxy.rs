@@ -1241,14 +1241,11 @@ impl Gateway {
                     None => break,
                 },
             };
-            let mut req = Request::new(body);
-            *req.method_mut() = method.clone();
-            *req.uri_mut() = uri.clone();
             let last = attempt + 1 == attempts;
             // At the deadline itself: no clock read per attempt (`timeout` would read it again).
             match tokio::time::timeout_at(
                 deadline.into(),
-                upstream::send(up.base(), req, headers, &self.pool),
+                upstream::send(up.base(), method, uri, body, headers, &self.pool),
             )
             .await
             {

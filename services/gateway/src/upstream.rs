@@ -24,7 +24,8 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, Uri, header};
+use futures::future::Either;
+use http::{HeaderValue, Method, Request, Response, Uri, header};
 use http_body::{Body, Frame, SizeHint};
 use hyper::{body::Incoming, client::conn::http1::SendRequest};
 use hyper_util::rt::TokioIo;
@@ -362,17 +363,41 @@ async fn connect(dial: &Dial, cfg: &PoolConfig) -> Result<Sender, UpstreamError>
     Ok(sender)
 }
 
-/// Sends `req` (origin-form URI; its `Host` is set here) to the upstream at `base`
-/// (`http://host[:port]`), on a pooled connection of this worker when one is idle.
-pub async fn send(
+/// Sends `method uri` (origin-form URI; its `Host` is set here) with `body` to the upstream at
+/// `base` (`http://host[:port]`), on a pooled connection of this worker when one is idle.
+///
+/// A plain function choosing between two futures, not an `async fn` awaiting one of them: the
+/// request's future is moved (copied) several times per request, and each byte of it is copied
+/// each time. The lean path's future is the one held inline; hyper's path (requests with a body)
+/// is boxed.
+pub fn send<'a>(
+    base: &'a str,
+    method: &'a Method,
+    uri: &'a Uri,
+    body: ProxyBody,
+    headers: &'a Outgoing<'a>,
+    cfg: &'a PoolConfig,
+) -> Either<
+    impl Future<Output = Result<UpstreamResponse, UpstreamError>> + 'a,
+    Pin<Box<dyn Future<Output = Result<UpstreamResponse, UpstreamError>> + Send + 'a>>,
+> {
+    if h1::eligible(method, body.is_end_stream()) {
+        Either::Left(send_lean(base, method, uri, headers, cfg))
+    } else {
+        let mut req = Request::new(body);
+        *req.method_mut() = method.clone();
+        *req.uri_mut() = uri.clone();
+        Either::Right(Box::pin(send_hyper(base, req, headers, cfg)))
+    }
+}
+
+/// `send` on hyper's client.
+async fn send_hyper(
     base: &str,
     mut req: Request<ProxyBody>,
     headers: &Outgoing<'_>,
     cfg: &PoolConfig,
 ) -> Result<UpstreamResponse, UpstreamError> {
-    if h1::eligible(req.method(), req.body().is_end_stream()) {
-        return send_lean(base, req, headers, cfg).await;
-    }
     let co = checkout(base, cfg)?;
     *req.headers_mut() = headers.to_map();
     req.headers_mut().insert(header::HOST, co.host);
@@ -444,13 +469,13 @@ fn put_lean_idle(key: &str, conn: h1::Conn, cfg: &PoolConfig) {
 /// a new one and the request sent again: it is idempotent and has no body.
 async fn send_lean(
     base: &str,
-    req: Request<ProxyBody>,
+    method: &Method,
+    uri: &Uri,
     headers: &Outgoing<'_>,
     cfg: &PoolConfig,
 ) -> Result<UpstreamResponse, UpstreamError> {
     let co = checkout_lean(base, cfg)?;
-    let (parts, _empty) = req.into_parts();
-    let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let prefixed;
     let target = match &co.path_prefix {
         Some(prefix) => {
@@ -473,12 +498,12 @@ async fn send_lean(
     };
     loop {
         let head = |buf: &mut Vec<u8>| {
-            h1::request_line(buf, &parts.method, target);
+            h1::request_line(buf, method, target);
             h1::header_line(buf, &header::HOST, &co.host);
             headers.for_each(|n, v| h1::header_line(buf, n, v));
             buf.extend_from_slice(b"\r\n");
         };
-        match h1::exchange(&mut conn, parts.method == http::Method::HEAD, head).await {
+        match h1::exchange(&mut conn, *method == Method::HEAD, head).await {
             Ok(head) => {
                 let cfg = *cfg;
                 let body = h1::body(conn, head.framing, head.reusable, move |c| {
