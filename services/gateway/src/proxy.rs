@@ -730,65 +730,72 @@ impl Gateway {
     }
 
     /// Handles one proxied request (health and metrics are answered by the server before this).
-    pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<ResponseBody> {
-        let start = Instant::now();
-        self.bind_recorder();
-        let method = req.method().clone();
-        let request_id = request_id_of(req.headers());
-        let origin = if self.cors.allowed_origins.is_empty() {
-            None
-        } else {
-            req.headers().get(header::ORIGIN).cloned()
-        };
-        let (mut resp, route_label) = if self.tracing_enabled {
-            use tracing::Instrument;
-            use tracing_opentelemetry::OpenTelemetrySpanExt;
-            let parent = shop_runtime::telemetry::extract_headers(req.headers());
-            let span = tracing::info_span!(
-                "http.server",
-                otel.name = %format!("{method} gateway"),
-                otel.kind = "server",
-                http.method = %method,
-                http.target = %req.uri().path(),
-                http.status_code = tracing::field::Empty,
-                request_id = %request_id.to_str().unwrap_or_default(),
-            );
-            let _ = span.set_parent(parent);
-            // Boxed: the traced branch's future would otherwise sit next to the untraced one in
-            // this future, which is moved (copied) on every request.
-            let r = Box::pin(
-                self.route_request(req, peer, &request_id)
-                    .instrument(span.clone()),
-            )
-            .await;
-            span.record("http.status_code", r.0.status().as_u16());
-            r
-        } else {
-            self.route_request(req, peer, &request_id).await
-        };
-        resp.headers_mut().insert(X_REQUEST_ID, request_id);
-        if let Some(o) = origin {
-            self.cors_response_headers(&o, resp.headers_mut());
+    pub fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: &Peer,
+    ) -> impl Future<Output = Response<ResponseBody>> {
+        // Not an `async fn`: that would keep its arguments twice in the future (copied on every request).
+        async move {
+            let start = Instant::now();
+            self.bind_recorder();
+            let method = req.method().clone();
+            let request_id = request_id_of(req.headers());
+            let origin = if self.cors.allowed_origins.is_empty() {
+                None
+            } else {
+                req.headers().get(header::ORIGIN).cloned()
+            };
+            let (mut resp, route_label) = if self.tracing_enabled {
+                use tracing::Instrument;
+                use tracing_opentelemetry::OpenTelemetrySpanExt;
+                let parent = shop_runtime::telemetry::extract_headers(req.headers());
+                let span = tracing::info_span!(
+                    "http.server",
+                    otel.name = %format!("{method} gateway"),
+                    otel.kind = "server",
+                    http.method = %method,
+                    http.target = %req.uri().path(),
+                    http.status_code = tracing::field::Empty,
+                    request_id = %request_id.to_str().unwrap_or_default(),
+                );
+                let _ = span.set_parent(parent);
+                // Boxed: the traced branch's future would otherwise sit next to the untraced one in
+                // this future, which is moved (copied) on every request.
+                let r = Box::pin(
+                    self.route_request(req, peer, &request_id)
+                        .instrument(span.clone()),
+                )
+                .await;
+                span.record("http.status_code", r.0.status().as_u16());
+                r
+            } else {
+                self.route_request(req, peer, &request_id).await
+            };
+            resp.headers_mut().insert(X_REQUEST_ID, request_id);
+            if let Some(o) = origin {
+                self.cors_response_headers(&o, resp.headers_mut());
+            }
+            // Extension methods are folded into one label value (bounded cardinality).
+            let method = match method {
+                Method::GET
+                | Method::HEAD
+                | Method::POST
+                | Method::PUT
+                | Method::DELETE
+                | Method::PATCH
+                | Method::OPTIONS => method,
+                _ => Method::TRACE,
+            };
+            let status = resp.status().as_u16();
+            resp.body_mut().done = Some(Done {
+                route: route_label,
+                method,
+                status,
+                start,
+            });
+            resp
         }
-        // Extension methods are folded into one label value (bounded cardinality).
-        let method = match method {
-            Method::GET
-            | Method::HEAD
-            | Method::POST
-            | Method::PUT
-            | Method::DELETE
-            | Method::PATCH
-            | Method::OPTIONS => method,
-            _ => Method::TRACE,
-        };
-        let status = resp.status().as_u16();
-        resp.body_mut().done = Some(Done {
-            route: route_label,
-            method,
-            status,
-            start,
-        });
-        resp
     }
 
     /// Gives this worker thread's metric recorder the registry (once per thread).
@@ -872,75 +879,80 @@ impl Gateway {
         Some(resp)
     }
 
-    async fn route_request(
+    fn route_request(
         &self,
         mut req: Request<Incoming>,
         peer: &Peer,
         request_id: &HeaderValue,
-    ) -> (Response<ResponseBody>, &'static str) {
-        if let Some(resp) = self.preflight(&req) {
-            return (resp, "cors-preflight");
-        }
-        if let Some(why) = bad_host(&req) {
-            let path = req.uri().path();
-            let p = Problem::new(StatusCode::BAD_REQUEST, "Bad Host header", why).field("host");
-            return (p.into_response(path), "unmatched");
-        }
-        let host = match req.headers().get(header::HOST) {
-            Some(h) if h.to_str().is_ok() => Some(h.clone()),
-            _ => req
-                .uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-        };
-        if let Some(normal) = req
-            .uri()
-            .path_and_query()
-            .and_then(|pq| crate::routes::normalize_unreserved(pq.as_str()))
-            && let Ok(pq) = normal.parse::<http::uri::PathAndQuery>()
-        {
-            let mut parts = req.uri().clone().into_parts();
-            parts.path_and_query = Some(pq);
-            if let Ok(uri) = Uri::from_parts(parts) {
-                *req.uri_mut() = uri;
+    ) -> impl Future<Output = (Response<ResponseBody>, &'static str)> {
+        // Not an `async fn`: that would keep its arguments twice in the future (copied on every request).
+        async move {
+            if let Some(resp) = self.preflight(&req) {
+                return (resp, "cors-preflight");
             }
+            if let Some(why) = bad_host(&req) {
+                let path = req.uri().path();
+                let p = Problem::new(StatusCode::BAD_REQUEST, "Bad Host header", why).field("host");
+                return (p.into_response(path), "unmatched");
+            }
+            let host = match req.headers().get(header::HOST) {
+                Some(h) if h.to_str().is_ok() => Some(h.clone()),
+                _ => req
+                    .uri()
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+            };
+            if let Some(normal) = req
+                .uri()
+                .path_and_query()
+                .and_then(|pq| crate::routes::normalize_unreserved(pq.as_str()))
+                && let Ok(pq) = normal.parse::<http::uri::PathAndQuery>()
+            {
+                let mut parts = req.uri().clone().into_parts();
+                parts.path_and_query = Some(pq);
+                if let Ok(uri) = Uri::from_parts(parts) {
+                    *req.uri_mut() = uri;
+                }
+            }
+            if let Some(why) = crate::routes::ambiguous_path(req.uri().path()) {
+                let path = req.uri().path();
+                let p = Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "Ambiguous request path",
+                    format!(
+                        "the path contains {why}, which upstream servers may resolve differently"
+                    ),
+                )
+                .field("path");
+                return (p.into_response(path), "unmatched");
+            }
+            let host_str = host.as_ref().and_then(|h| h.to_str().ok());
+            let Some(route) = self.table.find(req.method(), host_str, req.uri().path()) else {
+                let path = req.uri().path();
+                let p = Problem::new(
+                    StatusCode::NOT_FOUND,
+                    "No route",
+                    format!("no route for {} {path}", req.method()),
+                )
+                .field("path");
+                return (p.into_response(path), "unmatched");
+            };
+            let label = self
+                .route_labels
+                .get(route.index)
+                .copied()
+                .unwrap_or("unmatched");
+            // For the problem's `instance` (a cheap clone: the URI shares the request's buffer).
+            let uri = req.uri().clone();
+            let resp = match self
+                .proxy_on_route(req, route, peer, request_id, host)
+                .await
+            {
+                Ok(r) => r,
+                Err(p) => p.into_response(uri.path()),
+            };
+            (resp, label)
         }
-        if let Some(why) = crate::routes::ambiguous_path(req.uri().path()) {
-            let path = req.uri().path();
-            let p = Problem::new(
-                StatusCode::BAD_REQUEST,
-                "Ambiguous request path",
-                format!("the path contains {why}, which upstream servers may resolve differently"),
-            )
-            .field("path");
-            return (p.into_response(path), "unmatched");
-        }
-        let host_str = host.as_ref().and_then(|h| h.to_str().ok());
-        let Some(route) = self.table.find(req.method(), host_str, req.uri().path()) else {
-            let path = req.uri().path();
-            let p = Problem::new(
-                StatusCode::NOT_FOUND,
-                "No route",
-                format!("no route for {} {path}", req.method()),
-            )
-            .field("path");
-            return (p.into_response(path), "unmatched");
-        };
-        let label = self
-            .route_labels
-            .get(route.index)
-            .copied()
-            .unwrap_or("unmatched");
-        // For the problem's `instance` (a cheap clone: the URI shares the request's buffer).
-        let uri = req.uri().clone();
-        let resp = match self
-            .proxy_on_route(req, route, peer, request_id, host)
-            .await
-        {
-            Ok(r) => r,
-            Err(p) => p.into_response(uri.path()),
-        };
-        (resp, label)
     }
 
     async fn authenticate(
@@ -973,148 +985,154 @@ impl Gateway {
         Ok(principal)
     }
 
-    async fn proxy_on_route(
+    fn proxy_on_route(
         &self,
         req: Request<Incoming>,
         route: &Route,
         peer: &Peer,
         request_id: &HeaderValue,
         host: Option<HeaderValue>,
-    ) -> Result<Response<ResponseBody>, Problem> {
-        let principal = match self.authenticate(&req, route).await {
-            Ok(p) => p,
-            Err(refused) => {
-                // A refused request still costs its client (by IP) a token, so missing or bad
-                // tokens cannot be sent without limit; once over it, 429 instead of 401/403.
-                if self.limits.enabled()
-                    && let Decision::Limited { info, retry_after } =
-                        self.limits.check(route.index, &peer.limit_key)
-                {
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Problem>> {
+        // Not an `async fn`: that would keep its arguments twice in the future (copied on every request).
+        async move {
+            let principal = match self.authenticate(&req, route).await {
+                Ok(p) => p,
+                Err(refused) => {
+                    // A refused request still costs its client (by IP) a token, so missing or bad
+                    // tokens cannot be sent without limit; once over it, 429 instead of 401/403.
+                    if self.limits.enabled()
+                        && let Decision::Limited { info, retry_after } =
+                            self.limits.check(route.index, &peer.limit_key)
+                    {
+                        return Err(too_many_requests(route, &info, retry_after));
+                    }
+                    return Err(refused);
+                }
+            };
+
+            // Rate limit: per client (subject, else IP) and route (the key is built only when on).
+            let check = || match principal.as_ref() {
+                Some(p) => self
+                    .limits
+                    .check(route.index, &format!("sub:{}", p.subject)),
+                None => self.limits.check(route.index, &peer.limit_key),
+            };
+            let decision = if self.limits.enabled() {
+                check()
+            } else {
+                Decision::Disabled
+            };
+            let rate = match decision {
+                Decision::Allowed(i) => Some(i),
+                Decision::Limited { info, retry_after } => {
                     return Err(too_many_requests(route, &info, retry_after));
                 }
-                return Err(refused);
-            }
-        };
-
-        // Rate limit: per client (subject, else IP) and route (the key is built only when on).
-        let check = || match principal.as_ref() {
-            Some(p) => self
-                .limits
-                .check(route.index, &format!("sub:{}", p.subject)),
-            None => self.limits.check(route.index, &peer.limit_key),
-        };
-        let decision = if self.limits.enabled() {
-            check()
-        } else {
-            Decision::Disabled
-        };
-        let rate = match decision {
-            Decision::Allowed(i) => Some(i),
-            Decision::Limited { info, retry_after } => {
-                return Err(too_many_requests(route, &info, retry_after));
-            }
-            Decision::Unavailable => {
-                return Err(Problem::new(
+                Decision::Unavailable => {
+                    return Err(Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "Rate limit unavailable",
                     "the rate limit cannot be checked right now (limiter at capacity); failing closed",
                 )
                 .header(header::RETRY_AFTER, "1"));
-            }
-            Decision::Unchecked | Decision::Disabled => None,
-        };
+                }
+                Decision::Unchecked | Decision::Disabled => None,
+            };
 
-        let (parts, body) = req.into_parts();
-        // Body size limit: reject declared oversize bodies before anything is sent upstream.
-        let declared = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > route.max_body_bytes) {
-            return Err(Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request body too large",
-                format!(
-                    "the body is larger than the limit of {} bytes",
-                    route.max_body_bytes
-                ),
-            )
-            .field("body"));
-        }
-        let limit = usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX);
-        let outbound = if body.is_end_stream() || declared == Some(0) {
-            Outbound::Replayable(None)
-        } else if declared.is_some_and(|n| n <= self.proxy.replay_buffer_bytes) {
-            // Bounded by the route's timeout: a client that announces a body and stalls must not
-            // hold the request (and its connection) forever.
-            let collected =
-                tokio::time::timeout(route.timeout, Box::pin(Limited::new(body, limit).collect()))
-                    .await
-                    .map_err(|_| {
+            let (parts, body) = req.into_parts();
+            // Body size limit: reject declared oversize bodies before anything is sent upstream.
+            let declared = parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if declared.is_some_and(|n| n > route.max_body_bytes) {
+                return Err(Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "Request body too large",
+                    format!(
+                        "the body is larger than the limit of {} bytes",
+                        route.max_body_bytes
+                    ),
+                )
+                .field("body"));
+            }
+            let limit = usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX);
+            let outbound = if body.is_end_stream() || declared == Some(0) {
+                Outbound::Replayable(None)
+            } else if declared.is_some_and(|n| n <= self.proxy.replay_buffer_bytes) {
+                // Bounded by the route's timeout: a client that announces a body and stalls must not
+                // hold the request (and its connection) forever.
+                let collected = tokio::time::timeout(
+                    route.timeout,
+                    Box::pin(Limited::new(body, limit).collect()),
+                )
+                .await
+                .map_err(|_| {
+                    Problem::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "Request body timeout",
+                        format!(
+                            "the announced body did not arrive within {} ms",
+                            route.timeout.as_millis()
+                        ),
+                    )
+                    .field("body")
+                })?
+                .map_err(|e| {
+                    if has_length_limit_error(e.as_ref()) {
                         Problem::new(
-                            StatusCode::REQUEST_TIMEOUT,
-                            "Request body timeout",
-                            format!(
-                                "the announced body did not arrive within {} ms",
-                                route.timeout.as_millis()
-                            ),
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "Request body too large",
+                            "body exceeds the limit",
                         )
                         .field("body")
-                    })?
-                    .map_err(|e| {
-                        if has_length_limit_error(e.as_ref()) {
-                            Problem::new(
-                                StatusCode::PAYLOAD_TOO_LARGE,
-                                "Request body too large",
-                                "body exceeds the limit",
-                            )
-                            .field("body")
-                        } else {
-                            Problem::new(
-                                StatusCode::BAD_REQUEST,
-                                "Request body unreadable",
-                                e.to_string(),
-                            )
-                            .field("body")
-                        }
-                    })?;
-            Outbound::Replayable(Some(collected.to_bytes()))
-        } else {
-            let upload = Arc::new(Upload::default());
-            let body = ClientBody {
-                inner: body,
-                upload: upload.clone(),
+                    } else {
+                        Problem::new(
+                            StatusCode::BAD_REQUEST,
+                            "Request body unreadable",
+                            e.to_string(),
+                        )
+                        .field("body")
+                    }
+                })?;
+                Outbound::Replayable(Some(collected.to_bytes()))
+            } else {
+                let upload = Arc::new(Upload::default());
+                let body = ClientBody {
+                    inner: body,
+                    upload: upload.clone(),
+                };
+                Outbound::Stream(
+                    Some(
+                        Limited::new(body, limit)
+                            .map_err(BoxError::from)
+                            .boxed_unsync(),
+                    ),
+                    upload,
+                )
             };
-            Outbound::Stream(
-                Some(
-                    Limited::new(body, limit)
-                        .map_err(BoxError::from)
-                        .boxed_unsync(),
-                ),
-                upload,
-            )
-        };
 
-        let uri = upstream_uri(route, &parts.uri).map_err(|e| {
-            Problem::new(StatusCode::BAD_REQUEST, "Bad request target", e.to_string()).field("path")
-        })?;
-        let headers = self.upstream_headers(
-            &parts.headers,
-            peer,
-            request_id,
-            host.as_ref(),
-            principal.as_ref(),
-        );
-        let mut resp = self
-            .forward(route, &parts.method, &uri, &headers, outbound)
-            .await?;
-        strip_hop_by_hop(resp.headers_mut());
-        *resp.version_mut() = http::Version::HTTP_11;
-        if let Some(i) = rate {
-            put_rate_headers(resp.headers_mut(), &i);
+            let uri = upstream_uri(route, &parts.uri).map_err(|e| {
+                Problem::new(StatusCode::BAD_REQUEST, "Bad request target", e.to_string())
+                    .field("path")
+            })?;
+            let headers = self.upstream_headers(
+                &parts.headers,
+                peer,
+                request_id,
+                host.as_ref(),
+                principal.as_ref(),
+            );
+            let mut resp = self
+                .forward(route, &parts.method, &uri, &headers, outbound)
+                .await?;
+            strip_hop_by_hop(resp.headers_mut());
+            *resp.version_mut() = http::Version::HTTP_11;
+            if let Some(i) = rate {
+                put_rate_headers(resp.headers_mut(), &i);
+            }
+            Ok(resp)
         }
-        Ok(resp)
     }
 
     fn upstream_headers<'a>(

@@ -76,30 +76,36 @@ struct Conn {
     peer: Peer,
 }
 
-async fn dispatch(conn: Arc<Conn>, req: Request<Incoming>) -> Response<ResponseBody> {
-    let Conn { gw, admin, peer } = &*conn;
-    match req.uri().path() {
-        "/health/live" => text(
-            StatusCode::OK,
-            "application/json",
-            r#"{"status":"UP"}"#.to_owned(),
-        ),
-        "/health/ready" => {
-            // Boxed: keeps the per-request future (copied on every request) small.
-            let report = Box::pin(admin.readiness.check()).await;
-            let status = if report.ready {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            text(status, "application/json", report.body.to_string())
+fn dispatch(
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+) -> impl Future<Output = Response<ResponseBody>> {
+    // Not an `async fn`: that would keep its arguments twice in the future (copied on every request).
+    async move {
+        let Conn { gw, admin, peer } = &*conn;
+        match req.uri().path() {
+            "/health/live" => text(
+                StatusCode::OK,
+                "application/json",
+                r#"{"status":"UP"}"#.to_owned(),
+            ),
+            "/health/ready" => {
+                // Boxed: keeps the per-request future (copied on every request) small.
+                let report = Box::pin(admin.readiness.check()).await;
+                let status = if report.ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                text(status, "application/json", report.body.to_string())
+            }
+            "/metrics" => text(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                admin.metrics.render(),
+            ),
+            _ => gw.handle(req, peer).await,
         }
-        "/metrics" => text(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            admin.metrics.render(),
-        ),
-        _ => gw.handle(req, peer).await,
     }
 }
 
