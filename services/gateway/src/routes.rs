@@ -209,6 +209,10 @@ fn percent_decoded(b: &[u8], i: usize) -> Option<u8> {
 /// case. Routing and the upstream then see one spelling of the path, so an encoding cannot carry a
 /// request past the route its decoded path belongs to; the query is left as it is.
 pub fn normalize_unreserved(path_and_query: &str) -> Option<String> {
+    // Most targets have no `%` at all: one plain scan decides that (this runs for every request).
+    if !path_and_query.as_bytes().contains(&b'%') {
+        return None;
+    }
     let (path, query) = path_and_query
         .split_once('?')
         .map_or((path_and_query, None), |(p, q)| (p, Some(q)));
@@ -248,7 +252,18 @@ pub fn normalize_unreserved(path_and_query: &str) -> Option<String> {
 /// `/api/product/admin`). Percent-encoded unreserved characters are decoded before this check
 /// ([`normalize_unreserved`]), so `%2e%2e` is a dot segment here.
 pub fn ambiguous_path(path: &str) -> Option<&'static str> {
+    // One pass over the bytes (this runs for every request): characters refused anywhere win over
+    // segment problems, which are noted as found and reported after the pass.
     let b = path.as_bytes();
+    // Not origin-form (`*`): no segments to check.
+    let origin_form = b.first() == Some(&b'/');
+    let mut segment_problem = None;
+    let mut segment_start = 1;
+    let check_segment = |segment: &[u8], followed: bool| match segment {
+        b"." | b".." => Some("a dot segment"),
+        b"" if followed => Some("an empty segment (`//`)"),
+        _ => None,
+    };
     for (i, &c) in b.iter().enumerate() {
         match c {
             b'\\' => return Some("a back slash"),
@@ -265,21 +280,19 @@ pub fn ambiguous_path(path: &str) -> Option<&'static str> {
                     return Some("an encoded dot");
                 }
             }
+            b'/' if origin_form && i > 0 => {
+                if segment_problem.is_none() {
+                    segment_problem = b.get(segment_start..i).and_then(|s| check_segment(s, true));
+                }
+                segment_start = i + 1;
+            }
             _ => {}
         }
     }
-    // Not origin-form (`*`): no segments to check.
-    let rest = path.strip_prefix('/')?;
-    let mut segments = rest.split('/').peekable();
-    while let Some(s) = segments.next() {
-        if s == "." || s == ".." {
-            return Some("a dot segment");
-        }
-        if s.is_empty() && segments.peek().is_some() {
-            return Some("an empty segment (`//`)");
-        }
+    if origin_form && segment_problem.is_none() {
+        segment_problem = b.get(segment_start..).and_then(|s| check_segment(s, false));
     }
-    None
+    segment_problem
 }
 
 /// All routes, most specific first (host-bound before any-host, then longer prefixes).
