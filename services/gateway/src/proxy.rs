@@ -730,6 +730,7 @@ impl Gateway {
     }
 
     /// Handles one proxied request (health and metrics are answered by the server before this).
+    #[expect(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice in the future")]
     pub fn handle(
         &self,
         req: Request<Incoming>,
@@ -879,6 +880,7 @@ impl Gateway {
         Some(resp)
     }
 
+    #[expect(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice in the future")]
     fn route_request(
         &self,
         mut req: Request<Incoming>,
@@ -985,6 +987,7 @@ impl Gateway {
         Ok(principal)
     }
 
+    #[expect(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice in the future")]
     fn proxy_on_route(
         &self,
         req: Request<Incoming>,
