@@ -730,7 +730,10 @@ impl Gateway {
     }
 
     /// Handles one proxied request (health and metrics are answered by the server before this).
-    #[expect(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice in the future")]
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice in the future"
+    )]
     pub fn handle(
         &self,
         req: Request<Incoming>,
@@ -880,7 +883,10 @@ impl Gateway {
         Some(resp)
     }
 
-    #[expect(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice in the future")]
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice in the future"
+    )]
     fn route_request(
         &self,
         mut req: Request<Incoming>,
@@ -987,7 +993,10 @@ impl Gateway {
         Ok(principal)
     }
 
-    #[expect(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice in the future")]
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice in the future"
+    )]
     fn proxy_on_route(
         &self,
         req: Request<Incoming>,

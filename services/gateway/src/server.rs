@@ -76,7 +76,10 @@ struct Conn {
     peer: Peer,
 }
 
-#[expect(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice in the future")]
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice in the future"
+)]
 fn dispatch(
     conn: Arc<Conn>,
     req: Request<Incoming>,

@@ -363,6 +363,11 @@ async fn connect(dial: &Dial, cfg: &PoolConfig) -> Result<Sender, UpstreamError>
     Ok(sender)
 }
 
+/// What [`send`] resolves to.
+pub type Sent = Result<UpstreamResponse, UpstreamError>;
+/// [`send`]'s future for requests with a body (hyper's client).
+pub type BoxedSend<'a> = Pin<Box<dyn Future<Output = Sent> + Send + 'a>>;
+
 /// Sends `method uri` (origin-form URI; its `Host` is set here) with `body` to the upstream at
 /// `base` (`http://host[:port]`), on a pooled connection of this worker when one is idle.
 ///
@@ -377,10 +382,7 @@ pub fn send<'a>(
     body: ProxyBody,
     headers: &'a Outgoing<'a>,
     cfg: &'a PoolConfig,
-) -> Either<
-    impl Future<Output = Result<UpstreamResponse, UpstreamError>> + 'a,
-    Pin<Box<dyn Future<Output = Result<UpstreamResponse, UpstreamError>> + Send + 'a>>,
-> {
+) -> Either<impl Future<Output = Sent> + 'a, BoxedSend<'a>> {
     if h1::eligible(method, body.is_end_stream()) {
         Either::Left(send_lean(base, method, uri, headers, cfg))
     } else {
