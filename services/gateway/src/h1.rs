@@ -163,7 +163,9 @@ pub enum Framing {
 /// carry another request once the body has been read to its end.
 #[derive(Debug)]
 pub struct Head {
-    /// Status, headers (values share one buffer with the head's bytes).
+    /// Status, headers (values share one buffer with the head's bytes). `Keep-Alive`, and
+    /// `Connection` when it only says `keep-alive`/`close`, are left out: this client acts on them
+    /// and they are hop-by-hop. A `Connection` that names headers stays, for the proxy to drop those.
     pub response: Response<()>,
     /// How the body is delimited.
     pub framing: Framing,
@@ -229,10 +231,21 @@ pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head, usize)
             chunked = Some(trim(last).eq_ignore_ascii_case(b"chunked"));
         } else if name == header::CONNECTION {
             // (An HTTP/1.0 answer is never reused, `keep-alive` or not: `close` starts true.)
-            close |= h
-                .value
-                .split(|b| *b == b',')
-                .any(|t| trim(t).eq_ignore_ascii_case(b"close"));
+            let mut names_headers = false;
+            for t in h.value.split(|b| *b == b',').map(trim) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if !t.is_empty() && !t.eq_ignore_ascii_case(b"keep-alive") {
+                    names_headers = true;
+                }
+            }
+            // Acted on here, and hop-by-hop: left out unless it names headers the proxy must drop.
+            if !names_headers {
+                continue;
+            }
+        } else if name.as_str() == "keep-alive" {
+            // Hop-by-hop (the connection's own parameters): never passed on.
+            continue;
         }
         headers.append(name, value);
     }
@@ -706,6 +719,30 @@ mod tests {
 
     fn head(wire: &str, head_request: bool) -> (Head, usize) {
         parse_head(wire.as_bytes(), head_request).unwrap().unwrap()
+    }
+
+    #[test]
+    fn connection_management_headers_are_acted_on_and_left_out_unless_they_name_headers() {
+        let (h, _) = head(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\nX-A: b\r\n\r\n",
+            false,
+        );
+        assert!(h.reusable);
+        let names: Vec<&str> = h.response.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["content-length", "x-a"]);
+        let (h, _) = head(
+            "HTTP/1.1 200 OK\r\nConnection: Keep-Alive , CLOSE\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert!(!h.reusable, "close anywhere in the list counts");
+        assert!(h.response.headers().get(header::CONNECTION).is_none());
+        // Naming a header: kept, so the proxy drops the named one too.
+        let (h, _) = head(
+            "HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Secret: s\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert!(!h.reusable);
+        assert_eq!(h.response.headers()[header::CONNECTION], "close, X-Secret");
     }
 
     #[test]
