@@ -115,12 +115,13 @@ tool_zipkin() {
   touch "$out/.done"
 }
 
-# Debian packages: MariaDB server (and nginx + wrk, used only by `make bench`).
+# Debian packages: MariaDB server (and nginx, wrk and valgrind, used only by `make bench`).
 tool_apt() {
   local missing=()
   command -v mariadbd >/dev/null || missing+=(mariadb-server)
   command -v nginx >/dev/null || missing+=(nginx-light)
   command -v wrk >/dev/null || missing+=(wrk)
+  command -v valgrind >/dev/null || missing+=(valgrind)
   command -v cmake >/dev/null || missing+=(cmake)
   ((${#missing[@]})) || return 0
   log "apt-get install ${missing[*]}"
