@@ -732,14 +732,13 @@ impl Gateway {
     /// Handles one proxied request (health and metrics are answered by the server before this).
     #[expect(
         clippy::manual_async_fn,
-        reason = "an async fn keeps its arguments twice in the future"
+        reason = "an async fn keeps each by-value argument twice in its future, which is copied per request"
     )]
     pub fn handle(
         &self,
         req: Request<Incoming>,
         peer: &Peer,
     ) -> impl Future<Output = Response<ResponseBody>> {
-        // Not an `async fn`: that would keep its arguments twice in the future (copied on every request).
         async move {
             let start = Instant::now();
             self.bind_recorder();
@@ -885,7 +884,7 @@ impl Gateway {
 
     #[expect(
         clippy::manual_async_fn,
-        reason = "an async fn keeps its arguments twice in the future"
+        reason = "an async fn keeps each by-value argument twice in its future, which is copied per request"
     )]
     fn route_request(
         &self,
@@ -893,7 +892,6 @@ impl Gateway {
         peer: &Peer,
         request_id: &HeaderValue,
     ) -> impl Future<Output = (Response<ResponseBody>, &'static str)> {
-        // Not an `async fn`: that would keep its arguments twice in the future (copied on every request).
         async move {
             if let Some(resp) = self.preflight(&req) {
                 return (resp, "cors-preflight");
@@ -995,7 +993,7 @@ impl Gateway {
 
     #[expect(
         clippy::manual_async_fn,
-        reason = "an async fn keeps its arguments twice in the future"
+        reason = "an async fn keeps each by-value argument twice in its future, which is copied per request"
     )]
     fn proxy_on_route(
         &self,
@@ -1005,7 +1003,6 @@ impl Gateway {
         request_id: &HeaderValue,
         host: Option<HeaderValue>,
     ) -> impl Future<Output = Result<Response<ResponseBody>, Problem>> {
-        // Not an `async fn`: that would keep its arguments twice in the future (copied on every request).
         async move {
             let principal = match self.authenticate(&req, route).await {
                 Ok(p) => p,
