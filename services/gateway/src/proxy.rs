@@ -1400,12 +1400,29 @@ fn bad_host(req: &Request<Incoming>) -> Option<&'static str> {
             Some("an HTTP/1.1 request needs a Host header")
         }
         (Some(h), None)
-            if !h.is_empty() && http::uri::Authority::try_from(h.as_bytes()).is_err() =>
+            if !h.is_empty()
+                && !plain_host(h.as_bytes())
+                && http::uri::Authority::try_from(h.as_bytes()).is_err() =>
         {
             Some("the Host header is not a host name and port")
         }
         _ => None,
     }
+}
+
+/// Whether `b` is a name or IPv4 address with an optional numeric port (`shop.example:8080`): the
+/// usual `Host`, which the full authority parser would accept, checked in one pass (this runs for
+/// every request).
+fn plain_host(b: &[u8]) -> bool {
+    let (host, port) = match b.iter().position(|&c| c == b':') {
+        Some(i) => (&b[..i], Some(&b[i + 1..])),
+        None => (b, None),
+    };
+    !host.is_empty()
+        && host
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'-')
+        && port.is_none_or(|p| (1..=5).contains(&p.len()) && p.iter().all(u8::is_ascii_digit))
 }
 
 fn breaker_key(route: &Route) -> String {
@@ -1539,6 +1556,25 @@ fn add_rate_problem_headers(p: Problem, i: &RateInfo) -> Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_hosts_are_valid_authorities_and_others_go_to_the_full_parser() {
+        for h in [
+            "shop",
+            "shop.example",
+            "shop-1.example:8080",
+            "127.0.0.1:1",
+            "a:65535",
+        ] {
+            assert!(plain_host(h.as_bytes()), "{h}");
+            assert!(http::uri::Authority::try_from(h).is_ok(), "{h}");
+        }
+        for h in [
+            "", ":80", "a:", "a:123456", "a:8x", "a:1:2", "[::1]:80", "a b", "a@b", "a_b",
+        ] {
+            assert!(!plain_host(h.as_bytes()), "{h}");
+        }
+    }
 
     #[test]
     fn generated_request_ids_are_distinct_v4_uuids_and_sane_client_ids_are_kept() {
