@@ -104,7 +104,8 @@ routes:
 rate_limit: {enabled: false}
 EOF
 "$NGINX" -p "$TMP/up" -c "$TMP/up/nginx.conf" -e "$TMP/up/error.log" 2>"$TMP/up/stderr" & PIDS+=($!)
-wait_http "http://127.0.0.1:$UP/"
+# (Once, at 00:33 UTC, the upstream never answered; its logs now say why if it happens again.)
+wait_http "http://127.0.0.1:$UP/" || { tail -n 5 "$TMP/up/stderr" "$TMP/up/error.log" >&2 || true; exit 1; }
 
 declare -A PER_REQ
 count() { # name url command... -> instructions per request in PER_REQ[name]
