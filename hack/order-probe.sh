@@ -17,22 +17,13 @@ EXTRA_INV=${EXTRA_INV:-}; EXTRA_ORD=${EXTRA_ORD:-}
 MYSQL=${SHOP_TEST_MYSQL_URL:-mysql://shop:shop@127.0.0.1:3306}
 for b in shop-inventory shop-order; do [[ -x $BIN/$b ]] || { echo "$BIN/$b missing: cargo build --release -p $b" >&2; exit 1; }; done
 command -v wrk >/dev/null || { echo "wrk is not installed" >&2; exit 1; }
-free_port() {
-  local p used
-  for _ in $(seq 1 200); do
-    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40001 ))
-    for used in "$@"; do [[ $p == "$used" ]] && continue 2; done
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
-  done
-  echo "no free loopback port" >&2; return 1
-}
+# shellcheck source=bench-lib.sh
+source "$ROOT/hack/bench-lib.sh"
 S=$(date +%s)_$$
 mysql -h127.0.0.1 -P3306 -ushop -pshop -e "CREATE DATABASE probe_inv_$S; CREATE DATABASE probe_ord_$S;" 2>/dev/null
 IP=$(free_port); OP=$(free_port "$IP")
 LOGS=$(mktemp -d /tmp/order-probe.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+trap bench_cleanup EXIT
 # shellcheck disable=SC2086 # EXTRA_* are lists of VAR=value words
 env SHOP_BIND=127.0.0.1 RUST_LOG=warn SHOP_LOG_FORMAT=json SHOP_PORT=$IP DATABASE_URL=$MYSQL/probe_inv_$S \
   DATABASE_MAX_CONNECTIONS=32 $EXTRA_INV "$BIN/shop-inventory" >"$LOGS/inventory.log" 2>&1 &

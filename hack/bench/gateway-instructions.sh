@@ -32,80 +32,16 @@ cd "$ROOT"
 [[ -n ${BENCH_SKIP_BUILD:-} ]] || cargo build -q --release -p shop-gateway --bins >&2
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-free_port() { # ports already taken... -> a loopback port nobody listens on
-  local p used
-  for _ in $(seq 1 200); do
-    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40001 ))
-    for used in "$@"; do [[ $p == "$used" ]] && continue 2; done
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
-  done
-  echo "no free loopback port found" >&2; return 1
-}
-wait_http() { # url tries
-  local i
-  for i in $(seq 1 "${2:-100}"); do curl -sf -o /dev/null "$1" && return 0; sleep 0.2; done
-  echo "$1 did not come up" >&2; return 1
-}
+# shellcheck source=../bench-lib.sh
+source "$ROOT/hack/bench-lib.sh"
+bench_scratch
 
 UP=$(free_port); NG=$(free_port "$UP"); GW=$(free_port "$UP" "$NG")
-mkdir -p "$TMP/up" "$TMP/ng"
-common_http='access_log off; client_body_temp_path TMPDIR/cb; proxy_temp_path TMPDIR/pt; fastcgi_temp_path TMPDIR/ft; uwsgi_temp_path TMPDIR/ut; scgi_temp_path TMPDIR/st;'
-cat > "$TMP/up/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $TMP/up/nginx.pid;
-error_log $TMP/up/error.log warn;
-events { worker_connections 4096; }
-http {
-  ${common_http//TMPDIR/$TMP/up}
-  keepalive_requests 10000000;
-  server {
-    listen 127.0.0.1:$UP;
-    location / { default_type text/plain; return 200 "hello from the upstream\n"; }
-  }
-}
-EOF
-cat > "$TMP/ng/nginx.conf" <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $TMP/ng/nginx.pid;
-error_log $TMP/ng/error.log warn;
-events { worker_connections 4096; }
-http {
-  ${common_http//TMPDIR/$TMP/ng}
-  keepalive_requests 10000000;
-  upstream up { server 127.0.0.1:$UP; keepalive 256; keepalive_requests 10000000; }
-  server {
-    listen 127.0.0.1:$NG;
-    location / {
-      proxy_pass http://up;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Request-Id \$request_id;
-    }
-  }
-}
-EOF
-cat > "$TMP/routes.yaml" <<EOF
-routes:
-  - {id: bench, prefix: /, upstreams: ["http://127.0.0.1:$UP"], auth: public}
-rate_limit: {enabled: false}
-EOF
-"$NGINX" -p "$TMP/up" -c "$TMP/up/nginx.conf" -e "$TMP/up/error.log" 2>"$TMP/up/stderr" & PIDS+=($!)
-# (Once, at 00:33 UTC, the upstream never answered; its logs now say why if it happens again.)
-wait_http "http://127.0.0.1:$UP/" || { tail -n 5 "$TMP/up/stderr" "$TMP/up/error.log" >&2 || true; exit 1; }
+nginx_upstream_conf "$TMP/up" "$UP"
+# One worker, and no master: the worker is the process valgrind follows.
+nginx_proxy_conf "$TMP/ng" "$NG" "$UP" 1 "master_process off;"
+gateway_bench_routes "$TMP/routes.yaml" "$UP"
+start_upstream "$NGINX" "$TMP/up" "$UP"
 
 declare -A PER_REQ
 count() { # name url command... -> instructions per request in PER_REQ[name]
@@ -113,7 +49,7 @@ count() { # name url command... -> instructions per request in PER_REQ[name]
   log "$name under callgrind"
   valgrind --tool=callgrind --callgrind-out-file="$TMP/$name.%p" "$@" >"$TMP/$name.log" 2>&1 </dev/null &
   local vp=$!; PIDS+=("$vp")
-  wait_http "$url" 150
+  wait_http "$url" 300 # slow to start under valgrind
   "$BIN/gateway-load" "$url" "$RATE" $(( WARM / RATE )) 32 >/dev/null
   callgrind_control -z "$vp" >/dev/null 2>&1
   local out; out=$("$BIN/gateway-load" "$url" "$RATE" $(( N / RATE )) 32)

@@ -35,18 +35,8 @@ suffix=$(date +%s)-$$
 TOPIC=bench-orders-$suffix
 GROUP=bench-notification-$suffix
 DB=bench-notification-$suffix
-# A loopback TCP port nobody listens on: random in 20000-60000, the first one a connection to is refused
-# (bounded tries); ports given as arguments (the ones already picked for this run) are skipped.
-free_port() {
-  local p used
-  for _ in $(seq 1 200); do
-    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40001 ))
-    for used in "$@"; do [[ $p == "$used" ]] && continue 2; done
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
-  done
-  echo "no free loopback port found in 20000-60000" >&2
-  return 1
-}
+# shellcheck source=../bench-lib.sh
+source "$ROOT/hack/bench-lib.sh"
 PORT=$(free_port)
 URL=http://127.0.0.1:$PORT
 

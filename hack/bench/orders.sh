@@ -54,18 +54,8 @@ INV_DB=bench_inv_$suffix
 ORD_DB=bench_ord_$suffix
 TOPIC=bench-orders-$suffix
 mysql -h127.0.0.1 -P3306 -ushop -pshop -e "CREATE DATABASE $INV_DB; CREATE DATABASE $ORD_DB;" 2>/dev/null
-# A loopback TCP port nobody listens on: random in 20000-60000, the first one a connection to is refused
-# (bounded tries); ports given as arguments (the ones already picked for this run) are skipped.
-free_port() {
-  local p used
-  for _ in $(seq 1 200); do
-    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40001 ))
-    for used in "$@"; do [[ $p == "$used" ]] && continue 2; done
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
-  done
-  echo "no free loopback port found in 20000-60000" >&2
-  return 1
-}
+# shellcheck source=../bench-lib.sh
+source "$ROOT/hack/bench-lib.sh"
 INV_PORT=$(free_port); ORD_PORT=$(free_port "$INV_PORT"); NOT_PORT=$(free_port "$INV_PORT" "$ORD_PORT")
 INV=http://127.0.0.1:$INV_PORT; ORD=http://127.0.0.1:$ORD_PORT; NOT=http://127.0.0.1:$NOT_PORT
 LOGS=/tmp/bench-orders-$suffix
@@ -73,9 +63,7 @@ mkdir -p "$LOGS"
 
 common=(SHOP_BIND=127.0.0.1 SHOP_LOG_FORMAT=json RUST_LOG=warn)
 if [[ $ZIPKIN == 1 ]]; then common+=(SHOP_ZIPKIN_ENDPOINT=http://127.0.0.1:9411/api/v2/spans); fi
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+trap bench_cleanup EXIT
 
 env "${common[@]}" SHOP_PORT=$INV_PORT DATABASE_URL=$MYSQL_BASE/$INV_DB DATABASE_MAX_CONNECTIONS=32 \
   "$BIN/shop-inventory" >"$LOGS/inventory.log" 2>&1 &
