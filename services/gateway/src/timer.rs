@@ -73,8 +73,9 @@ impl CoarseTimer {
         }
     }
 
-    /// Sleeps registered and not yet dropped (for tests and metrics).
-    pub fn pending(&self) -> usize {
+    /// Sleeps registered and not yet dropped.
+    #[cfg(test)]
+    fn pending(&self) -> usize {
         self.slots.lock().len()
     }
 }
