@@ -42,8 +42,7 @@ async fn main() -> anyhow::Result<()> {
     let pool = shop_runtime::mysql::connect_pool(&args.database_url, args.database_max_connections)
         .await
         .context("connecting to MySQL (DATABASE_URL)")?;
-    shop_inventory::store::MIGRATOR
-        .run(&pool)
+    shop_runtime::mysql::migrate(&pool, &shop_inventory::store::MIGRATOR)
         .await
         .context("applying inventory migrations")?;
     let ready_pool = pool.clone();

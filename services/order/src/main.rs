@@ -116,8 +116,7 @@ async fn main() -> anyhow::Result<()> {
     let pool = shop_runtime::mysql::connect_pool(&args.database_url, args.database_max_connections)
         .await
         .context("connecting to MySQL (DATABASE_URL)")?;
-    store::MIGRATOR
-        .run(&pool)
+    shop_runtime::mysql::migrate(&pool, &store::MIGRATOR)
         .await
         .context("applying order migrations")?;
 
