@@ -295,7 +295,8 @@ impl Discovery {
 
     /// Picks an UP instance of `app` round-robin (skipping marked-down ones unless nothing else is left),
     /// fetching the registry first if it was never fetched; falls back to DNS when the registry is
-    /// unreachable (or not configured) and nothing is cached.
+    /// unreachable (or not configured) and nothing usable is cached: no instance, or only instances
+    /// that refused connections.
     pub async fn pick_instance(&self, app: &str) -> Result<Picked, DiscoveryError> {
         let key = app.to_ascii_uppercase();
         let configured = !self.inner.config.registry_urls.is_empty();
@@ -330,6 +331,17 @@ impl Discovery {
             .iter()
             .filter(|i| !self.is_marked_down(&i.instance_id))
             .collect();
+        // Every cached instance refused a connection and no registry can say where they went
+        // (on Kubernetes: the registry pod is gone and the pods were replaced): the DNS name of the
+        // Service reaches whatever pods exist now. With a registry answering, a marked-down
+        // instance is tried again rather than guessing.
+        if live.is_empty()
+            && configured
+            && !reachable
+            && let Some(r) = self.dns_fallback(app)
+        {
+            return r;
+        }
         let candidates: Vec<&InstanceInfo> = if live.is_empty() {
             up.iter().collect()
         } else {

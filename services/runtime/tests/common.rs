@@ -7,7 +7,16 @@ use std::time::Duration;
 
 /// Starts shop-echo as `app`, registered with `registry` (if any), with 1 s lease and fetch intervals.
 pub async fn echo(app: &str, registry: Option<&Service>, extra_env: &[(&str, &str)]) -> Service {
-    let port = free_port();
+    echo_on(free_port(), app, registry, extra_env).await
+}
+
+/// [`echo`] on a given port.
+pub async fn echo_on(
+    port: u16,
+    app: &str,
+    registry: Option<&Service>,
+    extra_env: &[(&str, &str)],
+) -> Service {
     let reg_url = registry.map(eureka_url).unwrap_or_default();
     let mut env: Vec<(&str, &str)> = vec![
         ("SHOP_ECHO_APP", app),

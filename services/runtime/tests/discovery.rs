@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::{echo, get, wait_registered};
+use common::{echo, echo_on, get, wait_registered};
 use serde_json::Value;
 use shop_testkit::registry::{spawn_registry, spawn_registry_on};
-use shop_testkit::{fresh_name, wait_until};
+use shop_testkit::{free_port, fresh_name, wait_until};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -92,4 +92,48 @@ async fn keeps_working_when_the_registry_dies_then_falls_back_to_dns_and_reregis
         wait_registered(&reg2, &b, 1).await,
         "client must re-register after a 404 renewal"
     );
+}
+
+/// Seen on the real node: the registry pod gone, then inventory's pod replaced. The order pods kept
+/// picking the dead instance from their cache (marked down, but the only one cached) and never
+/// asked DNS, where the Service already led to the new pod.
+#[tokio::test]
+async fn with_the_registry_gone_a_replaced_instance_is_found_through_dns() {
+    let mut reg = spawn_registry(&[]).await;
+    let b = fresh_name("b");
+    let mut b1 = echo(&b, Some(&reg), &[]).await;
+    // Where the replacement will listen: the "Service" the DNS pattern names.
+    let next_port = free_port();
+    let pattern = format!("http://127.0.0.1:{next_port}");
+    let a = echo(
+        &fresh_name("a"),
+        Some(&reg),
+        &[("SHOP_DNS_PATTERN", &pattern)],
+    )
+    .await;
+    assert!(wait_registered(&reg, &b, 1).await);
+    let call = format!("{}/call/{b}/hello", a.base_url());
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            get(&call).await.0 == 200
+        })
+        .await
+    );
+
+    reg.kill();
+    b1.kill();
+    let b2 = echo_on(next_port, &b, None, &[]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut last = get(&call).await;
+    while last.0 != 200 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        last = get(&call).await;
+    }
+    let found = last.0 == 200;
+    assert!(
+        found,
+        "the replacement was never found through DNS: {last:?}"
+    );
+    let v: Value = serde_json::from_str(&last.1).unwrap();
+    assert_eq!(v["port"].as_u64().unwrap() as u16, b2.port());
 }
