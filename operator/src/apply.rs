@@ -149,7 +149,11 @@ async fn apply_component(
     let (sa, cm, svc, np, peers, pdb) = futures::try_join!(
         apply_one(client, ns, service_account, metrics),
         apply_one(client, ns, config_map, metrics),
-        apply_one(client, ns, service, metrics),
+        async {
+            apply_one(client, ns, service, metrics)
+                .await
+                .map_err(|e| blame_node_port(e, *component, service))
+        },
         apply_one(client, ns, network_policy, metrics),
         async {
             match peer_service {
@@ -176,6 +180,40 @@ async fn apply_component(
     fps.extend(peers.map(|p| (p.0, p.1)));
     fps.extend(pdb.map(|p| (p.0, p.1)));
     Ok((*component, d, fps))
+}
+
+/// A Service refused because of its node port becomes an error naming the Shop's field
+/// (`spec.components.<c>.nodePort`): only the API server knows the cluster's node port range and
+/// which ports are taken. Any other error is returned as it is.
+fn blame_node_port(e: Error, component: Component, service: &Service) -> Error {
+    let port = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|ports| ports.iter().find_map(|p| p.node_port));
+    match (e, port) {
+        (
+            Error::Apply {
+                source: kube::Error::Api(status),
+                ..
+            },
+            Some(port),
+        ) if status.code == 422 && mentions_node_port(&status) => Error::NodePort {
+            component,
+            port,
+            source: kube::Error::Api(status),
+        },
+        (e, _) => e,
+    }
+}
+
+fn mentions_node_port(status: &kube::core::Status) -> bool {
+    status.message.contains("nodePort")
+        || status
+            .details
+            .iter()
+            .flat_map(|d| &d.causes)
+            .any(|c| c.field.ends_with(".nodePort"))
 }
 
 /// Start stage of a component: the registry first (everyone registers with it), the four
@@ -415,4 +453,86 @@ pub async fn observe_deployments(
             Some((c, d))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
+    use kube::core::Status;
+
+    fn service(node_port: Option<i32>) -> Service {
+        Service {
+            spec: Some(ServiceSpec {
+                ports: Some(vec![ServicePort {
+                    port: 8080,
+                    node_port,
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The API server's response body, as it sends it.
+    fn refused(code: u16, message: &str, field: &str) -> Error {
+        let status: Status = serde_json::from_value(serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid",
+            "code": code, "message": message,
+            "details": {"name": "mall-gateway", "kind": "Service", "causes": [
+                {"reason": "FieldValueInvalid", "message": message, "field": field}
+            ]}
+        }))
+        .unwrap();
+        Error::Apply {
+            kind: "Service",
+            name: "mall-gateway".into(),
+            source: kube::Error::Api(status.boxed()),
+        }
+    }
+
+    const OUT_OF_RANGE: &str = "Service \"mall-gateway\" is invalid: spec.ports[0].nodePort: Invalid value: 1: provided port is not in the valid range. The range of valid ports is 8000-32767";
+
+    #[test]
+    fn a_refused_node_port_is_blamed_on_the_shop_field_with_the_api_servers_reason() {
+        let e = blame_node_port(
+            refused(422, OUT_OF_RANGE, "spec.ports[0].nodePort"),
+            Component::Gateway,
+            &service(Some(1)),
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "spec.components.gateway.nodePort 1 was refused by the API server: {OUT_OF_RANGE}"
+            )
+        );
+        assert_eq!(e.metric_label(), "apply");
+    }
+
+    #[test]
+    fn other_apply_errors_keep_the_object_name_and_only_the_api_message() {
+        // No node port asked for: nothing to blame on the Shop's field.
+        let e = blame_node_port(
+            refused(422, OUT_OF_RANGE, "spec.ports[0].nodePort"),
+            Component::Gateway,
+            &service(None),
+        );
+        assert_eq!(
+            e.to_string(),
+            format!("applying Service mall-gateway: {OUT_OF_RANGE}")
+        );
+        // A refusal about something else.
+        let other = "Service \"mall-gateway\" is invalid: spec.ports[0].port: Invalid value: 0";
+        let e = blame_node_port(
+            refused(422, other, "spec.ports[0].port"),
+            Component::Gateway,
+            &service(Some(30080)),
+        );
+        assert_eq!(
+            e.to_string(),
+            format!("applying Service mall-gateway: {other}")
+        );
+        assert!(!e.to_string().contains("Status {"), "no debug dump");
+    }
 }

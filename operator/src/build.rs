@@ -463,6 +463,10 @@ fn deployment(shop: &ValidatedShop, rc: &ResolvedComponent, config_hash: String)
                         }),
                         ..Default::default()
                     }),
+                    // spec.placement, identical for every component.
+                    node_selector: (!shop.node_selector.is_empty())
+                        .then(|| shop.node_selector.clone()),
+                    tolerations: (!shop.tolerations.is_empty()).then(|| shop.tolerations.clone()),
                     containers: vec![container],
                     volumes: Some(vec![Volume {
                         name: "tmp".to_string(),

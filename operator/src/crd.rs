@@ -2,6 +2,8 @@
 //! writes to get a whole shop. The OpenAPI schema (with CEL rules) is generated from these types,
 //! so the API server refuses nonsense before the operator ever sees it.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -53,6 +55,10 @@ pub struct ShopSpec {
     /// Databases, Kafka and Zipkin the components use.
     #[serde(default)]
     pub backing: BackingServices,
+    /// Which nodes every component's pods may run on (node selector and tolerations), e.g. a
+    /// dedicated node pool.
+    #[serde(default, skip_serializing_if = "PlacementSpec::is_empty")]
+    pub placement: PlacementSpec,
 }
 
 /// Image repository, tag and pull policy.
@@ -160,9 +166,11 @@ pub struct ComponentSpec {
     #[schemars(length(max = 64))]
     pub env: Vec<EnvVar>,
     /// Fixed node port for the component's Service (a ClusterIP Service becomes NodePort), e.g.
-    /// for kind's host port mappings.
+    /// for kind's host port mappings. The schema accepts any port; the API server refuses one
+    /// outside its `--service-node-port-range` (30000-32767 unless the cluster configures another
+    /// range) or already taken, and the Shop then reports `Degraded` naming this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 30000, max = 32767))]
+    #[schemars(range(min = 1, max = 65535))]
     pub node_port: Option<i32>,
 }
 
@@ -271,6 +279,125 @@ pub struct SecretKeyRef {
     #[x_kube(validation = Rule::new("self != ''").message("secretRef.key must not be empty"))]
     #[schemars(length(max = 253))]
     pub key: String,
+}
+
+/// Most entries of `placement.nodeSelector` and `placement.tolerations`.
+pub const MAX_PLACEMENT_ENTRIES: usize = 32;
+
+/// Where the pods of every component may run. Both parts go unchanged into each component's pod
+/// template; the operator never looks at the nodes themselves.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementSpec {
+    /// Node labels a node must carry (every one of them) to run the pods, e.g.
+    /// `{pool: shops}`. Keys are label keys (`[prefix/]name`), values label values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_PLACEMENT_ENTRIES, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    #[x_kube(validation = Rule::new("self.all(k, k.size() <= 317 && k.indexOf('/') <= 253 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))").message("placement.nodeSelector keys must be label keys: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"))]
+    #[x_kube(validation = Rule::new("self.all(k, self[k].matches('^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$'))").message("placement.nodeSelector values must be label values: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"))]
+    pub node_selector: BTreeMap<String, String>,
+    /// Node taints the pods tolerate, as in a pod spec. A toleration only allows a tainted node;
+    /// pair it with `nodeSelector` to keep the pods on that node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_PLACEMENT_ENTRIES))]
+    pub tolerations: Vec<Toleration>,
+}
+
+impl PlacementSpec {
+    /// Nothing asked for: the scheduler may use any untainted node.
+    pub fn is_empty(&self) -> bool {
+        self.node_selector.is_empty() && self.tolerations.is_empty()
+    }
+
+    /// The local stack's kwok fake node (`hack/stack.sh`): label `type: kwok`, taint
+    /// `kwok.x-k8s.io/node=fake:NoSchedule`. kwok reports pods Ready without running them, which
+    /// is what the operator's cluster tests and benchmark need (their images do not exist); the
+    /// taint keeps every other pod on the real node.
+    pub fn kwok() -> Self {
+        Self {
+            node_selector: [("type".to_string(), "kwok".to_string())].into(),
+            tolerations: vec![Toleration {
+                key: Some("kwok.x-k8s.io/node".to_string()),
+                operator: Some(TolerationOperator::Exists),
+                value: None,
+                effect: Some(TaintEffect::NoSchedule),
+                toleration_seconds: None,
+            }],
+        }
+    }
+}
+
+/// A toleration of node taints: the fields of a pod's `core/v1` Toleration, with their rules in
+/// the schema so that a mistake is refused when the Shop is written, not when the operator
+/// applies a Deployment.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')").message("a toleration without a key must use operator Exists (it then tolerates every taint)"))]
+#[x_kube(validation = Rule::new("!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''").message("a toleration with operator Exists must not have a value"))]
+#[x_kube(validation = Rule::new("!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')").message("tolerationSeconds needs effect NoExecute"))]
+pub struct Toleration {
+    /// Taint key to match; empty (with operator Exists) matches every taint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 317))]
+    #[x_kube(validation = Rule::new("self == '' || (self.indexOf('/') <= 253 && self.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))").message("toleration key must be a label key: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"))]
+    pub key: Option<String>,
+    /// How the value is compared (the schema shows [`TolerationOperator`]'s description).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<TolerationOperator>,
+    /// Taint value to match with operator `Equal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$')").message("toleration value must be a label value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"))]
+    pub value: Option<String>,
+    /// The taint effect matched (the schema shows [`TaintEffect`]'s description).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<TaintEffect>,
+    /// With effect `NoExecute`: how long a running pod stays once the taint appears (absent:
+    /// forever).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toleration_seconds: Option<i64>,
+}
+
+/// How the toleration matches a taint: `Equal` (the default; key and value must match) or
+/// `Exists` (the key must match, any value; with no key, every taint matches).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TolerationOperator {
+    /// Key and value must both match.
+    Equal,
+    /// The key must match (any value); with no key, every taint matches.
+    Exists,
+}
+
+impl TolerationOperator {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Equal => "Equal",
+            Self::Exists => "Exists",
+        }
+    }
+}
+
+/// The taint effect the toleration matches; absent matches every effect.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaintEffect {
+    /// New pods are not scheduled on the node.
+    NoSchedule,
+    /// The scheduler avoids the node when it can.
+    PreferNoSchedule,
+    /// Running pods are evicted, new ones not scheduled.
+    NoExecute,
+}
+
+impl TaintEffect {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoSchedule => "NoSchedule",
+            Self::PreferNoSchedule => "PreferNoSchedule",
+            Self::NoExecute => "NoExecute",
+        }
+    }
 }
 
 /// Backing services: where the data and the events live.

@@ -1,16 +1,40 @@
 //! The reconcile error type: one variant per failing step, each with a stable, low-cardinality
-//! `metric_label` for the failures metric (never a `Debug` string).
+//! `metric_label` for the failures metric (never a `Debug` string). Messages end up in the Shop's
+//! status conditions, so they name what the user wrote wherever the failure can be traced to it.
+
+use crate::component::Component;
+
+/// The part of an API error a user can act on: the API server's own message (which names the
+/// object and field) rather than the whole response's debug dump.
+pub fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) if !status.message.is_empty() => status.message.clone(),
+        other => other.to_string(),
+    }
+}
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Server-side apply of a child was refused.
-    #[error("applying {kind} {name}: {source}")]
+    #[error("applying {kind} {name}: {}", api_message(.source))]
     Apply {
         /// Object kind.
         kind: &'static str,
         /// Object name.
         name: String,
+        /// API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The API server refused a component's Service because of the node port the Shop asks for:
+    /// outside the cluster's `--service-node-port-range`, or taken by another Service.
+    #[error("spec.components.{component}.nodePort {port} was refused by the API server: {}", api_message(.source))]
+    NodePort {
+        /// Component whose Service was refused.
+        component: Component,
+        /// The node port asked for.
+        port: i32,
         /// API error.
         #[source]
         source: kube::Error,
@@ -47,7 +71,7 @@ impl Error {
     /// Stable label for `shop_operator_reconcile_failures_total{reason=...}`.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Self::Apply { .. } => "apply",
+            Self::Apply { .. } | Self::NodePort { .. } => "apply",
             Self::List { .. } => "list",
             Self::Delete { .. } => "delete",
             Self::Status(_) => "status",

@@ -3,17 +3,17 @@
 //! enforces through CEL are checked again here, because an object stored before a CRD upgrade
 //! (or applied with validation off) must not crash the build step.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 
 use crate::component::Component;
 use crate::crd::{
-    ComponentSpec, JwtSpec, MAX_SHOP_NAME, PullPolicy, RateLimitSpec, SecretKeyRef, ServiceType,
-    Shop,
+    ComponentSpec, JwtSpec, MAX_PLACEMENT_ENTRIES, MAX_SHOP_NAME, PlacementSpec, PullPolicy,
+    RateLimitSpec, SecretKeyRef, ServiceType, Shop, TolerationOperator,
 };
 
 /// Why a Shop cannot be turned into objects. Each message names the offending field.
@@ -66,9 +66,43 @@ pub enum ValidationError {
         /// The port.
         port: i32,
     },
+    /// A node port that is no TCP port at all (the cluster's own range is the API server's to check).
+    #[error("spec.components.{component}.nodePort must be between 1 and 65535, got {port}")]
+    BadNodePort {
+        /// Component concerned.
+        component: Component,
+        /// The port.
+        port: i32,
+    },
     /// JWT settings with both or neither of secretRef / jwksUrl.
     #[error("spec.components.gateway.jwt needs exactly one of secretRef or jwksUrl")]
     JwtSource,
+    /// More node selector entries or tolerations than the schema allows.
+    #[error(
+        "spec.placement.{field} has {count} entries, at most {MAX_PLACEMENT_ENTRIES} are allowed"
+    )]
+    TooManyPlacementEntries {
+        /// `nodeSelector` or `tolerations`.
+        field: &'static str,
+        /// How many there are.
+        count: usize,
+    },
+    /// A node selector entry that is not a label key and value.
+    #[error("spec.placement.nodeSelector entry {key:?}: {problem}")]
+    BadNodeSelector {
+        /// The entry's key.
+        key: String,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// A toleration the API server would refuse in a pod template.
+    #[error("spec.placement.tolerations[{index}]: {problem}")]
+    BadToleration {
+        /// Position in the list.
+        index: usize,
+        /// What is wrong.
+        problem: &'static str,
+    },
 }
 
 /// One enabled component with every default resolved.
@@ -130,6 +164,10 @@ pub struct ValidatedShop {
     pub zipkin_endpoint: Option<String>,
     /// Gateway extras.
     pub gateway: GatewaySettings,
+    /// Node labels every pod requires (`spec.placement.nodeSelector`).
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints every pod tolerates (`spec.placement.tolerations`).
+    pub tolerations: Vec<Toleration>,
 }
 
 impl ValidatedShop {
@@ -148,6 +186,103 @@ fn is_dns1035_label(s: &str) -> bool {
             .iter()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         && bytes.last().is_some_and(|b| *b != b'-')
+}
+
+/// A label name: at most 63 characters, alphanumeric at both ends, `-`, `_`, `.` inside.
+fn is_label_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// A DNS-1123 subdomain: dot-separated lower-case labels, at most 253 characters.
+fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|l| {
+            let b = l.as_bytes();
+            !b.is_empty()
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        })
+}
+
+/// A label (or taint) key: `[prefix/]name`, the prefix a DNS subdomain.
+pub fn is_label_key(s: &str) -> bool {
+    match s.split_once('/') {
+        Some((prefix, name)) => is_dns1123_subdomain(prefix) && is_label_name(name),
+        None => is_label_name(s),
+    }
+}
+
+/// A label value: empty, or a label name.
+pub fn is_label_value(s: &str) -> bool {
+    s.is_empty() || is_label_name(s)
+}
+
+/// Checks `spec.placement` as the API server would check the pod template, and converts the
+/// tolerations to the pod spec's type.
+fn placement(
+    p: &PlacementSpec,
+) -> Result<(BTreeMap<String, String>, Vec<Toleration>), ValidationError> {
+    for (field, count) in [
+        ("nodeSelector", p.node_selector.len()),
+        ("tolerations", p.tolerations.len()),
+    ] {
+        if count > MAX_PLACEMENT_ENTRIES {
+            return Err(ValidationError::TooManyPlacementEntries { field, count });
+        }
+    }
+    for (key, value) in &p.node_selector {
+        let problem = if !is_label_key(key) {
+            "the key is not a label key ([prefix/]name, name at most 63 characters)"
+        } else if !is_label_value(value) {
+            "the value is not a label value (at most 63 letters, digits, '-', '_' or '.', alphanumeric at both ends)"
+        } else {
+            continue;
+        };
+        return Err(ValidationError::BadNodeSelector {
+            key: key.clone(),
+            problem,
+        });
+    }
+    let mut tolerations = Vec::with_capacity(p.tolerations.len());
+    for (index, t) in p.tolerations.iter().enumerate() {
+        let key = t.key.as_deref().unwrap_or("");
+        let value = t.value.as_deref().unwrap_or("");
+        let exists = t.operator == Some(TolerationOperator::Exists);
+        let problem = if !key.is_empty() && !is_label_key(key) {
+            Some("key is not a label key ([prefix/]name, name at most 63 characters)")
+        } else if key.is_empty() && !exists {
+            Some("a toleration without a key must use operator Exists")
+        } else if exists && !value.is_empty() {
+            Some("a toleration with operator Exists must not have a value")
+        } else if !is_label_value(value) {
+            Some("value is not a label value (at most 63 letters, digits, '-', '_' or '.')")
+        } else if t.toleration_seconds.is_some()
+            && t.effect != Some(crate::crd::TaintEffect::NoExecute)
+        {
+            Some("tolerationSeconds needs effect NoExecute")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(ValidationError::BadToleration { index, problem });
+        }
+        tolerations.push(Toleration {
+            key: t.key.clone(),
+            operator: t.operator.map(|o| o.as_str().to_string()),
+            value: t.value.clone(),
+            effect: t.effect.map(|e| e.as_str().to_string()),
+            toleration_seconds: t.toleration_seconds,
+        });
+    }
+    Ok((p.node_selector.clone(), tolerations))
 }
 
 /// Default requests/limits: the services are small Rust binaries.
@@ -226,6 +361,11 @@ pub fn validate(shop: &Shop) -> Result<ValidatedShop, ValidationError> {
             Some(i) => i.trim().to_string(),
             None => format!("{repo}/shop-{c}:{}", spec.image.tag),
         };
+        if let Some(port) = cs.node_port
+            && !(1..=65535).contains(&port)
+        {
+            return Err(ValidationError::BadNodePort { component: c, port });
+        }
         let mut seen = BTreeSet::new();
         for e in &cs.env {
             if !seen.insert(e.name.as_str()) {
@@ -281,6 +421,7 @@ pub fn validate(shop: &Shop) -> Result<ValidatedShop, ValidationError> {
     {
         return Err(ValidationError::JwtSource);
     }
+    let (node_selector, tolerations) = placement(&spec.placement)?;
     Ok(ValidatedShop {
         owner: OwnerReference {
             api_version: format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION),
@@ -318,6 +459,8 @@ pub fn validate(shop: &Shop) -> Result<ValidatedShop, ValidationError> {
             jwt: gw.jwt.clone(),
             rate_limit: gw.rate_limit.clone(),
         },
+        node_selector,
+        tolerations,
     })
 }
 
@@ -392,6 +535,98 @@ spec:
     }
 
     #[test]
+    fn placement_reaches_the_validated_shop_in_the_pod_spec_types() {
+        let s = shop(&format!(
+            "{FULL}  placement:\n    nodeSelector: {{pool: shops, topology.kubernetes.io/zone: eu-1a}}\n    tolerations:\n    - {{key: dedicated, operator: Equal, value: shops, effect: NoSchedule}}\n    - {{operator: Exists, effect: NoExecute, tolerationSeconds: 30}}\n"
+        ));
+        let v = validate(&s).unwrap();
+        assert_eq!(v.node_selector["pool"], "shops");
+        assert_eq!(v.node_selector["topology.kubernetes.io/zone"], "eu-1a");
+        assert_eq!(
+            v.tolerations,
+            vec![
+                Toleration {
+                    key: Some("dedicated".into()),
+                    operator: Some("Equal".into()),
+                    value: Some("shops".into()),
+                    effect: Some("NoSchedule".into()),
+                    toleration_seconds: None,
+                },
+                Toleration {
+                    key: None,
+                    operator: Some("Exists".into()),
+                    value: None,
+                    effect: Some("NoExecute".into()),
+                    toleration_seconds: Some(30),
+                },
+            ]
+        );
+        // No placement: nothing asked of the scheduler.
+        let v = validate(&shop(FULL)).unwrap();
+        assert!(v.node_selector.is_empty() && v.tolerations.is_empty());
+    }
+
+    #[test]
+    fn placement_the_api_server_would_refuse_in_a_pod_is_refused_naming_the_entry() {
+        let refused = |placement: &str| {
+            validate(&shop(&format!("{FULL}  placement: {placement}\n")))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            refused("{nodeSelector: {'-pool': a}}"),
+            "spec.placement.nodeSelector entry \"-pool\": the key is not a label key ([prefix/]name, name at most 63 characters)"
+        );
+        assert!(refused("{nodeSelector: {'Example.com/pool': a}}").contains("not a label key"));
+        assert!(refused("{nodeSelector: {'a/b/c': a}}").contains("not a label key"));
+        assert!(
+            refused(&format!("{{nodeSelector: {{pool: {}}}}}", "a".repeat(64)))
+                .contains("the value is not a label value")
+        );
+        assert!(refused("{nodeSelector: {pool: 'a b'}}").contains("not a label value"));
+        assert_eq!(
+            refused("{tolerations: [{operator: Equal, value: x}]}"),
+            "spec.placement.tolerations[0]: a toleration without a key must use operator Exists"
+        );
+        assert_eq!(
+            refused(
+                "{tolerations: [{key: a, operator: Exists}, {key: b, operator: Exists, value: x}]}"
+            ),
+            "spec.placement.tolerations[1]: a toleration with operator Exists must not have a value"
+        );
+        assert!(
+            refused("{tolerations: [{key: a, value: '-x'}]}")
+                .contains("value is not a label value")
+        );
+        assert!(
+            refused("{tolerations: [{key: 'a_/b', operator: Exists}]}")
+                .contains("key is not a label key")
+        );
+        assert_eq!(
+            refused(
+                "{tolerations: [{key: a, operator: Exists, effect: NoSchedule, tolerationSeconds: 5}]}"
+            ),
+            "spec.placement.tolerations[0]: tolerationSeconds needs effect NoExecute"
+        );
+        let many: Vec<String> = (0..33).map(|i| format!("k{i}: v")).collect();
+        assert_eq!(
+            refused(&format!("{{nodeSelector: {{{}}}}}", many.join(", "))),
+            "spec.placement.nodeSelector has 33 entries, at most 32 are allowed"
+        );
+    }
+
+    #[test]
+    fn the_kwok_placement_selects_and_tolerates_the_fake_node() {
+        let mut s = shop(FULL);
+        s.spec.placement = PlacementSpec::kwok();
+        let v = validate(&s).unwrap();
+        assert_eq!(v.node_selector, [("type".into(), "kwok".into())].into());
+        assert_eq!(v.tolerations[0].key.as_deref(), Some("kwok.x-k8s.io/node"));
+        assert_eq!(v.tolerations[0].operator.as_deref(), Some("Exists"));
+        assert_eq!(v.tolerations[0].effect.as_deref(), Some("NoSchedule"));
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         let mut s = shop(FULL);
         s.spec.components.order.replicas = -1;
@@ -428,5 +663,11 @@ spec:
             validate(&s),
             Err(ValidationError::DuplicateEnv { .. })
         ));
+        let mut s = shop(FULL);
+        s.spec.components.gateway.common.node_port = Some(0);
+        assert_eq!(
+            validate(&s).unwrap_err().to_string(),
+            "spec.components.gateway.nodePort must be between 1 and 65535, got 0"
+        );
     }
 }

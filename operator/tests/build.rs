@@ -40,6 +40,11 @@ spec:
     mongodb: {urlSecretRef: {name: mongo, key: url}}
     kafka: {bootstrapServers: "kafka-0.kafka:9092"}
     zipkin: {endpoint: "http://zipkin.obs.svc:9411/api/v2/spans"}
+  placement:
+    nodeSelector: {pool: shops, topology.kubernetes.io/zone: eu-1a}
+    tolerations:
+      - {key: dedicated, operator: Equal, value: shops, effect: NoSchedule}
+      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 60}
 "#;
 
 fn render(yaml: &str) -> Resources {
@@ -410,4 +415,60 @@ fn a_fixed_node_port_makes_the_service_a_node_port_and_duplicates_are_refused() 
         err,
         "spec.components.gateway.nodePort 30761 is already used by another component"
     );
+}
+
+#[test]
+fn placement_goes_into_every_pod_template_and_no_placement_asks_nothing() {
+    fn pod(d: &Deployment) -> &k8s_openapi::api::core::v1::PodSpec {
+        d.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+    }
+    let res = render(SAMPLE);
+    assert_eq!(res.components.len(), 5);
+    for cr in &res.components {
+        let p = pod(&cr.deployment);
+        let sel = p.node_selector.as_ref().unwrap();
+        assert_eq!(sel.len(), 2, "{}", cr.component);
+        assert_eq!(sel["pool"], "shops");
+        assert_eq!(sel["topology.kubernetes.io/zone"], "eu-1a");
+        let t = p.tolerations.as_ref().unwrap();
+        assert_eq!(t.len(), 2, "{}", cr.component);
+        assert_eq!(
+            (
+                t[0].key.as_deref(),
+                t[0].operator.as_deref(),
+                t[0].value.as_deref(),
+                t[0].effect.as_deref()
+            ),
+            (
+                Some("dedicated"),
+                Some("Equal"),
+                Some("shops"),
+                Some("NoSchedule")
+            )
+        );
+        assert_eq!(t[1].toleration_seconds, Some(60));
+    }
+    // Without spec.placement the pod spec has neither field (the scheduler's defaults apply).
+    let start = SAMPLE.find("  placement:").unwrap();
+    let res = render(&SAMPLE[..start]);
+    for cr in &res.components {
+        let p = pod(&cr.deployment);
+        assert!(
+            p.node_selector.is_none() && p.tolerations.is_none(),
+            "{}",
+            cr.component
+        );
+    }
+}
+
+#[test]
+fn a_changed_placement_rolls_the_pods_and_nothing_else() {
+    let a = render(SAMPLE);
+    let b = render(&SAMPLE.replace("pool: shops", "pool: bigger"));
+    for (x, y) in a.components.iter().zip(&b.components) {
+        assert_ne!(x.deployment, y.deployment, "{}", x.component);
+        assert_eq!(x.service, y.service);
+        assert_eq!(x.config_map, y.config_map);
+        assert_eq!(x.network_policy, y.network_policy);
+    }
 }

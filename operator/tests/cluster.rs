@@ -1,6 +1,7 @@
 //! The operator against the REAL control plane of the local stack (kube-apiserver,
 //! kube-controller-manager with its garbage collector, kube-scheduler, kwok making pods Ready).
-//! Each test gets its own namespace and its own in-process operator watching only it.
+//! Each test gets its own namespace and its own in-process operator watching only it. Every Shop
+//! comes from `common::sample_shop`, which places it on the tainted kwok node.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -101,6 +102,28 @@ async fn applied_shop_gets_every_child_and_becomes_available() {
         .await
         .unwrap();
     assert_eq!(peers.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+
+    // spec.placement reached every pod template, so the scheduler put every pod on kwok.
+    assert_eq!(
+        pod.node_selector.as_ref().map(|s| s["type"].as_str()),
+        Some("kwok")
+    );
+    let n = ns.name.clone();
+    eventually(20, "7 pods scheduled, all on the kwok node", || {
+        let (c, n) = (client.clone(), n.clone());
+        async move {
+            let pods = Api::<Pod>::namespaced(c, &n)
+                .list(&ListParams::default().labels("app.kubernetes.io/instance=mall"))
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default();
+            pods.len() == 7
+                && pods.iter().all(|p| {
+                    p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("kwok-node-0")
+                })
+        }
+    })
+    .await;
 
     // kwok makes the pods Ready; the Shop reports Available with the right generation.
     let n = ns.name.clone();
@@ -434,6 +457,69 @@ async fn invalid_shops_are_refused_by_the_api_server_with_the_cel_message() {
         .to_string();
     assert!(err.contains("jwt needs exactly one of secretRef"), "{err}");
 
+    // spec.placement: what the pod template would refuse is refused with the Shop's field path.
+    for (placement, expected) in [
+        (
+            "{tolerations: [{operator: Equal, value: x}]}",
+            "a toleration without a key must use operator Exists",
+        ),
+        (
+            "{tolerations: [{key: a, operator: Exists, value: x}]}",
+            "a toleration with operator Exists must not have a value",
+        ),
+        (
+            "{tolerations: [{key: a, operator: Exists, effect: NoSchedule, tolerationSeconds: 5}]}",
+            "tolerationSeconds needs effect NoExecute",
+        ),
+        (
+            "{tolerations: [{key: 'a b', operator: Exists}]}",
+            "toleration key must be a label key",
+        ),
+        (
+            "{nodeSelector: {'-pool': a}}",
+            "placement.nodeSelector keys must be label keys",
+        ),
+        (
+            "{nodeSelector: {pool: 'a b'}}",
+            "placement.nodeSelector values must be label values",
+        ),
+    ] {
+        bad = sample_shop("bad", &format!("  placement: {placement}\n"));
+        let err = shops
+            .create(&PostParams::default(), &bad)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{placement}: {err}");
+    }
+    // An operator the Rust type cannot even hold, sent as raw JSON: the schema's enum refuses it.
+    let mut raw = serde_json::to_value(sample_shop("bad", "")).unwrap();
+    raw["spec"]["placement"]["tolerations"][0]["operator"] = json!("In");
+    let err = shops
+        .patch(
+            "bad",
+            &PatchParams::apply("shop-operator-tests"),
+            &Patch::Apply(&raw),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("spec.placement.tolerations[0].operator: Unsupported value: \"In\""),
+        "{err}"
+    );
+    bad = sample_shop("bad", "  components:\n    gateway: {nodePort: 0}\n");
+    let err = shops
+        .create(&PostParams::default(), &bad)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("spec.components.gateway.nodePort")
+            && err.contains("greater than or equal to 1"),
+        "{err}"
+    );
+
     assert!(
         shops
             .list(&ListParams::default())
@@ -763,6 +849,93 @@ async fn a_failing_apply_is_reported_retried_with_backoff_and_recovers() {
     eventually(25, "recovered to Available once the port is free", || {
         let (c, n) = (client.clone(), n.clone());
         async move { shop_phase(&c, &n, "stuck").await.as_deref() == Some("Available") }
+    })
+    .await;
+    op.stop().await;
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_node_port_outside_the_clusters_range_is_reported_naming_the_field() {
+    let (client, ns) = setup("op-nodeport-").await;
+    let op = start_operator(&client, &ns.name);
+    // The schema takes any TCP port; only the API server knows its --service-node-port-range
+    // (8000-32767 on the local cluster, 30000-32767 by default), and 1 is outside every range.
+    create_shop(
+        &client,
+        &ns.name,
+        &sample_shop("edge", "  components:\n    gateway: {nodePort: 1}\n"),
+    )
+    .await;
+    let n = ns.name.clone();
+    eventually(
+        25,
+        "Degraded, the message naming spec.components.gateway.nodePort and the valid range",
+        || {
+            let (c, n) = (client.clone(), n.clone());
+            let op = &op;
+            async move {
+                let s = Api::<Shop>::namespaced(c, &n)
+                    .get("edge")
+                    .await
+                    .unwrap()
+                    .status
+                    .unwrap_or_default();
+                let degraded = s.conditions.iter().any(|c| {
+                    c.type_ == "Degraded"
+                        && c.status == "True"
+                        && c.reason == "ApplyFailed"
+                        && c.message.starts_with(
+                            "spec.components.gateway.nodePort 1 was refused by the API server: ",
+                        )
+                        && c.message.contains("range of valid ports")
+                });
+                degraded
+                    && s.phase.as_deref() == Some("Degraded")
+                    && op.counter("shop_operator_reconcile_failures_total", "reason=\"apply\"")
+                        >= 2.0
+            }
+        },
+    )
+    .await;
+    let s = Api::<Shop>::namespaced(client.clone(), &ns.name)
+        .get("edge")
+        .await
+        .unwrap();
+    let message = &s
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap()
+        .message;
+    assert!(
+        !message.contains("Status {"),
+        "the API server's message, not a debug dump: {message}"
+    );
+    // The components before the gateway were applied; the gateway's Service was not created.
+    assert!(deployment(&client, &ns.name, "edge-order").await.is_some());
+    assert!(
+        Api::<Service>::namespaced(client.clone(), &ns.name)
+            .get_opt("edge-gateway")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Dropping the fixed port fixes it.
+    Api::<Shop>::namespaced(client.clone(), &ns.name)
+        .patch(
+            "edge",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"components": {"gateway": {"nodePort": null}}}})),
+        )
+        .await
+        .unwrap();
+    let n = ns.name.clone();
+    eventually(25, "Available once the node port is gone", || {
+        let (c, n) = (client.clone(), n.clone());
+        async move { shop_phase(&c, &n, "edge").await.as_deref() == Some("Available") }
     })
     .await;
     op.stop().await;

@@ -121,6 +121,43 @@ fn schema_is_structural_with_status_subresource_printer_columns_and_cel() {
 }
 
 #[test]
+fn placement_and_node_port_limits_are_in_the_schema() {
+    let crd = serde_json::to_value(Shop::crd()).unwrap();
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    let placement = &spec["placement"]["properties"];
+    let selector = &placement["nodeSelector"];
+    assert_eq!(selector["maxProperties"], 32);
+    assert_eq!(selector["additionalProperties"]["maxLength"], 63);
+    let tolerations = &placement["tolerations"];
+    assert_eq!(tolerations["maxItems"], 32);
+    let item = &tolerations["items"]["properties"];
+    assert_eq!(
+        item["operator"]["enum"],
+        serde_json::json!(["Equal", "Exists"])
+    );
+    assert_eq!(
+        item["effect"]["enum"],
+        serde_json::json!(["NoSchedule", "PreferNoSchedule", "NoExecute"])
+    );
+    assert_eq!(item["key"]["maxLength"], 317);
+    assert_eq!(item["value"]["maxLength"], 63);
+    let rules = serde_json::to_string(&tolerations["items"]["x-kubernetes-validations"]).unwrap();
+    for message in [
+        "a toleration without a key must use operator Exists",
+        "a toleration with operator Exists must not have a value",
+        "tolerationSeconds needs effect NoExecute",
+    ] {
+        assert!(rules.contains(message), "missing rule: {message}");
+    }
+    // Any TCP port: the cluster's --service-node-port-range is the API server's to enforce.
+    let node_port = &spec["components"]["properties"]["gateway"]["properties"]["nodePort"];
+    assert_eq!(
+        (node_port["minimum"].as_f64(), node_port["maximum"].as_f64()),
+        (Some(1.0), Some(65535.0))
+    );
+}
+
+#[test]
 fn the_structural_check_catches_what_the_api_server_would_refuse() {
     let bad = serde_json::json!({"type": "object", "properties": {"a": {"oneOf": [{"type": "string"}, {"type": "integer"}]}}});
     let mut errors = Vec::new();

@@ -1,7 +1,8 @@
 //! The Helm chart with the real helm binary (built by `hack/stack.sh up`): lint, render, install
 //! into the real control plane, and the real `shop-operator` binary running with the chart's RBAC.
 //!
-//! kwok runs no containers, so the chart's operator pod never executes. The test therefore runs
+//! The chart's pods are placed on the kwok fake node (`common::kwok_helm_values`), which runs no
+//! containers, so the chart's operator pod never executes. The test therefore runs
 //! the operator binary on the host *as the chart's ServiceAccount*: it asks the TokenRequest API
 //! for a token of `<release>-shopkeeper` and hands the binary a kubeconfig with that token. Every
 //! API call the operator makes is then authorised by exactly the chart's ClusterRole.
@@ -230,12 +231,17 @@ async fn helm_install_and_upgrade_then_the_operator_with_the_chart_rbac_reconcil
     .unwrap();
 
     let c = chart();
+    let dir = tempfile::tempdir().unwrap();
+    let kwok = kwok_helm_values(dir.path());
+    let kwok = kwok.to_str().unwrap();
     let o = helm(&[
         "install",
         &release,
         c.to_str().unwrap(),
         "-n",
         &ns.name,
+        "-f",
+        kwok,
         "--set",
         "crds.install=true,sampleShop.enabled=true",
         "--wait",
@@ -265,8 +271,14 @@ async fn helm_install_and_upgrade_then_the_operator_with_the_chart_rbac_reconcil
         "sample Shop created by the post-install hook"
     );
 
+    let demo = shops.get("demo").await.unwrap();
+    assert_eq!(
+        demo.spec.placement,
+        shop_operator::crd::PlacementSpec::kwok(),
+        "values merged into the sample Shop"
+    );
+
     // The operator binary, authenticated as the chart's ServiceAccount.
-    let dir = tempfile::tempdir().unwrap();
     let kc = sa_kubeconfig(
         &client,
         &ns.name,
@@ -324,6 +336,8 @@ async fn helm_install_and_upgrade_then_the_operator_with_the_chart_rbac_reconcil
         c.to_str().unwrap(),
         "-n",
         &ns.name,
+        "-f",
+        kwok,
         "--set",
         "crds.install=true,sampleShop.enabled=true,concurrency=4",
         "--wait",

@@ -164,7 +164,7 @@ impl Cluster {
     }
 
     async fn create_shop(&self, name: &str) -> anyhow::Result<()> {
-        let shop: DynamicObject = serde_json::from_value(shop(name)).context("building a Shop")?;
+        let shop: DynamicObject = serde_json::from_value(shop(name)?).context("building a Shop")?;
         self.shops
             .create(&PostParams::default(), &shop)
             .await
@@ -205,8 +205,12 @@ impl Cluster {
     }
 }
 
-fn shop(name: &str) -> serde_json::Value {
-    json!({
+/// A benchmark Shop. Its images do not exist: it is placed on the kwok fake node, which reports
+/// the pods Ready without running them (on the real node they would never become Ready).
+fn shop(name: &str) -> anyhow::Result<serde_json::Value> {
+    let placement = serde_json::to_value(shop_operator::crd::PlacementSpec::kwok())
+        .context("serialising the kwok placement")?;
+    Ok(json!({
         "apiVersion": "shopkeeper.dev/v1alpha1", "kind": "Shop", "metadata": {"name": name},
         "spec": {
             "image": {"repository": "bench.local", "tag": "1.0.0"},
@@ -214,9 +218,10 @@ fn shop(name: &str) -> serde_json::Value {
                 "mysql": {"urlSecretRef": {"name": "db", "key": "url"}},
                 "mongodb": {"urlSecretRef": {"name": "mongo", "key": "url"}},
                 "kafka": {"bootstrapServers": "kafka:9092"}
-            }
+            },
+            "placement": placement
         }
-    })
+    }))
 }
 
 /// Polls `pred` every `interval` until it holds; fails after `deadline` (and never loops more than
@@ -432,7 +437,10 @@ fn print(r: &Results, shops: usize, steady_secs: u64) {
         "Command: `hack/bench/operator.sh` — the release `shop-operator` binary on the host, watching one fresh namespace of the"
     );
     println!(
-        "local control plane (kube-apiserver + controller-manager + scheduler + kwok); Shops created through the API,"
+        "local control plane (kube-apiserver + controller-manager + scheduler + kwok); Shops placed on the kwok node"
+    );
+    println!(
+        "(`spec.placement`: its pods are reported Ready without running) and created through the API,"
     );
     println!(
         "children counted by listing the {CHILDREN_PER_SHOP} managed objects per Shop every 50–250 ms. No peer operator is"

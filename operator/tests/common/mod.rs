@@ -1,6 +1,7 @@
 //! Shared helpers of the operator's integration tests: a client for the real control plane of the
 //! local stack, the CRD installed, a fresh namespace per test and the operator run in-process,
-//! scoped to that namespace so tests stay parallel-safe.
+//! scoped to that namespace so tests stay parallel-safe. Every Shop and chart pod they create is
+//! placed on the kwok fake node (the cluster also has a real node, where they could not run).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, CustomResourceExt};
 use shop_operator::Shop;
 use shop_operator::controller::ReconcileSettings;
+use shop_operator::crd::PlacementSpec;
 use shop_operator::metrics::Metrics;
 use shop_operator::operator::{self, Settings};
 use tokio::task::JoinHandle;
@@ -160,6 +162,10 @@ pub fn start_operator_with(client: &Client, settings: Settings) -> RunningOperat
 }
 
 /// A Shop with every backing service configured (Secrets need not exist: kwok runs no container).
+///
+/// It is placed on the kwok fake node ([`PlacementSpec::kwok`]) unless `extra_spec` sets
+/// `placement`: kwok reports its pods Ready without running them, while on the cluster's real
+/// node these images (which do not exist) would never become Ready and the test would hang.
 pub fn sample_shop(name: &str, extra_spec: &str) -> Shop {
     let yaml = format!(
         r#"
@@ -175,7 +181,26 @@ spec:
     zipkin: {{endpoint: "http://zipkin:9411/api/v2/spans"}}
 {extra_spec}"#
     );
-    serde_yaml::from_str(&yaml).unwrap()
+    let mut shop: Shop = serde_yaml::from_str(&yaml).unwrap();
+    if shop.spec.placement.is_empty() {
+        shop.spec.placement = PlacementSpec::kwok();
+    }
+    shop
+}
+
+/// Helm values that put the chart's pods on the kwok fake node too: the operator Deployment
+/// (`nodeSelector`, `tolerations`) and the sample Shop (`sampleShop.spec.placement`; Helm merges
+/// it into the chart's default sample spec). Written as JSON, which is YAML, into `dir`.
+pub fn kwok_helm_values(dir: &std::path::Path) -> std::path::PathBuf {
+    let placement = serde_json::to_value(PlacementSpec::kwok()).unwrap();
+    let values = serde_json::json!({
+        "nodeSelector": placement["nodeSelector"],
+        "tolerations": placement["tolerations"],
+        "sampleShop": {"spec": {"placement": placement}},
+    });
+    let path = dir.join("kwok-values.yaml");
+    std::fs::write(&path, values.to_string()).unwrap();
+    path
 }
 
 pub async fn create_shop(client: &Client, ns: &str, shop: &Shop) -> Shop {

@@ -217,7 +217,13 @@ async fn kubernetes_deployment_pod_becomes_ready_through_kwok() {
             "selector": {"matchLabels": {"app": "hello"}},
             "template": {
                 "metadata": {"labels": {"app": "hello"}},
-                "spec": {"containers": [{"name": "hello", "image": "registry.k8s.io/pause:3.10"}]}
+                // Only kwok makes a pod Ready without running it; its node is tainted so that
+                // nothing else lands there, and this pod asks for it.
+                "spec": {
+                    "nodeSelector": {"type": "kwok"},
+                    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+                    "containers": [{"name": "hello", "image": "registry.k8s.io/pause:3.10"}]
+                }
             }
         }
     }))
@@ -240,10 +246,13 @@ async fn kubernetes_deployment_pod_becomes_ready_through_kwok() {
                 .items
                 .iter()
                 .filter(|p| {
-                    p.status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                    p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("kwok-node-0")
+                        && p.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| {
+                                c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
                 })
                 .count();
             let available = deployments
@@ -260,7 +269,7 @@ async fn kubernetes_deployment_pod_becomes_ready_through_kwok() {
     delete_namespace(&client, &ns).await;
     assert!(
         ready,
-        "the Deployment's 2 pods did not become Ready (scheduler + kwok) within 60 s"
+        "the Deployment's 2 pods did not become Ready on kwok-node-0 (scheduler + kwok) within 60 s"
     );
 }
 
