@@ -339,13 +339,9 @@ impl CallBuilder {
                     breaker.record(!resp.status().is_server_error());
                     return Ok(resp);
                 }
-                Err(e) if e.is_timeout() => {
-                    breaker.on_failure();
-                    return Err(CallError::Timeout {
-                        service,
-                        timeout: self.timeout,
-                    });
-                }
+                // Before the timeout arm: a connect timeout is both, and it is the instance that
+                // failed (a deleted pod's address answers nothing), not the call. Nothing was
+                // sent, so any method may go to another instance.
                 Err(e) if e.is_connect() => {
                     if let Some(id) = &picked.instance_id {
                         inner.discovery.mark_down(id);
@@ -355,6 +351,13 @@ impl CallBuilder {
                         return Err(CallError::Transport { service, source: e });
                     }
                     tracing::debug!(error = %e, attempt, "connect failed; trying another instance");
+                }
+                Err(e) if e.is_timeout() => {
+                    breaker.on_failure();
+                    return Err(CallError::Timeout {
+                        service,
+                        timeout: self.timeout,
+                    });
                 }
                 Err(e) => {
                     if !(idempotent && can_retry) {

@@ -6,7 +6,7 @@ mod common;
 
 use common::{echo, echo_on, get, wait_registered};
 use serde_json::Value;
-use shop_testkit::registry::{spawn_registry, spawn_registry_on};
+use shop_testkit::registry::{eureka_url, java_instance, spawn_registry, spawn_registry_on};
 use shop_testkit::{free_port, fresh_name, wait_until};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -136,4 +136,58 @@ async fn with_the_registry_gone_a_replaced_instance_is_found_through_dns() {
     );
     let v: Value = serde_json::from_str(&last.1).unwrap();
     assert_eq!(v["port"].as_u64().unwrap() as u16, b2.port());
+}
+
+/// A deleted pod's address answers nothing at all (no refusal): the connect times out. Seen on the
+/// real node: order kept timing out on the dead inventory instance, because a connect timeout was
+/// taken for a slow answer, and never marked it down nor tried DNS.
+#[tokio::test]
+async fn an_instance_whose_address_answers_nothing_is_skipped_and_dns_used() {
+    // A listener that never accepts, its queue full: further SYNs go unanswered.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let hole = sock.listen(1).unwrap();
+    let hole_addr = hole.local_addr().unwrap();
+    let mut held = Vec::new();
+    while let Ok(s) = std::net::TcpStream::connect_timeout(&hole_addr, Duration::from_millis(300)) {
+        held.push(s);
+        assert!(held.len() < 64, "the listen queue never filled");
+    }
+
+    let mut reg = spawn_registry(&[]).await;
+    let b = fresh_name("b");
+    let registered = reqwest::Client::new()
+        .post(format!(
+            "{}/apps/{}",
+            eureka_url(&reg),
+            b.to_ascii_uppercase()
+        ))
+        .json(&java_instance(&b, "hole", hole_addr.port(), 60))
+        .send()
+        .await
+        .unwrap();
+    assert!(registered.status().is_success());
+    let live = echo(&b, None, &[]).await;
+    let pattern = format!("http://127.0.0.1:{}", live.port());
+    let a = echo(
+        &fresh_name("a"),
+        Some(&reg),
+        &[("SHOP_DNS_PATTERN", &pattern)],
+    )
+    .await;
+    assert!(wait_registered(&reg, &b, 1).await);
+    // A has fetched the registry (with the unanswering instance) before the registry dies.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    reg.kill();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let call = format!("{}/call/{b}/hello", a.base_url());
+    let (code, body) = get(&call).await;
+    assert_eq!(
+        code, 200,
+        "the unanswering instance was not skipped: {body}"
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["port"].as_u64().unwrap() as u16, live.port());
+    drop(held);
 }
