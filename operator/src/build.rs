@@ -54,6 +54,11 @@ pub const PORT_NAME: &str = "http";
 /// Port every Service also exposes (to the component's own port), so that the runtime's single
 /// DNS fallback pattern `http://<shop>-{service}.<ns>.svc:80` reaches any component.
 pub const DNS_FALLBACK_PORT: i32 = 80;
+/// Seconds a terminating pod keeps serving, unready and deregistered, before it stops accepting:
+/// longer than the services' registry refresh (5 s) plus kube-proxy's resync (1 s), so callers
+/// have dropped it first and a rolling update fails no request. Inside the 30 s grace period
+/// together with the 10 s drain.
+pub const SHUTDOWN_DELAY_SECS: u32 = 7;
 /// UID/GID the images run as (distroless `nonroot`).
 pub const RUN_AS: i64 = 65532;
 
@@ -229,6 +234,10 @@ pub fn config_data(shop: &ValidatedShop, c: Component) -> BTreeMap<String, Strin
         format!("http://{name}-{{service}}.{ns}.svc:{DNS_FALLBACK_PORT}"),
     );
     d.insert("SHOP_BIND".to_string(), "0.0.0.0".to_string());
+    d.insert(
+        "SHOP_SHUTDOWN_DELAY_SECS".to_string(),
+        SHUTDOWN_DELAY_SECS.to_string(),
+    );
     d.insert("SHOP_PORT".to_string(), c.port().to_string());
     if let Some(z) = &shop.zipkin_endpoint {
         d.insert("SHOP_ZIPKIN_ENDPOINT".to_string(), z.clone());

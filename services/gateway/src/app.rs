@@ -209,7 +209,9 @@ pub async fn run(common: CommonArgs, args: GatewayArgs) -> anyhow::Result<()> {
     let discovery = rt.discovery();
     let metrics = rt.metrics();
     let readiness = rt.readiness();
-    let shutdown = rt.shutdown_token();
+    // The gateway is unready at SIGTERM and stops accepting after the shutdown delay, so that
+    // kube-proxy stops sending it connections first.
+    let shutdown = rt.stop_accepting_token();
     drop(rt);
 
     let addr = SocketAddr::new(common.bind, common.port.unwrap_or(DEFAULT_PORT));

@@ -72,6 +72,13 @@ pub struct CommonArgs {
     #[arg(long, env = "SHOP_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 
+    /// Seconds to keep accepting requests after SIGTERM, already unready and deregistered, so
+    /// that callers drop this instance first: registry clients at their next refresh
+    /// (`SHOP_REGISTRY_FETCH_SECS`), kube-proxy when the pod leaves the Service's endpoints.
+    /// Without it a rolling update fails the requests sent in between (0 outside Kubernetes).
+    #[arg(long, env = "SHOP_SHUTDOWN_DELAY_SECS", default_value_t = 0)]
+    pub shutdown_delay_secs: u64,
+
     /// Instance id announced to the registry (default: "<advertise-host>:<app>:<port>").
     #[arg(long, env = "SHOP_INSTANCE_ID")]
     pub instance_id: Option<String>,
@@ -95,6 +102,7 @@ impl Default for CommonArgs {
             lease_duration_secs: 15,
             registry_fetch_secs: 5,
             shutdown_grace_secs: 10,
+            shutdown_delay_secs: 0,
             instance_id: None,
             metadata: Vec::new(),
         }
@@ -124,6 +132,11 @@ impl CommonArgs {
     /// Shutdown drain bound.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// How long to keep accepting after SIGTERM.
+    pub fn shutdown_delay(&self) -> Duration {
+        Duration::from_secs(self.shutdown_delay_secs)
     }
 
     /// Metadata pairs parsed from `--metadata k=v`; entries without `=` are ignored.

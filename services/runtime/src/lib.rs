@@ -162,6 +162,25 @@ impl Runtime {
         self.shutdown.clone()
     }
 
+    /// Cancelled `SHOP_SHUTDOWN_DELAY_SECS` after SIGTERM/SIGINT: when a server should stop
+    /// accepting. At the signal itself readiness already fails (and [`Runtime::serve`]
+    /// deregisters), so callers stop choosing this instance while it still answers them.
+    pub fn stop_accepting_token(&self) -> CancellationToken {
+        let stop = CancellationToken::new();
+        let (signal, readiness) = (self.shutdown.clone(), self.readiness.clone());
+        let (delay, done) = (self.args.shutdown_delay(), stop.clone());
+        tokio::spawn(async move {
+            signal.cancelled().await;
+            readiness.set_draining();
+            if !delay.is_zero() {
+                tracing::info!(?delay, "shutdown signal received; unready, still serving");
+                tokio::time::sleep(delay).await;
+            }
+            done.cancel();
+        });
+        stop
+    }
+
     /// The instance this process announces to the registry.
     pub fn instance_info(&self) -> InstanceInfo {
         let port = self.local_addr.port();
@@ -178,8 +197,9 @@ impl Runtime {
     }
 
     /// Serves `router` plus health and metrics until SIGTERM/SIGINT (or the shutdown token), registering
-    /// with the registry while listening. On shutdown: readiness fails, the instance deregisters, the
-    /// listener stops accepting, in-flight requests drain within the grace period, spans are flushed.
+    /// with the registry while listening. On shutdown: readiness fails, the instance deregisters, it
+    /// keeps serving for the shutdown delay (see [`Runtime::stop_accepting_token`]), then the listener
+    /// stops accepting, in-flight requests drain within the grace period, spans are flushed.
     pub async fn serve(self, router: axum::Router) -> Result<(), RuntimeError> {
         let state = server::ServerState {
             metrics: self.metrics.clone(),
@@ -199,19 +219,19 @@ impl Runtime {
             .map(|r| tokio::spawn(r.run(stop_background.clone())));
 
         let shutdown = self.shutdown.clone();
+        let stop_accepting = self.stop_accepting_token();
         let drain_started = CancellationToken::new();
         let drain_signal = drain_started.clone();
-        let readiness = self.readiness.clone();
         let registrar_for_stop = registrar.clone();
         let stop_bg = stop_background.clone();
         let graceful = async move {
             shutdown.cancelled().await;
-            tracing::info!("shutdown signal received; draining");
-            readiness.set_draining();
             stop_bg.cancel();
             if let Some(r) = registrar_for_stop {
                 let _ = tokio::time::timeout(Duration::from_secs(2), r.deregister()).await;
             }
+            stop_accepting.cancelled().await;
+            tracing::info!("draining");
             drain_signal.cancel();
         };
         let server =
