@@ -430,7 +430,7 @@ async fn deliver(
             p.counters.webhook_delivered.inc();
             if let Err(e) = p
                 .store
-                .set_delivery(&n.event_id, Delivery::Delivered, attempts, None)
+                .set_delivery(n, Delivery::Delivered, attempts, None)
                 .await
             {
                 tracing::warn!(error = %e, "recording webhook delivery failed");
@@ -442,7 +442,7 @@ async fn deliver(
             tracing::warn!(attempts, %reason, "webhook delivery gave up; dead-lettering");
             if let Err(e) = p
                 .store
-                .set_delivery(&n.event_id, Delivery::Failed, attempts, Some(&reason))
+                .set_delivery(n, Delivery::Failed, attempts, Some(&reason))
                 .await
             {
                 tracing::warn!(error = %e, "recording webhook failure failed");

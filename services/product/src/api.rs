@@ -229,8 +229,13 @@ async fn replace<T: StockTarget>(
             ));
         }
     }
-    let Some((mut view, pending)) = st.store.replace(oid, &input).await.map_err(store_problem)?
-    else {
+    // Under the product's write lock: on FerretDB an update racing the stock syncer's marker update
+    // would be lost (see `StockSyncer::write_lock`). Released before the inline sync takes it.
+    let replaced = {
+        let _guard = st.syncer.write_lock(oid).await;
+        st.store.replace(oid, &input).await.map_err(store_problem)?
+    };
+    let Some((mut view, pending)) = replaced else {
         return Err(Problem::not_found(format!("no product with id {id:?}")).field("id"));
     };
     if pending.is_some() {

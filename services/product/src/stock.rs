@@ -6,7 +6,8 @@
 //! `store`), then pushed with the idempotent `PUT /api/inventory/{skuCode}` and cleared only after
 //! inventory answered 2xx. A background task retries every marker until it is confirmed.
 //! Pushes for one SKU are serialised by a per-SKU lock and always re-read the current marker, so a
-//! slow, stale push can never overwrite a newer quantity within this process.
+//! slow, stale push can never overwrite a newer quantity within this process. The API's updates of
+//! a product take the same lock (`write_lock`), because FerretDB's updates are not atomic.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use mongodb::bson::oid::ObjectId;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{PendingStock, ProductStore, StoreError};
@@ -109,10 +110,19 @@ impl<T: StockTarget> StockSyncer<T> {
         locks.entry(id).or_default().clone()
     }
 
+    /// Hold this around every update of product `id` made outside this syncer (the API's PUT), so
+    /// it never interleaves with a push's marker update. FerretDB v1 (the local stack's MongoDB
+    /// server) runs an update as read, modify, write the whole document back, not atomically as
+    /// MongoDB does: a PUT landing between the read and the write of `clear_pending` would be
+    /// undone, new pending-stock marker included. This makes updates of one product whole within
+    /// one process; it does not order writes from several replicas.
+    pub async fn write_lock(&self, id: ObjectId) -> OwnedMutexGuard<()> {
+        self.lock_for(id).await.lock_owned().await
+    }
+
     /// Push the current marker of product `id`, if any.
     pub async fn sync_one(&self, id: ObjectId) -> Result<SyncOutcome, StoreError> {
-        let lock = self.lock_for(id).await;
-        let _guard = lock.lock().await;
+        let _guard = self.write_lock(id).await;
         let Some(p) = self.store.pending_of(id).await? else {
             return Ok(SyncOutcome::NothingPending);
         };

@@ -256,7 +256,9 @@ impl ProductStore {
         Ok(docs.iter().filter_map(marker_from).collect())
     }
 
-    /// Clear the marker if (and only if) it is still the one identified by `token`.
+    /// Clear the marker if (and only if) it is still the one identified by `token`. Atomic on
+    /// MongoDB; on FerretDB the condition is checked on a copy read before the write, so callers
+    /// hold `StockSyncer::write_lock` (as every updater of a product does).
     pub async fn clear_pending(&self, id: ObjectId, token: &str) -> Result<bool, StoreError> {
         let r = self
             .coll

@@ -473,3 +473,51 @@ async fn pending_stock_survives_a_product_restart() {
     assert!(synced, "marker left by the dead process was not retried");
     assert_eq!(available(&p2.http, &inventory, &sku).await, Some(9));
 }
+
+/// Many PUTs of one product at once, each with its own name and quantity, while the stock of each
+/// is pushed and its marker cleared: afterwards the product is SYNCED, and the stock inventory
+/// holds is the quantity the product shows, from the same PUT as its name. A lost update (one
+/// write of the product undoing another) shows as a product stuck PENDING, or a name and a
+/// quantity from different PUTs, or inventory holding another quantity than the product.
+#[tokio::test]
+async fn concurrent_updates_of_one_product_lose_nothing() {
+    let db = shop_testkit::fresh_mysql_database("inventory").await;
+    let inv_port = free_port();
+    let inventory = start_inventory(inv_port, &db).await;
+    let p = Product::start(Some(inv_port)).await;
+    let sku = fresh_name("sku-");
+    let (status, created, _) = p
+        .post(&json!({"name":"v0","price":"1.00","skuCode":sku,"quantity":1}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    for round in 0..3 {
+        let puts = (1..=12).map(|i| {
+            let (http, url) = (p.http.clone(), p.url(&format!("/api/product/{id}")));
+            let q = round * 100 + i;
+            async move {
+                let r = http
+                    .put(url)
+                    .json(&json!({"name": format!("v{q}"), "price":"1.00", "quantity": q}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+            }
+        });
+        futures::future::join_all(puts).await;
+    }
+    let settled = wait_until(Duration::from_secs(20), || async {
+        p.get(&id).await.1["stockSync"] == "SYNCED"
+    })
+    .await;
+    let (_, got) = p.get(&id).await;
+    assert!(settled, "product never got back to SYNCED: {got}");
+    let q = got["quantity"].as_i64().unwrap();
+    assert_eq!(
+        got["name"],
+        format!("v{q}"),
+        "name and quantity from different PUTs: {got}"
+    );
+    assert_eq!(available(&p.http, &inventory, &sku).await, Some(q), "{got}");
+}

@@ -72,7 +72,7 @@ pub fn mongo_url() -> String {
         "SHOP_TEST_MONGODB_URL",
         "mongodb://127.0.0.1:27017/?directConnection=true",
     );
-    require_tcp("MongoDB (nx-27017)", &host_port(&url));
+    require_tcp("MongoDB (FerretDB)", &host_port(&url));
     url
 }
 
