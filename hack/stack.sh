@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts, checks and stops the real local stack on loopback, with no Docker:
-#   MariaDB, a MongoDB wire-protocol server (nx-27017), Kafka (KRaft), Zipkin, and a Kubernetes control plane
+#   MariaDB, a MongoDB wire-protocol server (FerretDB), Kafka (KRaft), Zipkin, and a Kubernetes control plane
 #   (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok fake nodes).
 # Usage: hack/stack.sh up [data|kube]... | down | status
 # All data, logs, pids and the kubeconfig live under $STATE_DIR (default .state/, gitignored).
@@ -41,16 +41,24 @@ CREATE USER IF NOT EXISTS 'shop'@'127.0.0.1' IDENTIFIED BY 'shop';
 CREATE USER IF NOT EXISTS 'shop'@'localhost' IDENTIFIED BY 'shop';
 GRANT ALL ON *.* TO 'shop'@'127.0.0.1';
 GRANT ALL ON *.* TO 'shop'@'localhost';
+-- The real node's pods (10.244.0.0/24) reach this server through hack/node.sh's DNAT rule.
+CREATE USER IF NOT EXISTS 'shop'@'10.244.0.%' IDENTIFIED BY 'shop';
+GRANT ALL ON *.* TO 'shop'@'10.244.0.%';
 SQL
 }
 
-# ---------------------------------------------------------------- MongoDB wire protocol (nx-27017)
+# ---------------------------------------------------------------- MongoDB wire protocol (FerretDB)
+# FerretDB v1 on its SQLite backend: one SQLite file per database under $STATE_DIR/mongo/data/ (the
+# directory must exist and the URL must end with "/"), its state.json (instance id, telemetry choice)
+# in $STATE_DIR/mongo. Telemetry off; the metrics/pprof HTTP listener (127.0.0.1:8088 by default) off.
 up_mongo() {
-  mkdir -p "$STATE_DIR/mongo"
-  # --data-dir: one SQLite file per logical database; pid and log files kept in our state folder
-  # (its defaults are global paths shared by every instance on the machine).
-  start_bg mongo "$NX27017_BIN" --data-dir "$STATE_DIR/mongo" --host 127.0.0.1 -p 27017 \
-    --pid-file "$STATE_DIR/mongo/nx-27017.pid" --log-file "$LOG_DIR/mongo-server.log"
+  local dir=$STATE_DIR/mongo
+  mkdir -p "$dir/data"
+  start_bg mongo "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$dir/data/" \
+    --listen-addr=127.0.0.1:27017 --state-dir="$dir" --debug-addr=- --telemetry=disable \
+    --log-level=warn
+  # Its listener opens once the backend is set up. (`ferretdb ping` is no probe here: without
+  # --setup-database it returns success without connecting, and that flag needs the new auth.)
   wait_for mongo 60 tcp_open 127.0.0.1 27017
 }
 
@@ -62,11 +70,13 @@ up_kafka() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:9093
-listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093
-advertised.listeners=PLAINTEXT://127.0.0.1:9092
+# PODS: the listener for the real node's pods. It listens on loopback like the others; pods reach it
+# as 10.244.0.1:9094 through hack/node.sh's DNAT rule, so that is the address it advertises.
+listeners=PLAINTEXT://127.0.0.1:9092,PODS://127.0.0.1:9094,CONTROLLER://127.0.0.1:9093
+advertised.listeners=PLAINTEXT://127.0.0.1:9092,PODS://10.244.0.1:9094
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,PODS:PLAINTEXT
 log.dirs=$dir/data
 num.partitions=1
 auto.create.topics.enable=true
@@ -118,6 +128,33 @@ make_pki() {
   touch "$PKI/.done"
 }
 
+# What the real node needs from the PKI (added idempotently, so a state folder from before the node
+# existed is upgraded in place): the apiserver certificate also valid for the bridge address pods
+# use, a client certificate the apiserver shows the kubelet (kubectl logs/exec), and tokens for
+# the kubelet (system:node:shop-node) and kube-proxy (system:kube-proxy).
+node_pki_extras() {
+  (
+    cd "$PKI"
+    if ! openssl x509 -in apiserver.crt -noout -text 2>/dev/null | grep -q "IP Address:10.244.0.1"; then
+      printf 'subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:10.244.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n' > san.ext
+      openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out apiserver.crt -days 3650 -extfile san.ext 2>/dev/null
+    fi
+    if [[ ! -f apiserver-kubelet-client.crt ]]; then
+      openssl req -newkey rsa:2048 -nodes -keyout apiserver-kubelet-client.key -out apiserver-kubelet-client.csr \
+        -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" 2>/dev/null
+      openssl x509 -req -in apiserver-kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+        -out apiserver-kubelet-client.crt -days 3650 2>/dev/null
+    fi
+    local user
+    for user in system:node:shop-node system:kube-proxy; do
+      grep -q ",$user," tokens.csv || {
+        local group=""; [[ $user == system:node:* ]] && group=system:nodes
+        printf '%s,%s,%s,"%s"\n' "$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" "$user" "$user" "$group" >> tokens.csv
+      }
+    done
+  )
+}
+
 write_kubeconfig() {
   cat > "$KUBECONFIG_PATH" <<KCFG
 apiVersion: v1
@@ -144,6 +181,7 @@ node_ready() { [[ $("${KUBECTL[@]}" get node kwok-node-0 -o jsonpath='{.status.c
 
 up_kube() {
   make_pki
+  node_pki_extras
   write_kubeconfig
   mkdir -p "$STATE_DIR/etcd"
   start_bg etcd "$K8S_BIN/etcd" --name local --data-dir "$STATE_DIR/etcd" \
@@ -152,12 +190,15 @@ up_kube() {
     --initial-cluster local=http://127.0.0.1:2380 --unsafe-no-fsync --quota-backend-bytes=2147483648
   wait_for etcd 60 curl -sf http://127.0.0.1:2379/health
   start_bg kube-apiserver "$K8S_BIN/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port=6443 \
+    --bind-address=0.0.0.0 --advertise-address=10.244.0.1 --secure-port=6443 \
     --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" --client-ca-file="$PKI/ca.crt" \
     --token-auth-file="$PKI/tokens.csv" --authorization-mode=Node,RBAC \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true --profiling=false \
+    --service-node-port-range=8000-32767 --kubelet-preferred-address-types=InternalIP \
+    --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
     --cert-dir="$PKI/serving"
   wait_for kube-apiserver 120 apiserver_ready
   start_bg kube-controller-manager "$K8S_BIN/kube-controller-manager" --kubeconfig="$KUBECONFIG_PATH" \
@@ -186,6 +227,11 @@ metadata:
     kubernetes.io/os: linux
     kubernetes.io/arch: amd64
     type: kwok
+spec:
+  # Only what asks for kwok lands here (operator tests and benchmarks: Shop spec.placement);
+  # everything else runs on the real node.
+  taints:
+  - {key: kwok.x-k8s.io/node, value: fake, effect: NoSchedule}
 status:
   allocatable: {cpu: "64", memory: 256Gi, pods: "1000"}
   capacity: {cpu: "64", memory: 256Gi, pods: "1000"}
@@ -197,22 +243,26 @@ NODE
 
 ALL=(mariadb mongo kafka zipkin etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
-# cmd_up [data|kube]...: everything by default; `data` = the four backing servers, `kube` = the control plane.
+# cmd_up [data|kube|node]...: everything by default; `data` = the four backing servers, `kube` = the
+# control plane (with kwok), `node` = the real node (hack/node.sh: containerd, kubelet, kube-proxy, DNS).
 cmd_up() {
   local parts=("$@") t0=$SECONDS
-  ((${#parts[@]})) || parts=(data kube)
+  ((${#parts[@]})) || parts=(data kube node)
   for p in "${parts[@]}"; do
     case $p in
       data) main apt mongo kafka zipkin; up_mariadb; up_mongo; up_kafka; up_zipkin ;;
       kube) main k8s kwok helm; up_kube ;;
-      *) die "unknown part '$p' (data|kube)" ;;
+      node) "$ROOT_DIR/hack/node.sh" up ;;
+      *) die "unknown part '$p' (data|kube|node)" ;;
     esac
   done
   log "stack up in $(( SECONDS - t0 ))s"
   cmd_status
 }
 
+# The node first (its pods and rules), then the servers in reverse start order.
 cmd_down() {
+  "$ROOT_DIR/hack/node.sh" down
   local i
   for (( i=${#ALL[@]}-1; i>=0; i-- )); do stop_pid "${ALL[$i]}"; done
 }
@@ -222,12 +272,13 @@ cmd_status() {
   for n in "${ALL[@]}"; do
     if is_running "$n"; then printf '  %-24s running (pid %s)\n' "$n" "$(cat "$PID_DIR/$n.pid")"; else printf '  %-24s stopped\n' "$n"; fi
   done
+  "$ROOT_DIR/hack/node.sh" status
   cat <<EOF2
   MariaDB        mysql://shop:shop@127.0.0.1:3306   (socket $STATE_DIR/mariadb.sock)
-  MongoDB        mongodb://127.0.0.1:27017/?directConnection=true   (nx-27017)
+  MongoDB        mongodb://127.0.0.1:27017/?directConnection=true   (FerretDB $FERRETDB_VERSION, SQLite)
   Kafka          127.0.0.1:9092
   Zipkin         http://127.0.0.1:9411
-  Kubernetes     https://127.0.0.1:6443   KUBECONFIG=$KUBECONFIG_PATH
+  Kubernetes     https://127.0.0.1:6443   KUBECONFIG=$KUBECONFIG_PATH   (node shop-node, kwok-node-0 tainted)
   helm           $STATE_DIR/bin/helm
 EOF2
 }
