@@ -1,6 +1,6 @@
 # shopkeeper — the two commands a newcomer needs: `make up` and `make test`.
-# Everything is real (MariaDB, a MongoDB wire-protocol server, Kafka, Zipkin, a Kubernetes control plane
-# with kwok nodes) and runs on loopback with no Docker; tools are built once into ~/.cache/shopkeeper.
+# Everything is real (MariaDB, FerretDB, Kafka, Zipkin, a Kubernetes control plane and a real node whose pods
+# run the platform) on this machine with no Docker; tools are built once into ~/.cache/shopkeeper.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
@@ -11,10 +11,10 @@ CARGO ?= cargo
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-up: ## start the whole platform: stack + control plane + six services + operator (prints the URLs)
+up: ## start the whole platform: stack, control plane, real node, operator (Helm) and the Shop's pods (prints URLs)
 	@hack/up.sh
 
-down: ## stop everything `make up` / `make test` started (by pid), keep data
+down: ## stop everything `make up` / `make test` started and undo the node's changes to the machine; keep data
 	@hack/platform.sh down; hack/stack.sh down
 
 status: ## what is running, and where

@@ -82,7 +82,7 @@ idle=$(rss_kb $PID)
 cat <<MD
 ## shop-notification: consume + store throughput, RSS
 
-Command: \`hack/bench/notification.sh $N\` ($PROFILE build; real Kafka 127.0.0.1:9092, real MongoDB wire server nx-27017; $(nproc) cores shared with the stack).
+Command: \`hack/bench/notification.sh $N\` ($PROFILE build; real Kafka 127.0.0.1:9092, real MongoDB wire server FerretDB (SQLite backend); $(nproc) cores shared with the stack).
 $N distinct OrderPlaced events pre-published to a fresh 1-partition topic (publish took ${PUB_S}s); shop-notification then
 started on a fresh group and database; each event is decoded, inserted once under the unique \`eventId\` index, pushed to the
 SSE broadcast and its offset committed.
@@ -97,5 +97,5 @@ SSE broadcast and its offset committed.
 
 No peer is measured in the same run (the issue names none for this figure). For scale only: the reference notes quote 567 MB RSS
 for a Spring Boot 3.2 service after a load run (platform-reference §0, not measured here). The store is the bottleneck:
-nx-27017 is MongoDB's wire protocol over SQLite in Python.
+FerretDB serves the MongoDB wire protocol from SQLite and uses no index to find documents (docs/local-stack.md).
 MD

@@ -9,7 +9,7 @@
 #   2. paced: $PACED orders at $RATE/s, one at a time, and for each the delay between the order's
 #      occurredAt (shop-order's clock) and the notification's createdAt (shop-notification's clock;
 #      same host) -> p50/p99/max (order-paced: services/order/src/bin/order-paced.rs). First, while the
-#      notification store is small: the MongoDB stand-in answers per-order lookups by scanning;
+#      notification store is small: FerretDB answers per-order lookups by scanning;
 #   3. whole pipeline: wrk -t2 -c$CONNS for $DURATION s while shop-notification consumes and stores on the
 #      same 2 cores (orders/s, p50/p99, non-201 count, peak RSS), then the time until all are stored;
 #   4. order path alone: shop-notification stopped (SIGTERM), the same load (Kafka keeps the events),
@@ -127,8 +127,8 @@ start_notification
 sleep 2
 IDLE_NOT=$(rss_kb $NOT_PID)
 
-# The delay is measured first, while the notification store is small: the MongoDB stand-in
-# (Python on SQLite) answers the per-order lookups by scanning.
+# The delay is measured first, while the notification store is small: FerretDB
+# (SQLite backend, no index used for lookups) answers the per-order lookups by scanning.
 log "paced: $PACED orders at $RATE/s"
 PACED_OUT=$("$BIN/order-paced" "$ORD" "$NOT" "$PACED" "$RATE" "$BENCH_SKUS")
 read -r D_N D_MISSING D_P50 D_P99 D_MAX <<<"$PACED_OUT"
