@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1.7
 # The operator image: docker build -f docker/operator.Dockerfile -t <repo>/shop-operator:<tag> .
-# Pure Rust (rustls), so the runtime is distroless cc (glibc only, no shell), running as nonroot (65532).
+# Pure Rust (rustls), so the runtime is distroless cc (glibc and libgcc_s are all it links; no shell),
+# running as nonroot (65532). hack/images.sh builds the same image without Docker;
+# tests/e2e/tests/images.rs fails when the two recipes differ.
 ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
