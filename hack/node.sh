@@ -110,6 +110,9 @@ KCFG
 # ---------------------------------------------------------------- containerd
 containerd_up() {
   mkdir -p "$NODE_DIR/cni" "$NODE_DIR/containerd" "$RUN_DIR/containerd"
+  # containerd 1.6 keeps shim sockets (/run/containerd/s) and runc state (/run/containerd/runc)
+  # there whatever its config says; down removes that folder only when the node created it.
+  [[ -e /run/containerd || -f $NODE_DIR/run-containerd.ours ]] || touch "$NODE_DIR/run-containerd.ours"
   # The three settings without which nothing starts here (machine lacks CAP_SYS_RESOURCE):
   # restrict_oom_score_adj (no negative oom_score_adj), and cgroupfs, not systemd.
   cat > "$NODE_DIR/containerd.toml" <<TOML
@@ -275,20 +278,17 @@ cmd_up() {
 
 # ---------------------------------------------------------------- down
 # Every container the node's containerd runs, killed and removed (the shims outlive containerd).
+# `tasks rm -f` kills a running task and deletes it in one call; eight at a time.
 kill_containers() {
   [[ -S $CONTAINERD_SOCK ]] || return 0
   local ids
   ids=$("${CTR[@]}" tasks ls -q 2>/dev/null || true)
   if [[ -n $ids ]]; then
     log "killing $(wc -w <<<"$ids") containers"
-    local id
-    for id in $ids; do "${CTR[@]}" tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true; done
-    for id in $ids; do
-      for _ in 1 2 3 4 5 6 7 8 9 10; do "${CTR[@]}" tasks rm -f "$id" >/dev/null 2>&1 && break; sleep 0.3; done
-    done
+    xargs -r -n 1 -P 8 "${CTR[@]}" tasks rm -f <<<"$ids" >/dev/null 2>&1 || true
   fi
   ids=$("${CTR[@]}" containers ls -q 2>/dev/null || true)
-  for id in $ids; do "${CTR[@]}" containers rm "$id" >/dev/null 2>&1 || true; done
+  [[ -z $ids ]] || xargs -r -n 1 -P 8 "${CTR[@]}" containers rm <<<"$ids" >/dev/null 2>&1 || true
 }
 
 # Shims started by our containerd carry its socket in their command line: an exact match on our
@@ -363,7 +363,7 @@ cmd_down() {
   stop_pid containerd
   kill_shims
   delete_pod_netns
-  unmount_under "$STATE_DIR/kubelet" "$RUN_DIR" "$NODE_DIR/containerd"
+  unmount_under "$STATE_DIR/kubelet" "$RUN_DIR" "$NODE_DIR/containerd" /run/containerd/io.containerd
   delete_kube_chains
   if iptables -t nat -S SHOP-HOST-PORTS >/dev/null 2>&1; then
     iptables -t nat -D PREROUTING -j SHOP-HOST-PORTS 2>/dev/null || true
@@ -373,6 +373,7 @@ cmd_down() {
   remove_cgroups
   restore_sysctls
   rm -rf "$NODE_DIR/ipam" "$RUN_DIR"
+  if [[ -f $NODE_DIR/run-containerd.ours ]]; then rm -rf /run/containerd "$NODE_DIR/run-containerd.ours"; fi
   if [[ -f $NODE_DIR/var-lib-kubelet.ours ]]; then rm -rf /var/lib/kubelet "$NODE_DIR/var-lib-kubelet.ours"; fi
   # libcni keeps per-attachment results here; stale ones would confuse the next start's teardown.
   rm -rf /var/lib/cni/results/shop-* 2>/dev/null || true

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make test`: builds/starts whatever of the stack is missing, lints, builds every binary, runs every test.
+# `make test`: builds/starts whatever of the stack is missing (the real node included), lints, builds every
+# binary, brings the platform up as pods, runs every test.
 # Servers this script started are stopped at the end; servers that were already up are left alone.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT_DIR"
@@ -8,8 +9,14 @@ started_here=()
 for n in mariadb mongo kafka zipkin etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do
   is_running "$n" || started_here+=("$n")
 done
+node_started_here=
+is_running kubelet || node_started_here=1
 cleanup() {
   local rc=$?
+  if [[ -n $node_started_here ]]; then
+    log "stopping the node make test started"
+    hack/node.sh down
+  fi
   if ((${#started_here[@]})); then
     log "stopping what make test started: ${started_here[*]}"
     local i
@@ -29,5 +36,8 @@ if [[ -z ${SHOP_SKIP_LINT:-} ]]; then
   "$STATE_DIR/bin/helm" lint charts/shopkeeper
 fi
 cargo build --workspace --bins --locked
+# The platform as pods on the real node (operator by Helm, the example Shop): the real-node tests
+# in tests/e2e/tests/real_node*.rs run against it.
+hack/platform.sh up
 cargo test --workspace --locked --no-fail-fast -- --test-threads="${SHOP_TEST_THREADS:-4}"
 log "make test finished in $(( SECONDS - t0 ))s"

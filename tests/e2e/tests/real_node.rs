@@ -1,0 +1,313 @@
+//! The platform as its users run it, on the real node: the operator installed by Helm runs as a
+//! pod, the example Shop of `make up` is Available with every pod Ready through its real readiness
+//! probe, the namespaces enforce the restricted Pod Security Standard, and an order placed through
+//! the gateway's Service reaches notification and Zipkin as one trace.
+//!
+//! These tests read the Shop `make up` (and `make test`) applies; they change nothing of it. Tests
+//! that kill or roll pods use Shops of their own (real_node_faults.rs).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::Api;
+use kube::api::{LogParams, PostParams};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use shop_testkit::cluster::{
+    self, DEMO_GATEWAY, DEMO_NAMESPACE, DEMO_SHOP, NODE, is_ready, require_real_node,
+};
+use shop_testkit::{fresh_name, wait_until, zipkin_url};
+
+const OPERATOR_NAMESPACE: &str = "shopkeeper-system";
+const OPERATOR_DEPLOYMENT: &str = "shopkeeper-shopkeeper";
+
+#[tokio::test]
+async fn helm_installed_operator_runs_as_a_pod_and_the_shop_is_available_with_real_pods() {
+    let client = cluster::client().await;
+    require_real_node(&client).await;
+
+    // The chart's operator Deployment, from the locally built image, Ready on the real node.
+    let op = Api::<Deployment>::namespaced(client.clone(), OPERATOR_NAMESPACE)
+        .get(OPERATOR_DEPLOYMENT)
+        .await
+        .expect("the operator Deployment of `helm install shopkeeper` (make up installs it)");
+    assert_eq!(
+        op.status.as_ref().and_then(|s| s.ready_replicas),
+        Some(1),
+        "operator Deployment not ready: {:?}",
+        op.status
+    );
+    let op_pods = cluster::pods(&client, OPERATOR_NAMESPACE, "").await;
+    let op_pod = op_pods
+        .iter()
+        .find(|p| is_ready(p))
+        .expect("a Ready operator pod");
+    let spec = op_pod.spec.as_ref().unwrap();
+    assert_eq!(spec.node_name.as_deref(), Some(NODE));
+    assert_eq!(
+        spec.containers[0].image.as_deref(),
+        Some("shopkeeper.local/shop-operator:dev")
+    );
+
+    // The example Shop: Available, 6/6, at its current generation.
+    cluster::wait_shop_available(&client, DEMO_NAMESPACE, DEMO_SHOP, Duration::from_secs(60)).await;
+    let shop = cluster::shops(&client, DEMO_NAMESPACE)
+        .get(DEMO_SHOP)
+        .await
+        .unwrap();
+    assert_eq!(shop.data["status"]["readyComponents"], "6/6");
+
+    // Every pod really runs on the real node and passed its readiness probe: 1 registry,
+    // 2 gateways, 1 product, 1 inventory, 2 orders, 1 notification.
+    let pods = cluster::pods(&client, DEMO_NAMESPACE, "app.kubernetes.io/instance=demo").await;
+    let ready: Vec<&Pod> = pods.iter().filter(|p| is_ready(p)).collect();
+    assert_eq!(
+        ready.len(),
+        8,
+        "pods: {:#?}",
+        cluster::pod_summary(&client, DEMO_NAMESPACE).await
+    );
+    for p in &ready {
+        let name = p.metadata.name.as_deref().unwrap();
+        assert_eq!(p.spec.as_ref().unwrap().node_name.as_deref(), Some(NODE));
+        let st = p.status.as_ref().unwrap();
+        let c = &st.container_statuses.as_ref().unwrap()[0];
+        assert!(
+            c.state.as_ref().and_then(|s| s.running.as_ref()).is_some(),
+            "{name} is not running: {:?}",
+            c.state
+        );
+        assert!(
+            c.image.starts_with("shopkeeper.local/shop-"),
+            "{name} runs {}",
+            c.image
+        );
+        assert!(
+            st.pod_ip
+                .as_deref()
+                .is_some_and(|ip| ip.starts_with("10.244.0.")),
+            "{name} has no pod IP on the node's bridge: {:?}",
+            st.pod_ip
+        );
+    }
+
+    // `kubectl logs` works: the kubelet serves the container's log (JSON lines of the service).
+    let order = ready
+        .iter()
+        .find(|p| p.metadata.labels.as_ref().unwrap()["app.kubernetes.io/component"] == "order")
+        .unwrap();
+    let logs = Api::<Pod>::namespaced(client.clone(), DEMO_NAMESPACE)
+        .logs(
+            order.metadata.name.as_deref().unwrap(),
+            &LogParams {
+                tail_lines: Some(50),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("kubectl logs of an order pod (apiserver -> kubelet)");
+    assert!(
+        logs.lines()
+            .any(|l| l.starts_with('{') && l.contains("\"level\"")),
+        "order pod log has no JSON log line:\n{logs}"
+    );
+}
+
+#[tokio::test]
+async fn the_shop_namespaces_enforce_the_restricted_pod_security_standard() {
+    let client = cluster::client().await;
+    require_real_node(&client).await;
+    for ns in [DEMO_NAMESPACE, OPERATOR_NAMESPACE] {
+        let labels = Api::<Namespace>::all(client.clone())
+            .get(ns)
+            .await
+            .unwrap()
+            .metadata
+            .labels
+            .unwrap_or_default();
+        assert_eq!(
+            labels
+                .get("pod-security.kubernetes.io/enforce")
+                .map(String::as_str),
+            Some("restricted"),
+            "namespace {ns}"
+        );
+    }
+    // Enforcement is on: a pod that asks for root and privilege escalation is refused, so the
+    // shop's running pods were all admitted as restricted.
+    let bad: Pod = serde_json::from_value(json!({
+        "metadata": {"name": fresh_name("pss-")},
+        "spec": {"containers": [{"name": "c", "image": "shopkeeper.local/pause:3.10",
+            "securityContext": {"privileged": true, "runAsUser": 0}}]}
+    }))
+    .unwrap();
+    let err = Api::<Pod>::namespaced(client.clone(), DEMO_NAMESPACE)
+        .create(&PostParams::default(), &bad)
+        .await
+        .expect_err("a privileged root pod must be refused in a restricted namespace");
+    assert!(
+        err.to_string().contains("restricted"),
+        "refused, but not by Pod Security: {err}"
+    );
+}
+
+/// Which service emitted a Zipkin span.
+fn span_service(span: &Value) -> String {
+    span["localEndpoint"]["serviceName"]
+        .as_str()
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+#[tokio::test]
+async fn an_order_through_the_gateway_service_is_stocked_notified_and_traced() {
+    let client = cluster::client().await;
+    require_real_node(&client).await;
+    let http = Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let token = cluster::dev_token();
+    let gw = DEMO_GATEWAY;
+    let sku = fresh_name("pod-sku-");
+
+    // A product created with its stock through the gateway's node port.
+    let r = http
+        .post(format!("{gw}/api/product"))
+        .bearer_auth(&token)
+        .json(
+            &json!({"name": "Pod phone", "description": "sold from a pod", "price": "99.50",
+                      "skuCode": sku, "quantity": 7}),
+        )
+        .send()
+        .await
+        .expect("the gateway at 127.0.0.1:8080 (node port of the demo Shop)");
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+
+    let stock_url = format!("{gw}/api/inventory?skuCode={sku}");
+    let stocked = wait_until(Duration::from_secs(20), || {
+        let (http, url) = (http.clone(), stock_url.clone());
+        async move {
+            let Ok(r) = http.get(&url).send().await else {
+                return false;
+            };
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            v[0]["availableQuantity"] == 7
+        }
+    })
+    .await;
+    assert!(stocked, "stock of {sku} never showed 7 through the gateway");
+
+    // Listen on the SSE stream before ordering.
+    let stream = http
+        .get(format!("{gw}/api/notifications/stream"))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let reader = tokio::spawn(async move {
+        let mut body = stream.bytes_stream();
+        while let Some(Ok(chunk)) = body.next().await {
+            if tx
+                .send(String::from_utf8_lossy(&chunk).into_owned())
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+
+    let r = http
+        .post(format!("{gw}/api/order"))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", fresh_name("key-"))
+        .json(
+            &json!({"orderLineItemsDtoList": [{"skuCode": sku, "price": "99.50", "quantity": 2}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+    let order: Value = r.json().await.unwrap();
+    let number = order["orderNumber"].as_str().unwrap().to_owned();
+
+    // The notification arrives on the stream; it carries the order's trace id.
+    let mut streamed = String::new();
+    let event = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(chunk) = rx.recv().await {
+            streamed.push_str(&chunk);
+            if let Some(line) = streamed
+                .lines()
+                .find(|l| l.starts_with("data:") && l.contains(&number))
+            {
+                return serde_json::from_str::<Value>(line.trim_start_matches("data:").trim()).ok();
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| panic!("order {number} was not notified on the SSE stream"));
+    reader.abort();
+    let stock: Value = http
+        .get(&stock_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        stock[0]["availableQuantity"], 5,
+        "stock after ordering 2 of 7"
+    );
+
+    // One Zipkin trace: gateway -> order -> inventory, the Kafka hop into notification.
+    let trace_id = event["traceId"]
+        .as_str()
+        .expect("traceId in the notification");
+    let url = format!("{}/api/v2/trace/{trace_id}", zipkin_url());
+    let last = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let whole = wait_until(Duration::from_secs(30), || {
+        let (http, url, last) = (http.clone(), url.clone(), last.clone());
+        async move {
+            let Ok(r) = http.get(&url).send().await else {
+                return false;
+            };
+            let spans: Vec<Value> = r.json().await.unwrap_or_default();
+            let has = |svc: &str| spans.iter().any(|s| span_service(s) == svc);
+            let kafka_hop = spans.iter().any(|s| {
+                span_service(s) == "notification"
+                    && s["kind"] == "CONSUMER"
+                    && s["tags"]["messaging.system"] == "kafka"
+            });
+            *last.lock().unwrap() = spans
+                .iter()
+                .map(|s| format!("{}:{}:{}", span_service(s), s["kind"], s["name"]))
+                .collect();
+            has("gateway") && has("order") && has("inventory") && kafka_hop
+        }
+    })
+    .await;
+    assert!(
+        whole,
+        "trace {trace_id} lacks gateway, order, inventory or the Kafka consumer span: {:?}",
+        last.lock().unwrap()
+    );
+}

@@ -1,0 +1,391 @@
+//! Faults and changes on real pods, each test with a Shop of its own beside the example Shop of
+//! `make up` (which is left alone): the registry gone (lookups fall back to cluster DNS), a pod killed
+//! (replaced, its instance leaves the registry within one lease, no accepted order lost), and a
+//! rolling update of replicas and image tag under a steady client (no failed request).
+//!
+//! Test Shops run without notification: every Shop of the cluster shares the host's Kafka topic,
+//! and a second consumer group member would take partitions from the example Shop's.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use shop_testkit::cluster::{self, TestShop, is_ready, require_real_node};
+use shop_testkit::{fresh_name, wait_until};
+
+/// How long a test Shop may take to become Available (eight pods of debug images on 2 cores).
+const SHOP_UP: Duration = Duration::from_secs(240);
+/// The lease the services ask the registry for (runtime default `SHOP_LEASE_DURATION_SECS`).
+const LEASE: Duration = Duration::from_secs(15);
+
+fn http() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Creates a product with `quantity` in stock through the gateway; returns its SKU.
+async fn stocked_product(http: &Client, gw: &str, token: &str, quantity: u32) -> String {
+    let sku = fresh_name("fault-sku-");
+    let body = json!({"name": "Fault phone", "description": "", "price": "10.00",
+                      "skuCode": sku, "quantity": quantity});
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = http
+            .post(format!("{gw}/api/product"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await;
+        let last = match r {
+            Ok(r) if r.status() == StatusCode::CREATED => break,
+            Ok(r) => format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "could not create product {sku} through {gw}: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let stocked = wait_until(Duration::from_secs(30), || async {
+        let r = http
+            .get(format!("{gw}/api/inventory?skuCode={sku}"))
+            .send()
+            .await;
+        let Ok(r) = r else { return false };
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        v[0]["availableQuantity"] == quantity
+    })
+    .await;
+    assert!(stocked, "stock of {sku} never reached {quantity}");
+    sku
+}
+
+/// Places one order like a real client: one Idempotency-Key, retried on transport errors and
+/// 5xx for up to `patience`. Returns the order number, or the last failure.
+async fn place_order(
+    http: &Client,
+    gw: &str,
+    token: &str,
+    sku: &str,
+    patience: Duration,
+) -> Result<String, String> {
+    let key = fresh_name("key-");
+    let deadline = Instant::now() + patience;
+    loop {
+        let r = http
+            .post(format!("{gw}/api/order"))
+            .bearer_auth(token)
+            .header("Idempotency-Key", &key)
+            .json(&json!({"orderLineItemsDtoList": [{"skuCode": sku, "price": "10.00", "quantity": 1}]}))
+            .send()
+            .await;
+        let failure = match r {
+            Ok(r) if r.status() == StatusCode::CREATED || r.status() == StatusCode::OK => {
+                let v: Value = r.json().await.map_err(|e| e.to_string())?;
+                return Ok(v["orderNumber"].as_str().unwrap_or_default().to_owned());
+            }
+            Ok(r) if r.status().is_server_error() => format!("{}", r.status()),
+            Ok(r) => {
+                return Err(format!(
+                    "{}: {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                ));
+            }
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() >= deadline {
+            return Err(failure);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn order_exists(http: &Client, gw: &str, token: &str, number: &str) -> bool {
+    let r = http
+        .get(format!("{gw}/api/order/{number}"))
+        .bearer_auth(token)
+        .send()
+        .await;
+    matches!(r, Ok(r) if r.status() == StatusCode::OK)
+}
+
+/// Ready, not terminating pods of one component of `shop`, by name.
+async fn ready_pods(shop: &TestShop, component: &str) -> Vec<String> {
+    shop.pods(Some(component))
+        .await
+        .iter()
+        .filter(|p| is_ready(p) && p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.name.clone())
+        .collect()
+}
+
+/// Instance ids the registry lists for `app` (Eureka JSON).
+async fn registry_instances(http: &Client, registry: &str, app: &str) -> Vec<String> {
+    let Ok(r) = http
+        .get(format!("{registry}/eureka/apps/{app}"))
+        .header("accept", "application/json")
+        .send()
+        .await
+    else {
+        return Vec::new();
+    };
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    let list = &v["application"]["instance"];
+    let items: Vec<Value> = match list {
+        Value::Array(a) => a.clone(),
+        Value::Object(_) => vec![list.clone()],
+        _ => Vec::new(),
+    };
+    items
+        .iter()
+        .filter_map(|i| i["instanceId"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn with_the_registry_gone_lookups_fall_back_to_cluster_dns_and_orders_succeed() {
+    let client = cluster::client().await;
+    require_real_node(&client).await;
+    let shop = TestShop::new(&client, "dns-").await;
+    let components = |registry_replicas: i32| json!({"registry": {"replicas": registry_replicas}, "notification": {"enabled": false}});
+    shop.apply("dev", components(1)).await;
+    shop.wait_available(SHOP_UP).await;
+    let gw = shop.url("gateway").await;
+    let (http, token) = (http(), cluster::dev_token());
+    let sku = stocked_product(&http, &gw, &token, 50).await;
+    place_order(&http, &gw, &token, &sku, Duration::from_secs(30))
+        .await
+        .expect("an order with the registry up");
+
+    // The registry goes away; then inventory is replaced by a pod whose address no registry
+    // ever saw, so order can only find it through DNS.
+    shop.apply("dev", components(0)).await;
+    let gone = wait_until(Duration::from_secs(60), || async {
+        shop.pods(Some("registry")).await.is_empty()
+    })
+    .await;
+    assert!(gone, "the registry pod did not go away");
+    let old = ready_pods(&shop, "inventory").await;
+    cluster::kill_pod(&client, &shop.namespace, &old[0]).await;
+    let replaced = wait_until(Duration::from_secs(90), || async {
+        let now = ready_pods(&shop, "inventory").await;
+        now.len() == 1 && now[0] != old[0]
+    })
+    .await;
+    assert!(
+        replaced,
+        "inventory was not replaced (Ready) without a registry: {:#?}",
+        shop.summary().await
+    );
+    for _ in 0..3 {
+        place_order(&http, &gw, &token, &sku, Duration::from_secs(30))
+            .await
+            .expect("an order with the registry gone (order -> inventory through DNS)");
+    }
+    shop.delete().await;
+}
+
+#[tokio::test]
+async fn a_killed_pod_is_replaced_leaves_the_registry_within_one_lease_and_no_order_is_lost() {
+    let client = cluster::client().await;
+    require_real_node(&client).await;
+    let shop = TestShop::new(&client, "kill-").await;
+    shop.apply(
+        "dev",
+        json!({"order": {"replicas": 2}, "notification": {"enabled": false}}),
+    )
+    .await;
+    shop.wait_available(SHOP_UP).await;
+    let gw = shop.url("gateway").await;
+    let registry = shop.url("registry").await;
+    let (http, token) = (http(), cluster::dev_token());
+    let sku = stocked_product(&http, &gw, &token, 10_000).await;
+
+    let registered = wait_until(Duration::from_secs(30), || async {
+        registry_instances(&http, &registry, "ORDER").await.len() == 2
+    })
+    .await;
+    assert!(registered, "both order pods registered");
+
+    // A steady client places orders the whole time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let client_task = {
+        let (http, gw, token, sku, stop) = (
+            http.clone(),
+            gw.clone(),
+            token.clone(),
+            sku.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let (mut accepted, mut failed) = (Vec::new(), Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                match place_order(&http, &gw, &token, &sku, Duration::from_secs(30)).await {
+                    Ok(n) => accepted.push(n),
+                    Err(e) => failed.push(e),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (accepted, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let victims = ready_pods(&shop, "order").await;
+    let victim = victims[0].clone();
+    let victim_ip = shop
+        .pods(Some("order"))
+        .await
+        .into_iter()
+        .find(|p| p.metadata.name.as_deref() == Some(&victim))
+        .and_then(|p| p.status.and_then(|s| s.pod_ip))
+        .unwrap();
+    let before = registry_instances(&http, &registry, "ORDER").await;
+    let dead_id = before
+        .iter()
+        .find(|id| id.contains(&victim) || id.contains(&victim_ip))
+        .cloned()
+        .unwrap_or_else(|| panic!("no registry instance for {victim} ({victim_ip}) in {before:?}"));
+    let killed_at = Instant::now();
+    cluster::kill_pod(&client, &shop.namespace, &victim).await;
+
+    let left = wait_until(LEASE + Duration::from_secs(15), || async {
+        !registry_instances(&http, &registry, "ORDER")
+            .await
+            .contains(&dead_id)
+    })
+    .await;
+    let left_after = killed_at.elapsed();
+    let replaced = wait_until(Duration::from_secs(90), || async {
+        let now = ready_pods(&shop, "order").await;
+        now.len() == 2 && !now.contains(&victim)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (accepted, failed) = client_task.await.unwrap();
+
+    assert!(
+        left,
+        "the killed instance {dead_id} was still registered {left_after:?} after the kill"
+    );
+    assert!(
+        left_after <= LEASE + Duration::from_secs(10),
+        "the killed instance left the registry only after {left_after:?} (lease {LEASE:?})"
+    );
+    assert!(
+        replaced,
+        "order pod not replaced: {:#?}",
+        shop.summary().await
+    );
+    assert!(
+        failed.is_empty(),
+        "orders the client could not place: {failed:?}"
+    );
+    assert!(
+        accepted.len() >= 10,
+        "only {} orders placed",
+        accepted.len()
+    );
+    for n in &accepted {
+        assert!(
+            order_exists(&http, &gw, &token, n).await,
+            "accepted order {n} is lost"
+        );
+    }
+    eprintln!(
+        "killed {victim}: left the registry after {left_after:?}; {} orders accepted, all stored",
+        accepted.len()
+    );
+    shop.delete().await;
+}
+
+#[tokio::test]
+async fn a_rolling_update_of_replicas_and_image_tag_fails_no_request_of_a_steady_client() {
+    let client = cluster::client().await;
+    require_real_node(&client).await;
+    let shop = TestShop::new(&client, "roll-").await;
+    let components = |gateways: i32, products: i32| {
+        json!({"gateway": {"replicas": gateways}, "product": {"replicas": products},
+               "notification": {"enabled": false}})
+    };
+    shop.apply("dev", components(2, 1)).await;
+    shop.wait_available(SHOP_UP).await;
+    let gw = shop.url("gateway").await;
+    let (http, token) = (http(), cluster::dev_token());
+    let sku = stocked_product(&http, &gw, &token, 10).await;
+
+    // A steady reader of the catalogue through the gateway's Service.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, errors) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(std::sync::Mutex::new(Vec::new())),
+    );
+    let reader = {
+        let (http, url, stop, ok, errors) = (
+            http.clone(),
+            format!("{gw}/api/product?skuCode={sku}"),
+            stop.clone(),
+            ok.clone(),
+            errors.clone(),
+        );
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match http.get(&url).send().await {
+                    Ok(r) if r.status() == StatusCode::OK => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(r) => errors.lock().unwrap().push(format!("{}", r.status())),
+                    Err(e) => errors.lock().unwrap().push(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    shop.apply("dev2", components(3, 2)).await;
+    shop.wait_available(SHOP_UP).await;
+    let rolled = wait_until(Duration::from_secs(120), || async {
+        let pods = shop.pods(None).await;
+        let running: Vec<_> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        running.iter().all(|p| {
+            is_ready(p)
+                && p.spec.as_ref().unwrap().containers[0]
+                    .image
+                    .as_deref()
+                    .is_some_and(|i| i.ends_with(":dev2"))
+        }) && running.len() == 8
+            && pods.len() == running.len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    reader.await.unwrap();
+    assert!(
+        rolled,
+        "not every pod runs :dev2 (3 gateways, 2 products): {:#?}",
+        shop.summary().await
+    );
+    let errors = errors.lock().unwrap().clone();
+    let ok = ok.load(Ordering::Relaxed);
+    assert!(
+        errors.is_empty(),
+        "{} of {} requests failed during the rolling update: {errors:?}",
+        errors.len(),
+        ok + errors.len() as u64
+    );
+    assert!(ok > 100, "only {ok} requests during the update");
+    eprintln!("rolling update: {ok} requests, none failed");
+    shop.delete().await;
+}

@@ -1,0 +1,321 @@
+//! The real node of the local cluster, for the tests that run the platform as pods: a client of the
+//! control plane, a loud failure when the node is missing, Shops of the tests' own applied and
+//! waited for, and the addresses of Services (kube-proxy makes every ClusterIP reachable from the
+//! host, as from a pod).
+//!
+//! Nothing here fakes the cluster: `make up` (or `make test`) starts it, and a test that needs it
+//! panics with the command to run when it is not there.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+use crate::stack::kubeconfig_path;
+
+/// Name of the real node `hack/node.sh` runs.
+pub const NODE: &str = "shop-node";
+/// Namespace and name of the Shop `make up` applies (examples/shop.yaml).
+pub const DEMO_NAMESPACE: &str = "shop";
+/// The example Shop's name.
+pub const DEMO_SHOP: &str = "demo";
+/// Where `make up` serves the example Shop's gateway (node port 8080 on loopback).
+pub const DEMO_GATEWAY: &str = "http://127.0.0.1:8080";
+/// The development JWT secret of `make up` (examples/backing-secret.yaml).
+pub const DEV_JWT_SECRET: &str = "shopkeeper-dev-secret-change-me-0123456789";
+/// Field manager of the tests' server-side applies.
+const MANAGER: &str = "shop-tests";
+
+/// A client of the local control plane (admin kubeconfig).
+pub async fn client() -> Client {
+    let path = kubeconfig_path();
+    let kc =
+        Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", path.display()));
+    Client::try_from(cfg).unwrap_or_else(|e| panic!("kube client: {e}"))
+}
+
+/// Panics unless the real node is registered and Ready.
+pub async fn require_real_node(client: &Client) {
+    let node = Api::<Node>::all(client.clone()).get_opt(NODE).await;
+    let ready = matches!(&node, Ok(Some(n)) if n
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")));
+    assert!(
+        ready,
+        "the real node {NODE} is not Ready ({node:?}). Start it with `make up` (or `hack/node.sh up`)."
+    );
+}
+
+/// The Shop API resource (group shopkeeper.dev, version v1alpha1).
+pub fn shops(client: &Client, ns: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("shopkeeper.dev", "v1alpha1", "Shop");
+    Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk))
+}
+
+/// A Shop of a test's own in the example Shop's namespace (the operator `make up` installs watches
+/// that namespace only), with its own copy of the development backing Secret. Delete it with
+/// [`TestShop::delete`]; its children go with it (owner references).
+pub struct TestShop {
+    /// The Shop's name (also the prefix of its children's names).
+    pub name: String,
+    /// Its namespace.
+    pub namespace: String,
+    client: Client,
+}
+
+impl TestShop {
+    /// Creates the backing Secret; apply the Shop itself with [`TestShop::apply`].
+    pub async fn new(client: &Client, prefix: &str) -> Self {
+        let name = crate::fresh_name(prefix);
+        let namespace = DEMO_NAMESPACE.to_owned();
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": format!("{name}-backing")},
+            "stringData": {
+                "mysql-url": "mysql://shop:shop@10.244.0.1:3306",
+                "mongodb-url": "mongodb://10.244.0.1:27017/shop?directConnection=true",
+                "jwt-secret": DEV_JWT_SECRET,
+            }
+        }))
+        .unwrap_or_else(|e| panic!("secret object: {e}"));
+        Api::<Secret>::namespaced(client.clone(), &namespace)
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap_or_else(|e| panic!("creating the backing Secret of {name}: {e}"));
+        Self {
+            name,
+            namespace,
+            client: client.clone(),
+        }
+    }
+
+    /// Applies the Shop: the locally built images with `tag`, the host's stack, one replica of
+    /// everything with a ClusterIP gateway, and `components` merged over that.
+    pub async fn apply(&self, tag: &str, components: Value) {
+        let secret = format!("{}-backing", self.name);
+        let mut c = json!({
+            "gateway": {"jwt": {"secretRef": {"name": secret, "key": "jwt-secret"}},
+                        "rateLimit": {"requestsPerSecond": 1000, "burst": 2000}},
+        });
+        merge(&mut c, components);
+        let spec = json!({
+            "image": {"repository": "shopkeeper.local", "tag": tag, "pullPolicy": "Never"},
+            "components": c,
+            "backing": {
+                "mysql": {"urlSecretRef": {"name": secret, "key": "mysql-url"}},
+                "mongodb": {"urlSecretRef": {"name": secret, "key": "mongodb-url"}},
+                "kafka": {"bootstrapServers": "10.244.0.1:9094"},
+                "zipkin": {"endpoint": "http://10.244.0.1:9411/api/v2/spans"}
+            }
+        });
+        apply_shop(&self.client, &self.namespace, &self.name, spec).await;
+    }
+
+    /// Waits until it is Available at its current generation.
+    pub async fn wait_available(&self, timeout: Duration) {
+        wait_shop_available(&self.client, &self.namespace, &self.name, timeout).await;
+    }
+
+    /// `http://<ClusterIP>:<port>` of one of its components' Service.
+    pub async fn url(&self, component: &str) -> String {
+        service_url(
+            &self.client,
+            &self.namespace,
+            &format!("{}-{component}", self.name),
+        )
+        .await
+    }
+
+    /// Its pods (all components, or one).
+    pub async fn pods(&self, component: Option<&str>) -> Vec<Pod> {
+        let selector = match component {
+            Some(c) => component_selector(&self.name, c),
+            None => format!("app.kubernetes.io/instance={}", self.name),
+        };
+        pods(&self.client, &self.namespace, &selector).await
+    }
+
+    /// `name phase ready restarts` of its pods.
+    pub async fn summary(&self) -> Vec<String> {
+        let mine = self.pods(None).await;
+        pod_summary(&self.client, &self.namespace)
+            .await
+            .into_iter()
+            .filter(|l| {
+                mine.iter()
+                    .any(|p| p.metadata.name.as_deref() == l.split(' ').next())
+            })
+            .collect()
+    }
+
+    /// Deletes the Shop (its children go with it) and its Secret. Also done when the TestShop is
+    /// dropped, so a failing test leaves nothing running behind it.
+    pub async fn delete(self) {
+        drop(self);
+    }
+}
+
+impl Drop for TestShop {
+    fn drop(&mut self) {
+        // Synchronous on purpose: Drop cannot await, and it also runs while a failed test unwinds.
+        let kubeconfig = kubeconfig_path();
+        for (kind, name) in [
+            ("shop.shopkeeper.dev", self.name.clone()),
+            ("secret", format!("{}-backing", self.name)),
+        ] {
+            let _ = std::process::Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(["delete", "-n", &self.namespace, kind, &name])
+                .args(["--wait=false", "--ignore-not-found"])
+                .output();
+        }
+    }
+}
+
+fn merge(into: &mut Value, from: Value) {
+    match (into, from) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Server-side applies a Shop `name` with `spec` in `ns`.
+pub async fn apply_shop(client: &Client, ns: &str, name: &str, spec: Value) {
+    let shop = json!({
+        "apiVersion": "shopkeeper.dev/v1alpha1", "kind": "Shop",
+        "metadata": {"name": name}, "spec": spec
+    });
+    shops(client, ns)
+        .patch(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&shop),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying Shop {ns}/{name}: {e}"));
+}
+
+/// The Shop's `.status.phase`.
+pub async fn shop_phase(client: &Client, ns: &str, name: &str) -> Option<String> {
+    let s = shops(client, ns).get_opt(name).await.ok()??;
+    s.data["status"]["phase"].as_str().map(str::to_owned)
+}
+
+/// Waits until the Shop is Available at its current generation; panics with its status and pods.
+pub async fn wait_shop_available(client: &Client, ns: &str, name: &str, timeout: Duration) {
+    let ok = crate::wait_until(timeout, || async {
+        let Ok(Some(s)) = shops(client, ns).get_opt(name).await else {
+            return false;
+        };
+        s.data["status"]["phase"] == "Available"
+            && s.data["status"]["observedGeneration"].as_i64() == s.metadata.generation
+    })
+    .await;
+    if !ok {
+        let status = shops(client, ns)
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .map(|s| s.data["status"].clone());
+        panic!(
+            "Shop {ns}/{name} not Available within {timeout:?}; status: {status:#?}; pods: {:#?}",
+            pod_summary(client, ns).await
+        );
+    }
+}
+
+/// `name phase ready restarts` of every pod in `ns`, for failure messages.
+pub async fn pod_summary(client: &Client, ns: &str) -> Vec<String> {
+    pods(client, ns, "")
+        .await
+        .iter()
+        .map(|p| {
+            let st = p.status.as_ref();
+            let cs = st.and_then(|s| s.container_statuses.as_ref());
+            format!(
+                "{} {} ready={} restarts={}",
+                p.metadata.name.as_deref().unwrap_or("?"),
+                st.and_then(|s| s.phase.as_deref()).unwrap_or("?"),
+                is_ready(p),
+                cs.map(|c| c.iter().map(|c| c.restart_count).sum::<i32>())
+                    .unwrap_or(0)
+            )
+        })
+        .collect()
+}
+
+/// Pods of `ns` matching a label selector ("" for all).
+pub async fn pods(client: &Client, ns: &str, selector: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(selector))
+        .await
+        .unwrap_or_else(|e| panic!("listing pods of {ns}: {e}"))
+        .items
+}
+
+/// Whether the pod's Ready condition is True.
+pub fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Label selector of one component's pods of a Shop.
+pub fn component_selector(shop: &str, component: &str) -> String {
+    format!("app.kubernetes.io/instance={shop},app.kubernetes.io/component={component}")
+}
+
+/// `http://<ClusterIP>:<port>` of a Service (reachable from the host through kube-proxy).
+pub async fn service_url(client: &Client, ns: &str, name: &str) -> String {
+    let svc = Api::<Service>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("Service {ns}/{name}: {e}"));
+    let spec = svc.spec.unwrap_or_default();
+    let ip = spec
+        .cluster_ip
+        .unwrap_or_else(|| panic!("Service {ns}/{name} has no ClusterIP"));
+    let port = spec
+        .ports
+        .and_then(|p| p.first().map(|p| p.port))
+        .unwrap_or_else(|| panic!("Service {ns}/{name} has no port"));
+    format!("http://{ip}:{port}")
+}
+
+/// A development token for the gateways of `make up` and of test Shops (all scopes).
+pub fn dev_token() -> String {
+    let out = std::process::Command::new(crate::binary_path("shop-gateway"))
+        .args(["mint-token", "--secret", DEV_JWT_SECRET, "--sub", "tests"])
+        .args(["--scope", "orders:write products:write inventory:write"])
+        .output()
+        .unwrap_or_else(|e| panic!("running shop-gateway mint-token: {e}"));
+    assert!(
+        out.status.success(),
+        "mint-token failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Deletes one pod at once (grace period 0), as a node failure would.
+pub async fn kill_pod(client: &Client, ns: &str, name: &str) {
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .delete(name, &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap_or_else(|e| panic!("deleting pod {ns}/{name}: {e}"));
+}
