@@ -54,8 +54,9 @@ cmd_up() {
   cargo build --workspace --bins --locked "${flags[@]}"
   hack/images.sh build "$PROFILE"
   hack/images.sh import
-  install_operator
+  # The namespace first: the operator watches it, so the chart puts its Role there.
   shop_namespace
+  install_operator
   "${KUBECTL[@]}" apply -n "$SHOP_NS" -f examples/backing-secret.yaml -f examples/shop.yaml >/dev/null
   log "waiting for Shop $SHOP_NS/$SHOP to become Available (the operator creates the six components' pods)"
   if ! wait_for platform 300 shop_available; then
