@@ -7,13 +7,13 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use rdkafka::{
     ClientConfig, Message,
     consumer::{Consumer, StreamConsumer},
 };
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
+use shop_testkit::sse::{SseReader, span_service};
 use shop_testkit::{
     Service, free_port, fresh_mysql_database, fresh_name, kafka_bootstrap, mongo_url,
     registry::{eureka_url, instance_ids, spawn_registry},
@@ -46,17 +46,6 @@ async fn kafka_record(topic: &str, key: &str, timeout: Duration) -> Option<Value
         }
     }
     None
-}
-
-/// Which of our services emitted a Zipkin span (the service name, or the tracer scope when the
-/// exporter leaves `localEndpoint.serviceName` out).
-fn span_service(span: &Value) -> String {
-    span["localEndpoint"]["serviceName"]
-        .as_str()
-        .or_else(|| span["tags"]["otel.library.name"].as_str())
-        .or_else(|| span["tags"]["otel.scope.name"].as_str())
-        .unwrap_or("")
-        .to_ascii_lowercase()
 }
 
 #[tokio::test]
@@ -165,27 +154,11 @@ async fn product_with_stock_then_order_then_event_notification_stream_and_one_tr
     );
 
     // 2. Listen on the notification stream before ordering.
-    let stream_resp = http
-        .get(format!(
-            "{}/api/notifications/stream",
-            notification.base_url()
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream_resp.status(), StatusCode::OK);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let reader = tokio::spawn(async move {
-        let mut body = stream_resp.bytes_stream();
-        while let Some(Ok(chunk)) = body.next().await {
-            if tx
-                .send(String::from_utf8_lossy(&chunk).into_owned())
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
+    let mut stream = SseReader::open(
+        &http,
+        &format!("{}/api/notifications/stream", notification.base_url()),
+    )
+    .await;
 
     // 3. Place an order with the original's body.
     let r = http
@@ -239,23 +212,14 @@ async fn product_with_stock_then_order_then_event_notification_stream_and_one_tr
         .await
         .unwrap();
     assert_eq!(stored[0]["eventId"], event["eventId"]);
-    let mut streamed = String::new();
-    let pushed = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(chunk) = rx.recv().await {
-            streamed.push_str(&chunk);
-            if streamed.contains(&number) {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .unwrap_or(false);
     assert!(
-        pushed,
-        "the notification was not pushed on the SSE stream; got: {streamed}"
+        stream
+            .wait_for_data(&number, Duration::from_secs(10))
+            .await
+            .is_some(),
+        "the notification was not pushed on the SSE stream; got: {}",
+        stream.streamed
     );
-    reader.abort();
 
     // 6. One Zipkin trace spans order, inventory and notification.
     let trace_id = stored[0]["traceId"]

@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::Api;
@@ -19,6 +18,7 @@ use serde_json::{Value, json};
 use shop_testkit::cluster::{
     self, DEMO_GATEWAY, DEMO_NAMESPACE, DEMO_SHOP, NODE, is_ready, require_real_node,
 };
+use shop_testkit::sse::{SseReader, span_service};
 use shop_testkit::{fresh_name, wait_until, zipkin_url};
 
 const OPERATOR_NAMESPACE: &str = "shopkeeper-system";
@@ -154,14 +154,6 @@ async fn the_shop_namespaces_enforce_the_restricted_pod_security_standard() {
     );
 }
 
-/// Which service emitted a Zipkin span.
-fn span_service(span: &Value) -> String {
-    span["localEndpoint"]["serviceName"]
-        .as_str()
-        .unwrap_or("")
-        .to_ascii_lowercase()
-}
-
 #[tokio::test]
 async fn an_order_through_the_gateway_service_is_stocked_notified_and_traced() {
     let client = cluster::client().await;
@@ -207,25 +199,7 @@ async fn an_order_through_the_gateway_service_is_stocked_notified_and_traced() {
     assert!(stocked, "stock of {sku} never showed 7 through the gateway");
 
     // Listen on the SSE stream before ordering.
-    let stream = http
-        .get(format!("{gw}/api/notifications/stream"))
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), StatusCode::OK);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let reader = tokio::spawn(async move {
-        let mut body = stream.bytes_stream();
-        while let Some(Ok(chunk)) = body.next().await {
-            if tx
-                .send(String::from_utf8_lossy(&chunk).into_owned())
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
+    let mut stream = SseReader::open(&http, &format!("{gw}/api/notifications/stream")).await;
 
     let r = http
         .post(format!("{gw}/api/order"))
@@ -247,24 +221,15 @@ async fn an_order_through_the_gateway_service_is_stocked_notified_and_traced() {
     let number = order["orderNumber"].as_str().unwrap().to_owned();
 
     // The notification arrives on the stream; it carries the order's trace id.
-    let mut streamed = String::new();
-    let event = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(chunk) = rx.recv().await {
-            streamed.push_str(&chunk);
-            if let Some(line) = streamed
-                .lines()
-                .find(|l| l.starts_with("data:") && l.contains(&number))
-            {
-                return serde_json::from_str::<Value>(line.trim_start_matches("data:").trim()).ok();
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten()
-    .unwrap_or_else(|| panic!("order {number} was not notified on the SSE stream"));
-    reader.abort();
+    let event = stream
+        .wait_for_data(&number, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "order {number} was not notified on the SSE stream; got: {}",
+                stream.streamed
+            )
+        });
     let stock: Value = http
         .get(&stock_url)
         .send()

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod process;
 pub mod registry;
+pub mod sse;
 pub mod stack;
 
 pub use process::{Service, binary_path, free_port};
