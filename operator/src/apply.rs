@@ -1,14 +1,16 @@
 //! Step 3 of the pipeline (client): server-side applies every rendered object with the operator's
 //! field manager (forced, so a hand edit of a field we own is reverted), component by component in
 //! start order — registry first, gateway last — and deletes this Shop's objects that are no longer
-//! rendered (a component disabled, replicas down to one so no PDB).
+//! rendered (a component disabled, replicas down to one so no PDB). Managed stores go first (their
+//! credentials Secret, then each store's Service and StatefulSet): the components connect to
+//! them. PersistentVolumeClaims and the credentials Secret are never deleted here: they hold data.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -20,6 +22,9 @@ use crate::build::{ComponentResources, Resources, shop_selector};
 use crate::component::Component;
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::status::SecretCheck;
+use crate::stores::{self, Store, StoreCredentials, StoreResources};
+use crate::validate::ExternalStore;
 
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "shop-operator";
@@ -30,6 +35,8 @@ pub const FIELD_MANAGER: &str = "shop-operator";
 pub struct Applied {
     /// By component.
     pub deployments: BTreeMap<Component, Deployment>,
+    /// Managed stores' StatefulSets, by store.
+    pub statefulsets: BTreeMap<Store, StatefulSet>,
     /// `Kind/name` -> fingerprint of every applied object.
     pub fingerprints: Fingerprints,
 }
@@ -115,7 +122,7 @@ async fn apply_one<K: Child>(
 }
 
 fn kind_of<K: Child>() -> &'static str {
-    // The six kinds we manage; a static str keeps metric labels and errors allocation-free.
+    // The kinds we manage; a static str keeps metric labels and errors allocation-free.
     match K::kind(&()).as_ref() {
         "Deployment" => "Deployment",
         "Service" => "Service",
@@ -123,6 +130,8 @@ fn kind_of<K: Child>() -> &'static str {
         "ServiceAccount" => "ServiceAccount",
         "PodDisruptionBudget" => "PodDisruptionBudget",
         "NetworkPolicy" => "NetworkPolicy",
+        "StatefulSet" => "StatefulSet",
+        "Secret" => "Secret",
         _ => "Object",
     }
 }
@@ -226,8 +235,35 @@ fn stage(c: Component) -> u8 {
     }
 }
 
-/// Applies every object stage by stage (components of one stage concurrently). Stops at the
-/// first failing stage: later stages depend on earlier ones; the error policy retries with backoff.
+/// Applies one managed store: its init ConfigMap and Service, then its StatefulSet.
+async fn apply_store(
+    client: &Client,
+    ns: &str,
+    sr: &StoreResources,
+    metrics: &Metrics,
+) -> Result<(Store, StatefulSet, Fingerprints), Error> {
+    // Destructured without `..`: a new kind of child that is not applied fails to compile.
+    let StoreResources {
+        store,
+        config_map,
+        service,
+        statefulset,
+    } = sr;
+    let (svc, cm) = futures::try_join!(apply_one(client, ns, service, metrics), async {
+        match config_map {
+            Some(c) => apply_one(client, ns, c, metrics).await.map(Some),
+            None => Ok(None),
+        }
+    })?;
+    let (sk, sf, sts) = apply_one(client, ns, statefulset, metrics).await?;
+    let mut fps: Fingerprints = [(svc.0, svc.1), (sk, sf)].into();
+    fps.extend(cm.map(|c| (c.0, c.1)));
+    Ok((*store, sts, fps))
+}
+
+/// Applies every object stage by stage (components of one stage concurrently), the managed
+/// stores before every component. Stops at the first failing stage: later stages depend on
+/// earlier ones; the error policy retries with backoff.
 pub async fn apply_all(
     client: &Client,
     ns: &str,
@@ -235,6 +271,18 @@ pub async fn apply_all(
     metrics: &Metrics,
 ) -> Result<Applied, Error> {
     let mut applied = Applied::default();
+    if let Some(secret) = &res.store_secret {
+        let (k, f, _) = apply_one(client, ns, &secret.0, metrics).await?;
+        applied.fingerprints.insert(k, f);
+    }
+    let stores = res
+        .stores
+        .iter()
+        .map(|sr| apply_store(client, ns, sr, metrics));
+    for (store, sts, fps) in futures::future::try_join_all(stores).await? {
+        applied.statefulsets.insert(store, sts);
+        applied.fingerprints.extend(fps);
+    }
     for s in 0..=2u8 {
         let batch = res
             .components
@@ -303,7 +351,20 @@ pub async fn delete_orphans(
 ) -> Result<Vec<String>, Error> {
     let c = &res.components;
     let mut deleted = Vec::new();
-    // Workloads first so pods stop before their config and identity go.
+    // Workloads first so pods stop before their config and identity go. A store's StatefulSet
+    // goes when the store is no longer managed; its PVC stays unless `keepData: false` (then
+    // the StatefulSet's retention policy has the garbage collector remove it).
+    deleted.extend(
+        delete_orphans_of::<StatefulSet>(
+            client,
+            ns,
+            shop,
+            owner_uid,
+            &names(res.stores.iter().map(|s| &s.statefulset)),
+            metrics,
+        )
+        .await?,
+    );
     deleted.extend(
         delete_orphans_of::<Deployment>(
             client,
@@ -328,7 +389,8 @@ pub async fn delete_orphans(
     );
     let services = names(
         c.iter()
-            .flat_map(|r| std::iter::once(&r.service).chain(r.peer_service.as_ref())),
+            .flat_map(|r| std::iter::once(&r.service).chain(r.peer_service.as_ref()))
+            .chain(res.stores.iter().map(|s| &s.service)),
     );
     deleted.extend(
         delete_orphans_of::<Service>(client, ns, shop, owner_uid, &services, metrics).await?,
@@ -350,7 +412,11 @@ pub async fn delete_orphans(
             ns,
             shop,
             owner_uid,
-            &names(c.iter().map(|r| &r.config_map)),
+            &names(
+                c.iter()
+                    .map(|r| &r.config_map)
+                    .chain(res.stores.iter().filter_map(|s| s.config_map.as_ref())),
+            ),
             metrics,
         )
         .await?,
@@ -392,67 +458,165 @@ async fn list_owned<K: Child>(
         .collect())
 }
 
-/// Every child of a Shop as it is now: fingerprints and Deployments. Six reads, used to skip
-/// re-applying when nothing changed since the last apply (the steady state makes no writes).
+/// Every child of a Shop as it is now.
+#[derive(Debug, Default)]
+pub struct Observation {
+    /// `Kind/name` -> fingerprint.
+    pub fingerprints: Fingerprints,
+    /// By component.
+    pub deployments: BTreeMap<Component, Deployment>,
+    /// Managed stores' StatefulSets, by store.
+    pub statefulsets: BTreeMap<Store, StatefulSet>,
+}
+
+fn by_component(deps: Vec<Deployment>) -> BTreeMap<Component, Deployment> {
+    deps.into_iter()
+        .filter_map(|d| {
+            let c = d
+                .labels()
+                .get(crate::build::labels::COMPONENT)
+                .and_then(|c| Component::from_name(c))?;
+            Some((c, d))
+        })
+        .collect()
+}
+
+fn by_store(sets: Vec<StatefulSet>) -> BTreeMap<Store, StatefulSet> {
+    sets.into_iter()
+        .filter_map(|s| {
+            let store = s
+                .labels()
+                .get(crate::build::labels::COMPONENT)
+                .and_then(|c| Store::from_name(c))?;
+            Some((store, s))
+        })
+        .collect()
+}
+
+/// Every child of a Shop as it is now: fingerprints, Deployments and StatefulSets. Seven lists
+/// (and a get of the stores' Secret when one is rendered: the operator may not list Secrets),
+/// used to skip re-applying when nothing changed since the last apply (the steady state makes
+/// no writes).
 pub async fn observe(
     client: &Client,
     ns: &str,
     shop: &str,
     owner_uid: &str,
-) -> Result<(Fingerprints, BTreeMap<Component, Deployment>), Error> {
-    let (deps, svcs, cms, sas, nps, pdbs) = futures::try_join!(
+    store_secret: Option<&str>,
+) -> Result<Observation, Error> {
+    let (deps, svcs, cms, sas, nps, pdbs, sets) = futures::try_join!(
         list_owned::<Deployment>(client, ns, shop, owner_uid),
         list_owned::<Service>(client, ns, shop, owner_uid),
         list_owned::<ConfigMap>(client, ns, shop, owner_uid),
         list_owned::<ServiceAccount>(client, ns, shop, owner_uid),
         list_owned::<NetworkPolicy>(client, ns, shop, owner_uid),
         list_owned::<PodDisruptionBudget>(client, ns, shop, owner_uid),
+        list_owned::<StatefulSet>(client, ns, shop, owner_uid),
     )?;
     let mut fps = Fingerprints::new();
+    if let Some(name) = store_secret
+        && let Some(secret) = get_secret(client, ns, name).await?
+    {
+        fps.insert(key_of(&secret), fingerprint(&secret));
+    }
     fps.extend(svcs.iter().map(|o| (key_of(o), fingerprint(o))));
     fps.extend(cms.iter().map(|o| (key_of(o), fingerprint(o))));
     fps.extend(sas.iter().map(|o| (key_of(o), fingerprint(o))));
     fps.extend(nps.iter().map(|o| (key_of(o), fingerprint(o))));
     fps.extend(pdbs.iter().map(|o| (key_of(o), fingerprint(o))));
     fps.extend(deps.iter().map(|o| (key_of(o), fingerprint(o))));
-    let deployments = deps
-        .into_iter()
-        .filter_map(|d| {
-            let c = d
-                .labels()
-                .get(crate::build::labels::COMPONENT)
-                .and_then(|c| Component::from_name(c))?;
-            Some((c, d))
-        })
-        .collect();
-    Ok((fps, deployments))
+    fps.extend(sets.iter().map(|o| (key_of(o), fingerprint(o))));
+    Ok(Observation {
+        fingerprints: fps,
+        deployments: by_component(deps),
+        statefulsets: by_store(sets),
+    })
 }
 
-/// The Shop's Deployments as they are (used when paused or when the spec is invalid).
-pub async fn observe_deployments(
-    client: &Client,
-    ns: &str,
-    shop: &str,
-) -> Result<BTreeMap<Component, Deployment>, Error> {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let list = api
+async fn list_labelled<K: Child>(client: &Client, ns: &str, shop: &str) -> Result<Vec<K>, Error> {
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    Ok(api
         .list(&ListParams::default().labels(&shop_selector(shop)))
         .await
         .map_err(|source| Error::List {
-            kind: "Deployment",
+            kind: kind_of::<K>(),
             source,
-        })?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter_map(|d| {
-            let c = d
-                .labels()
-                .get(crate::build::labels::COMPONENT)
-                .and_then(|c| Component::from_name(c))?;
-            Some((c, d))
+        })?
+        .items)
+}
+
+/// The Shop's Deployments and StatefulSets as they are (used when paused or when the spec is
+/// invalid).
+pub async fn observe_workloads(
+    client: &Client,
+    ns: &str,
+    shop: &str,
+) -> Result<Observation, Error> {
+    let (deps, sets) = futures::try_join!(
+        list_labelled::<Deployment>(client, ns, shop),
+        list_labelled::<StatefulSet>(client, ns, shop),
+    )?;
+    Ok(Observation {
+        fingerprints: Fingerprints::new(),
+        deployments: by_component(deps),
+        statefulsets: by_store(sets),
+    })
+}
+
+async fn get_secret(client: &Client, ns: &str, name: &str) -> Result<Option<Secret>, Error> {
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|source| Error::Get {
+            kind: "Secret",
+            name: name.to_string(),
+            source,
         })
-        .collect())
+}
+
+/// The managed stores' credentials: read from the Shop's `<shop>-stores` Secret, and generated
+/// (CSPRNG) only for what it does not hold yet, so a reconcile never rotates a password. Nothing
+/// read here is logged.
+pub async fn store_credentials(
+    client: &Client,
+    ns: &str,
+    shop: &str,
+) -> Result<StoreCredentials, Error> {
+    let existing = get_secret(client, ns, &stores::secret_name(shop)).await?;
+    let creds = existing
+        .and_then(|s| s.data)
+        .map(|d| StoreCredentials::from_secret_data(&d))
+        .unwrap_or_default();
+    Ok(creds.fill_missing())
+}
+
+/// Whether the Secret keys external stores point at exist (read by name; values are dropped
+/// unread).
+pub async fn check_external_secrets(
+    client: &Client,
+    ns: &str,
+    external: &[ExternalStore],
+) -> Result<BTreeMap<Store, SecretCheck>, Error> {
+    let mut out = BTreeMap::new();
+    for e in external {
+        let Some(r) = &e.secret else { continue };
+        let check = match get_secret(client, ns, &r.name).await? {
+            None => SecretCheck::Missing,
+            Some(s) => {
+                let has = s.data.as_ref().is_some_and(|d| d.contains_key(&r.key))
+                    || s.string_data
+                        .as_ref()
+                        .is_some_and(|d| d.contains_key(&r.key));
+                if has {
+                    SecretCheck::Present
+                } else {
+                    SecretCheck::KeyMissing
+                }
+            }
+        };
+        out.insert(e.store, check);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::component::Component;
 use crate::crd::SecretKeyRef;
+use crate::stores::{self, StoreCredentials, StoreResources, StoreSecret};
 use crate::validate::{ResolvedComponent, ValidatedShop};
 
 /// `app.kubernetes.io/name` of every child.
@@ -88,6 +89,11 @@ pub struct ComponentResources {
 pub struct Resources {
     /// Enabled components.
     pub components: Vec<ComponentResources>,
+    /// Managed stores (`spec.backing.<store>.mode: managed`), applied before the components.
+    pub stores: Vec<StoreResources>,
+    /// The generated credentials of the managed stores (`<shop>-stores`), when a managed store
+    /// needs one; `None` from [`build`], which has no credentials.
+    pub store_secret: Option<StoreSecret>,
 }
 
 /// Object name of a component's children.
@@ -102,10 +108,16 @@ pub fn peer_service_name(shop: &str) -> String {
 
 /// Labels that select a component's pods (immutable once a Deployment exists).
 pub fn selector_labels(shop: &str, c: Component) -> BTreeMap<String, String> {
+    named_selector(shop, c.name())
+}
+
+/// Selector labels of any part of a Shop by its `app.kubernetes.io/component` value (a
+/// component, or a store: `mysql`, `mongodb`, `kafka`, `zipkin`).
+pub fn named_selector(shop: &str, component: &str) -> BTreeMap<String, String> {
     [
         (labels::NAME, APP_NAME.to_string()),
         (labels::INSTANCE, shop.to_string()),
-        (labels::COMPONENT, c.name().to_string()),
+        (labels::COMPONENT, component.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -139,7 +151,12 @@ fn label_value(s: &str) -> String {
 }
 
 fn all_labels(shop: &ValidatedShop, c: Component) -> BTreeMap<String, String> {
-    let mut l = selector_labels(&shop.name, c);
+    named_labels(shop, c.name())
+}
+
+/// Every label of a child (selector labels plus part-of, managed-by and version).
+pub fn named_labels(shop: &ValidatedShop, component: &str) -> BTreeMap<String, String> {
+    let mut l = named_selector(&shop.name, component);
     l.insert(labels::PART_OF.into(), APP_NAME.into());
     l.insert(labels::MANAGED_BY.into(), MANAGED_BY.into());
     let v = label_value(&shop.version);
@@ -199,6 +216,19 @@ pub fn stable_hash(parts: &[&[u8]]) -> String {
 /// A hash of everything rendered for a Shop: equal hashes mean an identical desired state.
 pub fn desired_hash(res: &Resources) -> String {
     let mut h = Fnv::default();
+    if let Some(s) = &res.store_secret {
+        h.feed(serde_json::to_string(&s.0).unwrap_or_default().as_bytes());
+    }
+    for sr in &res.stores {
+        let parts = [
+            serde_json::to_string(&sr.config_map),
+            serde_json::to_string(&sr.service),
+            serde_json::to_string(&sr.statefulset),
+        ];
+        for p in parts {
+            h.feed(p.unwrap_or_default().as_bytes());
+        }
+    }
     for cr in &res.components {
         let parts = [
             serde_json::to_string(&cr.service_account),
@@ -564,8 +594,25 @@ fn network_policy(shop: &ValidatedShop, c: Component) -> NetworkPolicy {
     }
 }
 
-/// Renders every child object of a validated Shop.
+/// Renders every child object of a validated Shop, the managed stores' Secret with the given
+/// credentials (read from the existing Secret, or generated once by the caller).
+pub fn build_with_credentials(shop: &ValidatedShop, creds: &StoreCredentials) -> Resources {
+    let mut res = build(shop);
+    if stores::needs_secret(&shop.managed_stores) {
+        res.store_secret = Some(stores::secret(shop, &shop.managed_stores, creds));
+    }
+    res
+}
+
+/// Renders every child object of a validated Shop except the stores' credentials Secret (the
+/// components reference it by name): what tests of the pod contract need. The operator uses
+/// [`build_with_credentials`].
 pub fn build(shop: &ValidatedShop) -> Resources {
+    let stores = shop
+        .managed_stores
+        .iter()
+        .map(|m| stores::render(shop, m))
+        .collect();
     let components = shop
         .enabled
         .iter()
@@ -629,5 +676,9 @@ pub fn build(shop: &ValidatedShop) -> Resources {
             }
         })
         .collect();
-    Resources { components }
+    Resources {
+        components,
+        stores,
+        store_secret: None,
+    }
 }

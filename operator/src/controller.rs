@@ -23,8 +23,12 @@ use crate::component::Component;
 use crate::crd::{Shop, ShopStatus};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::status::{self, Observed, Outcome};
+use crate::status::{self, Observed, ObservedStore, Outcome, SecretCheck, StoreState};
+use crate::stores::{self, StoreCredentials};
 use crate::validate::validate;
+
+/// How soon a Shop whose external store's Secret is missing looks again (Secrets are not watched).
+pub const SECRET_RECHECK: Duration = Duration::from_secs(10);
 
 /// Tunables of the reconciler.
 #[derive(Clone, Debug)]
@@ -216,6 +220,10 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
             .collect(),
         Err(_) => Vec::new(),
     };
+    let (managed_stores, external_stores) = match &validated {
+        Ok(v) => (v.managed_stores.clone(), v.external_stores.clone()),
+        Err(_) => (Vec::new(), Vec::new()),
+    };
     let (resources, outcome): (Option<Resources>, Outcome) = match validated {
         Err(e) => {
             ctx.event(
@@ -229,34 +237,50 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
             (None, Outcome::Invalid(e.to_string()))
         }
         Ok(v) if v.paused => (None, Outcome::Paused),
-        Ok(v) => (Some(build::build(&v)), Outcome::Applied),
+        Ok(v) => {
+            // Read back (or generate once) before rendering: the pure build never invents a
+            // password, so a reconcile cannot rotate one.
+            let creds = if stores::needs_secret(&v.managed_stores) {
+                apply::store_credentials(client, &ns, &name).await?
+            } else {
+                StoreCredentials::default()
+            };
+            (
+                Some(build::build_with_credentials(&v, &creds)),
+                Outcome::Applied,
+            )
+        }
     };
 
     let uid = shop.uid().unwrap_or_default();
-    let (deployments, outcome, apply_error) = match resources {
+    let (workloads, outcome, apply_error) = match resources {
         Some(resources) => {
             let desired_hash = build::desired_hash(&resources);
+            let secret_name = resources
+                .store_secret
+                .as_ref()
+                .and_then(|s| s.0.metadata.name.clone());
             let cached = ctx.applied().get(&uid).cloned();
             let mut unchanged = None;
             if let Some((hash, fps)) = cached
                 && hash == desired_hash
             {
-                let (now, deployments) = apply::observe(client, &ns, &name, &uid).await?;
-                if now == fps {
-                    unchanged = Some(deployments);
+                let now = apply::observe(client, &ns, &name, &uid, secret_name.as_deref()).await?;
+                if now.fingerprints == fps {
+                    unchanged = Some(now);
                 } else {
                     let changed: Vec<&String> = fps
                         .iter()
-                        .filter(|(k, v)| now.get(*k) != Some(*v))
+                        .filter(|(k, v)| now.fingerprints.get(*k) != Some(*v))
                         .map(|(k, _)| k)
-                        .chain(now.keys().filter(|k| !fps.contains_key(*k)))
+                        .chain(now.fingerprints.keys().filter(|k| !fps.contains_key(*k)))
                         .collect();
                     info!(shop = %name, namespace = %ns, ?changed, "children changed since the last apply; re-applying");
                 }
             }
             match unchanged {
                 // Same desired state and nobody touched the children: nothing to write.
-                Some(deployments) => (deployments, outcome, None),
+                Some(observation) => (observation, outcome, None),
                 None => match apply::apply_all(client, &ns, &resources, &ctx.metrics).await {
                     Ok(applied) => {
                         let deleted = apply::delete_orphans(
@@ -281,7 +305,12 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
                         }
                         ctx.applied()
                             .insert(uid.clone(), (desired_hash, applied.fingerprints));
-                        (applied.deployments, outcome, None)
+                        let observation = apply::Observation {
+                            fingerprints: Fingerprints::new(),
+                            deployments: applied.deployments,
+                            statefulsets: applied.statefulsets,
+                        };
+                        (observation, outcome, None)
                     }
                     Err(e) => {
                         ctx.applied().remove(&uid);
@@ -293,7 +322,7 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
                             e.to_string(),
                         )
                         .await;
-                        let observed = apply::observe_deployments(client, &ns, &name)
+                        let observed = apply::observe_workloads(client, &ns, &name)
                             .await
                             .unwrap_or_default();
                         (observed, Outcome::Failed(e.to_string()), Some(e))
@@ -304,7 +333,7 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
         None => {
             ctx.applied().remove(&uid);
             (
-                apply::observe_deployments(client, &ns, &name).await?,
+                apply::observe_workloads(client, &ns, &name).await?,
                 outcome,
                 None,
             )
@@ -316,12 +345,41 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
         .map(|(c, n)| Observed {
             component: *c,
             desired: *n,
-            deployment: deployments.get(c),
+            deployment: workloads.deployments.get(c),
         })
+        .collect();
+    // Secrets are not watched (the operator may only read them by name), so a missing one is
+    // looked at again after a short requeue: a Shop recovers on its own when it appears.
+    let checks = apply::check_external_secrets(client, &ns, &external_stores).await?;
+    let waits_for_secret = checks.values().any(|c| *c != SecretCheck::Present);
+    let observed_stores: Vec<ObservedStore<'_>> = managed_stores
+        .iter()
+        .map(|m| ObservedStore {
+            store: m.store,
+            state: StoreState::Managed(workloads.statefulsets.get(&m.store)),
+        })
+        .chain(external_stores.iter().map(|e| {
+            ObservedStore {
+                store: e.store,
+                state: match (&e.secret, &e.address) {
+                    (Some(secret), _) => StoreState::ExternalSecret {
+                        secret: secret.clone(),
+                        check: checks
+                            .get(&e.store)
+                            .copied()
+                            .unwrap_or(SecretCheck::Missing),
+                    },
+                    (None, address) => {
+                        StoreState::ExternalAddress(address.clone().unwrap_or_default())
+                    }
+                },
+            }
+        }))
         .collect();
     let new_status = status::compute(
         generation,
         &observed,
+        &observed_stores,
         &outcome,
         shop.status.as_ref(),
         &now(),
@@ -352,6 +410,7 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
     }
     Ok(match outcome {
         Outcome::Invalid(_) => Action::await_change(),
+        _ if waits_for_secret => Action::requeue(ctx.settings.requeue.min(SECRET_RECHECK)),
         _ => Action::requeue(ctx.settings.requeue),
     })
 }

@@ -400,51 +400,147 @@ impl TaintEffect {
     }
 }
 
-/// Backing services: where the data and the events live.
+/// Backing services: where the data and the events live. Each store is either `managed` (the
+/// operator runs it in the Shop's namespace) or `external` (the Shop points at one the user runs).
+/// A store that is not mentioned is managed when an enabled component needs it, so a dev Shop
+/// gets its stores; a Shop written before the modes existed (only `urlSecretRef`,
+/// `bootstrapServers` or `endpoint`) keeps using its external store unchanged.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BackingServices {
-    /// MySQL/MariaDB server URL without a database (e.g. `mysql://user:pass@host:3306`) for inventory
-    /// and order; each gets its own database (`inventory_service`, `order_service`) in `DATABASE_URL`.
+    /// MySQL/MariaDB for inventory and order; each gets its own database (`inventory_service`,
+    /// `order_service`) in `DATABASE_URL`. External: `urlSecretRef` names a Secret key holding the
+    /// server URL without a database (e.g. `mysql://user:pass@host:3306`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mysql: Option<UrlSecret>,
-    /// MongoDB URL for product and notification (`SHOP_MONGO_URL`).
+    pub mysql: Option<DatabaseBacking>,
+    /// MongoDB (managed: FerretDB on SQLite) for product and notification (`SHOP_MONGO_URL`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mongodb: Option<UrlSecret>,
-    /// Kafka for order and notification (`SHOP_KAFKA_BOOTSTRAP`).
+    pub mongodb: Option<DatabaseBacking>,
+    /// Kafka (managed: one KRaft broker) for order and notification (`SHOP_KAFKA_BOOTSTRAP`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kafka: Option<KafkaSpec>,
-    /// Zipkin span endpoint for every component (`SHOP_ZIPKIN_ENDPOINT`).
+    pub kafka: Option<KafkaBacking>,
+    /// Zipkin span collector for every component (`SHOP_ZIPKIN_ENDPOINT`); managed Zipkin keeps
+    /// traces in memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zipkin: Option<ZipkinSpec>,
+    pub zipkin: Option<ZipkinBacking>,
 }
 
-/// A connection URL kept in a Secret (URLs carry passwords).
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct UrlSecret {
-    /// Secret key holding the URL.
-    pub url_secret_ref: SecretKeyRef,
+/// Who runs a backing store.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreMode {
+    /// The operator runs the store: a single-replica StatefulSet, a Service and (except Zipkin)
+    /// a PersistentVolumeClaim.
+    Managed,
+    /// The user runs the store; the Shop says where it is.
+    External,
 }
 
-/// Kafka bootstrap servers.
+/// Settings of a store the operator runs (`mode: managed`).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct KafkaSpec {
-    /// Comma-separated `host:port` list.
+pub struct StorageSpec {
+    /// Size of the store's PersistentVolumeClaim (default 1Gi). Growing it later needs a
+    /// StorageClass that allows expansion and a hand edit of the PVC (StatefulSet templates are
+    /// immutable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    /// StorageClass of the PVC; absent: the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self != ''").message("storage.storageClassName must not be empty (leave it out for the default class)"))]
+    pub storage_class_name: Option<String>,
+}
+
+/// MySQL or MongoDB: external through a Secret key holding the URL, or managed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.mode) || self.mode != 'managed' || !has(self.urlSecretRef)").message("urlSecretRef cannot be combined with mode: managed (the operator generates the credentials); remove urlSecretRef or set mode: external"))]
+#[x_kube(validation = Rule::new("!has(self.mode) || self.mode != 'external' || has(self.urlSecretRef)").message("mode: external needs urlSecretRef (the Secret key holding the URL)"))]
+#[x_kube(validation = Rule::new("(has(self.mode) ? self.mode == 'managed' : !has(self.urlSecretRef)) || (!has(self.image) && !has(self.storage) && !has(self.keepData) && !has(self.resources))").message("image, storage, keepData and resources only apply to mode: managed, not to an external store (urlSecretRef)"))]
+pub struct DatabaseBacking {
+    /// `managed` or `external`; absent: external when `urlSecretRef` is set, managed otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<StoreMode>,
+    /// External: the Secret key holding the URL (URLs carry passwords).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_secret_ref: Option<SecretKeyRef>,
+    /// Managed: the store's image (default: see `stores::DEFAULT_IMAGES`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.trim() != '' && !self.contains(' ')").message("image must be a non-empty image reference without spaces"))]
+    #[schemars(length(max = 512))]
+    pub image: Option<String>,
+    /// Managed: the PersistentVolumeClaim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+    /// Managed: keep the PVC when the store stops being managed or the Shop is deleted
+    /// (default true: data is never deleted silently).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_data: Option<bool>,
+    /// Managed: CPU/memory of the store's container (defaults fit a dev Shop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// Kafka: external bootstrap servers, or a managed single KRaft broker.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.mode) || self.mode != 'managed' || !has(self.bootstrapServers)").message("bootstrapServers cannot be combined with mode: managed; remove bootstrapServers or set mode: external"))]
+#[x_kube(validation = Rule::new("!has(self.mode) || self.mode != 'external' || has(self.bootstrapServers)").message("mode: external needs bootstrapServers"))]
+#[x_kube(validation = Rule::new("(has(self.mode) ? self.mode == 'managed' : !has(self.bootstrapServers)) || (!has(self.image) && !has(self.storage) && !has(self.keepData) && !has(self.resources))").message("image, storage, keepData and resources only apply to mode: managed, not to an external Kafka (bootstrapServers)"))]
+pub struct KafkaBacking {
+    /// `managed` or `external`; absent: external when `bootstrapServers` is set, managed otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<StoreMode>,
+    /// External: comma-separated `host:port` list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.trim() != ''").message("kafka.bootstrapServers must not be empty"))]
     #[schemars(length(max = 1024))]
-    pub bootstrap_servers: String,
+    pub bootstrap_servers: Option<String>,
+    /// Managed: the broker's image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.trim() != '' && !self.contains(' ')").message("image must be a non-empty image reference without spaces"))]
+    #[schemars(length(max = 512))]
+    pub image: Option<String>,
+    /// Managed: the PersistentVolumeClaim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+    /// Managed: keep the PVC when the store stops being managed or the Shop is deleted (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_data: Option<bool>,
+    /// Managed: CPU/memory of the broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
 }
 
-/// Zipkin endpoint.
+/// Zipkin: an external span endpoint, or a managed in-memory Zipkin.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct ZipkinSpec {
-    /// e.g. `http://zipkin.observability.svc:9411/api/v2/spans`.
+#[x_kube(validation = Rule::new("!has(self.mode) || self.mode != 'managed' || !has(self.endpoint)").message("endpoint cannot be combined with mode: managed; remove endpoint or set mode: external"))]
+#[x_kube(validation = Rule::new("!has(self.mode) || self.mode != 'external' || has(self.endpoint)").message("mode: external needs endpoint"))]
+#[x_kube(validation = Rule::new("(has(self.mode) ? self.mode == 'managed' : !has(self.endpoint)) || (!has(self.image) && !has(self.resources))").message("image and resources only apply to mode: managed, not to an external Zipkin (endpoint)"))]
+pub struct ZipkinBacking {
+    /// `managed` or `external`; absent: external when `endpoint` is set, managed otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<StoreMode>,
+    /// External: e.g. `http://zipkin.observability.svc:9411/api/v2/spans`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("zipkin.endpoint must be an http(s) URL"))]
     #[schemars(length(max = 1024))]
-    pub endpoint: String,
+    pub endpoint: Option<String>,
+    /// Managed: Zipkin's image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.trim() != '' && !self.contains(' ')").message("image must be a non-empty image reference without spaces"))]
+    #[schemars(length(max = 512))]
+    pub image: Option<String>,
+    /// Not supported: managed Zipkin keeps its traces in memory. The field exists so that the
+    /// API server refuses it with a message instead of silently dropping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("false").message("zipkin.storage is not supported: managed Zipkin keeps traces in memory and has no volume"))]
+    pub storage: Option<StorageSpec>,
+    /// Managed: CPU/memory of Zipkin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
 }
 
 /// Observed state, computed deterministically from the applied objects so that writing it never

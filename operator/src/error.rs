@@ -48,6 +48,17 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Reading one object by name failed (the operator's Secrets).
+    #[error("reading {kind} {name}: {}", api_message(.source))]
+    Get {
+        /// Object kind.
+        kind: &'static str,
+        /// Object name.
+        name: String,
+        /// API error.
+        #[source]
+        source: kube::Error,
+    },
     /// Deleting an orphaned child failed.
     #[error("deleting {kind} {name}: {source}")]
     Delete {
@@ -73,6 +84,7 @@ impl Error {
         match self {
             Self::Apply { .. } | Self::NodePort { .. } => "apply",
             Self::List { .. } => "list",
+            Self::Get { .. } => "get",
             Self::Delete { .. } => "delete",
             Self::Status(_) => "status",
             Self::Unnamed(_) => "build",

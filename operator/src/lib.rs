@@ -1,8 +1,9 @@
 //! shop-operator: reconciles `Shop` custom resources into the six shopkeeper components.
 //!
 //! The reconcile is a pipeline with one module per step:
-//! [`validate`] (pure) → [`build`] (pure, no client) → [`apply`] (server-side apply, orphan
-//! cleanup) → [`status`] (pure, deterministic). [`controller`] glues the steps together and
+//! [`validate`] (pure) → [`build`] (pure, no client; the managed backing stores come from
+//! [`stores`]) → [`apply`] (server-side apply, orphan cleanup) → [`status`] (pure,
+//! deterministic). [`controller`] glues the steps together and
 //! [`operator`] runs the kube `Controller` with start-up checks and leader election.
 
 pub mod admin;
@@ -16,6 +17,7 @@ pub mod lease;
 pub mod metrics;
 pub mod operator;
 pub mod status;
+pub mod stores;
 pub mod validate;
 
 pub use crd::{Shop, ShopSpec, ShopStatus};

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -155,6 +155,9 @@ pub async fn preflight(client: &Client, namespace: Option<&str>) -> Result<(), R
     can_list::<ServiceAccount>(client, namespace, Some(&sel)).await?;
     can_list::<PodDisruptionBudget>(client, namespace, Some(&sel)).await?;
     can_list::<NetworkPolicy>(client, namespace, Some(&sel)).await?;
+    can_list::<StatefulSet>(client, namespace, Some(&sel)).await?;
+    // No Secret list: the operator reads Secrets only by name (its `<shop>-stores` and the
+    // Secrets external stores point at) and its RBAC does not let it list them.
     Ok(())
 }
 
@@ -220,7 +223,8 @@ pub async fn run(
         .owns(api::<ConfigMap>(&client, ns), owned.clone())
         .owns(api::<ServiceAccount>(&client, ns), owned.clone())
         .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
-        .owns(api::<NetworkPolicy>(&client, ns), owned)
+        .owns(api::<NetworkPolicy>(&client, ns), owned.clone())
+        .owns(api::<StatefulSet>(&client, ns), owned)
         .with_config(
             controller::Config::default()
                 .concurrency(settings.concurrency)

@@ -2,12 +2,16 @@
 //! got back. Deterministic by construction: components in a fixed order, conditions in a fixed
 //! order, and a condition's `lastTransitionTime` kept from the previous status unless its
 //! `status` flips, so an unchanged world yields a byte-identical status and no write at all.
+//! Each backing store in use has its own condition (`MysqlReady`, `MongodbReady`, `KafkaReady`,
+//! `ZipkinReady`, after the three Shop conditions, in that order); the Shop is `Available` only
+//! when its stores are ready too.
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::component::Component;
-use crate::crd::{ComponentStatus, ShopStatus};
+use crate::crd::{ComponentStatus, SecretKeyRef, ShopStatus};
+use crate::stores::Store;
 
 /// Condition type: every enabled component has all its replicas ready on the current template.
 pub const AVAILABLE: &str = "Available";
@@ -38,6 +42,110 @@ pub struct Observed<'a> {
     pub desired: i32,
     /// The Deployment as returned by the API server, if it exists.
     pub deployment: Option<&'a Deployment>,
+}
+
+/// What the operator found for the Secret key an external store points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretCheck {
+    /// The Secret exists and has the key.
+    Present,
+    /// No Secret of that name in the Shop's namespace.
+    Missing,
+    /// The Secret exists without the key.
+    KeyMissing,
+}
+
+/// How a store in use was found.
+#[derive(Clone, Debug)]
+pub enum StoreState<'a> {
+    /// Managed: its StatefulSet as returned by the API server, if it exists.
+    Managed(Option<&'a StatefulSet>),
+    /// External through a Secret key (MySQL, MongoDB).
+    ExternalSecret {
+        /// `urlSecretRef`.
+        secret: SecretKeyRef,
+        /// What the operator found.
+        check: SecretCheck,
+    },
+    /// External address (Kafka bootstrap servers, Zipkin endpoint): not checked.
+    ExternalAddress(String),
+}
+
+/// One backing store in use, as observed.
+#[derive(Clone, Debug)]
+pub struct ObservedStore<'a> {
+    /// Which store.
+    pub store: Store,
+    /// What was found.
+    pub state: StoreState<'a>,
+}
+
+/// A store's condition: (ready, reason, message).
+fn store_condition(o: &ObservedStore<'_>) -> (bool, &'static str, String) {
+    let s = o.store;
+    match &o.state {
+        StoreState::Managed(None) => (
+            false,
+            "Provisioning",
+            format!("managed {s}: its StatefulSet does not exist yet"),
+        ),
+        StoreState::Managed(Some(sts)) => {
+            let name = sts.metadata.name.as_deref().unwrap_or_default();
+            let st = sts.status.as_ref();
+            let seen = match (
+                sts.metadata.generation,
+                st.and_then(|s| s.observed_generation),
+            ) {
+                (Some(g), Some(og)) => og >= g,
+                _ => false,
+            };
+            let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let ready = st.and_then(|s| s.ready_replicas).unwrap_or(0);
+            let rolled = st.is_some_and(|s| {
+                s.update_revision.is_none() || s.current_revision == s.update_revision
+            });
+            if seen && ready >= want && rolled {
+                (
+                    true,
+                    "Ready",
+                    format!("managed {s}: StatefulSet {name} is ready"),
+                )
+            } else {
+                (
+                    false,
+                    "Provisioning",
+                    format!("managed {s}: waiting for StatefulSet {name} ({ready}/{want} ready)"),
+                )
+            }
+        }
+        StoreState::ExternalSecret { secret, check } => match check {
+            SecretCheck::Present => (
+                true,
+                "SecretFound",
+                format!(
+                    "external {s}: the URL is in Secret {:?} key {:?}",
+                    secret.name, secret.key
+                ),
+            ),
+            SecretCheck::Missing => (
+                false,
+                "SecretMissing",
+                format!(
+                    "Secret {:?} named by spec.backing.{s}.urlSecretRef does not exist in the Shop's namespace",
+                    secret.name
+                ),
+            ),
+            SecretCheck::KeyMissing => (
+                false,
+                "SecretKeyMissing",
+                format!(
+                    "Secret {:?} named by spec.backing.{s}.urlSecretRef has no key {:?}",
+                    secret.name, secret.key
+                ),
+            ),
+        },
+        StoreState::ExternalAddress(a) => (true, "External", format!("external {s}: {a}")),
+    }
 }
 
 fn counts(o: &Observed<'_>) -> ComponentStatus {
@@ -122,24 +230,52 @@ fn condition(
 pub fn compute(
     generation: Option<i64>,
     observed: &[Observed<'_>],
+    stores: &[ObservedStore<'_>],
     outcome: &Outcome,
     previous: Option<&ShopStatus>,
     now: &Time,
 ) -> ShopStatus {
     let components: Vec<ComponentStatus> = observed.iter().map(counts).collect();
-    let not_ready: Vec<String> = observed
+    let components_not_ready: Vec<String> = observed
         .iter()
         .zip(&components)
         .filter(|(o, _)| !rolled_out(o))
         .map(|(_, c)| format!("{} {}/{}", c.name, c.ready, c.desired))
         .collect();
-    let ready_count = observed.len() - not_ready.len();
+    let ready_count = observed.len() - components_not_ready.len();
     let stuck: Vec<String> = observed.iter().filter_map(stuck).collect();
-    let all_ready = not_ready.is_empty();
+    let mut ordered: Vec<&ObservedStore<'_>> = stores.iter().collect();
+    ordered.sort_by_key(|o| o.store);
+    let store_conditions: Vec<(Store, (bool, &'static str, String))> = ordered
+        .iter()
+        .map(|o| (o.store, store_condition(o)))
+        .collect();
+    let stores_provisioning: Vec<String> = store_conditions
+        .iter()
+        .filter(|(_, (ready, reason, _))| !ready && *reason == "Provisioning")
+        .map(|(s, _)| s.name().to_string())
+        .collect();
+    let store_problems: Vec<(&'static str, &String)> = store_conditions
+        .iter()
+        .filter(|(_, (ready, reason, _))| !ready && *reason != "Provisioning")
+        .map(|(_, (_, reason, msg))| (*reason, msg))
+        .collect();
+    let mut not_ready = components_not_ready.clone();
+    not_ready.extend(stores_provisioning.iter().cloned());
+    let all_ready = not_ready.is_empty() && store_problems.is_empty();
 
     let (degraded, degraded_reason, degraded_msg) = match outcome {
         Outcome::Invalid(m) => (true, "InvalidSpec", m.clone()),
         Outcome::Failed(m) => (true, "ApplyFailed", m.clone()),
+        _ if !store_problems.is_empty() => (
+            true,
+            store_problems[0].0,
+            store_problems
+                .iter()
+                .map(|(_, m)| m.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
         _ if !stuck.is_empty() => (true, "RolloutStuck", stuck.join("; ")),
         _ => (false, "AsExpected", "no problem found".to_string()),
     };
@@ -150,7 +286,7 @@ pub fn compute(
             "spec.paused is true: the operator changes nothing".to_string(),
         ),
         Outcome::Invalid(_) => (false, "InvalidSpec", "fix the spec to continue".to_string()),
-        _ if all_ready => (
+        _ if not_ready.is_empty() => (
             false,
             "RolloutComplete",
             "every component runs its desired replicas".to_string(),
@@ -165,6 +301,13 @@ pub fn compute(
         (
             "AllComponentsReady",
             format!("{ready_count}/{} components ready", observed.len()),
+        )
+    } else if components_not_ready.is_empty() {
+        let mut waiting = stores_provisioning.clone();
+        waiting.extend(store_problems.iter().map(|(_, m)| m.to_string()));
+        (
+            "StoresNotReady",
+            format!("stores not ready: {}", waiting.join(", ")),
         )
     } else {
         (
@@ -184,7 +327,7 @@ pub fn compute(
         phase: Some(phase.to_string()),
         ready_components: Some(format!("{ready_count}/{}", observed.len())),
         components,
-        conditions: vec![
+        conditions: [
             condition(
                 AVAILABLE,
                 all_ready,
@@ -212,7 +355,24 @@ pub fn compute(
                 previous,
                 now,
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            store_conditions
+                .into_iter()
+                .map(|(store, (ready, reason, msg))| {
+                    condition(
+                        store.condition_type(),
+                        ready,
+                        reason,
+                        msg,
+                        generation,
+                        previous,
+                        now,
+                    )
+                }),
+        )
+        .collect(),
     }
 }
 
@@ -248,12 +408,12 @@ mod tests {
             desired: 1,
             deployment: Some(&d),
         }];
-        let first = compute(Some(3), &obs, &Outcome::Applied, None, &t(100));
+        let first = compute(Some(3), &obs, &[], &Outcome::Applied, None, &t(100));
         assert_eq!(first.phase.as_deref(), Some("Available"));
         assert_eq!(first.ready_components.as_deref(), Some("1/1"));
         assert_eq!(first.conditions[0].status, "True");
         assert_eq!(first.conditions[0].observed_generation, Some(3));
-        let again = compute(Some(3), &obs, &Outcome::Applied, Some(&first), &t(999));
+        let again = compute(Some(3), &obs, &[], &Outcome::Applied, Some(&first), &t(999));
         assert_eq!(
             again, first,
             "same world must give an identical status (no write, no loop)"
@@ -275,11 +435,12 @@ mod tests {
                 desired: 1,
                 deployment: Some(&dep(1, 1, 1)),
             }],
+            &[],
             &Outcome::Applied,
             None,
             &t(10),
         );
-        let s = compute(Some(2), &obs, &Outcome::Applied, Some(&ok), &t(20));
+        let s = compute(Some(2), &obs, &[], &Outcome::Applied, Some(&ok), &t(20));
         assert_eq!(s.phase.as_deref(), Some("Progressing"));
         let avail = &s.conditions[0];
         assert_eq!(
@@ -296,7 +457,7 @@ mod tests {
             desired: 2,
             deployment: None,
         }];
-        let s = compute(Some(2), &missing, &Outcome::Applied, None, &t(20));
+        let s = compute(Some(2), &missing, &[], &Outcome::Applied, None, &t(20));
         assert_eq!(s.ready_components.as_deref(), Some("0/1"));
         assert_eq!(s.components[0].desired, 2);
     }
@@ -306,6 +467,7 @@ mod tests {
         let s = compute(
             Some(1),
             &[],
+            &[],
             &Outcome::Invalid("spec.backing.mysql is required".into()),
             None,
             &t(1),
@@ -313,16 +475,192 @@ mod tests {
         assert_eq!(s.phase.as_deref(), Some("Invalid"));
         assert_eq!(s.conditions[2].status, "True");
         assert_eq!(s.conditions[2].reason, "InvalidSpec");
-        let s = compute(Some(1), &[], &Outcome::Paused, None, &t(1));
+        let s = compute(Some(1), &[], &[], &Outcome::Paused, None, &t(1));
         assert_eq!(s.phase.as_deref(), Some("Paused"));
         assert_eq!(s.conditions[1].reason, "Paused");
         let s = compute(
             Some(1),
+            &[],
             &[],
             &Outcome::Failed("forbidden".into()),
             None,
             &t(1),
         );
         assert_eq!(s.phase.as_deref(), Some("Degraded"));
+    }
+    fn sts(generation: i64, observed: i64, ready: i32) -> StatefulSet {
+        use k8s_openapi::api::apps::v1::{StatefulSetSpec, StatefulSetStatus};
+        let mut s = StatefulSet::default();
+        s.metadata.name = Some("corner-mysql".into());
+        s.metadata.generation = Some(generation);
+        s.spec = Some(StatefulSetSpec {
+            replicas: Some(1),
+            ..Default::default()
+        });
+        s.status = Some(StatefulSetStatus {
+            observed_generation: Some(observed),
+            replicas: 1,
+            ready_replicas: Some(ready),
+            current_revision: Some("r1".into()),
+            update_revision: Some("r1".into()),
+            ..Default::default()
+        });
+        s
+    }
+
+    fn cond<'s>(s: &'s ShopStatus, type_: &str) -> &'s Condition {
+        s.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn a_shop_is_available_only_once_its_managed_stores_are_ready() {
+        let d = dep(1, 1, 1);
+        let obs = [Observed {
+            component: Component::Inventory,
+            desired: 1,
+            deployment: Some(&d),
+        }];
+        let starting = sts(1, 1, 0);
+        let stores = [ObservedStore {
+            store: Store::Mysql,
+            state: StoreState::Managed(Some(&starting)),
+        }];
+        let s = compute(Some(1), &obs, &stores, &Outcome::Applied, None, &t(10));
+        assert_eq!(s.phase.as_deref(), Some("Progressing"));
+        assert_eq!(s.ready_components.as_deref(), Some("1/1"));
+        let avail = cond(&s, AVAILABLE);
+        assert_eq!(
+            (avail.status.as_str(), avail.reason.as_str()),
+            ("False", "StoresNotReady")
+        );
+        let mysql = cond(&s, "MysqlReady");
+        assert_eq!(
+            (mysql.status.as_str(), mysql.reason.as_str()),
+            ("False", "Provisioning")
+        );
+        assert!(
+            mysql.message.contains("corner-mysql (0/1 ready)"),
+            "{}",
+            mysql.message
+        );
+        assert_eq!(cond(&s, PROGRESSING).status, "True");
+
+        let ready = sts(1, 1, 1);
+        let stores = [ObservedStore {
+            store: Store::Mysql,
+            state: StoreState::Managed(Some(&ready)),
+        }];
+        let s2 = compute(Some(1), &obs, &stores, &Outcome::Applied, Some(&s), &t(20));
+        assert_eq!(s2.phase.as_deref(), Some("Available"));
+        let mysql = cond(&s2, "MysqlReady");
+        assert_eq!(
+            (mysql.status.as_str(), mysql.reason.as_str()),
+            ("True", "Ready")
+        );
+        assert_eq!(mysql.last_transition_time, t(20));
+        let again = compute(Some(1), &obs, &stores, &Outcome::Applied, Some(&s2), &t(99));
+        assert_eq!(again, s2, "same world, identical status");
+
+        // A StatefulSet the controller has not seen yet is not ready, whatever its pods say.
+        let stale = sts(2, 1, 1);
+        let stores = [ObservedStore {
+            store: Store::Mysql,
+            state: StoreState::Managed(Some(&stale)),
+        }];
+        let s3 = compute(Some(2), &obs, &stores, &Outcome::Applied, Some(&s2), &t(30));
+        assert_eq!(cond(&s3, "MysqlReady").status, "False");
+        let missing = [ObservedStore {
+            store: Store::Mysql,
+            state: StoreState::Managed(None),
+        }];
+        let s4 = compute(Some(2), &obs, &missing, &Outcome::Applied, None, &t(30));
+        assert_eq!(cond(&s4, "MysqlReady").reason, "Provisioning");
+    }
+
+    #[test]
+    fn a_missing_external_secret_degrades_the_shop_naming_the_secret_and_field() {
+        let d = dep(1, 1, 1);
+        let obs = [Observed {
+            component: Component::Product,
+            desired: 1,
+            deployment: Some(&d),
+        }];
+        let secret = SecretKeyRef {
+            name: "mongo-creds".into(),
+            key: "url".into(),
+        };
+        // Given out of order: conditions come in a fixed order anyway.
+        let stores = |check| {
+            [
+                ObservedStore {
+                    store: Store::Kafka,
+                    state: StoreState::ExternalAddress("kafka:9092".into()),
+                },
+                ObservedStore {
+                    store: Store::Mongodb,
+                    state: StoreState::ExternalSecret {
+                        secret: secret.clone(),
+                        check,
+                    },
+                },
+            ]
+        };
+        let s = compute(
+            Some(1),
+            &obs,
+            &stores(SecretCheck::Missing),
+            &Outcome::Applied,
+            None,
+            &t(1),
+        );
+        let types: Vec<&str> = s.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(
+            types,
+            vec![
+                AVAILABLE,
+                PROGRESSING,
+                DEGRADED,
+                "MongodbReady",
+                "KafkaReady"
+            ]
+        );
+        assert_eq!(s.phase.as_deref(), Some("Degraded"));
+        let degraded = cond(&s, DEGRADED);
+        assert_eq!(degraded.reason, "SecretMissing");
+        assert_eq!(
+            degraded.message,
+            "Secret \"mongo-creds\" named by spec.backing.mongodb.urlSecretRef does not exist in the Shop's namespace"
+        );
+        assert_eq!(cond(&s, "MongodbReady").reason, "SecretMissing");
+        assert_eq!(cond(&s, "KafkaReady").status, "True");
+        assert_eq!(
+            cond(&s, PROGRESSING).status,
+            "False",
+            "nothing to wait for but the user"
+        );
+
+        let s = compute(
+            Some(1),
+            &obs,
+            &stores(SecretCheck::KeyMissing),
+            &Outcome::Applied,
+            Some(&s),
+            &t(2),
+        );
+        assert_eq!(cond(&s, DEGRADED).reason, "SecretKeyMissing");
+        assert!(cond(&s, DEGRADED).message.contains("has no key \"url\""));
+
+        // The Secret appears: Available again.
+        let s = compute(
+            Some(1),
+            &obs,
+            &stores(SecretCheck::Present),
+            &Outcome::Applied,
+            Some(&s),
+            &t(3),
+        );
+        assert_eq!(s.phase.as_deref(), Some("Available"));
+        assert_eq!(cond(&s, "MongodbReady").reason, "SecretFound");
+        assert_eq!(cond(&s, DEGRADED).status, "False");
     }
 }

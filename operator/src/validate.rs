@@ -12,9 +12,11 @@ use kube::ResourceExt;
 
 use crate::component::Component;
 use crate::crd::{
-    ComponentSpec, JwtSpec, MAX_PLACEMENT_ENTRIES, MAX_SHOP_NAME, PlacementSpec, PullPolicy,
-    RateLimitSpec, SecretKeyRef, ServiceType, Shop, TolerationOperator,
+    BackingServices, ComponentSpec, JwtSpec, MAX_PLACEMENT_ENTRIES, MAX_SHOP_NAME, PlacementSpec,
+    PullPolicy, RateLimitSpec, SecretKeyRef, ServiceType, Shop, StorageSpec, StoreMode,
+    TolerationOperator,
 };
+use crate::stores::{self, DEFAULT_STORAGE, ManagedStore, Store};
 
 /// Why a Shop cannot be turned into objects. Each message names the offending field.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -42,14 +44,6 @@ pub enum ValidationError {
         /// The field path.
         field: String,
     },
-    /// A component is enabled but the backing service it needs is not configured.
-    #[error("spec.backing.{backing} is required because component {component} is enabled")]
-    MissingBacking {
-        /// Component concerned.
-        component: Component,
-        /// The missing backing service field.
-        backing: &'static str,
-    },
     /// The same env name twice in one component's overrides.
     #[error("spec.components.{component}.env has {name:?} more than once")]
     DuplicateEnv {
@@ -73,6 +67,26 @@ pub enum ValidationError {
         component: Component,
         /// The port.
         port: i32,
+    },
+    /// A backing store whose mode and fields contradict each other (CEL refuses these too).
+    #[error("spec.backing.{store}: {problem}")]
+    BadBacking {
+        /// The store concerned.
+        store: Store,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// The Shop's name is too long for a managed store's StatefulSet name.
+    #[error(
+        "metadata.name {name:?} is too long for a managed spec.backing.{store}: at most {max} characters, so that its StatefulSet {name}-{store} fits 52 characters"
+    )]
+    NameTooLongForStore {
+        /// The Shop's name.
+        name: String,
+        /// The managed store.
+        store: Store,
+        /// Longest allowed name.
+        max: usize,
     },
     /// JWT settings with both or neither of secretRef / jwksUrl.
     #[error("spec.components.gateway.jwt needs exactly one of secretRef or jwksUrl")]
@@ -164,10 +178,179 @@ pub struct ValidatedShop {
     pub zipkin_endpoint: Option<String>,
     /// Gateway extras.
     pub gateway: GatewaySettings,
+    /// Stores the operator runs, in [`Store::ALL`] order (only those in use).
+    pub managed_stores: Vec<ManagedStore>,
+    /// Stores the user runs that an enabled component uses, in [`Store::ALL`] order.
+    pub external_stores: Vec<ExternalStore>,
     /// Node labels every pod requires (`spec.placement.nodeSelector`).
     pub node_selector: BTreeMap<String, String>,
     /// Taints every pod tolerates (`spec.placement.tolerations`).
     pub tolerations: Vec<Toleration>,
+}
+
+/// A store the user runs, as the Shop points at it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExternalStore {
+    /// Which store.
+    pub store: Store,
+    /// MySQL, MongoDB: the Secret key holding the URL (the operator checks that it exists).
+    pub secret: Option<SecretKeyRef>,
+    /// Kafka, Zipkin: the bootstrap servers or span endpoint.
+    pub address: Option<String>,
+}
+
+/// How one store is resolved: managed, or the external URL/Secret it points at.
+enum Resolved {
+    Managed(ManagedStore),
+    External(ExternalStore),
+}
+
+/// The fields a store entry may carry, whatever its kind.
+struct Entry<'a> {
+    mode: Option<StoreMode>,
+    secret: Option<&'a SecretKeyRef>,
+    address: Option<&'a String>,
+    image: Option<&'a String>,
+    storage: Option<&'a StorageSpec>,
+    keep_data: Option<bool>,
+    resources: Option<&'a ResourceRequirements>,
+}
+
+fn entry(b: &BackingServices, store: Store) -> Option<Entry<'_>> {
+    Some(match store {
+        Store::Mysql | Store::Mongodb => {
+            let d = if store == Store::Mysql {
+                b.mysql.as_ref()?
+            } else {
+                b.mongodb.as_ref()?
+            };
+            Entry {
+                mode: d.mode,
+                secret: d.url_secret_ref.as_ref(),
+                address: None,
+                image: d.image.as_ref(),
+                storage: d.storage.as_ref(),
+                keep_data: d.keep_data,
+                resources: d.resources.as_ref(),
+            }
+        }
+        Store::Kafka => {
+            let k = b.kafka.as_ref()?;
+            Entry {
+                mode: k.mode,
+                secret: None,
+                address: k.bootstrap_servers.as_ref(),
+                image: k.image.as_ref(),
+                storage: k.storage.as_ref(),
+                keep_data: k.keep_data,
+                resources: k.resources.as_ref(),
+            }
+        }
+        Store::Zipkin => {
+            let z = b.zipkin.as_ref()?;
+            Entry {
+                mode: z.mode,
+                secret: None,
+                address: z.endpoint.as_ref(),
+                image: z.image.as_ref(),
+                // Refused by `resolve_store`: Zipkin has no volume.
+                storage: z.storage.as_ref(),
+                keep_data: None,
+                resources: z.resources.as_ref(),
+            }
+        }
+    })
+}
+
+/// Resolves one store: `None` when nothing needs it (no enabled component uses it and the Shop
+/// does not ask for it to be managed).
+fn resolve_store(
+    b: &BackingServices,
+    store: Store,
+    needed: bool,
+) -> Result<Option<Resolved>, ValidationError> {
+    let bad = |problem| ValidationError::BadBacking { store, problem };
+    let e = entry(b, store);
+    if store == Store::Zipkin && e.as_ref().is_some_and(|e| e.storage.is_some()) {
+        return Err(bad(
+            "storage is not supported: managed Zipkin keeps traces in memory and has no volume",
+        ));
+    }
+    let external_field = e
+        .as_ref()
+        .is_some_and(|e| e.secret.is_some() || e.address.is_some());
+    let mode = match e.as_ref().and_then(|e| e.mode) {
+        Some(m) => m,
+        None if external_field => StoreMode::External,
+        None => StoreMode::Managed,
+    };
+    let explicit = e.as_ref().and_then(|e| e.mode) == Some(StoreMode::Managed);
+    match mode {
+        StoreMode::External => {
+            let e = e.ok_or_else(|| bad("mode: external needs its URL"))?;
+            if !external_field {
+                return Err(bad(match store {
+                    Store::Mysql | Store::Mongodb => "mode: external needs urlSecretRef",
+                    Store::Kafka => "mode: external needs bootstrapServers",
+                    Store::Zipkin => "mode: external needs endpoint",
+                }));
+            }
+            if e.image.is_some()
+                || e.storage.is_some()
+                || e.keep_data.is_some()
+                || e.resources.is_some()
+            {
+                return Err(bad(
+                    "image, storage, keepData and resources only apply to mode: managed",
+                ));
+            }
+            if let Some(a) = e.address
+                && a.trim().is_empty()
+            {
+                return Err(bad("the address of an external store must not be empty"));
+            }
+            Ok(needed.then(|| {
+                Resolved::External(ExternalStore {
+                    store,
+                    secret: e.secret.cloned(),
+                    address: e.address.map(|a| a.trim().to_string()),
+                })
+            }))
+        }
+        StoreMode::Managed => {
+            if external_field {
+                return Err(bad(match store {
+                    Store::Mysql | Store::Mongodb => {
+                        "urlSecretRef cannot be combined with mode: managed"
+                    }
+                    Store::Kafka => "bootstrapServers cannot be combined with mode: managed",
+                    Store::Zipkin => "endpoint cannot be combined with mode: managed",
+                }));
+            }
+            if !(needed || explicit) {
+                return Ok(None);
+            }
+            let image = match e.as_ref().and_then(|e| e.image) {
+                Some(i) if i.trim().is_empty() => return Err(bad("image must not be empty")),
+                Some(i) => i.trim().to_string(),
+                None => store.default_image().to_string(),
+            };
+            let storage = e.as_ref().and_then(|e| e.storage);
+            Ok(Some(Resolved::Managed(ManagedStore {
+                store,
+                image,
+                size: storage
+                    .and_then(|s| s.size.clone())
+                    .unwrap_or_else(|| Quantity(DEFAULT_STORAGE.to_string())),
+                storage_class: storage.and_then(|s| s.storage_class_name.clone()),
+                keep_data: e.as_ref().and_then(|e| e.keep_data).unwrap_or(true),
+                resources: e
+                    .as_ref()
+                    .and_then(|e| e.resources.cloned())
+                    .unwrap_or_else(|| store.default_resources()),
+            })))
+        }
+    }
 }
 
 impl ValidatedShop {
@@ -375,25 +558,6 @@ pub fn validate(shop: &Shop) -> Result<ValidatedShop, ValidationError> {
                 });
             }
         }
-        let backing = &spec.backing;
-        if c.uses_mysql() && backing.mysql.is_none() {
-            return Err(ValidationError::MissingBacking {
-                component: c,
-                backing: "mysql",
-            });
-        }
-        if c.uses_mongodb() && backing.mongodb.is_none() {
-            return Err(ValidationError::MissingBacking {
-                component: c,
-                backing: "mongodb",
-            });
-        }
-        if c.uses_kafka() && backing.kafka.is_none() {
-            return Err(ValidationError::MissingBacking {
-                component: c,
-                backing: "kafka",
-            });
-        }
         enabled.push(ResolvedComponent {
             component: c,
             replicas: cs.replicas,
@@ -422,6 +586,54 @@ pub fn validate(shop: &Shop) -> Result<ValidatedShop, ValidationError> {
         return Err(ValidationError::JwtSource);
     }
     let (node_selector, tolerations) = placement(&spec.placement)?;
+    let uses = |f: fn(Component) -> bool| enabled.iter().any(|r| f(r.component));
+    let mut managed_stores = Vec::new();
+    let mut external_stores = Vec::new();
+    for store in Store::ALL {
+        let needed = match store {
+            Store::Mysql => uses(Component::uses_mysql),
+            Store::Mongodb => uses(Component::uses_mongodb),
+            Store::Kafka => uses(Component::uses_kafka),
+            Store::Zipkin => !enabled.is_empty(),
+        };
+        match resolve_store(&spec.backing, store, needed)? {
+            Some(Resolved::Managed(m)) => {
+                if name.len() > store.max_shop_name() {
+                    return Err(ValidationError::NameTooLongForStore {
+                        name,
+                        store,
+                        max: store.max_shop_name(),
+                    });
+                }
+                managed_stores.push(m);
+            }
+            Some(Resolved::External(e)) => external_stores.push(e),
+            None => {}
+        }
+    }
+    // Where the components connect: the managed store's Service (URLs with credentials through
+    // the `<shop>-stores` Secret), or what the Shop points at.
+    let external = |s: Store| external_stores.iter().find(|e| e.store == s);
+    let managed = |s: Store| managed_stores.iter().any(|m| m.store == s);
+    let secret_of = |s: Store, key: &str| {
+        if managed(s) {
+            Some(stores::secret_ref(&name, key))
+        } else {
+            external(s).and_then(|e| e.secret.clone())
+        }
+    };
+    let mysql = secret_of(Store::Mysql, stores::keys::MYSQL_URL);
+    let mongodb = secret_of(Store::Mongodb, stores::keys::MONGODB_URL);
+    let kafka_bootstrap = if managed(Store::Kafka) {
+        Some(stores::kafka_bootstrap(&name))
+    } else {
+        external(Store::Kafka).and_then(|e| e.address.clone())
+    };
+    let zipkin_endpoint = if managed(Store::Zipkin) {
+        Some(stores::zipkin_endpoint(&name))
+    } else {
+        external(Store::Zipkin).and_then(|e| e.address.clone())
+    };
     Ok(ValidatedShop {
         owner: OwnerReference {
             api_version: format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION),
@@ -438,22 +650,12 @@ pub fn validate(shop: &Shop) -> Result<ValidatedShop, ValidationError> {
         version: spec.image.tag.clone(),
         enabled,
         disabled,
-        mysql: spec
-            .backing
-            .mysql
-            .as_ref()
-            .map(|m| m.url_secret_ref.clone()),
-        mongodb: spec
-            .backing
-            .mongodb
-            .as_ref()
-            .map(|m| m.url_secret_ref.clone()),
-        kafka_bootstrap: spec
-            .backing
-            .kafka
-            .as_ref()
-            .map(|k| k.bootstrap_servers.clone()),
-        zipkin_endpoint: spec.backing.zipkin.as_ref().map(|z| z.endpoint.clone()),
+        mysql,
+        mongodb,
+        kafka_bootstrap,
+        zipkin_endpoint,
+        managed_stores,
+        external_stores,
         gateway: GatewaySettings {
             service_type: gw.service_type,
             jwt: gw.jwt.clone(),
@@ -504,16 +706,160 @@ spec:
         assert_eq!(v.owner.controller, Some(true));
     }
 
+    const BARE: &str =
+        "apiVersion: shopkeeper.dev/v1alpha1\nkind: Shop\nmetadata: {name: a}\nspec: {}\n";
+
+    fn managed(v: &ValidatedShop) -> Vec<Store> {
+        v.managed_stores.iter().map(|m| m.store).collect()
+    }
+
     #[test]
-    fn enabled_component_without_its_database_is_refused_naming_the_field() {
-        let s = shop(
-            "apiVersion: shopkeeper.dev/v1alpha1\nkind: Shop\nmetadata: {name: a}\nspec:\n  backing:\n    kafka: {bootstrapServers: k}\n    mongodb: {urlSecretRef: {name: m, key: u}}\n",
-        );
-        let err = validate(&s).unwrap_err();
+    fn a_shop_without_backing_gets_every_store_managed_and_connects_to_them() {
+        let v = validate(&shop(BARE)).unwrap();
+        assert_eq!(managed(&v), Store::ALL.to_vec());
+        assert!(v.external_stores.is_empty());
         assert_eq!(
-            err.to_string(),
-            "spec.backing.mysql is required because component inventory is enabled"
+            v.mysql,
+            Some(SecretKeyRef {
+                name: "a-stores".into(),
+                key: "mysql-url".into()
+            })
         );
+        assert_eq!(
+            v.mongodb.as_ref().map(|r| r.key.as_str()),
+            Some("mongodb-url")
+        );
+        assert_eq!(v.kafka_bootstrap.as_deref(), Some("a-kafka:9092"));
+        assert_eq!(
+            v.zipkin_endpoint.as_deref(),
+            Some("http://a-zipkin:9411/api/v2/spans")
+        );
+        let mysql = &v.managed_stores[0];
+        assert_eq!(mysql.image, "docker.io/library/mariadb:11.4");
+        assert_eq!(mysql.size, Quantity("1Gi".into()));
+        assert!(
+            mysql.keep_data,
+            "data is kept unless the spec says otherwise"
+        );
+        assert_eq!(mysql.storage_class, None);
+    }
+
+    #[test]
+    fn a_shop_written_before_modes_keeps_its_external_stores_exactly() {
+        let v = validate(&shop(FULL)).unwrap();
+        assert_eq!(
+            v.mysql,
+            Some(SecretKeyRef {
+                name: "db".into(),
+                key: "url".into()
+            })
+        );
+        assert_eq!(v.mongodb.as_ref().map(|r| r.name.as_str()), Some("mongo"));
+        assert_eq!(v.kafka_bootstrap.as_deref(), Some("kafka:9092"));
+        let external: Vec<Store> = v.external_stores.iter().map(|e| e.store).collect();
+        assert_eq!(external, vec![Store::Mysql, Store::Mongodb, Store::Kafka]);
+        // FULL names no Zipkin: a dev Shop gets one.
+        assert_eq!(managed(&v), vec![Store::Zipkin]);
+        let with_zipkin = format!("{FULL}    zipkin: {{endpoint: 'http://z:9411/api/v2/spans'}}\n");
+        let v = validate(&shop(&with_zipkin)).unwrap();
+        assert!(v.managed_stores.is_empty());
+        assert_eq!(
+            v.zipkin_endpoint.as_deref(),
+            Some("http://z:9411/api/v2/spans")
+        );
+    }
+
+    #[test]
+    fn a_store_no_enabled_component_uses_runs_only_when_asked_for() {
+        let no_db = "apiVersion: shopkeeper.dev/v1alpha1\nkind: Shop\nmetadata: {name: a}\nspec:\n  components:\n    inventory: {enabled: false}\n    order: {enabled: false}\n";
+        let v = validate(&shop(no_db)).unwrap();
+        assert_eq!(
+            managed(&v),
+            vec![Store::Mongodb, Store::Kafka, Store::Zipkin]
+        );
+        assert_eq!(v.mysql, None);
+        let asked = format!("{no_db}  backing:\n    mysql: {{mode: managed}}\n");
+        assert_eq!(managed(&validate(&shop(&asked)).unwrap())[0], Store::Mysql);
+    }
+
+    #[test]
+    fn managed_settings_override_the_defaults() {
+        let s = shop(&format!(
+            "{BARE}  backing:\n    mysql:\n      mode: managed\n      image: mirror.example/mariadb:11.4.5\n      storage: {{size: 5Gi, storageClassName: fast}}\n      keepData: false\n      resources: {{limits: {{memory: 2Gi}}}}\n"
+        )
+        .replace("spec: {}\n", "spec:\n"));
+        let v = validate(&s).unwrap();
+        let m = &v.managed_stores[0];
+        assert_eq!(m.image, "mirror.example/mariadb:11.4.5");
+        assert_eq!(m.size, Quantity("5Gi".into()));
+        assert_eq!(m.storage_class.as_deref(), Some("fast"));
+        assert!(!m.keep_data);
+        assert_eq!(
+            m.resources.limits.as_ref().unwrap()["memory"],
+            Quantity("2Gi".into())
+        );
+        assert_eq!(
+            m.resources.requests, None,
+            "the user's resources replace the defaults"
+        );
+    }
+
+    #[test]
+    fn contradictory_backing_is_refused_naming_the_field() {
+        let refused = |backing: &str| {
+            validate(&shop(&format!(
+                "apiVersion: shopkeeper.dev/v1alpha1\nkind: Shop\nmetadata: {{name: a}}\nspec:\n  backing:\n    {backing}\n"
+            )))
+            .unwrap_err()
+            .to_string()
+        };
+        assert_eq!(
+            refused("mysql: {mode: managed, urlSecretRef: {name: db, key: url}}"),
+            "spec.backing.mysql: urlSecretRef cannot be combined with mode: managed"
+        );
+        assert_eq!(
+            refused("mongodb: {mode: external}"),
+            "spec.backing.mongodb: mode: external needs urlSecretRef"
+        );
+        assert_eq!(
+            refused("kafka: {mode: external}"),
+            "spec.backing.kafka: mode: external needs bootstrapServers"
+        );
+        assert_eq!(
+            refused("zipkin: {mode: external}"),
+            "spec.backing.zipkin: mode: external needs endpoint"
+        );
+        assert_eq!(
+            refused("kafka: {bootstrapServers: 'k:9092', storage: {size: 1Gi}}"),
+            "spec.backing.kafka: image, storage, keepData and resources only apply to mode: managed"
+        );
+        assert_eq!(
+            refused("zipkin: {storage: {size: 1Gi}}"),
+            "spec.backing.zipkin: storage is not supported: managed Zipkin keeps traces in memory and has no volume"
+        );
+        assert_eq!(
+            refused("zipkin: {mode: managed, endpoint: 'http://z/api/v2/spans'}"),
+            "spec.backing.zipkin: endpoint cannot be combined with mode: managed"
+        );
+    }
+
+    #[test]
+    fn a_name_too_long_for_a_store_statefulset_is_refused_only_when_that_store_is_managed() {
+        let mut s = shop(BARE);
+        s.metadata.name = Some("a".repeat(45));
+        assert_eq!(
+            validate(&s).unwrap_err(),
+            ValidationError::NameTooLongForStore {
+                name: "a".repeat(45),
+                store: Store::Mongodb,
+                max: 44
+            }
+        );
+        let mut s = shop(&format!(
+            "{FULL}    zipkin: {{endpoint: 'http://z:9411/api/v2/spans'}}\n"
+        ));
+        s.metadata.name = Some("a".repeat(48));
+        assert!(validate(&s).is_ok(), "external stores have no StatefulSet");
     }
 
     #[test]

@@ -536,9 +536,12 @@ async fn invalid_shops_are_refused_by_the_api_server_with_the_cel_message() {
 async fn a_spec_the_operator_cannot_build_is_reported_and_other_shops_still_reconcile() {
     let (client, ns) = setup("op-invalid-").await;
     let op = start_operator(&client, &ns.name);
-    // Valid for the API server, but inventory is enabled without MySQL.
-    let mut broken = sample_shop("broken", "");
-    broken.spec.backing.mysql = None;
+    // Valid for the API server (CEL cannot compare list items), but order's env has a
+    // variable twice.
+    let broken = sample_shop(
+        "broken",
+        "  components:\n    order:\n      env: [{name: A, value: '1'}, {name: A, value: '2'}]\n",
+    );
     create_shop(&client, &ns.name, &broken).await;
     create_shop(&client, &ns.name, &sample_shop("fine", "")).await;
     let n = ns.name.clone();
@@ -557,7 +560,8 @@ async fn a_spec_the_operator_cannot_build_is_reported_and_other_shops_still_reco
                 let degraded = s.conditions.iter().any(|c| {
                     c.type_ == "Degraded"
                         && c.status == "True"
-                        && c.message.contains("spec.backing.mysql is required")
+                        && c.message
+                            .contains("spec.components.order.env has \"A\" more than once")
                 });
                 s.phase.as_deref() == Some("Invalid")
                     && degraded
@@ -573,7 +577,13 @@ async fn a_spec_the_operator_cannot_build_is_reported_and_other_shops_still_reco
     );
     // Fixing the spec brings it up.
     Api::<Shop>::namespaced(client.clone(), &ns.name)
-        .patch("broken", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"backing": {"mysql": {"urlSecretRef": {"name": "db", "key": "url"}}}}})))
+        .patch(
+            "broken",
+            &PatchParams::default(),
+            &Patch::Merge(
+                &json!({"spec": {"components": {"order": {"env": [{"name": "A", "value": "1"}]}}}}),
+            ),
+        )
         .await
         .unwrap();
     let n = ns.name.clone();
@@ -938,6 +948,253 @@ async fn a_node_port_outside_the_clusters_range_is_reported_naming_the_field() {
         async move { shop_phase(&c, &n, "edge").await.as_deref() == Some("Available") }
     })
     .await;
+    op.stop().await;
+    ns.delete().await;
+}
+
+/// A Shop with the given `spec.backing` (YAML lines indented four spaces), on the kwok node.
+fn shop_with_backing(name: &str, backing: &str) -> Shop {
+    let yaml = format!(
+        "apiVersion: shopkeeper.dev/v1alpha1\nkind: Shop\nmetadata: {{name: {name}}}\nspec:\n  image: {{repository: registry.example/shops, tag: \"1.0.0\"}}\n  backing:\n{backing}"
+    );
+    let mut shop: Shop = serde_yaml::from_str(&yaml).unwrap();
+    shop.spec.placement = shop_operator::crd::PlacementSpec::kwok();
+    shop
+}
+
+fn condition(
+    shop: &Shop,
+    type_: &str,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    shop.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .cloned()
+}
+
+#[tokio::test]
+async fn contradictory_backing_is_refused_by_the_api_server_naming_the_field() {
+    let (client, ns) = setup("op-cel-backing-").await;
+    let shops: Api<Shop> = Api::namespaced(client.clone(), &ns.name);
+    for (backing, field, message) in [
+        (
+            "    mysql: {mode: managed, urlSecretRef: {name: db, key: url}}\n",
+            "spec.backing.mysql",
+            "urlSecretRef cannot be combined with mode: managed",
+        ),
+        (
+            "    mongodb: {mode: external}\n",
+            "spec.backing.mongodb",
+            "mode: external needs urlSecretRef",
+        ),
+        (
+            "    kafka: {bootstrapServers: 'k:9092', image: 'x/kafka:1'}\n",
+            "spec.backing.kafka",
+            "only apply to mode: managed",
+        ),
+        (
+            "    zipkin: {storage: {size: 1Gi}}\n",
+            "spec.backing.zipkin.storage",
+            "zipkin.storage is not supported",
+        ),
+        (
+            "    zipkin: {mode: external}\n",
+            "spec.backing.zipkin",
+            "mode: external needs endpoint",
+        ),
+    ] {
+        let err = shops
+            .create(&PostParams::default(), &shop_with_backing("bad", backing))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(field) && err.contains(message),
+            "{backing}: {err}"
+        );
+    }
+    // A Shop written before the modes existed is still accepted unchanged.
+    shops
+        .create(&PostParams::default(), &sample_shop("legacy", ""))
+        .await
+        .unwrap();
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn an_external_store_whose_secret_is_missing_is_reported_and_recovers_when_it_appears() {
+    let (client, ns) = setup("op-secret-").await;
+    let op = start_operator(&client, &ns.name);
+    let shops: Api<Shop> = Api::namespaced(client.clone(), &ns.name);
+    // Created directly: `create_shop` would create the Secrets.
+    shops
+        .create(&PostParams::default(), &sample_shop("wait", ""))
+        .await
+        .unwrap();
+    let n = ns.name.clone();
+    eventually(
+        25,
+        "Degraded with MysqlReady=False SecretMissing naming db",
+        || {
+            let (shops, _n) = (shops.clone(), n.clone());
+            async move {
+                let s = shops.get("wait").await.unwrap();
+                let mysql = condition(&s, "MysqlReady");
+                s.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Degraded")
+                    && mysql.is_some_and(|c| {
+                        c.status == "False"
+                            && c.reason == "SecretMissing"
+                            && c.message.contains("\"db\"")
+                            && c.message.contains("spec.backing.mysql.urlSecretRef")
+                    })
+            }
+        },
+    )
+    .await;
+    ensure_secret(&client, &ns.name, "db", &["url"]).await;
+    ensure_secret(&client, &ns.name, "mongo", &["url"]).await;
+    eventually(
+        25,
+        "Available once the Secrets exist (no edit of the Shop)",
+        || {
+            let (c, n) = (client.clone(), n.clone());
+            async move { shop_phase(&c, &n, "wait").await.as_deref() == Some("Available") }
+        },
+    )
+    .await;
+    op.stop().await;
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn managed_stores_are_applied_under_restricted_keep_their_credentials_and_their_data() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret};
+    let (client, ns) = setup("op-stores-").await;
+    // The namespace enforces the restricted Pod Security Standard: a store pod that breaks it
+    // is never created.
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            &ns.name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {
+                "pod-security.kubernetes.io/enforce": "restricted"}}})),
+        )
+        .await
+        .unwrap();
+    let op = start_operator(&client, &ns.name);
+    // MySQL managed; the others external so that only MySQL needs a volume.
+    let shop = shop_with_backing(
+        "own",
+        "    mysql: {mode: managed}\n    mongodb: {urlSecretRef: {name: mongo, key: url}}\n    kafka: {bootstrapServers: 'k:9092'}\n    zipkin: {mode: managed}\n",
+    );
+    create_shop(&client, &ns.name, &shop).await;
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns.name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let n = ns.name.clone();
+    eventually(
+        30,
+        "StatefulSets, Services and the stores Secret exist",
+        || {
+            let (sets, secrets, c, n) = (sets.clone(), secrets.clone(), client.clone(), n.clone());
+            async move {
+                sets.get_opt("own-mysql").await.unwrap().is_some()
+                    && sets.get_opt("own-zipkin").await.unwrap().is_some()
+                    && secrets.get_opt("own-stores").await.unwrap().is_some()
+                    && Api::<Service>::namespaced(c, &n)
+                        .get_opt("own-mysql")
+                        .await
+                        .unwrap()
+                        .is_some()
+            }
+        },
+    )
+    .await;
+    // Zipkin has no volume: its pod runs on kwok (so it passed restricted admission) and the
+    // Shop reports ZipkinReady.
+    let shops: Api<Shop> = Api::namespaced(client.clone(), &ns.name);
+    eventually(30, "own-zipkin-0 admitted and ZipkinReady=True", || {
+        let (pods, shops) = (pods.clone(), shops.clone());
+        async move {
+            pods.get_opt("own-zipkin-0").await.unwrap().is_some()
+                && condition(&shops.get("own").await.unwrap(), "ZipkinReady")
+                    .is_some_and(|c| c.status == "True")
+        }
+    })
+    .await;
+    let s = shops.get("own").await.unwrap();
+    assert!(
+        condition(&s, "MysqlReady").is_some(),
+        "one condition per store in use"
+    );
+    let password = |s: &Secret| s.data.as_ref().unwrap()["mysql-password"].0.clone();
+    let first = secrets.get("own-stores").await.unwrap();
+    assert!(
+        first.metadata.owner_references.is_none(),
+        "credentials of kept data outlive the Shop"
+    );
+    // Another reconcile (a spec change) never rotates the credentials.
+    shops
+        .patch(
+            "own",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"components": {"order": {"replicas": 2}}}})),
+        )
+        .await
+        .unwrap();
+    let n2 = ns.name.clone();
+    eventually(20, "order scaled", || {
+        let (c, n) = (client.clone(), n2.clone());
+        async move {
+            Api::<Deployment>::namespaced(c, &n)
+                .get("own-order")
+                .await
+                .ok()
+                .and_then(|d| d.spec?.replicas)
+                == Some(2)
+        }
+    })
+    .await;
+    assert_eq!(
+        password(&secrets.get("own-stores").await.unwrap()),
+        password(&first)
+    );
+    // The StatefulSet controller made the volume claim; switching MySQL to external deletes
+    // the StatefulSet and keeps the claim and the credentials.
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns.name);
+    eventually(20, "the claim data-own-mysql-0 exists", || {
+        let pvcs = pvcs.clone();
+        async move { pvcs.get_opt("data-own-mysql-0").await.unwrap().is_some() }
+    })
+    .await;
+    ensure_secret(&client, &ns.name, "db", &["url"]).await;
+    shops
+        .patch(
+            "own",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"backing": {"mysql": {
+                "mode": "external", "urlSecretRef": {"name": "db", "key": "url"}}}}})),
+        )
+        .await
+        .unwrap();
+    eventually(20, "own-mysql StatefulSet deleted", || {
+        let sets = sets.clone();
+        async move { sets.get_opt("own-mysql").await.unwrap().is_none() }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        pvcs.get_opt("data-own-mysql-0").await.unwrap().is_some(),
+        "keepData (default true): the volume stays"
+    );
+    assert_eq!(
+        password(&secrets.get("own-stores").await.unwrap()),
+        password(&first),
+        "the credentials the kept volume was initialised with stay too"
+    );
     op.stop().await;
     ns.delete().await;
 }

@@ -171,3 +171,31 @@ fn the_structural_check_catches_what_the_api_server_would_refuse() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn backing_modes_and_their_contradictions_are_in_the_schema() {
+    let crd = serde_json::to_value(Shop::crd()).unwrap();
+    let backing = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        ["backing"]["properties"];
+    for store in ["mysql", "mongodb", "kafka", "zipkin"] {
+        assert_eq!(
+            backing[store]["properties"]["mode"]["enum"],
+            serde_json::json!(["managed", "external"]),
+            "{store}"
+        );
+    }
+    let rules =
+        |store: &str| serde_json::to_string(&backing[store]["x-kubernetes-validations"]).unwrap();
+    assert!(rules("mysql").contains("urlSecretRef cannot be combined with mode: managed"));
+    assert!(rules("mongodb").contains("mode: external needs urlSecretRef"));
+    assert!(rules("kafka").contains("mode: external needs bootstrapServers"));
+    assert!(rules("zipkin").contains("mode: external needs endpoint"));
+    let zipkin_storage =
+        serde_json::to_string(&backing["zipkin"]["properties"]["storage"]).unwrap();
+    assert!(zipkin_storage.contains("zipkin.storage is not supported"));
+    // Managed settings of a store with a volume.
+    let mysql = &backing["mysql"]["properties"];
+    for field in ["image", "storage", "keepData", "resources", "urlSecretRef"] {
+        assert!(mysql[field].is_object(), "mysql.{field}");
+    }
+}

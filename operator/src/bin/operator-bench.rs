@@ -217,7 +217,9 @@ fn shop(name: &str) -> anyhow::Result<serde_json::Value> {
             "backing": {
                 "mysql": {"urlSecretRef": {"name": "db", "key": "url"}},
                 "mongodb": {"urlSecretRef": {"name": "mongo", "key": "url"}},
-                "kafka": {"bootstrapServers": "kafka:9092"}
+                "kafka": {"bootstrapServers": "kafka:9092"},
+                // External like the others: a managed store per Shop is not what this measures.
+                "zipkin": {"endpoint": "http://zipkin:9411/api/v2/spans"}
             },
             "placement": placement
         }
@@ -525,6 +527,20 @@ async fn main() -> anyhow::Result<()> {
         .create(&PostParams::default(), &namespace)
         .await
         .with_context(|| format!("creating namespace {ns}"))?;
+    // The Secrets the Shops' external stores name (the operator reports SecretMissing without
+    // them); kwok runs no container, so the URLs are stand-ins.
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns);
+    for name in ["db", "mongo"] {
+        let secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "stringData": {"url": "stand-in://bench"}
+        }))
+        .context("building a Secret")?;
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .with_context(|| format!("creating Secret {name} in {ns}"))?;
+    }
 
     let outcome = run(&client, &root, &kubeconfig, &bin, &ns, &args).await;
     if let Err(e) = namespaces.delete(&ns, &DeleteParams::default()).await {

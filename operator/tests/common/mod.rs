@@ -161,7 +161,8 @@ pub fn start_operator_with(client: &Client, settings: Settings) -> RunningOperat
     }
 }
 
-/// A Shop with every backing service configured (Secrets need not exist: kwok runs no container).
+/// A Shop with every backing service external (no store of its own: kwok could not bind a
+/// managed store's volume); [`create_shop`] creates the two Secrets it names.
 ///
 /// It is placed on the kwok fake node ([`PlacementSpec::kwok`]) unless `extra_spec` sets
 /// `placement`: kwok reports its pods Ready without running them, while on the cluster's real
@@ -203,7 +204,44 @@ pub fn kwok_helm_values(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+/// Creates a Secret holding `keys` (stand-in URLs), as a user does for an external store; an
+/// existing one is left as it is.
+pub async fn ensure_secret(client: &Client, ns: &str, name: &str, keys: &[&str]) {
+    use k8s_openapi::api::core::v1::Secret;
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        string_data: Some(
+            keys.iter()
+                .map(|k| (k.to_string(), "stand-in://not-used-on-kwok".to_string()))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    match Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("creating Secret {name}: {e}"),
+    }
+}
+
+/// Creates the Shop after the Secrets its external stores point at (the operator reports
+/// `SecretMissing` and keeps the Shop from `Available` without them). Tests about a missing
+/// Secret create their Shop with the API directly.
 pub async fn create_shop(client: &Client, ns: &str, shop: &Shop) -> Shop {
+    let b = &shop.spec.backing;
+    let refs = [b.mysql.as_ref(), b.mongodb.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.url_secret_ref.clone());
+    for r in refs {
+        ensure_secret(client, ns, &r.name, &[r.key.as_str()]).await;
+    }
     Api::<Shop>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), shop)
         .await
@@ -228,7 +266,7 @@ where
 
 /// resourceVersion of every object carrying the Shop's labels, keyed by `Kind/name`.
 pub async fn resource_versions(client: &Client, ns: &str, shop: &str) -> BTreeMap<String, String> {
-    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
     use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
     use k8s_openapi::api::networking::v1::NetworkPolicy;
     use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -255,6 +293,7 @@ pub async fn resource_versions(client: &Client, ns: &str, shop: &str) -> BTreeMa
     collect!(ServiceAccount, "ServiceAccount");
     collect!(NetworkPolicy, "NetworkPolicy");
     collect!(PodDisruptionBudget, "PodDisruptionBudget");
+    collect!(StatefulSet, "StatefulSet");
     let s = Api::<Shop>::namespaced(client.clone(), ns)
         .get(shop)
         .await
