@@ -39,23 +39,16 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = Runtime::init("inventory", 8083, &args.common).await?;
-    let pool = shop_runtime::mysql::connect_pool(&args.database_url, args.database_max_connections)
-        .await
-        .context("connecting to MySQL (DATABASE_URL)")?;
-    shop_runtime::mysql::migrate(&pool, &shop_inventory::store::MIGRATOR)
-        .await
-        .context("applying inventory migrations")?;
-    let ready_pool = pool.clone();
-    rt.readiness().add("mysql", move || {
-        let pool = ready_pool.clone();
-        async move {
-            sqlx::query("SELECT 1")
-                .execute(&pool)
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("mysql: {e}"))
-        }
-    });
+    // Starts unready and prepares the database in the background (created if missing, migrated),
+    // so a database that is not there yet makes the pod wait, not crash-loop.
+    let pool = shop_runtime::mysql::open_store(
+        &args.database_url,
+        args.database_max_connections,
+        &shop_inventory::store::MIGRATOR,
+        &rt.readiness(),
+        rt.shutdown_token(),
+    )
+    .context("DATABASE_URL")?;
     let batch = BatchConfig {
         max_batch: args.reserve_batch_max.max(1),
         workers: args.reserve_batch_workers.max(1),

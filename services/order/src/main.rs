@@ -113,24 +113,16 @@ fn trace_headers() -> BTreeMap<String, String> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = Runtime::init("order", 8082, &args.common).await?;
-    let pool = shop_runtime::mysql::connect_pool(&args.database_url, args.database_max_connections)
-        .await
-        .context("connecting to MySQL (DATABASE_URL)")?;
-    shop_runtime::mysql::migrate(&pool, &store::MIGRATOR)
-        .await
-        .context("applying order migrations")?;
-
-    let ready_pool = pool.clone();
-    rt.readiness().add("mysql", move || {
-        let pool = ready_pool.clone();
-        async move {
-            sqlx::query("SELECT 1")
-                .execute(&pool)
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("mysql: {e}"))
-        }
-    });
+    // Starts unready and prepares the database in the background (created if missing, migrated),
+    // so a database that is not there yet makes the pod wait, not crash-loop.
+    let pool = shop_runtime::mysql::open_store(
+        &args.database_url,
+        args.database_max_connections,
+        &store::MIGRATOR,
+        &rt.readiness(),
+        rt.shutdown_token(),
+    )
+    .context("DATABASE_URL")?;
 
     let timeout = Duration::from_millis(args.inventory_timeout_ms.max(1));
     let client = ServiceClient::new(

@@ -1,10 +1,15 @@
-//! Schema migrations when several replicas start at once, against the real MariaDB: every
-//! instance comes up, and each migration is applied exactly once (Deployments with two order
-//! replicas used to lose one to "migration 2 is partially applied").
+//! Schema migrations against the real MariaDB: several replicas starting at once all come up and
+//! each migration is applied exactly once (Deployments with two order replicas used to lose one to
+//! "migration 2 is partially applied"); a store that is not there yet keeps the service unready,
+//! then is created and migrated when it answers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use shop_runtime::mysql::{connect_pool, migrate};
+use std::time::Duration;
+
+use shop_runtime::Readiness;
+use shop_runtime::mysql::{connect_pool, migrate, open_store};
 use shop_testkit::fresh_mysql_database;
+use tokio_util::sync::CancellationToken;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./tests/fixtures/migrate");
 
@@ -50,4 +55,76 @@ async fn a_second_start_finds_nothing_to_do() {
         .await
         .unwrap();
     assert_eq!(n, 2);
+}
+
+/// Forwards every connection to `port` on loopback to `to` (a real server): the database
+/// "appearing" at an address where nothing answered before.
+async fn forward(port: u16, to: &'static str) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_store_that_is_not_there_yet_keeps_the_service_unready_then_is_created_and_migrated() {
+    let server = shop_testkit::mysql_url(); // the real MariaDB; also fails loudly when it is down
+    assert!(server.ends_with("@127.0.0.1:3306"), "{server}");
+    let port = shop_testkit::free_port();
+    let database = shop_testkit::fresh_name("late_");
+    let url = format!("mysql://shop:shop@127.0.0.1:{port}/{database}");
+    let readiness = Readiness::default();
+    let stop = CancellationToken::new();
+    let pool = open_store(&url, 2, &MIGRATOR, &readiness, stop.clone()).expect("a valid URL");
+
+    // Nothing answers at that address: unready, and the reason names the store and its address.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let report = readiness.check().await;
+    assert!(!report.ready);
+    let reason = report.body["checks"]["mysql"]["error"].to_string();
+    assert!(
+        reason.contains(&format!("127.0.0.1:{port}/{database}")) && !reason.contains("shop:shop"),
+        "the reason names the store, not the password: {reason}"
+    );
+
+    // The server appears: the database is created, migrated, and the check turns ready.
+    let forwarder = forward(port, "127.0.0.1:3306").await;
+    let ready = shop_testkit::wait_until(Duration::from_secs(20), || async {
+        readiness.check().await.ready
+    })
+    .await;
+    assert!(ready, "{}", readiness.check().await.body);
+    let rows: Vec<(i64, bool)> =
+        sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rows, vec![(1, true), (2, true)]);
+    stop.cancel();
+    forwarder.abort();
+}
+
+#[tokio::test]
+async fn a_database_name_that_is_not_a_plain_identifier_is_refused_not_created() {
+    let readiness = Readiness::default();
+    let url = format!(
+        "{}/bad%60name",
+        shop_testkit::mysql_url() // mysql://shop:shop@127.0.0.1:3306
+    );
+    let _pool = open_store(&url, 1, &MIGRATOR, &readiness, CancellationToken::new()).unwrap();
+    let reason = shop_testkit::wait_until(Duration::from_secs(5), || async {
+        readiness.check().await.body["checks"]["mysql"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not a plain identifier"))
+    })
+    .await;
+    assert!(reason, "{}", readiness.check().await.body);
 }

@@ -5,10 +5,15 @@
 pub mod script;
 pub use script::{Dialect, Script, ScriptError, run_transaction, run_transaction_as};
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::MySqlPool;
-use sqlx::mysql::MySqlPoolOptions;
+use parking_lot::Mutex;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::{Connection, MySqlPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::health::Readiness;
 
 /// A pool whose sessions use READ COMMITTED (no gap locks, so stock updates and outbox claims never
 /// block inserts) and a 5 s lock wait (a bounded stall instead of the server's 50 s default).
@@ -19,6 +24,10 @@ use sqlx::mysql::MySqlPoolOptions;
 /// report as a 503; idle connections are closed after 5 minutes, well inside the server's
 /// `wait_timeout`.
 pub async fn connect_pool(url: &str, max_connections: u32) -> Result<MySqlPool, sqlx::Error> {
+    pool_options(max_connections).connect(url).await
+}
+
+fn pool_options(max_connections: u32) -> MySqlPoolOptions {
     MySqlPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(3))
@@ -35,8 +44,6 @@ pub async fn connect_pool(url: &str, max_connections: u32) -> Result<MySqlPool, 
                 Ok(())
             })
         })
-        .connect(url)
-        .await
 }
 
 /// Why a service could not bring its schema up to date.
@@ -122,4 +129,152 @@ pub async fn migrate(
         .execute(&mut *conn)
         .await;
     Ok(result?)
+}
+
+/// Why a service's MySQL store is not ready yet (logged and shown by `/health/ready`).
+#[derive(Debug, thiserror::Error)]
+enum PrepareError {
+    /// The server did not answer, refused the credentials, or refused the statement.
+    #[error("creating database `{database}` if missing: {source}")]
+    CreateDatabase {
+        /// The database of `DATABASE_URL`.
+        database: String,
+        /// What the server (or the network) said.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Only plain identifiers are created (the name goes into SQL text).
+    #[error("database name `{0}` is not a plain identifier (letters, digits, '_', '$')")]
+    BadName(String),
+    /// Migrations failed or could not take their lock.
+    #[error(transparent)]
+    Migrate(#[from] MigrateError),
+}
+
+/// MySQL's "access denied" errors: the user may not create databases (an administrator did).
+const ACCESS_DENIED: [&str; 2] = ["1044", "1227"];
+
+/// Creates the URL's database unless it exists; a user without the right is not an error here
+/// (the migrations then say whether the database is there).
+async fn ensure_database(opts: &MySqlConnectOptions) -> Result<(), PrepareError> {
+    let Some(database) = opts.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    if database.is_empty()
+        || !database
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+    {
+        return Err(PrepareError::BadName(database));
+    }
+    let err = |source| PrepareError::CreateDatabase {
+        database: database.clone(),
+        source,
+    };
+    // Every account may use information_schema; the URL's own database may not exist yet.
+    let server = opts.clone().database("information_schema");
+    let mut conn = tokio::time::timeout(
+        Duration::from_secs(3),
+        sqlx::MySqlConnection::connect_with(&server),
+    )
+    .await
+    .map_err(|_| err(sqlx::Error::PoolTimedOut))?
+    .map_err(err)?;
+    // The name was checked to be a plain identifier above.
+    let created = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4"
+    )))
+    .execute(&mut conn)
+    .await;
+    let _ = conn.close().await;
+    match created {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e))
+            if e.code()
+                .is_some_and(|c| ACCESS_DENIED.contains(&c.as_ref())) =>
+        {
+            tracing::info!(%database, "no right to create databases; expecting it to exist");
+            Ok(())
+        }
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// `user@host:port/database` of a URL, without the password, for logs and readiness.
+fn describe(opts: &MySqlConnectOptions) -> String {
+    format!(
+        "{}@{}:{}/{}",
+        opts.get_username(),
+        opts.get_host(),
+        opts.get_port(),
+        opts.get_database().unwrap_or("")
+    )
+}
+
+/// A service's MySQL store, usable from the first moment while the database may not answer yet.
+///
+/// Why: on Kubernetes a pod often starts before its database (the Shop's own MariaDB pod, a
+/// restarted server). Exiting made the pod crash-loop with its reason buried in old logs. Here the
+/// pool connects lazily and a background task prepares the store — creates the database when the
+/// account may, then applies `migrator` under [`migrate`]'s lock — retrying with backoff (0.5 s
+/// doubling to 10 s) and logging which store failed and why. Until it is done the readiness check
+/// `mysql` fails with that reason, so the pod is unready rather than restarted; afterwards the
+/// check is `SELECT 1`. Returns an error only for a URL that cannot be parsed.
+pub fn open_store(
+    url: &str,
+    max_connections: u32,
+    migrator: &'static sqlx::migrate::Migrator,
+    readiness: &Readiness,
+    stop: CancellationToken,
+) -> Result<MySqlPool, sqlx::Error> {
+    let opts: MySqlConnectOptions = url.parse()?;
+    let pool = pool_options(max_connections).connect_lazy_with(opts.clone());
+    let target = describe(&opts);
+    let pending: Arc<Mutex<Option<String>>> =
+        Arc::new(Mutex::new(Some(format!("{target}: not prepared yet"))));
+    {
+        let (pool, pending) = (pool.clone(), pending.clone());
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(500);
+            loop {
+                let attempt = async {
+                    ensure_database(&opts).await?;
+                    migrate(&pool, migrator).await?;
+                    Ok::<(), PrepareError>(())
+                };
+                match attempt.await {
+                    Ok(()) => {
+                        *pending.lock() = None;
+                        tracing::info!(store = "mysql", %target, "database ready (created if missing, migrated)");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(store = "mysql", %target, error = %e, retry_in = ?wait, "MySQL store not ready; the service stays unready");
+                        *pending.lock() = Some(format!("{target}: {e}"));
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = stop.cancelled() => return,
+                }
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        });
+    }
+    let (check_pool, check_pending) = (pool.clone(), pending);
+    readiness.add("mysql", move || {
+        let pool = check_pool.clone();
+        let pending = check_pending.lock().clone();
+        async move {
+            if let Some(reason) = pending {
+                return Err(format!("mysql: {reason}"));
+            }
+            sqlx::query("SELECT 1")
+                .execute(&pool)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("mysql: {e}"))
+        }
+    });
+    Ok(pool)
 }
