@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime as ChronoDateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc, oid::ObjectId};
-use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::options::IndexOptions;
 use mongodb::{Client, Collection, IndexModel};
 use serde::Serialize;
 
@@ -118,17 +118,22 @@ pub struct NotificationStore {
 }
 
 impl NotificationStore {
-    /// Connect and ensure indexes (unique `eventId`; `orderNumber` for the filter).
+    /// A client of `url` (connects lazily); [`NotificationStore::ensure_indexes`] creates the
+    /// indexes (unique `eventId`; `orderNumber` for the filter).
     pub async fn connect(url: &str, db: &str) -> Result<Self, StoreError> {
-        let mut opts = ClientOptions::parse(url).await?;
-        opts.app_name = Some("shop-notification".into());
-        opts.connect_timeout = Some(opts.connect_timeout.unwrap_or(Duration::from_secs(3)));
-        opts.server_selection_timeout = Some(
-            opts.server_selection_timeout
-                .unwrap_or(Duration::from_secs(5)),
-        );
-        let client = Client::with_options(opts)?;
+        let client = shop_runtime::mongo::client(url, "shop-notification").await?;
         let coll = client.database(db).collection::<Document>("notification");
+        Ok(Self { coll, client })
+    }
+
+    /// The client, for [`shop_runtime::mongo::prepare`].
+    pub fn client(&self) -> &mongodb::Client {
+        &self.client
+    }
+
+    /// Creates the notification indexes (idempotent); run before serving, see `main`.
+    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        let coll = &self.coll;
         coll.create_index(
             IndexModel::builder()
                 .keys(doc! {"eventId": 1})
@@ -164,7 +169,7 @@ impl NotificationStore {
                 .build(),
         )
         .await?;
-        Ok(Self { coll, client })
+        Ok(())
     }
 
     /// Close the connection pool after in-flight operations finish (bounded by `within`), so the
@@ -176,15 +181,6 @@ impl NotificationStore {
         {
             tracing::warn!("MongoDB operations still running at exit");
         }
-    }
-
-    /// Readiness probe.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.client
-            .database("admin")
-            .run_command(doc! {"ping": 1})
-            .await?;
-        Ok(())
     }
 
     /// Store a batch in one unordered `insert_many`; each event comes back as new or duplicate,

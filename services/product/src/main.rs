@@ -61,12 +61,20 @@ async fn main() -> anyhow::Result<()> {
     let store = store::ProductStore::connect(&args.mongo_url, &args.mongo_db)
         .await
         .with_context(|| format!("connecting to MongoDB at {}", args.mongo_url))?;
+    // Starts unready and creates the indexes in the background, so a MongoDB that is not there
+    // yet makes the pod wait, not crash-loop.
     {
-        let store = store.clone();
-        rt.readiness().add("mongodb", move || {
-            let store = store.clone();
-            async move { store.ping().await.map_err(|e| e.to_string()) }
-        });
+        let indexes = store.clone();
+        shop_runtime::mongo::prepare(
+            &rt.readiness(),
+            shop_runtime::mongo::describe(&args.mongo_url, &args.mongo_db).await,
+            store.client(),
+            move || {
+                let store = indexes.clone();
+                async move { store.ensure_indexes().await.map_err(|e| e.to_string()) }
+            },
+            rt.shutdown_token(),
+        );
     }
     let target = inventory::InventoryTarget::new(
         rt.client(),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc, oid::ObjectId};
-use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
+use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, IndexModel};
 use rust_decimal::Decimal;
 
@@ -67,23 +67,21 @@ pub struct ProductStore {
 }
 
 impl ProductStore {
-    /// Connect, and make sure the unique index on `skuCode` exists.
+    /// A client of `url` (connects lazily); [`ProductStore::ensure_indexes`] creates the unique
+    /// index on `skuCode`.
     pub async fn connect(url: &str, db: &str) -> Result<Self, StoreError> {
-        let mut opts = ClientOptions::parse(url).await?;
-        opts.app_name = Some("shop-product".into());
-        opts.connect_timeout = Some(opts.connect_timeout.unwrap_or(Duration::from_secs(3)));
-        opts.server_selection_timeout = Some(
-            opts.server_selection_timeout
-                .unwrap_or(Duration::from_secs(5)),
-        );
-        let client = Client::with_options(opts)?;
+        let client = shop_runtime::mongo::client(url, "shop-product").await?;
         let coll = client.database(db).collection::<Document>("product");
-        let store = Self { coll, client };
-        store.ensure_indexes().await?;
-        Ok(store)
+        Ok(Self { coll, client })
     }
 
-    async fn ensure_indexes(&self) -> Result<(), StoreError> {
+    /// The client, for [`shop_runtime::mongo::prepare`].
+    pub fn client(&self) -> &mongodb::Client {
+        &self.client
+    }
+
+    /// Creates the unique SKU index (idempotent); run before serving, see `main`.
+    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
         let unique = IndexModel::builder()
             .keys(doc! {"skuCode": 1})
             .options(
@@ -106,15 +104,6 @@ impl ProductStore {
         {
             tracing::warn!("MongoDB operations still running at exit");
         }
-    }
-
-    /// Cheap liveness probe of the database, for readiness.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.client
-            .database("admin")
-            .run_command(doc! {"ping": 1})
-            .await?;
-        Ok(())
     }
 
     /// Insert a new product; when it carries a quantity the pending-stock marker is part of the

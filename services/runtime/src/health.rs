@@ -1,13 +1,15 @@
 //! Liveness and readiness: services register named dependency checks (database, broker...) and
 //! `/health/ready` answers 200 only while all of them pass and the process is not shutting down.
+//! [`Readiness::prepare`] lets a service start before its store answers: unready, not exiting.
 
 use futures::future::BoxFuture;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde_json::{Map, Value, json};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 type Check = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
@@ -49,6 +51,63 @@ impl Readiness {
         let mut checks = self.checks.write();
         checks.retain(|(n, _)| *n != name);
         checks.push((name, check));
+    }
+
+    /// Prepares a store in the background and gates readiness on it.
+    ///
+    /// Why: on Kubernetes a pod often starts before its store (the Shop's own database pod, a
+    /// restarted server). Exiting made the pod crash-loop with the reason in an old log. Here
+    /// `prepare` (create the database, migrate, create indexes) runs until it succeeds, retried
+    /// with backoff (0.5 s doubling to 10 s) and each failure logged with `store`, `target` (an
+    /// address, never credentials) and the error; until then the check `store` fails with that
+    /// reason, afterwards it runs `check` (a ping). Stops retrying on `stop`.
+    pub fn prepare<P, PF, C, CF>(
+        &self,
+        store: &'static str,
+        target: String,
+        prepare: P,
+        check: C,
+        stop: CancellationToken,
+    ) where
+        P: Fn() -> PF + Send + 'static,
+        PF: Future<Output = Result<(), String>> + Send,
+        C: Fn() -> CF + Send + Sync + 'static,
+        CF: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        let pending = Arc::new(Mutex::new(Some(format!("{target}: not prepared yet"))));
+        let state = pending.clone();
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(500);
+            loop {
+                match prepare().await {
+                    Ok(()) => {
+                        *state.lock() = None;
+                        tracing::info!(store, %target, "store ready");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(store, %target, error = %e, retry_in = ?wait, "store not ready; the service stays unready");
+                        *state.lock() = Some(format!("{target}: {e}"));
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = stop.cancelled() => return,
+                }
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        });
+        let check = Arc::new(check);
+        self.add(store, move || {
+            let reason = pending.lock().clone();
+            let check = check.clone();
+            async move {
+                match reason {
+                    Some(r) => Err(format!("{store}: {r}")),
+                    None => check().await.map_err(|e| format!("{store}: {e}")),
+                }
+            }
+        });
     }
 
     /// Marks the process as draining: readiness fails from now on.

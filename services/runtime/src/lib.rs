@@ -12,6 +12,8 @@ pub mod eureka;
 pub mod health;
 pub mod kafka;
 pub mod metrics;
+#[cfg(feature = "mongo")]
+pub mod mongo;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 pub mod problem;

@@ -57,23 +57,6 @@ async fn a_second_start_finds_nothing_to_do() {
     assert_eq!(n, 2);
 }
 
-/// Forwards every connection to `port` on loopback to `to` (a real server): the database
-/// "appearing" at an address where nothing answered before.
-async fn forward(port: u16, to: &'static str) -> tokio::task::JoinHandle<()> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    })
-}
-
 #[tokio::test]
 async fn a_store_that_is_not_there_yet_keeps_the_service_unready_then_is_created_and_migrated() {
     let server = shop_testkit::mysql_url(); // the real MariaDB; also fails loudly when it is down
@@ -96,7 +79,7 @@ async fn a_store_that_is_not_there_yet_keeps_the_service_unready_then_is_created
     );
 
     // The server appears: the database is created, migrated, and the check turns ready.
-    let forwarder = forward(port, "127.0.0.1:3306").await;
+    let forwarder = shop_testkit::forward(port, "127.0.0.1:3306").await;
     let ready = shop_testkit::wait_until(Duration::from_secs(20), || async {
         readiness.check().await.ready
     })

@@ -5,10 +5,8 @@
 pub mod script;
 pub use script::{Dialect, Script, ScriptError, run_transaction, run_transaction_as};
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::{Connection, MySqlPool};
 use tokio_util::sync::CancellationToken;
@@ -146,9 +144,6 @@ enum PrepareError {
     /// Only plain identifiers are created (the name goes into SQL text).
     #[error("database name `{0}` is not a plain identifier (letters, digits, '_', '$')")]
     BadName(String),
-    /// Migrations failed or could not take their lock.
-    #[error(transparent)]
-    Migrate(#[from] MigrateError),
 }
 
 /// MySQL's "access denied" errors: the user may not create databases (an administrator did).
@@ -211,15 +206,11 @@ fn describe(opts: &MySqlConnectOptions) -> String {
     )
 }
 
-/// A service's MySQL store, usable from the first moment while the database may not answer yet.
-///
-/// Why: on Kubernetes a pod often starts before its database (the Shop's own MariaDB pod, a
-/// restarted server). Exiting made the pod crash-loop with its reason buried in old logs. Here the
-/// pool connects lazily and a background task prepares the store — creates the database when the
-/// account may, then applies `migrator` under [`migrate`]'s lock — retrying with backoff (0.5 s
-/// doubling to 10 s) and logging which store failed and why. Until it is done the readiness check
-/// `mysql` fails with that reason, so the pod is unready rather than restarted; afterwards the
-/// check is `SELECT 1`. Returns an error only for a URL that cannot be parsed.
+/// A service's MySQL store, usable from the first moment while the database may not answer yet:
+/// the pool connects lazily and [`Readiness::prepare`] creates the database when the account may,
+/// then applies `migrator` under [`migrate`]'s lock, retrying until it works; the check `mysql`
+/// fails with the reason until then, and is `SELECT 1` afterwards. Returns an error only for a URL
+/// that cannot be parsed.
 pub fn open_store(
     url: &str,
     max_connections: u32,
@@ -229,52 +220,28 @@ pub fn open_store(
 ) -> Result<MySqlPool, sqlx::Error> {
     let opts: MySqlConnectOptions = url.parse()?;
     let pool = pool_options(max_connections).connect_lazy_with(opts.clone());
-    let target = describe(&opts);
-    let pending: Arc<Mutex<Option<String>>> =
-        Arc::new(Mutex::new(Some(format!("{target}: not prepared yet"))));
-    {
-        let (pool, pending) = (pool.clone(), pending.clone());
-        tokio::spawn(async move {
-            let mut wait = Duration::from_millis(500);
-            loop {
-                let attempt = async {
-                    ensure_database(&opts).await?;
-                    migrate(&pool, migrator).await?;
-                    Ok::<(), PrepareError>(())
-                };
-                match attempt.await {
-                    Ok(()) => {
-                        *pending.lock() = None;
-                        tracing::info!(store = "mysql", %target, "database ready (created if missing, migrated)");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(store = "mysql", %target, error = %e, retry_in = ?wait, "MySQL store not ready; the service stays unready");
-                        *pending.lock() = Some(format!("{target}: {e}"));
-                    }
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = stop.cancelled() => return,
-                }
-                wait = (wait * 2).min(Duration::from_secs(10));
+    let (prepare_pool, check_pool) = (pool.clone(), pool.clone());
+    readiness.prepare(
+        "mysql",
+        describe(&opts),
+        move || {
+            let (opts, pool) = (opts.clone(), prepare_pool.clone());
+            async move {
+                ensure_database(&opts).await.map_err(|e| e.to_string())?;
+                migrate(&pool, migrator).await.map_err(|e| e.to_string())
             }
-        });
-    }
-    let (check_pool, check_pending) = (pool.clone(), pending);
-    readiness.add("mysql", move || {
-        let pool = check_pool.clone();
-        let pending = check_pending.lock().clone();
-        async move {
-            if let Some(reason) = pending {
-                return Err(format!("mysql: {reason}"));
+        },
+        move || {
+            let pool = check_pool.clone();
+            async move {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             }
-            sqlx::query("SELECT 1")
-                .execute(&pool)
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("mysql: {e}"))
-        }
-    });
+        },
+        stop,
+    );
     Ok(pool)
 }
