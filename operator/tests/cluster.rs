@@ -791,6 +791,41 @@ async fn foreign_annotations_cost_no_writes_but_a_removed_label_is_restored() {
     ns.delete().await;
 }
 
+/// Waits until Shop `name` is `Degraded` with reason `ApplyFailed`, its message passing
+/// `message`, and the operator has counted at least two failed applies (it retries).
+async fn wait_apply_failed(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    op: &common::RunningOperator,
+    secs: u64,
+    what: &str,
+    message: impl Fn(&str) -> bool,
+) {
+    let message = &message;
+    eventually(secs, what, || {
+        let (c, n) = (client.clone(), ns.to_owned());
+        async move {
+            let s = Api::<Shop>::namespaced(c, &n)
+                .get(name)
+                .await
+                .unwrap()
+                .status
+                .unwrap_or_default();
+            let degraded = s.conditions.iter().any(|c| {
+                c.type_ == "Degraded"
+                    && c.status == "True"
+                    && c.reason == "ApplyFailed"
+                    && message(&c.message)
+            });
+            degraded
+                && s.phase.as_deref() == Some("Degraded")
+                && op.counter("shop_operator_reconcile_failures_total", "reason=\"apply\"") >= 2.0
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_failing_apply_is_reported_retried_with_backoff_and_recovers() {
     let (client, ns) = setup("op-fail-").await;
@@ -817,32 +852,14 @@ async fn a_failing_apply_is_reported_retried_with_backoff_and_recovers() {
         ),
     )
     .await;
-    let n = ns.name.clone();
-    eventually(
+    wait_apply_failed(
+        &client,
+        &ns.name,
+        "stuck",
+        &op,
         20,
         "Degraded with the API server's message, retried",
-        || {
-            let (c, n) = (client.clone(), n.clone());
-            let op = &op;
-            async move {
-                let s = Api::<Shop>::namespaced(c, &n)
-                    .get("stuck")
-                    .await
-                    .unwrap()
-                    .status
-                    .unwrap_or_default();
-                let degraded = s.conditions.iter().any(|c| {
-                    c.type_ == "Degraded"
-                        && c.status == "True"
-                        && c.reason == "ApplyFailed"
-                        && c.message.contains("stuck-registry")
-                });
-                degraded
-                    && s.phase.as_deref() == Some("Degraded")
-                    && op.counter("shop_operator_reconcile_failures_total", "reason=\"apply\"")
-                        >= 2.0
-            }
-        },
+        |m| m.contains("stuck-registry"),
     )
     .await;
     // Nothing after the registry stage was applied.
@@ -877,34 +894,16 @@ async fn a_node_port_outside_the_clusters_range_is_reported_naming_the_field() {
         &sample_shop("edge", "  components:\n    gateway: {nodePort: 1}\n"),
     )
     .await;
-    let n = ns.name.clone();
-    eventually(
+    wait_apply_failed(
+        &client,
+        &ns.name,
+        "edge",
+        &op,
         25,
         "Degraded, the message naming spec.components.gateway.nodePort and the valid range",
-        || {
-            let (c, n) = (client.clone(), n.clone());
-            let op = &op;
-            async move {
-                let s = Api::<Shop>::namespaced(c, &n)
-                    .get("edge")
-                    .await
-                    .unwrap()
-                    .status
-                    .unwrap_or_default();
-                let degraded = s.conditions.iter().any(|c| {
-                    c.type_ == "Degraded"
-                        && c.status == "True"
-                        && c.reason == "ApplyFailed"
-                        && c.message.starts_with(
-                            "spec.components.gateway.nodePort 1 was refused by the API server: ",
-                        )
-                        && c.message.contains("range of valid ports")
-                });
-                degraded
-                    && s.phase.as_deref() == Some("Degraded")
-                    && op.counter("shop_operator_reconcile_failures_total", "reason=\"apply\"")
-                        >= 2.0
-            }
+        |m| {
+            m.starts_with("spec.components.gateway.nodePort 1 was refused by the API server: ")
+                && m.contains("range of valid ports")
         },
     )
     .await;
