@@ -277,6 +277,12 @@ pub fn config_data(shop: &ValidatedShop, c: Component) -> BTreeMap<String, Strin
     {
         d.insert("SHOP_KAFKA_BOOTSTRAP".to_string(), k.clone());
     }
+    if c == Component::Order && shop.kafka_bootstrap.is_some() {
+        d.insert(
+            "SHOP_KAFKA_PARTITIONS".to_string(),
+            shop.kafka_partitions.to_string(),
+        );
+    }
     match c {
         Component::Registry => {
             d.insert(

@@ -511,6 +511,11 @@ pub struct KafkaBacking {
     /// Managed: CPU/memory of the broker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Partitions of the OrderPlaced topic when order creates it (either mode; default 3, so up to
+    /// three notification replicas consume in parallel). An existing topic is left as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub partitions: Option<i32>,
 }
 
 /// Zipkin: an external span endpoint, or a managed in-memory Zipkin.

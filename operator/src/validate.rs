@@ -149,6 +149,9 @@ pub struct GatewaySettings {
     pub rate_limit: Option<RateLimitSpec>,
 }
 
+/// Partitions of the OrderPlaced topic when the Shop does not say.
+pub const DEFAULT_KAFKA_PARTITIONS: i32 = 3;
+
 /// A Shop the build step can render without further checks.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidatedShop {
@@ -174,6 +177,8 @@ pub struct ValidatedShop {
     pub mongodb: Option<SecretKeyRef>,
     /// `SHOP_KAFKA_BOOTSTRAP`.
     pub kafka_bootstrap: Option<String>,
+    /// `SHOP_KAFKA_PARTITIONS` (order creates its topic with it).
+    pub kafka_partitions: i32,
     /// `SHOP_ZIPKIN_ENDPOINT`.
     pub zipkin_endpoint: Option<String>,
     /// Gateway extras.
@@ -653,6 +658,12 @@ pub fn validate(shop: &Shop) -> Result<ValidatedShop, ValidationError> {
         mysql,
         mongodb,
         kafka_bootstrap,
+        kafka_partitions: spec
+            .backing
+            .kafka
+            .as_ref()
+            .and_then(|k| k.partitions)
+            .unwrap_or(DEFAULT_KAFKA_PARTITIONS),
         zipkin_endpoint,
         managed_stores,
         external_stores,

@@ -45,6 +45,10 @@ struct Args {
     /// Topic of OrderPlaced events.
     #[arg(long, env = "ORDER_TOPIC", default_value = "notificationTopic")]
     topic: String,
+    /// Partitions of the OrderPlaced topic when order creates it (an existing topic is left as it
+    /// is); notification replicas beyond this count stay idle.
+    #[arg(long, env = "SHOP_KAFKA_PARTITIONS", default_value_t = 1)]
+    kafka_partitions: i32,
     /// Deadline of one inventory call, in milliseconds.
     #[arg(long, env = "INVENTORY_TIMEOUT_MS", default_value_t = 2000)]
     inventory_timeout_ms: u64,
@@ -140,6 +144,38 @@ async fn main() -> anyhow::Result<()> {
     );
     // Register the breaker gauge now so /metrics shows it closed before the first call.
     let _ = client.breaker(shop_order::inventory::INVENTORY_APP);
+
+    // The topic exists with its partition count before the first event, instead of whatever the
+    // broker's auto-creation picks. In the background: orders are accepted into the outbox while
+    // Kafka is away, so the broker never gates readiness.
+    {
+        let (bootstrap, topic, partitions) = (
+            args.kafka_bootstrap.clone(),
+            args.topic.clone(),
+            args.kafka_partitions.max(1),
+        );
+        let stop = rt.shutdown_token();
+        tokio::spawn(async move {
+            use shop_runtime::kafka::{TopicState, ensure_topic};
+            let created = shop_runtime::retry::until_ok(
+                &stop,
+                || ensure_topic(&bootstrap, &topic, partitions),
+                |e, wait| {
+                    tracing::warn!(store = "kafka", %bootstrap, %topic, error = %e, retry_in = ?wait, "cannot create the OrderPlaced topic yet");
+                },
+            )
+            .await;
+            match created {
+                Some(TopicState::Created) => {
+                    tracing::info!(%topic, partitions, "created the OrderPlaced topic");
+                }
+                Some(TopicState::Existed(n)) if n < partitions => {
+                    tracing::warn!(%topic, partitions = n, wanted = partitions, "the topic exists with fewer partitions; left as it is");
+                }
+                _ => {}
+            }
+        });
+    }
 
     let relay_cfg = RelayConfig {
         bootstrap: args.kafka_bootstrap.clone(),

@@ -8,10 +8,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Opts, Shop, consume, signal, spawn_order};
+use common::{Opts, Shop, consume, signal, spawn_order, start_order};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use shop_testkit::free_port;
+use shop_testkit::{Service, free_port, fresh_mysql_database, fresh_name, kafka_bootstrap};
 
 #[tokio::test]
 async fn an_order_reserves_stock_and_publishes_one_order_placed_event() {
@@ -570,4 +570,47 @@ async fn orders_arriving_together_are_each_stored_whole_with_one_event() {
                 && l.contains("status=\"200\"")),
         "no batch reservation call reached inventory:\n{inv_metrics}"
     );
+}
+
+/// order creates its OrderPlaced topic at start with the partitions it is given
+/// (`SHOP_KAFKA_PARTITIONS`, from the Shop's `backing.kafka.partitions`), before any order, instead
+/// of the broker's auto-created single partition on the first event.
+#[tokio::test]
+async fn order_creates_its_topic_with_the_configured_partitions_at_start() {
+    let order_db = fresh_mysql_database("ordtest_topic").await;
+    let topic = fresh_name("orders-parts-");
+    let (port, mut envs) = start_order(&order_db, free_port(), &topic, &Opts::default());
+    envs.push(("SHOP_KAFKA_PARTITIONS".to_owned(), "4".to_owned()));
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let _order = Service::spawn("shop-order", &[], &envs, port).await;
+    let bootstrap = kafka_bootstrap();
+    let partitions = || {
+        let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+                    .set("bootstrap.servers", &bootstrap)
+                    .create()
+                    .unwrap();
+                rdkafka::consumer::Consumer::fetch_metadata(
+                    &consumer,
+                    Some(&topic),
+                    Duration::from_secs(5),
+                )
+                .map(|m| m.topics().first().map_or(0, |t| t.partitions().len()))
+                .unwrap_or(0)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let mut seen = 0;
+    for _ in 0..40 {
+        seen = partitions().await;
+        if seen == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(seen, 4, "topic {topic} has {seen} partitions, not 4");
 }

@@ -77,24 +77,14 @@ impl Readiness {
         let pending = Arc::new(Mutex::new(Some(format!("{target}: not prepared yet"))));
         let state = pending.clone();
         tokio::spawn(async move {
-            let mut wait = Duration::from_millis(500);
-            loop {
-                match prepare().await {
-                    Ok(()) => {
-                        *state.lock() = None;
-                        tracing::info!(store, %target, "store ready");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(store, %target, error = %e, retry_in = ?wait, "store not ready; the service stays unready");
-                        *state.lock() = Some(format!("{target}: {e}"));
-                    }
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = stop.cancelled() => return,
-                }
-                wait = (wait * 2).min(Duration::from_secs(10));
+            let ready = crate::retry::until_ok(&stop, prepare, |e: &String, wait| {
+                tracing::warn!(store, %target, error = %e, retry_in = ?wait, "store not ready; the service stays unready");
+                *state.lock() = Some(format!("{target}: {e}"));
+            })
+            .await;
+            if ready.is_some() {
+                *state.lock() = None;
+                tracing::info!(store, %target, "store ready");
             }
         });
         let check = Arc::new(check);

@@ -1,5 +1,7 @@
 //! Trace context in Kafka message headers, so a trace continues from the producing service's request to
-//! the consumer's handling of the message (W3C `traceparent` and B3 headers, like on HTTP).
+//! the consumer's handling of the message (W3C `traceparent` and B3 headers, like on HTTP); and the
+//! topic a producer owns created with the partition count it is configured for ([`ensure_topic`]),
+//! instead of whatever the broker's auto-creation picks on the first message.
 
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector};
@@ -108,5 +110,63 @@ mod tests {
                 .span_context()
                 .is_valid()
         );
+    }
+}
+
+/// What [`ensure_topic`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicState {
+    /// Created now with the partitions asked for.
+    Created,
+    /// It existed already, with this many partitions (never changed here: adding partitions would
+    /// move keys to other partitions and break per-key order).
+    Existed(i32),
+}
+
+/// Creates `topic` with `partitions` partitions and the broker's default replication factor
+/// (KIP-464), unless it exists. Errors when the broker cannot be reached or refuses.
+pub async fn ensure_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<TopicState, rdkafka::error::KafkaError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+    use std::time::Duration;
+
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("socket.timeout.ms", "5000")
+        .create()?;
+    let new = NewTopic::new(topic, partitions.max(1), TopicReplication::Fixed(-1));
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(10)));
+    let results = admin.create_topics([&new], &opts).await?;
+    match results.into_iter().next() {
+        Some(Ok(_)) => Ok(TopicState::Created),
+        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => {
+            let topic = topic.to_owned();
+            let metadata = tokio::task::spawn_blocking(move || {
+                admin
+                    .inner()
+                    .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                    .map(|m| {
+                        m.topics().first().map_or(0, |t| {
+                            i32::try_from(t.partitions().len()).unwrap_or(i32::MAX)
+                        })
+                    })
+            })
+            .await
+            .map_err(|_| {
+                rdkafka::error::KafkaError::AdminOpCreation("metadata task failed".to_owned())
+            })??;
+            Ok(TopicState::Existed(metadata))
+        }
+        Some(Err((_, code))) => Err(rdkafka::error::KafkaError::AdminOp(code)),
+        None => Err(rdkafka::error::KafkaError::AdminOpCreation(
+            "no result for the topic".to_owned(),
+        )),
     }
 }

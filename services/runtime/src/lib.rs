@@ -17,6 +17,7 @@ pub mod mongo;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 pub mod problem;
+pub mod retry;
 mod server;
 pub mod telemetry;
 
