@@ -3,9 +3,9 @@
 # loopback) from Debian, kubelet + kube-proxy from the same wrapper module as the apiserver, and
 # CoreDNS on the host answering *.svc.cluster.local. Pods really run here; kwok stays beside it for
 # benchmarks and fast operator tests only (its node is tainted).
-# Usage: hack/node.sh net | up | down | status
-#   net   only the bridge and the rules that let pods reach the host's stack (make up runs it first)
-#   up    net + containerd, kubelet, kube-proxy, CoreDNS; waits for the node to be Ready
+# Usage: hack/node.sh up | down | status
+#   up    the bridge and the DNAT rule for the host's stack, then containerd, kubelet, kube-proxy and
+#         CoreDNS; waits for the node to be Ready
 #   down  undoes everything up did to the machine: processes (by pid), containers and their shims,
 #         network namespaces, mounts, iptables rules, the bridge, cgroups and the sysctls it changed
 #
@@ -387,9 +387,8 @@ cmd_status() {
 }
 
 case ${1:-} in
-  net) net_up ;;
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  *) die "usage: hack/node.sh net|up|down|status" ;;
+  *) die "usage: hack/node.sh up|down|status" ;;
 esac

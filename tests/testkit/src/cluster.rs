@@ -208,12 +208,6 @@ pub async fn apply_shop(client: &Client, ns: &str, name: &str, spec: Value) {
         .unwrap_or_else(|e| panic!("applying Shop {ns}/{name}: {e}"));
 }
 
-/// The Shop's `.status.phase`.
-pub async fn shop_phase(client: &Client, ns: &str, name: &str) -> Option<String> {
-    let s = shops(client, ns).get_opt(name).await.ok()??;
-    s.data["status"]["phase"].as_str().map(str::to_owned)
-}
-
 /// Waits until the Shop is Available at its current generation; panics with its status and pods.
 pub async fn wait_shop_available(client: &Client, ns: &str, name: &str, timeout: Duration) {
     let ok = crate::wait_until(timeout, || async {
