@@ -39,7 +39,7 @@ SYSCTL_SAVE=$NODE_DIR/sysctls.saved
 SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.conf.all.route_localnet
   net.bridge.bridge-nf-call-iptables net.ipv4.ip_forward)
 
-NODE_PROCS=(containerd kubelet kube-proxy coredns)
+NODE_PROCS=(containerd kubelet kube-proxy coredns local-volumes)
 
 # ---------------------------------------------------------------- network: bridge + host ports
 net_up() {
@@ -202,9 +202,10 @@ podLogsDir: $NODE_DIR/pod-logs
 failSwapOn: false
 serializeImagePulls: false
 # Small machines with a busy disk: evict only when really out of room.
-evictionHard: {memory.available: "200Mi", nodefs.available: "2%", imagefs.available: "2%", nodefs.inodesFree: "2%"}
-imageGCHighThresholdPercent: 98
-imageGCLowThresholdPercent: 95
+# Absolute thresholds: these disks are thin-provisioned, so a percentage of their nominal size says
+# little about the room really left; and images are imported, never pulled again, so no image GC.
+evictionHard: {memory.available: "200Mi", nodefs.available: "512Mi", imagefs.available: "512Mi", nodefs.inodesFree: "2%"}
+imageGCHighThresholdPercent: 100
 maxPods: 110
 shutdownGracePeriod: 0s
 YAML
@@ -259,6 +260,86 @@ CORE
   wait_for coredns 60 grep -q "CoreDNS-" "$LOG_DIR/coredns.log"
 }
 
+# ---------------------------------------------------------------- volumes
+# The node's storage: StorageClass shop-local (the cluster default) and a provisioner for it, so a
+# PersistentVolumeClaim (a managed store's data) gets a volume the way it would on a real cluster.
+# Each claim gets a `local` PersistentVolume on a directory of its own under $VOLUMES_DIR, pinned to
+# this node; `local` (unlike hostPath) gets the pod's fsGroup, so a store running as its own uid can
+# write it. When a claim is deleted and its volume is Released, the directory and the volume go
+# (reclaimPolicy Delete, carried out here as an external provisioner would). A claim kept by
+# keepData stays Bound and keeps its directory. The provisioner is a loop of this script, tracked by
+# its pid file like every process of the stack.
+VOLUMES_DIR=$STATE_DIR/volumes
+STORAGE_CLASS=shop-local
+VOLUME_PROVISIONER=shopkeeper.dev/local-dir
+
+storage_class_up() {
+  "${KUBECTL[@]}" apply -f - >/dev/null <<YAML
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: $STORAGE_CLASS
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: $VOLUME_PROVISIONER
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+YAML
+}
+
+# One pass: a volume for every pending claim of the class, and away with every released volume.
+provision_once() {
+  local ns name uid size modes dir
+  while IFS=$'\t' read -r ns name uid size modes; do
+    [[ -n $uid ]] || continue
+    dir=$VOLUMES_DIR/pvc-$uid
+    mkdir -p "$dir"
+    "${KUBECTL[@]}" create -f - >/dev/null <<YAML || continue
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: pvc-$uid
+  annotations: {pv.kubernetes.io/provisioned-by: $VOLUME_PROVISIONER}
+spec:
+  capacity: {storage: "$size"}
+  accessModes: [$modes]
+  persistentVolumeReclaimPolicy: Delete
+  storageClassName: $STORAGE_CLASS
+  volumeMode: Filesystem
+  claimRef: {namespace: $ns, name: $name, uid: $uid}
+  local: {path: $dir}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+        - matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [$NODE_NAME]}]
+YAML
+    log "volume pvc-$uid for claim $ns/$name ($size)"
+  done < <("${KUBECTL[@]}" get pvc -A -o json | jq -r --arg sc "$STORAGE_CLASS" '.items[]
+    | select(.status.phase == "Pending" and (.spec.volumeName // "") == "" and .spec.storageClassName == $sc)
+    | [.metadata.namespace, .metadata.name, .metadata.uid, .spec.resources.requests.storage,
+       (.spec.accessModes | join(","))] | @tsv')
+  local pv
+  while read -r pv; do
+    [[ $pv == pvc-* ]] || continue
+    rm -rf "${VOLUMES_DIR:?}/$pv"
+    "${KUBECTL[@]}" delete pv "$pv" --wait=false >/dev/null && log "volume $pv released: deleted with its data"
+  done < <("${KUBECTL[@]}" get pv -o json | jq -r --arg p "$VOLUME_PROVISIONER" '.items[]
+    | select(.metadata.annotations["pv.kubernetes.io/provisioned-by"] == $p and .status.phase == "Released"
+             and .spec.persistentVolumeReclaimPolicy == "Delete") | .metadata.name')
+}
+
+provisioner_loop() {
+  while true; do
+    provision_once || log "provisioner pass failed; retrying"
+    sleep 2
+  done
+}
+
+volumes_up() {
+  mkdir -p "$VOLUMES_DIR"
+  storage_class_up
+  start_bg local-volumes "$ROOT_DIR/hack/node.sh" provisioner
+}
+
 node_ready() {
   [[ $("${KUBECTL[@]}" get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
 }
@@ -273,6 +354,7 @@ cmd_up() {
   kube_proxy_up
   coredns_up
   wait_for kubelet 120 node_ready
+  volumes_up
   log "node $NODE_NAME Ready in $(( SECONDS - t0 ))s"
 }
 
@@ -353,6 +435,7 @@ restore_sysctls() {
 }
 
 cmd_down() {
+  stop_pid local-volumes
   stop_pid kubelet
   kill_containers
   stop_pid coredns
@@ -390,5 +473,6 @@ case ${1:-} in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
+  provisioner) provisioner_loop ;;
   *) die "usage: hack/node.sh up|down|status" ;;
 esac
