@@ -493,6 +493,12 @@ fn store_env(shop: &ValidatedShop, store: Store) -> Vec<EnvVar> {
             env("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1"),
             env("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1"),
             env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1"),
+            // Kafka 4.1's share groups default to three replicas, which one broker never has.
+            env(
+                "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR",
+                "1",
+            ),
+            env("KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR", "1"),
             env("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0"),
             env("KAFKA_HEAP_OPTS", "-Xms256m -Xmx512m"),
         ],
