@@ -1,7 +1,9 @@
 //! Faults and changes on real pods, each test with a Shop of its own beside the example Shop of
 //! `make up` (which is left alone): the registry gone (lookups fall back to cluster DNS), a pod killed
 //! (replaced, its instance leaves the registry within one lease, no accepted order lost), and a
-//! rolling update of replicas and image tag under a steady client (no failed request).
+//! rolling update of replicas and image tag under a steady client (no failed request), a managed
+//! MariaDB killed mid-traffic (back on its volume, no order lost or doubled, stock exact), and an
+//! external store whose Secret is missing (reported by name, recovered when it appears).
 //!
 //! Test Shops run without notification: every Shop of the cluster shares the host's Kafka topic,
 //! and a second consumer group member would take partitions from the example Shop's.
@@ -11,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use shop_testkit::cluster::{self, TestShop, is_ready, require_real_node};
@@ -116,6 +119,62 @@ async fn order_exists(http: &Client, gw: &str, token: &str, number: &str) -> boo
     matches!(r, Ok(r) if r.status() == StatusCode::OK)
 }
 
+/// A client placing orders one after the other (each with its own Idempotency-Key, retried for up
+/// to `patience`) until stopped: what a shop's users do while something breaks.
+struct SteadyOrders {
+    stop: Arc<AtomicBool>,
+    placed: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<(Vec<String>, Vec<String>)>,
+}
+
+impl SteadyOrders {
+    fn start(http: &Client, gw: &str, token: &str, sku: &str, patience: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let placed = Arc::new(AtomicU64::new(0));
+        let (http, gw, token, sku) = (
+            http.clone(),
+            gw.to_owned(),
+            token.to_owned(),
+            sku.to_owned(),
+        );
+        let task = tokio::spawn({
+            let (stop, placed) = (stop.clone(), placed.clone());
+            async move {
+                let (mut accepted, mut failed) = (Vec::new(), Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    match place_order(&http, &gw, &token, &sku, patience).await {
+                        Ok(n) => {
+                            accepted.push(n);
+                            placed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => failed.push(e),
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                (accepted, failed)
+            }
+        });
+        Self { stop, placed, task }
+    }
+
+    /// Orders accepted so far.
+    fn placed(&self) -> u64 {
+        self.placed.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `more` further orders were accepted (false after `timeout`).
+    async fn wait_for_more(&self, more: u64, timeout: Duration) -> bool {
+        let target = self.placed() + more;
+        wait_until(timeout, || async { self.placed() >= target }).await
+    }
+
+    /// Stops the client; the order numbers it was given and the failures it saw.
+    async fn finish(self) -> (Vec<String>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
 /// Ready, not terminating pods of one component of `shop`, by name.
 async fn ready_pods(shop: &TestShop, component: &str) -> Vec<String> {
     shop.pods(Some(component))
@@ -215,27 +274,7 @@ async fn a_killed_pod_is_replaced_leaves_the_registry_within_one_lease_and_no_or
     assert!(registered, "both order pods registered");
 
     // A steady client places orders the whole time.
-    let stop = Arc::new(AtomicBool::new(false));
-    let client_task = {
-        let (http, gw, token, sku, stop) = (
-            http.clone(),
-            gw.clone(),
-            token.clone(),
-            sku.clone(),
-            stop.clone(),
-        );
-        tokio::spawn(async move {
-            let (mut accepted, mut failed) = (Vec::new(), Vec::new());
-            while !stop.load(Ordering::Relaxed) {
-                match place_order(&http, &gw, &token, &sku, Duration::from_secs(30)).await {
-                    Ok(n) => accepted.push(n),
-                    Err(e) => failed.push(e),
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            (accepted, failed)
-        })
-    };
+    let orders = SteadyOrders::start(&http, &gw, &token, &sku, Duration::from_secs(30));
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let victims = ready_pods(&shop, "order").await;
@@ -269,8 +308,7 @@ async fn a_killed_pod_is_replaced_leaves_the_registry_within_one_lease_and_no_or
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (accepted, failed) = client_task.await.unwrap();
+    let (accepted, failed) = orders.finish().await;
 
     assert!(
         left,
@@ -387,5 +425,176 @@ async fn a_rolling_update_of_replicas_and_image_tag_fails_no_request_of_a_steady
     );
     assert!(ok > 100, "only {ok} requests during the update");
     eprintln!("rolling update: {ok} requests, none failed");
+    shop.delete().await;
+}
+
+/// The local image of the managed MariaDB (hack/images.sh builds it; examples/shop.yaml names it).
+const MARIADB_IMAGE: &str = "shopkeeper.local/store-mariadb:dev";
+
+/// Name of the PersistentVolume bound to a claim, if bound.
+async fn bound_volume(client: &kube::Client, ns: &str, claim: &str) -> Option<String> {
+    let pvc = kube::Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .get_opt(claim)
+        .await
+        .ok()??;
+    let bound = pvc.status.as_ref()?.phase.as_deref() == Some("Bound");
+    bound.then(|| pvc.spec?.volume_name).flatten()
+}
+
+#[tokio::test]
+async fn a_managed_mariadb_killed_mid_traffic_comes_back_on_its_volume_and_no_order_is_lost() {
+    let client = cluster::client().await;
+    require_real_node(&client).await;
+    let shop = TestShop::new(&client, "mdb-").await;
+    // MariaDB managed (its volume dropped with the test Shop), the other stores the host's.
+    shop.apply_with_backing(
+        "dev",
+        json!({"notification": {"enabled": false}}),
+        json!({"mysql": {"mode": "managed", "image": MARIADB_IMAGE, "keepData": false}}),
+    )
+    .await;
+    shop.wait_available(SHOP_UP).await;
+    let conditions = shop.conditions().await;
+    assert_eq!(
+        conditions["MysqlReady"]["status"],
+        "True",
+        "MysqlReady: {:?}",
+        conditions.get("MysqlReady")
+    );
+    let claim = format!("data-{}-mysql-0", shop.name);
+    let volume = bound_volume(&client, &shop.namespace, &claim)
+        .await
+        .unwrap_or_else(|| panic!("claim {claim} of the managed MariaDB is not Bound"));
+
+    let gw = shop.url("gateway").await;
+    let (http, token) = (http(), cluster::dev_token());
+    const STOCK: u64 = 100_000;
+    let sku = stocked_product(&http, &gw, &token, STOCK as u32).await;
+    let orders = SteadyOrders::start(&http, &gw, &token, &sku, Duration::from_secs(120));
+    assert!(
+        orders.wait_for_more(10, Duration::from_secs(60)).await,
+        "the steady client placed fewer than 10 orders before the kill"
+    );
+
+    // MariaDB dies at once, as on a node failure, with orders in flight.
+    // The StatefulSet recreates it under the same name: the uid tells the new pod apart.
+    let victim = shop.pods(Some("mysql")).await;
+    assert!(
+        victim.len() == 1 && is_ready(&victim[0]),
+        "{:#?}",
+        shop.summary().await
+    );
+    let (victim_name, victim_uid) = (
+        victim[0].metadata.name.clone().unwrap(),
+        victim[0].metadata.uid.clone(),
+    );
+    let killed_at = Instant::now();
+    cluster::kill_pod(&client, &shop.namespace, &victim_name).await;
+    let back = wait_until(Duration::from_secs(180), || async {
+        let pods = shop.pods(Some("mysql")).await;
+        pods.iter().any(|p| {
+            is_ready(p) && p.metadata.deletion_timestamp.is_none() && p.metadata.uid != victim_uid
+        })
+    })
+    .await;
+    let back_after = killed_at.elapsed();
+    assert!(
+        back,
+        "MariaDB did not come back: {:#?}",
+        shop.summary().await
+    );
+    // The same claim, on the same volume: the data survived the pod.
+    assert_eq!(
+        bound_volume(&client, &shop.namespace, &claim)
+            .await
+            .as_deref(),
+        Some(volume.as_str()),
+        "the new MariaDB pod is not on the volume the old one used"
+    );
+    assert!(
+        orders.wait_for_more(10, Duration::from_secs(120)).await,
+        "orders did not resume after MariaDB came back"
+    );
+    let (accepted, failed) = orders.finish().await;
+
+    assert!(
+        failed.is_empty(),
+        "orders the client could not place (each retried with its key for 120 s): {failed:?}"
+    );
+    let distinct: std::collections::BTreeSet<&String> = accepted.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        accepted.len(),
+        "an order number was given twice"
+    );
+    for n in &accepted {
+        assert!(
+            order_exists(&http, &gw, &token, n).await,
+            "accepted order {n} is lost"
+        );
+    }
+    // Every accepted order took exactly one unit: none lost, none reserved twice.
+    let stock: Value = http
+        .get(format!("{gw}/api/inventory?skuCode={sku}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        stock[0]["availableQuantity"].as_u64(),
+        Some(STOCK - accepted.len() as u64),
+        "stock after {} accepted orders",
+        accepted.len()
+    );
+    eprintln!(
+        "MariaDB killed: back on {volume} after {back_after:?}; {} orders accepted, all stored, stock exact",
+        accepted.len()
+    );
+    shop.delete().await;
+}
+
+#[tokio::test]
+async fn an_external_store_whose_secret_is_missing_is_reported_and_recovers_when_it_appears() {
+    let client = cluster::client().await;
+    require_real_node(&client).await;
+    let shop = TestShop::new(&client, "ext-").await;
+    let late = format!("{}-late", shop.name);
+    shop.apply_with_backing(
+        "dev",
+        json!({"notification": {"enabled": false}}),
+        json!({"mysql": {"mode": "external", "urlSecretRef": {"name": late, "key": "url"}}}),
+    )
+    .await;
+
+    // The Shop says which store lacks what, and nothing that needs it is started.
+    let reported = wait_until(Duration::from_secs(60), || async {
+        let c = shop.conditions().await;
+        c.get("MysqlReady").is_some_and(|m| {
+            m["status"] == "False"
+                && m["reason"] == "SecretMissing"
+                && m["message"].as_str().is_some_and(|t| t.contains(&late))
+        })
+    })
+    .await;
+    let conditions = shop.conditions().await;
+    assert!(
+        reported,
+        "no MysqlReady=False/SecretMissing naming {late}: {conditions:#?}"
+    );
+    assert_ne!(conditions["Available"]["status"], "True");
+
+    // The Secret appears: the Shop recovers without being touched.
+    shop.create_secret("late", json!({"url": "mysql://shop:shop@10.244.0.1:3306"}))
+        .await;
+    shop.wait_available(SHOP_UP).await;
+    assert_eq!(shop.conditions().await["MysqlReady"]["status"], "True");
+    let gw = shop.url("gateway").await;
+    let (http, token) = (http(), cluster::dev_token());
+    let sku = stocked_product(&http, &gw, &token, 5).await;
+    place_order(&http, &gw, &token, &sku, Duration::from_secs(30))
+        .await
+        .expect("an order once the Secret exists");
     shop.delete().await;
 }

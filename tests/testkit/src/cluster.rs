@@ -6,6 +6,7 @@
 //! Nothing here fakes the cluster: `make up` (or `make test`) starts it, and a test that needs it
 //! panics with the command to run when it is not there.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
@@ -25,7 +26,7 @@ pub const DEMO_NAMESPACE: &str = "shop";
 pub const DEMO_SHOP: &str = "demo";
 /// Where `make up` serves the example Shop's gateway (node port 8080 on loopback).
 pub const DEMO_GATEWAY: &str = "http://127.0.0.1:8080";
-/// The development JWT secret of `make up` (examples/backing-secret.yaml).
+/// The development JWT secret of `make up` (examples/shop.yaml, examples/backing-secret.yaml).
 pub const DEV_JWT_SECRET: &str = "shopkeeper-dev-secret-change-me-0123456789";
 /// Field manager of the tests' server-side applies.
 const MANAGER: &str = "shop-tests";
@@ -72,51 +73,93 @@ pub struct TestShop {
     client: Client,
 }
 
+/// Label on every Secret a [`TestShop`] creates, so dropping the TestShop deletes them all.
+const TEST_SHOP_LABEL: &str = "shopkeeper.dev/test-shop";
+
 impl TestShop {
     /// Creates the backing Secret; apply the Shop itself with [`TestShop::apply`].
     pub async fn new(client: &Client, prefix: &str) -> Self {
-        let name = crate::fresh_name(prefix);
-        let namespace = DEMO_NAMESPACE.to_owned();
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": format!("{name}-backing")},
-            "stringData": {
+        let shop = Self {
+            name: crate::fresh_name(prefix),
+            namespace: DEMO_NAMESPACE.to_owned(),
+            client: client.clone(),
+        };
+        shop.create_secret(
+            "backing",
+            json!({
                 "mysql-url": "mysql://shop:shop@10.244.0.1:3306",
                 "mongodb-url": "mongodb://10.244.0.1:27017/shop?directConnection=true",
                 "jwt-secret": DEV_JWT_SECRET,
-            }
+            }),
+        )
+        .await;
+        shop
+    }
+
+    /// Creates the Secret `<shop>-<suffix>` with `string_data`; deleted with the TestShop.
+    pub async fn create_secret(&self, suffix: &str, string_data: Value) -> String {
+        let name = format!("{}-{suffix}", self.name);
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {TEST_SHOP_LABEL: self.name}},
+            "stringData": string_data,
         }))
         .unwrap_or_else(|e| panic!("secret object: {e}"));
-        Api::<Secret>::namespaced(client.clone(), &namespace)
+        Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
             .create(&PostParams::default(), &secret)
             .await
-            .unwrap_or_else(|e| panic!("creating the backing Secret of {name}: {e}"));
-        Self {
-            name,
-            namespace,
-            client: client.clone(),
-        }
+            .unwrap_or_else(|e| panic!("creating Secret {name}: {e}"));
+        name
     }
 
     /// Applies the Shop: the locally built images with `tag`, the host's stack, one replica of
     /// everything with a ClusterIP gateway, and `components` merged over that.
     pub async fn apply(&self, tag: &str, components: Value) {
+        self.apply_with_backing(tag, components, json!({})).await;
+    }
+
+    /// Like [`TestShop::apply`], with some stores replaced: each key of `backing` (`mysql`,
+    /// `mongodb`, `kafka`, `zipkin`) replaces that store's whole entry, e.g.
+    /// `{"mysql": {"mode": "managed", "image": ..., "keepData": false}}`.
+    pub async fn apply_with_backing(&self, tag: &str, components: Value, backing: Value) {
         let secret = format!("{}-backing", self.name);
         let mut c = json!({
             "gateway": {"jwt": {"secretRef": {"name": secret, "key": "jwt-secret"}},
                         "rateLimit": {"requestsPerSecond": 1000, "burst": 2000}},
         });
         merge(&mut c, components);
+        let mut stores = json!({
+            "mysql": {"urlSecretRef": {"name": secret, "key": "mysql-url"}},
+            "mongodb": {"urlSecretRef": {"name": secret, "key": "mongodb-url"}},
+            "kafka": {"bootstrapServers": "10.244.0.1:9094"},
+            "zipkin": {"endpoint": "http://10.244.0.1:9411/api/v2/spans"}
+        });
+        if let (Value::Object(stores), Value::Object(replace)) = (&mut stores, backing) {
+            stores.extend(replace);
+        }
         let spec = json!({
             "image": {"repository": "shopkeeper.local", "tag": tag, "pullPolicy": "Never"},
             "components": c,
-            "backing": {
-                "mysql": {"urlSecretRef": {"name": secret, "key": "mysql-url"}},
-                "mongodb": {"urlSecretRef": {"name": secret, "key": "mongodb-url"}},
-                "kafka": {"bootstrapServers": "10.244.0.1:9094"},
-                "zipkin": {"endpoint": "http://10.244.0.1:9411/api/v2/spans"}
-            }
+            "backing": stores,
         });
         apply_shop(&self.client, &self.namespace, &self.name, spec).await;
+    }
+
+    /// The Shop's `status.conditions`, by type (empty before its first status).
+    pub async fn conditions(&self) -> BTreeMap<String, Value> {
+        let Ok(Some(shop)) = shops(&self.client, &self.namespace)
+            .get_opt(&self.name)
+            .await
+        else {
+            return BTreeMap::new();
+        };
+        shop.data["status"]["conditions"]
+            .as_array()
+            .map(|cs| {
+                cs.iter()
+                    .filter_map(|c| Some((c["type"].as_str()?.to_owned(), c.clone())))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Waits until it is Available at its current generation.
@@ -167,16 +210,20 @@ impl Drop for TestShop {
     fn drop(&mut self) {
         // Synchronous on purpose: Drop cannot await, and it also runs while a failed test unwinds.
         let kubeconfig = kubeconfig_path();
-        for (kind, name) in [
-            ("shop.shopkeeper.dev", self.name.clone()),
-            ("secret", format!("{}-backing", self.name)),
+        let label = format!("{TEST_SHOP_LABEL}={}", self.name);
+        for what in [
+            ["shop.shopkeeper.dev", self.name.as_str()],
+            ["secret", "-l"],
         ] {
-            let _ = std::process::Command::new("kubectl")
-                .arg("--kubeconfig")
+            let mut cmd = std::process::Command::new("kubectl");
+            cmd.arg("--kubeconfig")
                 .arg(&kubeconfig)
-                .args(["delete", "-n", &self.namespace, kind, &name])
-                .args(["--wait=false", "--ignore-not-found"])
-                .output();
+                .args(["delete", "-n", &self.namespace])
+                .args(what);
+            if what[1] == "-l" {
+                cmd.arg(&label);
+            }
+            let _ = cmd.args(["--wait=false", "--ignore-not-found"]).output();
         }
     }
 }
