@@ -69,6 +69,40 @@ struct RunArgs {
     /// Log as JSON lines (default) or text.
     #[arg(long, env = "SHOP_OPERATOR_LOG_FORMAT", default_value = "json")]
     log_format: String,
+    /// Which log lines to write, as a tracing filter, e.g. "info,shop_operator=debug" (default:
+    /// info, kube at warn). A filter that does not parse stops the operator at start, naming it.
+    #[arg(long, env = "RUST_LOG", default_value = "info,kube=warn")]
+    log_filter: String,
+    /// Kubeconfig file(s) to use outside a cluster, several separated by ':' and merged as kubectl
+    /// does (default: the in-cluster service account, else ~/.kube/config).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<std::ffi::OsString>,
+}
+
+/// The client: from the given kubeconfig file(s), else inferred (in-cluster, then ~/.kube/config).
+async fn kube_client(kubeconfig: Option<&std::ffi::OsStr>) -> anyhow::Result<kube::Client> {
+    let Some(paths) = kubeconfig.filter(|p| !p.is_empty()) else {
+        return kube::Client::try_default()
+            .await
+            .context("loading the Kubernetes client configuration (in-cluster or ~/.kube/config)");
+    };
+    let mut merged: Option<kube::config::Kubeconfig> = None;
+    for path in std::env::split_paths(paths).filter(|p| !p.as_os_str().is_empty()) {
+        let one = kube::config::Kubeconfig::read_from(&path)
+            .with_context(|| format!("reading kubeconfig {} (KUBECONFIG)", path.display()))?;
+        merged = Some(match merged {
+            None => one,
+            Some(m) => m
+                .merge(one)
+                .with_context(|| format!("merging kubeconfig {}", path.display()))?,
+        });
+    }
+    let merged = merged.context("KUBECONFIG names no file")?;
+    let config =
+        kube::Config::from_custom_kubeconfig(merged, &kube::config::KubeConfigOptions::default())
+            .await
+            .context("loading the Kubernetes client configuration from KUBECONFIG")?;
+    kube::Client::try_from(config).context("building the Kubernetes client")
 }
 
 async fn shutdown_signal(token: CancellationToken) {
@@ -115,8 +149,14 @@ async fn main() -> anyhow::Result<()> {
             _ => anyhow::bail!("cannot build the default run arguments"),
         },
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,kube=warn".into());
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .parse(&args.log_filter)
+        .with_context(|| {
+            format!(
+                "RUST_LOG / --log-filter {:?} is not a valid log filter",
+                args.log_filter
+            )
+        })?;
     if args.log_format == "text" {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     } else {
@@ -158,9 +198,7 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
 
-    let client = kube::Client::try_default()
-        .await
-        .context("loading the Kubernetes client configuration (in-cluster or KUBECONFIG)")?;
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
     let token = CancellationToken::new();
     tokio::spawn(shutdown_signal(token.clone()));
     let metrics = Arc::new(Metrics::default());

@@ -37,6 +37,12 @@ pub struct CommonArgs {
     #[arg(long, env = "SHOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
 
+    /// Which log lines to write, as a tracing filter, e.g. "info,shop_order=debug" (default:
+    /// info, with the HTTP, Kafka and telemetry libraries at warn). A filter that does not parse
+    /// stops the service at start, naming it.
+    #[arg(long, env = "RUST_LOG")]
+    pub log_filter: Option<String>,
+
     /// Zipkin span endpoint, e.g. http://127.0.0.1:9411/api/v2/spans. Span export is off when unset.
     #[arg(long, env = "SHOP_ZIPKIN_ENDPOINT")]
     pub zipkin_endpoint: Option<String>,
@@ -94,6 +100,7 @@ impl Default for CommonArgs {
             bind: IpAddr::from([127, 0, 0, 1]),
             port: Some(0),
             log_format: LogFormat::Json,
+            log_filter: None,
             zipkin_endpoint: None,
             registry_url: Vec::new(),
             advertise_host: "127.0.0.1".to_owned(),

@@ -102,7 +102,12 @@ impl Runtime {
         default_port: u16,
         args: &CommonArgs,
     ) -> Result<Runtime, RuntimeError> {
-        telemetry::init(app, args.log_format, args.zipkin_endpoint.as_deref())?;
+        telemetry::init(
+            app,
+            args.log_format,
+            args.log_filter.as_deref(),
+            args.zipkin_endpoint.as_deref(),
+        )?;
         let addr = SocketAddr::new(args.bind, args.port.unwrap_or(default_port));
         let listener = TcpListener::bind(addr)
             .await

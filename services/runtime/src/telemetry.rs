@@ -36,6 +36,29 @@ pub enum TelemetryError {
     /// The Zipkin exporter could not be built (bad endpoint).
     #[error("zipkin exporter: {0}")]
     Zipkin(String),
+    /// `RUST_LOG` / `--log-filter` is not a tracing filter.
+    #[error("RUST_LOG / --log-filter {filter:?} is not a valid log filter: {reason}")]
+    LogFilter {
+        /// The filter as given.
+        filter: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+}
+
+/// The log filter when none is given: info, with the chatty libraries at warn.
+pub const DEFAULT_LOG_FILTER: &str =
+    "info,h2=warn,hyper=warn,reqwest=warn,rdkafka=warn,opentelemetry=warn";
+
+/// Parses a log filter (`RUST_LOG` syntax); `None` gives [`DEFAULT_LOG_FILTER`].
+pub fn log_filter(filter: Option<&str>) -> Result<EnvFilter, TelemetryError> {
+    let text = filter.unwrap_or(DEFAULT_LOG_FILTER);
+    EnvFilter::builder()
+        .parse(text)
+        .map_err(|e| TelemetryError::LogFilter {
+            filter: text.to_owned(),
+            reason: e.to_string(),
+        })
 }
 
 /// Installs the global subscriber, tracer provider and propagator once per process.
@@ -43,8 +66,12 @@ pub enum TelemetryError {
 pub(crate) fn init(
     app: &str,
     format: LogFormat,
+    filter: Option<&str>,
     zipkin: Option<&str>,
 ) -> Result<(), TelemetryError> {
+    // Parsed first: a bad filter is an error even when another runtime of the process set up
+    // logging already.
+    let filter = log_filter(filter)?;
     if PROVIDER.get().is_some() {
         return Ok(());
     }
@@ -83,9 +110,6 @@ pub(crate) fn init(
         Box::new(TraceContextPropagator::new()),
     ]));
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,h2=warn,hyper=warn,reqwest=warn,rdkafka=warn,opentelemetry=warn")
-    });
     let fmt_layer = tracing_subscriber::fmt::layer()
         .event_format(LineFormat { format })
         .with_writer(std::io::stdout)
@@ -354,6 +378,17 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v[0]["localEndpoint"]["serviceName"], "product");
         assert_eq!(v[1]["localEndpoint"]["serviceName"], "product");
+    }
+
+    #[test]
+    fn a_log_filter_that_does_not_parse_is_refused_naming_rust_log() {
+        assert!(log_filter(None).is_ok());
+        assert!(log_filter(Some("warn,shop_order=debug")).is_ok());
+        let err = log_filter(Some("shop_order=loud")).unwrap_err().to_string();
+        assert!(
+            err.contains("RUST_LOG") && err.contains("shop_order=loud"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -148,3 +148,39 @@ fn every_option_of_the_services_can_be_set_from_the_environment() {
         );
     }
 }
+
+#[test]
+fn a_log_filter_that_does_not_parse_stops_every_binary_at_start_naming_rust_log() {
+    // RUST_LOG is read like every other setting (it is in --help and the table): a typo in it
+    // must not leave a service running with logging silently at its default.
+    for (bin, _) in BINARIES {
+        let mut cmd = Command::new(binary_path(bin));
+        cmd.env("RUST_LOG", "shop=loud")
+            .env("RUST_BACKTRACE", "0")
+            .env("SHOP_PORT", "0")
+            .env("SHOP_OPERATOR_ADMIN_ADDR", "127.0.0.1:0")
+            // Required by inventory and order; never reached.
+            .env("DATABASE_URL", "mysql://nobody@127.0.0.1:1/none")
+            .stdin(std::process::Stdio::null());
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{bin} kept running with RUST_LOG=shop=loud");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bin} exited 0 with a bad RUST_LOG");
+        assert!(
+            stderr.contains("RUST_LOG") && stderr.contains("shop=loud"),
+            "{bin}: the error does not name RUST_LOG and the filter:\n{stderr}"
+        );
+    }
+}
