@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the operator (the default when no subcommand is given; flags also come from env).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the Shop CustomResourceDefinition as YAML.
     Crd,
 }
@@ -143,9 +143,9 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", shop_operator::crd_yaml()?);
             return Ok(());
         }
-        Some(Command::Run(args)) => args,
+        Some(Command::Run(args)) => *args,
         None => match Cli::parse_from(["shop-operator", "run"]).command {
-            Some(Command::Run(args)) => args,
+            Some(Command::Run(args)) => *args,
             _ => anyhow::bail!("cannot build the default run arguments"),
         },
     };
