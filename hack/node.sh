@@ -286,6 +286,13 @@ volumeBindingMode: Immediate
 YAML
 }
 
+# GET on the API server with curl: this loop polls every 2 s, and curl costs a fraction of a
+# kubectl start (kubectl only writes, which is rare).
+api_get() {
+  curl -sf --max-time 10 --cacert "$PKI/ca.crt" -H "Authorization: Bearer $(cat "$PKI/admin.token")" \
+    "https://127.0.0.1:6443$1"
+}
+
 # One pass: a volume for every pending claim of the class, and away with every released volume.
 provision_once() {
   local ns name uid size modes dir
@@ -313,7 +320,7 @@ spec:
         - matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [$NODE_NAME]}]
 YAML
     log "volume pvc-$uid for claim $ns/$name ($size)"
-  done < <("${KUBECTL[@]}" get pvc -A -o json | jq -r --arg sc "$STORAGE_CLASS" '.items[]
+  done < <(api_get /api/v1/persistentvolumeclaims | jq -r --arg sc "$STORAGE_CLASS" '.items[]
     | select(.status.phase == "Pending" and (.spec.volumeName // "") == "" and .spec.storageClassName == $sc)
     | [.metadata.namespace, .metadata.name, .metadata.uid, .spec.resources.requests.storage,
        (.spec.accessModes | join(","))] | @tsv')
@@ -322,7 +329,7 @@ YAML
     [[ $pv == pvc-* ]] || continue
     rm -rf "${VOLUMES_DIR:?}/$pv"
     "${KUBECTL[@]}" delete pv "$pv" --wait=false >/dev/null && log "volume $pv released: deleted with its data"
-  done < <("${KUBECTL[@]}" get pv -o json | jq -r --arg p "$VOLUME_PROVISIONER" '.items[]
+  done < <(api_get /api/v1/persistentvolumes | jq -r --arg p "$VOLUME_PROVISIONER" '.items[]
     | select(.metadata.annotations["pv.kubernetes.io/provisioned-by"] == $p and .status.phase == "Released"
              and .spec.persistentVolumeReclaimPolicy == "Delete") | .metadata.name')
 }
