@@ -543,6 +543,10 @@ fn script_images_match_the_dockerfiles() {
             cols.next().unwrap(),
             cols.next().unwrap(),
         );
+        if name.starts_with("store-") {
+            // No Dockerfile: on kind a Shop's stores pull the public images (see below).
+            continue;
+        }
         let image = read_archive(Path::new(archive));
         let (dockerfile, binary) = match name {
             // hack/images.sh keeps the pause binary it compiled beside the archives.
@@ -625,4 +629,83 @@ CMD ["run", "--x"]
     assert_eq!(df.copies, ["/usr/local/bin/app"]);
     assert_eq!(df.entrypoint.unwrap(), ["/usr/local/bin/app"]);
     assert_eq!(df.cmd.unwrap(), ["run", "--x"]);
+}
+
+/// The local store images (a Shop's managed stores on the real node) keep the operator's
+/// contract: the uid the StatefulSet runs them as, an executable entrypoint, the data directory
+/// writable by that uid, and no shell.
+#[test]
+fn store_images_run_as_the_operators_uid_with_their_entrypoint_and_no_shell() {
+    use shop_operator::stores::Store;
+    let root = repo_root();
+    let status = Command::new(root.join("hack/images.sh"))
+        .args(["build", profile()])
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "hack/images.sh build {} failed",
+        profile()
+    );
+    let list = Command::new(root.join("hack/images.sh"))
+        .arg("list")
+        .output()
+        .unwrap();
+    let list = String::from_utf8(list.stdout).unwrap();
+    let mut problems = Vec::new();
+    for store in Store::ALL {
+        let name = match store {
+            Store::Mysql => "store-mariadb",
+            Store::Mongodb => "store-ferretdb",
+            Store::Kafka => "store-kafka",
+            Store::Zipkin => "store-zipkin",
+        };
+        let line = list
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}\t")))
+            .unwrap_or_else(|| panic!("hack/images.sh list has no {name}"));
+        let archive = line.split('\t').nth(2).unwrap();
+        let image = read_archive(Path::new(archive));
+        let config = &image.config["config"];
+        let uid = store.run_as();
+        let user = config["User"].as_str().unwrap_or_default();
+        if user != format!("{uid}:{uid}") {
+            problems.push(format!(
+                "{name}: user {user:?}, the operator runs it as {uid}"
+            ));
+        }
+        let entry = strings(&config["Entrypoint"]).unwrap_or_default();
+        match entry.first().and_then(|e| image.files.get(e.as_str())) {
+            Some(f) if f.mode & 0o111 != 0 => {}
+            _ => problems.push(format!(
+                "{name}: entrypoint {entry:?} is not an executable file"
+            )),
+        }
+        for shell in ["/bin/sh", "/bin/bash", "/usr/bin/sh", "/usr/bin/bash"] {
+            if image.files.contains_key(shell) {
+                problems.push(format!("{name}: has a shell ({shell})"));
+            }
+        }
+        if let Some(path) = store.data_path() {
+            match image.files.get(path) {
+                Some(d) if d.uid == uid as u64 => {}
+                other => problems.push(format!(
+                    "{name}: data directory {path} not owned by {uid}: {:?}",
+                    other.map(|d| d.uid)
+                )),
+            }
+        }
+        let passwd = image
+            .files
+            .get("/etc/passwd")
+            .map(|f| String::from_utf8_lossy(&f.data).into_owned())
+            .unwrap_or_default();
+        if !passwd
+            .lines()
+            .any(|l| l.split(':').nth(2) == Some(&uid.to_string()))
+        {
+            problems.push(format!("{name}: /etc/passwd has no user {uid}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
