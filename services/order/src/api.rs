@@ -138,6 +138,7 @@ async fn place_order_inner(
 
     // 2. Idempotency-Key: replay, refuse, or claim.
     let mut order_number = uuid::Uuid::new_v4().to_string();
+    let mut taken_over = false;
     if let Some(k) = key.as_deref() {
         match store::claim_key(
             &st.pool,
@@ -153,6 +154,7 @@ async fn place_order_inner(
             KeyClaim::TakenOver(previous) => {
                 tracing::warn!(idempotency_key = k, order_number = %previous, "taking over an abandoned in-flight request");
                 order_number = previous;
+                taken_over = true;
             }
             KeyClaim::Mismatch => {
                 return Err(Problem::typed(
@@ -192,7 +194,25 @@ async fn place_order_inner(
     }
 
     // 3. Reserve stock (never retried here; the breaker and timeout bound it).
-    if let Err(e) = st.inventory.reserve(&order_number, &lines).await {
+    let mut reserved = st.inventory.reserve(&order_number, &lines).await;
+    if taken_over
+        && let Err(ReserveError::Released(_)) = &reserved
+        && let Some(k) = key.as_deref()
+    {
+        // The abandoned attempt's number was given back (it failed after reserving, e.g. its
+        // database went away, and released its stock): nothing was ordered under it, so this
+        // attempt goes on under a new number instead of failing the client's retry for good.
+        let fresh = uuid::Uuid::new_v4().to_string();
+        if store::renumber_key(&st.pool, k, &order_number, &fresh)
+            .await
+            .map_err(|e| db_problem(&e))?
+        {
+            tracing::info!(previous = %order_number, %fresh, "taken-over request continues under a new order number");
+            order_number = fresh;
+            reserved = st.inventory.reserve(&order_number, &lines).await;
+        }
+    }
+    if let Err(e) = reserved {
         forget(st, key.as_deref()).await;
         return Err(match e {
             ReserveError::OutOfStock { unavailable } => {
@@ -211,7 +231,7 @@ async fn place_order_inner(
                 .with("skuCodes", json!(skus))
                 .with("unavailable", json!(unavailable))
             }
-            ReserveError::Conflict(detail) => Problem::typed(
+            ReserveError::Conflict(detail) | ReserveError::Released(detail) => Problem::typed(
                 StatusCode::CONFLICT,
                 "reservation-conflict",
                 "Reservation conflict",

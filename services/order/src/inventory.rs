@@ -24,9 +24,13 @@ pub enum ReserveError {
         /// `[{skuCode, requested, available}]`.
         unavailable: Vec<Value>,
     },
-    /// Inventory refused the reservation for another reason (e.g. a released order number).
+    /// Inventory refused the reservation for another reason (e.g. the number was reserved with
+    /// other lines).
     #[error("reservation conflict: {0}")]
     Conflict(String),
+    /// The order number's reservation was released: the number cannot be reserved again.
+    #[error("reservation released: {0}")]
+    Released(String),
     /// Inventory could not be reached in time, or its breaker is open.
     #[error("inventory unavailable: {reason}")]
     Unavailable {
@@ -102,20 +106,28 @@ fn unavailable(e: &CallError) -> ReserveError {
     }
 }
 
-/// A 409 from inventory: out of stock (with the list of short lines) or another conflict.
+/// A 409 from inventory: out of stock (with the list of short lines), a released number, or
+/// another conflict.
 fn conflict(problem: &Value) -> ReserveError {
     if let Some(list) = problem.get("unavailable").and_then(Value::as_array) {
         return ReserveError::OutOfStock {
             unavailable: list.clone(),
         };
     }
-    ReserveError::Conflict(
-        problem
-            .get("detail")
-            .and_then(Value::as_str)
-            .unwrap_or("conflict")
-            .to_owned(),
-    )
+    let detail = problem
+        .get("detail")
+        .and_then(Value::as_str)
+        .unwrap_or("conflict")
+        .to_owned();
+    let released = problem
+        .get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| t.ends_with(":reservation-released"));
+    if released {
+        ReserveError::Released(detail)
+    } else {
+        ReserveError::Conflict(detail)
+    }
 }
 
 impl InventoryClient {
@@ -463,6 +475,18 @@ fn form_urlencoded_pairs(pairs: &[(&str, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_released_number_is_told_apart_from_other_conflicts() {
+        let released = serde_json::json!({"type": "urn:shopkeeper:problem:reservation-released",
+            "detail": "the reservation for order x was released; use a new order number"});
+        assert!(matches!(conflict(&released), ReserveError::Released(d) if d.contains("released")));
+        let other = serde_json::json!({"type": "urn:shopkeeper:problem:reservation-conflict",
+            "detail": "order number x was already reserved with different lines"});
+        assert!(matches!(conflict(&other), ReserveError::Conflict(_)));
+        let short = serde_json::json!({"unavailable": [{"skuCode": "a"}]});
+        assert!(matches!(conflict(&short), ReserveError::OutOfStock { .. }));
+    }
 
     #[test]
     fn an_open_breaker_sent_nothing_but_a_timeout_may_have_reserved() {

@@ -149,6 +149,26 @@ pub fn is_number_taken(e: &StoreError) -> bool {
 }
 
 /// Forgets an in-flight key after a failed attempt so the client can retry with it.
+/// Moves an in-flight key from order number `from` to `to` (a taken-over request whose old number
+/// can no longer be used); false when the key is no longer in flight under `from`.
+pub async fn renumber_key(
+    pool: &MySqlPool,
+    key: &str,
+    from: &str,
+    to: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE idempotency_keys SET order_number = ?, updated_at = NOW(6) \
+         WHERE idem_key = ? AND state = 'IN_FLIGHT' AND order_number = ?",
+    )
+    .bind(to)
+    .bind(key)
+    .bind(from)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 pub async fn forget_key(pool: &MySqlPool, key: &str) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM idempotency_keys WHERE idem_key = ? AND state = 'IN_FLIGHT'")
         .bind(key)
