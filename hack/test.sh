@@ -22,6 +22,11 @@ cleanup() {
     local i
     for (( i=${#started_here[@]}-1; i>=0; i-- )); do stop_pid "${started_here[$i]}"; done
   fi
+  # Why the platform did not come up, once more as the last lines: CI shows the end of the output.
+  if (( rc != 0 )) && [[ -s $STATE_DIR/platform-failure.txt ]]; then
+    log "the platform did not come up:"
+    cat "$STATE_DIR/platform-failure.txt" >&2
+  fi
   exit $rc
 }
 trap cleanup EXIT

@@ -1,7 +1,8 @@
 //! The platform as its users run it, on the real node: the operator installed by Helm runs as a
-//! pod, the example Shop of `make up` is Available with every pod Ready through its real readiness
-//! probe, the namespaces enforce the restricted Pod Security Standard, and an order placed through
-//! the gateway's Service reaches notification and Zipkin as one trace.
+//! pod, the example Shop of `make up` (examples/shop.yaml, applied as it is to a new namespace) is
+//! Available with every pod Ready through its real readiness probe, its four stores run as pods on
+//! volumes of their own, the namespaces enforce the restricted Pod Security Standard, and an order
+//! placed through the gateway's Service reaches notification and the Shop's own Zipkin as one trace.
 //!
 //! These tests read the Shop `make up` (and `make test`) applies; they change nothing of it. Tests
 //! that kill or roll pods use Shops of their own (real_node_faults.rs).
@@ -10,16 +11,20 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret};
 use kube::Api;
 use kube::api::{LogParams, PostParams};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
+use shop_operator::stores::{Store, secret_name, store_name};
 use shop_testkit::cluster::{
     self, DEMO_GATEWAY, DEMO_NAMESPACE, DEMO_SHOP, NODE, is_ready, require_real_node,
 };
 use shop_testkit::sse::{SseReader, span_service};
-use shop_testkit::{fresh_name, wait_until, zipkin_url};
+use shop_testkit::stack::repo_root;
+use shop_testkit::{fresh_name, wait_until};
 
 const OPERATOR_NAMESPACE: &str = "shopkeeper-system";
 const OPERATOR_DEPLOYMENT: &str = "shopkeeper-shopkeeper";
@@ -61,8 +66,13 @@ async fn helm_installed_operator_runs_as_a_pod_and_the_shop_is_available_with_re
     assert_eq!(shop.data["status"]["readyComponents"], "6/6");
 
     // Every pod really runs on the real node and passed its readiness probe: 1 registry,
-    // 2 gateways, 1 product, 1 inventory, 2 orders, 1 notification.
-    let pods = cluster::pods(&client, DEMO_NAMESPACE, "app.kubernetes.io/instance=demo").await;
+    // 2 gateways, 1 product, 1 inventory, 2 orders, 1 notification (the stores: see below).
+    let pods = cluster::pods(
+        &client,
+        DEMO_NAMESPACE,
+        "app.kubernetes.io/instance=demo,app.kubernetes.io/component in (registry,gateway,product,inventory,order,notification)",
+    )
+    .await;
     let ready: Vec<&Pod> = pods.iter().filter(|p| is_ready(p)).collect();
     assert_eq!(
         ready.len(),
@@ -166,10 +176,16 @@ async fn an_order_through_the_gateway_service_is_stocked_notified_and_traced() {
     let gw = DEMO_GATEWAY;
     let sku = fresh_name("pod-sku-");
 
-    // A product created with its stock through the gateway's node port.
+    // A product created with its stock through the gateway's node port, in a trace the client
+    // starts (W3C traceparent), so the product -> inventory hop can be found in Zipkin below.
+    let product_trace = format!("{:032x}", rand_u128());
     let r = http
         .post(format!("{gw}/api/product"))
         .bearer_auth(&token)
+        .header(
+            "traceparent",
+            format!("00-{product_trace}-{:016x}-01", rand_u128() as u64 | 1),
+        )
         .json(
             &json!({"name": "Pod phone", "description": "sold from a pod", "price": "99.50",
                       "skuCode": sku, "quantity": 7}),
@@ -243,11 +259,43 @@ async fn an_order_through_the_gateway_service_is_stocked_notified_and_traced() {
         "stock after ordering 2 of 7"
     );
 
-    // One Zipkin trace: gateway -> order -> inventory, the Kafka hop into notification.
+    // One Zipkin trace: gateway -> order -> inventory, the Kafka hop (the Shop's own broker) into
+    // notification.
     let trace_id = event["traceId"]
         .as_str()
         .expect("traceId in the notification");
-    let url = format!("{}/api/v2/trace/{trace_id}", zipkin_url());
+    // The Shop's own Zipkin (managed), through its ClusterIP.
+    let zipkin = cluster::service_url(
+        &client,
+        DEMO_NAMESPACE,
+        &store_name(DEMO_SHOP, Store::Zipkin),
+    )
+    .await;
+    // The client's trace of the product creation: gateway -> product -> inventory (stock).
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let product_url = format!("{zipkin}/api/v2/trace/{product_trace}");
+    let product_hops = wait_until(Duration::from_secs(30), || {
+        let (http, url, seen) = (http.clone(), product_url.clone(), seen.clone());
+        async move {
+            let Ok(r) = http.get(&url).send().await else {
+                return false;
+            };
+            let spans: Vec<Value> = r.json().await.unwrap_or_default();
+            let services: Vec<String> = spans.iter().map(span_service).collect();
+            let whole = ["gateway", "product", "inventory"]
+                .iter()
+                .all(|svc| services.iter().any(|s| s == svc));
+            *seen.lock().unwrap() = services;
+            whole
+        }
+    })
+    .await;
+    assert!(
+        product_hops,
+        "the client's trace {product_trace} lacks gateway, product or inventory: {:?}",
+        seen.lock().unwrap()
+    );
+    let url = format!("{zipkin}/api/v2/trace/{trace_id}");
     let last = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let whole = wait_until(Duration::from_secs(30), || {
         let (http, url, last) = (http.clone(), url.clone(), last.clone());
@@ -275,4 +323,199 @@ async fn an_order_through_the_gateway_service_is_stocked_notified_and_traced() {
         "trace {trace_id} lacks gateway, order, inventory or the Kafka consumer span: {:?}",
         last.lock().unwrap()
     );
+}
+
+/// `examples/shop.yaml` as documents (the JWT Secret, the Shop).
+fn example_documents() -> Vec<Value> {
+    let path = repo_root().join("examples/shop.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    text.split("\n---\n")
+        .map(|d| serde_yaml::from_str::<Value>(d).unwrap())
+        .collect()
+}
+
+/// Whether every field `want` sets has the same value in `got` (the API server adds defaults).
+fn contains(got: &Value, want: &Value) -> bool {
+    match (got, want) {
+        (Value::Object(g), Value::Object(w)) => w
+            .iter()
+            .all(|(k, v)| g.get(k).is_some_and(|gv| contains(gv, v))),
+        _ => got == want,
+    }
+}
+
+#[tokio::test]
+async fn the_example_shop_runs_as_written_with_its_own_stores_on_volumes_of_their_own() {
+    let client = cluster::client().await;
+    require_real_node(&client).await;
+    cluster::wait_shop_available(&client, DEMO_NAMESPACE, DEMO_SHOP, Duration::from_secs(60)).await;
+
+    // What runs is examples/shop.yaml as a user applies it: the file's Shop, its Secret, nothing else.
+    let docs = example_documents();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["Secret", "Shop"],
+        "examples/shop.yaml must be self-contained"
+    );
+    let live = cluster::shops(&client, DEMO_NAMESPACE)
+        .get(DEMO_SHOP)
+        .await
+        .unwrap();
+    let spec = &docs[1]["spec"];
+    assert!(
+        contains(&live.data["spec"], spec),
+        "the demo Shop differs from examples/shop.yaml: {:#}",
+        live.data["spec"]
+    );
+
+    let conditions = live.data["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let sets = Api::<StatefulSet>::namespaced(client.clone(), DEMO_NAMESPACE);
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), DEMO_NAMESPACE);
+    let volumes = Api::<PersistentVolume>::all(client.clone());
+    for store in Store::ALL {
+        let cond = conditions
+            .iter()
+            .find(|c| c["type"] == store.condition_type())
+            .unwrap_or_else(|| panic!("no {} condition", store.condition_type()));
+        assert_eq!(cond["status"], "True", "{cond}");
+
+        // The store is a pod of the Shop, from the image the file names, Ready on the node.
+        let name = store_name(DEMO_SHOP, store);
+        let set = sets.get(&name).await.unwrap();
+        assert_eq!(
+            set.status.as_ref().and_then(|s| s.ready_replicas),
+            Some(1),
+            "{name}"
+        );
+        let image = set
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .image
+            .clone();
+        assert_eq!(
+            image.as_ref(),
+            spec["backing"][store.name()]["image"]
+                .as_str()
+                .map(str::to_owned)
+                .as_ref()
+        );
+        let pods = cluster::pods(
+            &client,
+            DEMO_NAMESPACE,
+            &cluster::component_selector(DEMO_SHOP, store.name()),
+        )
+        .await;
+        assert!(
+            pods.len() == 1 && is_ready(&pods[0]),
+            "{name}: {:#?}",
+            cluster::pod_summary(&client, DEMO_NAMESPACE).await
+        );
+        assert_eq!(
+            pods[0].spec.as_ref().unwrap().node_name.as_deref(),
+            Some(NODE)
+        );
+
+        // Its data on a claim of its own, Bound to a local volume of the node's default class.
+        if store.data_path().is_none() {
+            continue;
+        }
+        let claim = claims.get(&format!("data-{name}-0")).await.unwrap();
+        let status = claim.status.as_ref().and_then(|s| s.phase.clone());
+        assert_eq!(status.as_deref(), Some("Bound"), "claim of {name}");
+        let claim_spec = claim.spec.unwrap();
+        assert_eq!(claim_spec.storage_class_name.as_deref(), Some("shop-local"));
+        let pv = volumes
+            .get(claim_spec.volume_name.as_deref().unwrap())
+            .await
+            .unwrap();
+        let path = pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.local.as_ref())
+            .map(|l| l.path.clone());
+        assert!(
+            path.as_deref()
+                .is_some_and(|p| std::path::Path::new(p).is_dir()),
+            "volume of {name} is not a directory of the node: {path:?}"
+        );
+    }
+
+    // Credentials were generated into the Shop's Secret; no pod carries one in plain text.
+    let secret = Api::<Secret>::namespaced(client.clone(), DEMO_NAMESPACE)
+        .get(&secret_name(DEMO_SHOP))
+        .await
+        .expect("the generated credentials Secret demo-stores");
+    let data = secret.data.unwrap();
+    let password = String::from_utf8(data["mysql-password"].0.clone()).unwrap();
+    assert!(password.len() >= 32, "generated password too short");
+    for p in cluster::pods(&client, DEMO_NAMESPACE, "app.kubernetes.io/instance=demo").await {
+        let text = serde_json::to_string(&p.spec).unwrap();
+        assert!(
+            !text.contains(&password),
+            "pod {:?} carries the MariaDB password in its spec",
+            p.metadata.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_external_stores_example_is_accepted_as_written() {
+    let client = cluster::client().await;
+    require_real_node(&client).await;
+    // examples/shop-external.yaml with its Secret: what docs/operator.md tells a user to apply for
+    // stores they run themselves. The API server (schema, CEL) takes both as they are.
+    for file in [
+        "examples/backing-secret.yaml",
+        "examples/shop-external.yaml",
+    ] {
+        let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
+        let doc: Value = serde_yaml::from_str(&text).unwrap();
+        let (group_version, kind) = (
+            doc["apiVersion"].as_str().unwrap(),
+            doc["kind"].as_str().unwrap(),
+        );
+        let (group, version) = group_version.split_once('/').unwrap_or(("", group_version));
+        let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);
+        let (resource, _) = kube::discovery::pinned_kind(&client, &gvk).await.unwrap();
+        let api: Api<kube::core::DynamicObject> =
+            Api::namespaced_with(client.clone(), DEMO_NAMESPACE, &resource);
+        let obj: kube::core::DynamicObject = serde_json::from_value(doc.clone()).unwrap();
+        let params = PostParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        let created = api.create(&params, &obj).await;
+        assert!(
+            created.is_ok(),
+            "{file} refused by the API server: {created:?}"
+        );
+        if kind == "Shop" {
+            assert_eq!(obj.data["spec"]["backing"]["mysql"]["mode"], "external");
+        }
+    }
+}
+
+/// A random number for trace and span ids (the test's own; std's hasher keys are random per process).
+fn rand_u128() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    let hi = h.finish();
+    h.write_u64(hi);
+    (u128::from(hi) << 64) | u128::from(h.finish())
 }

@@ -69,8 +69,8 @@ async fn stocked_product(http: &Client, gw: &str, token: &str, quantity: u32) ->
     sku
 }
 
-/// Places one order like a real client: one Idempotency-Key, retried on transport errors and
-/// 5xx for up to `patience`. Returns the order number, or the last failure.
+/// Places one order like a real client: one Idempotency-Key, retried on transport errors, 5xx
+/// and "still in progress" for up to `patience`. Returns the order number, or the last failure.
 async fn place_order(
     http: &Client,
     gw: &str,
@@ -94,6 +94,15 @@ async fn place_order(
                 return Ok(v["orderNumber"].as_str().unwrap_or_default().to_owned());
             }
             Ok(r) if r.status().is_server_error() => format!("{}", r.status()),
+            // The first try with this key is still being processed (e.g. it waits for a database
+            // that went away): the answer says to retry shortly, as a real client does.
+            Ok(r) if r.status() == StatusCode::CONFLICT => {
+                let body = r.text().await.unwrap_or_default();
+                if !body.contains("idempotency-key-in-flight") {
+                    return Err(format!("409 Conflict: {body}"));
+                }
+                format!("409 Conflict: {body}")
+            }
             Ok(r) => {
                 return Err(format!(
                     "{}: {}",
