@@ -52,11 +52,11 @@ clean-state: down ## stop everything and delete all local data (.state)
 # ---- kind (needs Docker; cannot run on the project's CI machines — see docs/operator.md) ----
 kind-up: ## create the kind cluster from kind-config.yaml
 	hack/kind.sh up
-kind-images: ## build the images and load them into kind
+kind-images: ## build the operator and service images (shopkeeper.local/shop-*:dev) and load them into kind
 	hack/kind.sh images
 kind-install: ## helm install the operator chart into kind
 	hack/kind.sh install
-kind-shop: ## apply the example Shop
+kind-shop: ## apply examples/kind/shop.yaml (its stores managed, public images) and wait until it is Available
 	hack/kind.sh shop
 kind-down: ## delete the kind cluster
 	hack/kind.sh down
