@@ -41,6 +41,17 @@ SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.conf.al
 
 NODE_PROCS=(containerd kubelet kube-proxy coredns local-volumes)
 
+# write_config FILE < TEXT: writes FILE only when TEXT differs, in one rename. A running kube-proxy
+# exits when its configuration file changes, and a rewrite with the same text looks like a change
+# to it (truncated, then written); `up` on a running node must leave the files alone.
+write_config() {
+  local file=$1 new
+  new=$(cat)
+  [[ -f $file && $(cat "$file") == "$new" ]] && return 0
+  printf '%s\n' "$new" > "$file.tmp"
+  mv -f "$file.tmp" "$file"
+}
+
 # ---------------------------------------------------------------- network: bridge + host ports
 net_up() {
   [[ $(id -u) == 0 ]] || die "the real node needs root (containerd, kubelet, iptables)"
@@ -90,7 +101,7 @@ token_of() { awk -F, -v u="$1" '$2 == u {print $1}' "$PKI/tokens.csv"; }
 
 node_kubeconfig() { # node_kubeconfig NAME TOKEN
   [[ -n $2 ]] || die "no token for $1 in $PKI/tokens.csv (the control plane's PKI predates the node: run make clean-state)"
-  cat > "$NODE_DIR/$1.kubeconfig" <<KCFG
+  write_config "$NODE_DIR/$1.kubeconfig" <<KCFG
 apiVersion: v1
 kind: Config
 clusters:
@@ -115,7 +126,7 @@ containerd_up() {
   [[ -e /run/containerd || -f $NODE_DIR/run-containerd.ours ]] || touch "$NODE_DIR/run-containerd.ours"
   # The three settings without which nothing starts here (machine lacks CAP_SYS_RESOURCE):
   # restrict_oom_score_adj (no negative oom_score_adj), and cgroupfs, not systemd.
-  cat > "$NODE_DIR/containerd.toml" <<TOML
+  write_config "$NODE_DIR/containerd.toml" <<TOML
 version = 2
 root = "$NODE_DIR/containerd/root"
 state = "$RUN_DIR/containerd/state"
@@ -147,7 +158,7 @@ TOML
   # eth0's MTU is 1400 on these machines; the pods' veths must not be larger.
   local mtu
   mtu=$(ip -o link show "$(ip route show default | awk '{print $5; exit}')" 2>/dev/null | sed -n 's/.* mtu \([0-9]*\).*/\1/p')
-  cat > "$NODE_DIR/cni/10-shop.conflist" <<JSON
+  write_config "$NODE_DIR/cni/10-shop.conflist" <<JSON
 {
   "cniVersion": "0.4.0",
   "name": "shop",
@@ -175,7 +186,7 @@ kubelet_up() {
   # Remember whether /var/lib/kubelet existed: the kubelet writes pki/ and device-plugins/ there
   # even with --root-dir, and down removes them only when we created them.
   [[ -e /var/lib/kubelet || -f $NODE_DIR/var-lib-kubelet.ours ]] || touch "$NODE_DIR/var-lib-kubelet.ours"
-  cat > "$NODE_DIR/kubelet.yaml" <<YAML
+  write_config "$NODE_DIR/kubelet.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $NODE_IP
@@ -217,7 +228,7 @@ YAML
 
 # ---------------------------------------------------------------- kube-proxy
 kube_proxy_up() {
-  cat > "$NODE_DIR/kube-proxy.yaml" <<YAML
+  write_config "$NODE_DIR/kube-proxy.yaml" <<YAML
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables
@@ -238,7 +249,7 @@ YAML
 
 # ---------------------------------------------------------------- CoreDNS
 coredns_up() {
-  cat > "$NODE_DIR/Corefile" <<CORE
+  write_config "$NODE_DIR/Corefile" <<CORE
 cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {
     bind $NODE_IP
     errors
