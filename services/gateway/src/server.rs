@@ -107,8 +107,23 @@ fn dispatch(
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 admin.metrics.render(),
             ),
-            _ => gw.handle(req, peer).await,
+            _ => {
+                let mut resp = gw.handle(req, peer).await;
+                close_when_draining(&admin.readiness, &mut resp);
+                resp
+            }
         }
+    }
+}
+
+/// While the gateway drains (after SIGTERM, before it stops accepting), every answer says
+/// `Connection: close`: a client's kept-alive connection to this pod then ends after a request it
+/// sent, instead of being closed idle at the end of the delay, where a request the client sends at
+/// that instant fails (found by a rolling update under a steady client).
+fn close_when_draining(readiness: &Readiness, resp: &mut Response<ResponseBody>) {
+    if readiness.is_draining() {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 }
 

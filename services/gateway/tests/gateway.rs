@@ -1052,3 +1052,39 @@ async fn sigterm_drains_in_flight_requests_and_stops_accepting() {
             .unwrap();
     assert!(exited, "gateway exits by itself after draining");
 }
+
+#[tokio::test]
+async fn answers_during_the_shutdown_delay_close_the_clients_connection() {
+    let up = Upstream::start("ok").await;
+    let yaml = format!(
+        "routes:\n  - {{id: o, prefix: /ok, upstreams: [\"{}\"], auth: public}}\n",
+        up.url()
+    );
+    let mut gw = Gateway::start(&yaml, &[("SHOP_SHUTDOWN_DELAY_SECS", "4")]).await;
+    let c = client();
+    let r = c.get(gw.url("/ok")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers().get("connection").is_none(),
+        "kept alive while serving"
+    );
+    let pid = gw.pid().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Unready but still serving for the delay: each answer ends the client's connection, so a
+    // kept-alive client moves to another gateway instead of meeting this one's idle close.
+    let r = c.get(gw.url("/ok")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "still serving during the delay");
+    assert_eq!(r.headers()["connection"], "close");
+    let exited =
+        tokio::task::spawn_blocking(move || gw.svc.terminate_within(Duration::from_secs(15)))
+            .await
+            .unwrap();
+    assert!(exited);
+}

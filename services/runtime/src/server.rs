@@ -116,6 +116,15 @@ async fn observe(State(st): State<ServerState>, mut req: Request, next: Next) ->
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert(REQUEST_ID, v);
     }
+    // Draining (between SIGTERM and the end of the shutdown delay): the caller's kept-alive
+    // connection ends after this answer, so it is not closed idle later under a request the
+    // caller sends at that instant.
+    if st.readiness.is_draining() {
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            HeaderValue::from_static("close"),
+        );
+    }
     resp
 }
 

@@ -94,3 +94,32 @@ async fn sigterm_deregisters_then_drains_in_flight_requests() {
     let (exited, _svc) = term.await.unwrap();
     assert!(exited, "process must exit by itself after draining");
 }
+
+#[tokio::test]
+async fn answers_during_the_shutdown_delay_close_the_callers_kept_alive_connection() {
+    let app = fresh_name("d");
+    let mut svc = echo(&app, None, &[("SHOP_SHUTDOWN_DELAY_SECS", "4")]).await;
+    let http = reqwest::Client::new();
+    let hello = format!("{}/hello", svc.base_url());
+    let r = http.get(&hello).send().await.unwrap();
+    assert!(
+        r.headers().get("connection").is_none(),
+        "a serving instance keeps connections alive"
+    );
+
+    // SIGTERM: unready and still serving for the delay; every answer now ends its connection,
+    // so callers move to other instances before this one closes idle connections.
+    let pid = svc.pid().unwrap();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = http.get(&hello).send().await.unwrap();
+    assert_eq!(r.status(), 200, "still serving during the delay");
+    assert_eq!(r.headers()["connection"], "close");
+    assert!(svc.terminate_within(Duration::from_secs(15)));
+}
