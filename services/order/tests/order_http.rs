@@ -132,57 +132,6 @@ async fn concurrent_orders_for_the_last_units_never_oversell() {
     assert_eq!(shop.count("SELECT COUNT(*) FROM outbox").await, 5);
 }
 
-/// A client's retry that takes over an abandoned request (its first try reserved stock, then lost
-/// its database and gave the stock back) must not fail for good with "use a new order number":
-/// nothing was ordered under the old number, so the retry goes on under a new one.
-#[tokio::test]
-async fn a_taken_over_request_whose_number_was_released_is_placed_under_a_new_number() {
-    use sqlx::Connection;
-    let shop = Shop::start(Opts::default()).await;
-    shop.set_stock("t", 10).await;
-    let lines = json!([{"skuCode": "t", "price": 5, "quantity": 2}]);
-
-    // The abandoned first try: its key in flight long ago under "old-number", whose reservation
-    // inventory has released (a release before any reservation marks the number released too).
-    let r = shop
-        .http
-        .delete(format!(
-            "{}/api/inventory/reservations/old-number",
-            shop.inventory.base_url()
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
-    let parsed = serde_json::from_value(json!({"orderLineItemsDtoList": lines.clone()})).unwrap();
-    let fingerprint = shop_order::model::fingerprint(&shop_order::model::validate(parsed).unwrap());
-    let mut db = sqlx::MySqlConnection::connect(&shop.order_db)
-        .await
-        .unwrap();
-    sqlx::query(
-        "INSERT INTO idempotency_keys (idem_key, fingerprint, order_number, state, updated_at) \
-         VALUES ('key-taken', ?, 'old-number', 'IN_FLIGHT', NOW(6) - INTERVAL 1 HOUR)",
-    )
-    .bind(&fingerprint)
-    .execute(&mut db)
-    .await
-    .unwrap();
-
-    let (status, _, body) = shop.order(lines.clone(), Some("key-taken")).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let number = body["orderNumber"].as_str().unwrap().to_owned();
-    assert_ne!(number, "old-number");
-    assert_eq!(shop.stock("t").await, 8, "taken once");
-    // The key now answers with that order.
-    let (again, _, replay) = shop.order(lines, Some("key-taken")).await;
-    assert_eq!((again, &replay), (StatusCode::CREATED, &body));
-    assert_eq!(
-        shop.count("SELECT COUNT(*) FROM orders WHERE status = 'PLACED'")
-            .await,
-        1
-    );
-}
-
 #[tokio::test]
 async fn idempotency_key_replays_refuses_a_different_body_and_detects_in_flight() {
     let shop = Shop::start(Opts {
