@@ -31,8 +31,32 @@ const JAVA: &str = "/opt/java/bin/java";
 /// Zipkin's executable jar in the zipkin image.
 const ZIPKIN_JAR: &str = "/opt/zipkin/zipkin.jar";
 
+/// `--help`: every environment variable each store reads.
+const HELP: &str = "\
+shop-store-entry: entrypoint of the local store images; prepares the store from the environment, then
+runs it (exec). Usage: shop-store-entry mariadb|kafka|zipkin
+
+mariadb   MARIADB_ROOT_PASSWORD (or MYSQL_ROOT_PASSWORD)  root's password; needed on a new data directory
+          MARIADB_USER, MARIADB_PASSWORD (or MYSQL_*)     an account created with the data directory
+          MARIADB_DATABASE (or MYSQL_DATABASE)            a database created with it (granted to the user)
+          MARIADB_AUTO_UPGRADE                            accepted; the image's version is fixed, nothing to upgrade
+          SHOP_STORE_DATA_DIR    data directory (default /var/lib/mysql)
+          SHOP_STORE_INITDB_DIR  *.sql run once on a new data directory (default /docker-entrypoint-initdb.d)
+          SHOP_STORE_PORT        port (default 3306)
+kafka     CLUSTER_ID             KRaft cluster id; formats the log directories once (required)
+          KAFKA_<NAME>           server.properties key <name>: lower case, ___ -> '-', __ -> '_', _ -> '.'
+                                 (KAFKA_PROCESS_ROLES, KAFKA_NODE_ID, KAFKA_LISTENERS, KAFKA_LOG_DIRS required)
+          KAFKA_HEAP_OPTS        JVM heap (default -Xms256m -Xmx512m)
+          KAFKA_JVM_PERFORMANCE_OPTS, KAFKA_OPTS  more JVM options
+zipkin    JAVA_OPTS              JVM options (default -Xms128m -Xmx256m); Zipkin reads STORAGE_TYPE etc. itself
+";
+
 fn main() {
     let store = std::env::args().nth(1).unwrap_or_default();
+    if matches!(store.as_str(), "--help" | "-h" | "help") {
+        print!("{HELP}");
+        return;
+    }
     let result = match store.as_str() {
         "mariadb" => mariadb::run(),
         "kafka" => kafka::run(),
