@@ -71,8 +71,19 @@ install() {
   "$HELM" "${HELM_ARGS[@]}"
 }
 
+# The Shop file names its components' images; loaded images with another repository or tag
+# (SHOP_IMAGE_REPO/SHOP_IMAGE_TAG) would leave its pods waiting for images nobody loaded.
+check_shop_images() {
+  grep -qx "    repository: $REPO" "$SHOP_FILE" && grep -qx "    tag: $TAG" "$SHOP_FILE" || {
+    echo "hack/kind.sh: $SHOP_FILE's spec.image is not $REPO with tag $TAG, the images 'images' loads;" \
+      "edit spec.image there or unset SHOP_IMAGE_REPO/SHOP_IMAGE_TAG" >&2
+    exit 1
+  }
+}
+
 shop() {
   need kubectl "kubectl"
+  check_shop_images
   local k=(kubectl --context "$CONTEXT") start=$SECONDS phase=
   "${k[@]}" create namespace "$SHOP_NS" --dry-run=client -o yaml | "${k[@]}" apply -f -
   "${k[@]}" label namespace "$SHOP_NS" --overwrite \
@@ -91,6 +102,7 @@ shop() {
 }
 
 plan() {
+  check_shop_images
   local ref _ a
   while IFS=$'\t' read -r ref _; do echo "image $ref"; done < <(image_builds)
   helm_args

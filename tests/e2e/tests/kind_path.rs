@@ -211,3 +211,20 @@ async fn the_api_server_accepts_the_kind_shop_as_written() {
         "the API server refuses the kind Shop: {created:?}"
     );
 }
+
+#[test]
+fn another_image_tag_than_the_kind_shop_names_is_refused_before_anything_runs() {
+    // Loading :v2 while the Shop runs :dev is how a first try ended with pods waiting for images
+    // nobody loaded; `plan` (and `shop`) refuse it, naming the file.
+    let out = Command::new(repo_root().join("hack/kind.sh"))
+        .arg("plan")
+        .env("SHOP_IMAGE_TAG", "v2")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("examples/kind/shop.yaml") && err.contains("v2"),
+        "{err}"
+    );
+}
