@@ -44,5 +44,6 @@ cargo build --workspace --bins --locked
 # The platform as pods on the real node (operator by Helm, the example Shop): the real-node tests
 # in tests/e2e/tests/real_node*.rs run against it.
 hack/platform.sh up
+hack/tools.sh spring  # the real Spring clients tests/e2e/tests/spring_clients.rs runs (built once per source hash)
 cargo test --workspace --locked --no-fail-fast -- --test-threads="${SHOP_TEST_THREADS:-4}"
 log "make test finished in $(( SECONDS - t0 ))s"

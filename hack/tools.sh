@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs or builds every tool of the local stack, from package registries only (no Docker, no
 # prebuilt downloads). Each tool is cached under $CACHE_DIR/<tool>-<version>; a tool whose cache
-# directory holds a finished marker is not rebuilt. Usage: hack/tools.sh [all|k8s|kwok|helm|coredns|mongo|kafka|zipkin|apt]...
+# directory holds a finished marker is not rebuilt. Usage: hack/tools.sh [all|k8s|kwok|helm|coredns|mongo|kafka|zipkin|apt|spring|spring-jar]...
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 GO_BUILD_FLAGS=(-trimpath)
@@ -132,6 +132,35 @@ tool_zipkin() {
   touch "$out/.done"
 }
 
+# The real Spring clients of tests/e2e/tests/spring_clients.rs (a test tool, never product code): one jar built
+# from tests/spring with Maven, Spring Boot and Spring Cloud from Maven Central (~/.m2 is their cache). Keyed
+# by a hash of tests/spring's sources, so an edit there rebuilds it and nothing else does.
+spring_dir() {
+  local h
+  h=$(cd "$ROOT_DIR/tests/spring" && find pom.xml src -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
+  printf '%s\n' "$CACHE_DIR/spring-clients-$h"
+}
+
+tool_spring() {
+  local out src t0=$SECONDS
+  out=$(spring_dir)
+  [[ -f $out/.done ]] && return 0
+  command -v mvn >/dev/null || die "mvn not found: the Spring test clients need Maven and Java 17 (apt-get install maven openjdk-17-jdk-headless)"
+  log "building the Spring test clients (tests/spring: Spring Boot 4.0.7, Spring Cloud 2025.1.4) into $out"
+  src=$CACHE_DIR/src/${out##*/}
+  rm -rf "$src" && mkdir -p "$src" "$out"
+  cp -R "$ROOT_DIR/tests/spring/pom.xml" "$ROOT_DIR/tests/spring/src" "$src/"
+  # Offline first (~/.m2 already holds everything after the first build); online when something is missing.
+  (
+    cd "$src"
+    mvn -B -q -o -Dstyle.color=never package -DskipTests >/dev/null 2>&1 \
+      || mvn -B -q -Dstyle.color=never package -DskipTests
+  )
+  cp "$src/target/spring-clients.jar" "$out/spring-clients.jar"
+  touch "$out/.done"
+  log "Spring test clients built in $(( SECONDS - t0 ))s"
+}
+
 # CoreDNS, the cluster DNS of the real node: answers *.svc.cluster.local from the API server.
 tool_coredns() {
   local out=$CACHE_DIR/coredns-$COREDNS_VERSION
@@ -175,6 +204,8 @@ main() {
     case $t in
       all) tool_apt; tool_kafka; tool_zipkin; tool_mongo; tool_kwok; tool_helm; tool_k8s; tool_coredns ;;
       k8s|kwok|helm|mongo|kafka|zipkin|apt|coredns) "tool_$t" ;;
+      spring) tool_spring ;;
+      spring-jar) printf '%s/spring-clients.jar\n' "$(spring_dir)" ;; # where the tests find the jar
       *) die "unknown tool '$t'" ;;
     esac
   done
