@@ -515,21 +515,7 @@ fn script_images_match_the_dockerfiles() {
     for b in binaries {
         binary_path(b);
     }
-    let status = Command::new(root.join("hack/images.sh"))
-        .args(["build", profile()])
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "hack/images.sh build {} failed",
-        profile()
-    );
-    let list = Command::new(root.join("hack/images.sh"))
-        .arg("list")
-        .output()
-        .unwrap();
-    assert!(list.status.success(), "hack/images.sh list failed");
-    let list = String::from_utf8(list.stdout).unwrap();
+    let list = build_and_list();
 
     let mut diffs = Vec::new();
     let mut seen = Vec::new();
@@ -637,21 +623,7 @@ CMD ["run", "--x"]
 #[test]
 fn store_images_run_as_the_operators_uid_with_their_entrypoint_and_no_shell() {
     use shop_operator::stores::Store;
-    let root = repo_root();
-    let status = Command::new(root.join("hack/images.sh"))
-        .args(["build", profile()])
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "hack/images.sh build {} failed",
-        profile()
-    );
-    let list = Command::new(root.join("hack/images.sh"))
-        .arg("list")
-        .output()
-        .unwrap();
-    let list = String::from_utf8(list.stdout).unwrap();
+    let list = build_and_list();
     let mut problems = Vec::new();
     for store in Store::ALL {
         let name = match store {
@@ -708,4 +680,21 @@ fn store_images_run_as_the_operators_uid_with_their_entrypoint_and_no_shell() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Runs `hack/images.sh build` (unchanged images are kept) and returns `hack/images.sh list`.
+fn build_and_list() -> String {
+    let script = repo_root().join("hack/images.sh");
+    let status = Command::new(&script)
+        .args(["build", profile()])
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "hack/images.sh build {} failed",
+        profile()
+    );
+    let list = Command::new(&script).arg("list").output().unwrap();
+    assert!(list.status.success(), "hack/images.sh list failed");
+    String::from_utf8(list.stdout).unwrap()
 }
