@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs or builds every tool of the local stack, from package registries only (no Docker, no
 # prebuilt downloads). Each tool is cached under $CACHE_DIR/<tool>-<version>; a tool whose cache
-# directory holds a finished marker is not rebuilt. Usage: hack/tools.sh [all|k8s|kwok|helm|coredns|mongo|kafka|zipkin|apt|spring|spring-jar]...
+# directory holds a finished marker is not rebuilt. Usage: hack/tools.sh [all|k8s|kwok|helm|coredns|mongo|kafka|zipkin|apt|spring|spring-jar|gateway-api|gateway-api-crds]...
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 GO_BUILD_FLAGS=(-trimpath)
@@ -172,6 +172,26 @@ tool_coredns() {
   touch "$out/.done"
 }
 
+# Gateway API CRDs, standard channel (a test tool, never installed by the chart): the YAML of
+# sigs.k8s.io/gateway-api's config/crd/standard from its Go module, copied out of the module cache.
+# The operator's cluster tests apply them to the local API server to exercise HTTPRoutes; the
+# ValidatingAdmissionPolicy of that folder is left out (it only guards CRD upgrades).
+tool_gateway_api() {
+  local out=$CACHE_DIR/gateway-api-$GATEWAY_API_VERSION dir tmp
+  [[ -f $out/.done ]] && return 0
+  log "fetching the Gateway API $GATEWAY_API_VERSION CRDs (standard channel) from the Go module proxy"
+  tmp=$(mktemp -d)
+  dir=$(cd "$tmp" && go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  rm -rf "$tmp"
+  [[ -d $dir/config/crd/standard ]] || die "go mod download sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION gave no config/crd/standard"
+  rm -rf "$out" && mkdir -p "$out"
+  cp "$dir"/config/crd/standard/gateway.networking.k8s.io_*.yaml "$out/"
+  rm -f "$out"/gateway.networking.k8s.io_vap_*.yaml
+  chmod u+w "$out"/*.yaml
+  [[ -f $out/gateway.networking.k8s.io_httproutes.yaml ]] || die "no HTTPRoute CRD in gateway-api $GATEWAY_API_VERSION"
+  touch "$out/.done"
+}
+
 # Debian packages: MariaDB server; containerd, runc, the CNI plugins, iptables and conntrack for the
 # real node; umoci and skopeo to build images without Docker (and nginx, wrk and valgrind, used only
 # by `make bench`).
@@ -202,10 +222,13 @@ main() {
   ((${#what[@]})) || what=(all)
   for t in "${what[@]}"; do
     case $t in
-      all) tool_apt; tool_kafka; tool_zipkin; tool_mongo; tool_kwok; tool_helm; tool_k8s; tool_coredns ;;
+      all) tool_apt; tool_kafka; tool_zipkin; tool_mongo; tool_kwok; tool_helm; tool_k8s; tool_coredns; tool_gateway_api ;;
       k8s|kwok|helm|mongo|kafka|zipkin|apt|coredns) "tool_$t" ;;
       spring) tool_spring ;;
       spring-jar) printf '%s/spring-clients.jar\n' "$(spring_dir)" ;; # where the tests find the jar
+      gateway-api) tool_gateway_api ;;
+      # fetched when missing, then the folder of the CRD files is printed (the operator's tests use it)
+      gateway-api-crds) tool_gateway_api; printf '%s\n' "$CACHE_DIR/gateway-api-$GATEWAY_API_VERSION" ;;
       *) die "unknown tool '$t'" ;;
     esac
   done

@@ -1,7 +1,8 @@
 //! Step 3 of the pipeline (client): server-side applies every rendered object with the operator's
 //! field manager (forced, so a hand edit of a field we own is reverted), component by component in
 //! start order — registry first, gateway last — and deletes this Shop's objects that are no longer
-//! rendered (a component disabled, replicas down to one so no PDB). Managed stores go first (their
+//! rendered (a component disabled, replicas down to one so no PDB, the gateway's Ingress or
+//! HTTPRoute dropped from the spec). Managed stores go first (their
 //! credentials Secret, then each store's Service and StatefulSet): the components connect to
 //! them. PersistentVolumeClaims and the credentials Secret are never deleted here: they hold data.
 
@@ -11,7 +12,7 @@ use std::fmt::Debug;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -21,6 +22,7 @@ use serde::de::DeserializeOwned;
 use crate::build::{ComponentResources, Resources, shop_selector};
 use crate::component::Component;
 use crate::error::Error;
+use crate::exposure::{Apis, ExposureObject, HttpRoute};
 use crate::metrics::Metrics;
 use crate::status::SecretCheck;
 use crate::stores::{self, Store, StoreCredentials, StoreResources};
@@ -132,6 +134,8 @@ fn kind_of<K: Child>() -> &'static str {
         "NetworkPolicy" => "NetworkPolicy",
         "StatefulSet" => "StatefulSet",
         "Secret" => "Secret",
+        "Ingress" => "Ingress",
+        "HTTPRoute" => "HTTPRoute",
         _ => "Object",
     }
 }
@@ -294,7 +298,44 @@ pub async fn apply_all(
             applied.fingerprints.extend(fps);
         }
     }
+    // After the gateway: the route points at its Service.
+    let exposure = match &res.exposure {
+        Some(ExposureObject::Ingress(i)) => {
+            let (k, f, _) = apply_one(client, ns, i, metrics).await?;
+            Some((k, f))
+        }
+        Some(ExposureObject::HttpRoute(r)) => {
+            let (k, f, _) = apply_one(client, ns, r, metrics).await?;
+            Some((k, f))
+        }
+        None => None,
+    };
+    applied.fingerprints.extend(exposure);
     Ok(applied)
+}
+
+/// Which of the exposure APIs the cluster serves: one discovery request per API group
+/// (`/apis/networking.k8s.io/v1`, `/apis/gateway.networking.k8s.io/v1`); a group the API server
+/// does not know (404) is simply not served.
+pub async fn discover_apis(client: &Client) -> Result<Apis, Error> {
+    async fn serves(client: &Client, group_version: &str, plural: &str) -> Result<bool, Error> {
+        match client.list_api_group_resources(group_version).await {
+            Ok(list) => Ok(list.resources.iter().any(|r| r.name == plural)),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+            Err(source) => Err(Error::Discovery {
+                group_version: group_version.to_string(),
+                source,
+            }),
+        }
+    }
+    let (ingress, http_route) = futures::try_join!(
+        serves(client, crate::exposure::INGRESS_API_VERSION, "ingresses"),
+        serves(client, crate::exposure::GATEWAY_API_VERSION, "httproutes"),
+    )?;
+    Ok(Apis {
+        ingress,
+        http_route,
+    })
 }
 
 fn names<'a, K: Resource + 'a>(objs: impl IntoIterator<Item = &'a K>) -> BTreeSet<String> {
@@ -340,17 +381,52 @@ async fn delete_orphans_of<K: Child>(
 }
 
 /// Deletes this Shop's children that the current spec no longer renders. Returns `Kind/name` of
-/// what was deleted.
+/// what was deleted. Ingresses and HTTPRoutes are looked at only when the cluster serves their
+/// API (`apis`): without it there is nothing to list, and nothing the operator could have made.
 pub async fn delete_orphans(
     client: &Client,
     ns: &str,
     shop: &str,
     owner_uid: &str,
     res: &Resources,
+    apis: Apis,
     metrics: &Metrics,
 ) -> Result<Vec<String>, Error> {
     let c = &res.components;
     let mut deleted = Vec::new();
+    // The route first: it points at the gateway's Service.
+    let exposed: BTreeSet<String> = res.exposure.iter().map(|e| e.name().to_string()).collect();
+    let no_keep = BTreeSet::new();
+    let keep_of = |kind| match &res.exposure {
+        Some(e) if e.kind() == kind => &exposed,
+        _ => &no_keep,
+    };
+    if apis.ingress {
+        deleted.extend(
+            delete_orphans_of::<Ingress>(
+                client,
+                ns,
+                shop,
+                owner_uid,
+                keep_of(crate::exposure::ExposureKind::Ingress),
+                metrics,
+            )
+            .await?,
+        );
+    }
+    if apis.http_route {
+        deleted.extend(
+            delete_orphans_of::<HttpRoute>(
+                client,
+                ns,
+                shop,
+                owner_uid,
+                keep_of(crate::exposure::ExposureKind::HttpRoute),
+                metrics,
+            )
+            .await?,
+        );
+    }
     // Workloads first so pods stop before their config and identity go. A store's StatefulSet
     // goes when the store is no longer managed; its PVC stays unless `keepData: false` (then
     // the StatefulSet's retention policy has the garbage collector remove it).
@@ -494,15 +570,16 @@ fn by_store(sets: Vec<StatefulSet>) -> BTreeMap<Store, StatefulSet> {
 }
 
 /// Every child of a Shop as it is now: fingerprints, Deployments and StatefulSets. Seven lists
-/// (and a get of the stores' Secret when one is rendered: the operator may not list Secrets),
-/// used to skip re-applying when nothing changed since the last apply (the steady state makes
-/// no writes).
+/// (and a get of the stores' Secret when one is rendered: the operator may not list Secrets;
+/// Ingresses and HTTPRoutes when the cluster serves them), used to skip re-applying when
+/// nothing changed since the last apply (the steady state makes no writes).
 pub async fn observe(
     client: &Client,
     ns: &str,
     shop: &str,
     owner_uid: &str,
     store_secret: Option<&str>,
+    apis: Apis,
 ) -> Result<Observation, Error> {
     let (deps, svcs, cms, sas, nps, pdbs, sets) = futures::try_join!(
         list_owned::<Deployment>(client, ns, shop, owner_uid),
@@ -526,6 +603,14 @@ pub async fn observe(
     fps.extend(pdbs.iter().map(|o| (key_of(o), fingerprint(o))));
     fps.extend(deps.iter().map(|o| (key_of(o), fingerprint(o))));
     fps.extend(sets.iter().map(|o| (key_of(o), fingerprint(o))));
+    if apis.ingress {
+        let ingresses = list_owned::<Ingress>(client, ns, shop, owner_uid).await?;
+        fps.extend(ingresses.iter().map(|o| (key_of(o), fingerprint(o))));
+    }
+    if apis.http_route {
+        let routes = list_owned::<HttpRoute>(client, ns, shop, owner_uid).await?;
+        fps.extend(routes.iter().map(|o| (key_of(o), fingerprint(o))));
+    }
     Ok(Observation {
         fingerprints: fps,
         deployments: by_component(deps),

@@ -26,6 +26,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::component::Component;
 use crate::crd::SecretKeyRef;
+use crate::exposure::{self, ExposureObject};
 use crate::stores::{self, StoreCredentials, StoreResources, StoreSecret};
 use crate::validate::{ResolvedComponent, ValidatedShop};
 
@@ -94,6 +95,10 @@ pub struct Resources {
     /// The generated credentials of the managed stores (`<shop>-stores`), when a managed store
     /// needs one; `None` from [`build`], which has no credentials.
     pub store_secret: Option<StoreSecret>,
+    /// The Ingress or HTTPRoute exposing the gateway (`spec.components.gateway.ingress` /
+    /// `.httpRoute`), applied after the gateway; the controller removes it (see
+    /// [`crate::exposure::plan`]) when the cluster does not serve its API.
+    pub exposure: Option<ExposureObject>,
 }
 
 /// Object name of a component's children.
@@ -242,6 +247,15 @@ pub fn desired_hash(res: &Resources) -> String {
         for p in parts {
             h.feed(p.unwrap_or_default().as_bytes());
         }
+    }
+    match &res.exposure {
+        Some(ExposureObject::Ingress(i)) => {
+            h.feed(serde_json::to_string(i).unwrap_or_default().as_bytes())
+        }
+        Some(ExposureObject::HttpRoute(r)) => {
+            h.feed(serde_json::to_string(r).unwrap_or_default().as_bytes())
+        }
+        None => {}
     }
     format!("{:016x}", h.0)
 }
@@ -686,5 +700,6 @@ pub fn build(shop: &ValidatedShop) -> Resources {
         components,
         stores,
         store_secret: None,
+        exposure: exposure::render(shop),
     }
 }

@@ -22,6 +22,7 @@ use crate::build::{self, Resources};
 use crate::component::Component;
 use crate::crd::{Shop, ShopStatus};
 use crate::error::Error;
+use crate::exposure::{self, Apis, ExposureState};
 use crate::metrics::Metrics;
 use crate::status::{self, Observed, ObservedStore, Outcome, SecretCheck, StoreState};
 use crate::stores::{self, StoreCredentials};
@@ -29,6 +30,12 @@ use crate::validate::validate;
 
 /// How soon a Shop whose external store's Secret is missing looks again (Secrets are not watched).
 pub const SECRET_RECHECK: Duration = Duration::from_secs(10);
+/// How long a discovery of the optional APIs (Ingress, Gateway API) is reused: CRDs come and go
+/// rarely, and a fresh look per reconcile would cost two requests each time.
+pub const API_DISCOVERY_TTL: Duration = Duration::from_secs(30);
+/// How soon a Shop asking for an Ingress or HTTPRoute whose API is missing looks again, so it is
+/// exposed soon after someone installs the API (nothing watches CRDs being installed).
+pub const API_RECHECK: Duration = Duration::from_secs(60);
 
 /// Tunables of the reconciler.
 #[derive(Clone, Debug)]
@@ -64,6 +71,8 @@ pub struct Context {
     /// Per Shop uid: hash of the last desired state applied and the fingerprints of the objects
     /// the API server returned. When both still match, a reconcile only reads.
     applied: Mutex<HashMap<String, (String, Fingerprints)>>,
+    /// The last discovery of the optional APIs, and when it was made.
+    apis: Mutex<Option<(Instant, Apis)>>,
     /// Tunables.
     pub settings: ReconcileSettings,
 }
@@ -82,6 +91,7 @@ impl Context {
             metrics,
             failures: Mutex::new(HashMap::new()),
             applied: Mutex::new(HashMap::new()),
+            apis: Mutex::new(None),
             settings,
         }
     }
@@ -92,6 +102,19 @@ impl Context {
 
     fn applied(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Fingerprints)>> {
         self.applied.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Which optional APIs the cluster serves, rediscovered at most every [`API_DISCOVERY_TTL`].
+    async fn apis(&self) -> Result<Apis, Error> {
+        let cached = *self.apis.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, apis)) = cached
+            && at.elapsed() < API_DISCOVERY_TTL
+        {
+            return Ok(apis);
+        }
+        let apis = apply::discover_apis(&self.client).await?;
+        *self.apis.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), apis));
+        Ok(apis)
     }
 
     async fn event(
@@ -253,8 +276,13 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
     };
 
     let uid = shop.uid().unwrap_or_default();
+    let mut exposure_state: Option<ExposureState> = None;
     let (workloads, outcome, apply_error) = match resources {
-        Some(resources) => {
+        Some(mut resources) => {
+            // An Ingress/HTTPRoute whose API the cluster does not serve is left out (the rest is
+            // applied as usual) and reported in the `Exposed` condition.
+            let apis = ctx.apis().await?;
+            exposure_state = exposure::plan(&mut resources.exposure, apis);
             let desired_hash = build::desired_hash(&resources);
             let secret_name = resources
                 .store_secret
@@ -265,7 +293,8 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
             if let Some((hash, fps)) = cached
                 && hash == desired_hash
             {
-                let now = apply::observe(client, &ns, &name, &uid, secret_name.as_deref()).await?;
+                let now =
+                    apply::observe(client, &ns, &name, &uid, secret_name.as_deref(), apis).await?;
                 if now.fingerprints == fps {
                     unchanged = Some(now);
                 } else {
@@ -289,6 +318,7 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
                             &name,
                             &uid,
                             &resources,
+                            apis,
                             &ctx.metrics,
                         )
                         .await?;
@@ -376,14 +406,25 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
             }
         }))
         .collect();
-    let new_status = status::compute(
+    let now = now();
+    let mut new_status = status::compute(
         generation,
         &observed,
         &observed_stores,
         &outcome,
         shop.status.as_ref(),
-        &now(),
+        &now,
     );
+    if let Some(state) = &exposure_state {
+        new_status.conditions.push(status::exposure_condition(
+            state,
+            apply_error.is_none(),
+            generation,
+            shop.status.as_ref(),
+            &now,
+        ));
+    }
+    let waits_for_api = matches!(exposure_state, Some(ExposureState::ApiMissing(_)));
     let old_phase = shop.status.as_ref().and_then(|s| s.phase.clone());
     if shop.status.as_ref() != Some(&new_status) {
         write_status(client, &ns, &name, &new_status, &ctx.metrics).await?;
@@ -411,6 +452,7 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
     Ok(match outcome {
         Outcome::Invalid(_) => Action::await_change(),
         _ if waits_for_secret => Action::requeue(ctx.settings.requeue.min(SECRET_RECHECK)),
+        _ if waits_for_api => Action::requeue(ctx.settings.requeue.min(API_RECHECK)),
         _ => Action::requeue(ctx.settings.requeue),
     })
 }

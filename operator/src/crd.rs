@@ -194,9 +194,12 @@ impl Default for ComponentSpec {
     }
 }
 
-/// The gateway: a component plus JWT, rate-limit and Service-type settings.
+/// The gateway: a component plus JWT, rate-limit and Service-type settings, and how it is
+/// exposed outside the cluster (an Ingress or a Gateway API HTTPRoute, at most one).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.ingress) || !has(self.httpRoute)").message("gateway.ingress and gateway.httpRoute cannot both be set: expose the gateway through one of them"))]
+#[x_kube(validation = Rule::new("(!has(self.ingress) && !has(self.httpRoute)) || !has(self.enabled) || self.enabled").message("gateway.ingress and gateway.httpRoute need the gateway enabled (they route to its Service)"))]
 pub struct GatewaySpec {
     /// Common component settings.
     #[serde(flatten)]
@@ -210,6 +213,83 @@ pub struct GatewaySpec {
     /// Token-bucket rate limit per client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSpec>,
+    /// An Ingress (`networking.k8s.io/v1`) `<shop>-gateway` routing `/` on `host` to the
+    /// gateway's Service; removed when this section is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
+    /// A Gateway API HTTPRoute (`gateway.networking.k8s.io/v1`) `<shop>-gateway` attaching the
+    /// gateway's Service to existing Gateways; created only when the cluster serves the Gateway
+    /// API (condition `Exposed` says otherwise); removed when this section is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_route: Option<HttpRouteSpec>,
+}
+
+/// Most `httpRoute.parentRefs` (the Gateway API's own limit).
+pub const MAX_ROUTE_PARENTS: usize = 32;
+/// Most `httpRoute.hostnames` (the Gateway API's own limit).
+pub const MAX_ROUTE_HOSTNAMES: usize = 16;
+/// Most `ingress.annotations`.
+pub const MAX_INGRESS_ANNOTATIONS: usize = 64;
+
+/// The Ingress the operator creates for the gateway.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    /// `ingressClassName`: which Ingress controller serves it; absent: the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("gateway.ingress.className must be an IngressClass name (a DNS subdomain); leave it out for the default class"))]
+    pub class_name: Option<String>,
+    /// The host name clients use, e.g. `shop.example.com` (a leading `*.` wildcard is allowed).
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self != ''").message("gateway.ingress.host must not be empty"))]
+    #[x_kube(validation = Rule::new("self == '' || self.matches('^([*][.])?[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("gateway.ingress.host must be a DNS name (lower-case letters, digits, '-' and '.', optionally starting with '*.'), e.g. shop.example.com"))]
+    pub host: String,
+    /// A `kubernetes.io/tls` Secret in the Shop's namespace holding the certificate for `host`:
+    /// the Ingress then terminates TLS for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("gateway.ingress.tlsSecretName must be a Secret name (a DNS subdomain)"))]
+    pub tls_secret_name: Option<String>,
+    /// Annotations of the Ingress, for the controller that serves it (e.g.
+    /// `nginx.ingress.kubernetes.io/proxy-body-size`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_INGRESS_ANNOTATIONS, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The HTTPRoute the operator creates for the gateway.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteSpec {
+    /// The Gateways (or listeners of one) the route attaches to; at least one.
+    #[schemars(length(min = 1, max = MAX_ROUTE_PARENTS))]
+    pub parent_refs: Vec<RouteParentRef>,
+    /// Host names the route answers (each a DNS name, optionally `*.`); absent: the listeners'.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_ROUTE_HOSTNAMES), extend("items" = {"type": "string", "maxLength": 253}))]
+    #[x_kube(validation = Rule::new("self.all(h, h.matches('^([*][.])?[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$'))").message("gateway.httpRoute.hostnames must be DNS names (lower-case letters, digits, '-' and '.', optionally starting with '*.'), at most 253 characters"))]
+    pub hostnames: Vec<String>,
+}
+
+/// A Gateway the HTTPRoute attaches to.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteParentRef {
+    /// Name of the Gateway.
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self != ''").message("gateway.httpRoute.parentRefs[].name must not be empty"))]
+    pub name: String,
+    /// Namespace of the Gateway; absent: the Shop's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("gateway.httpRoute.parentRefs[].namespace must be a namespace name (a DNS label)"))]
+    pub namespace: Option<String>,
+    /// One listener of that Gateway, by name; absent: every listener that allows the route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("gateway.httpRoute.parentRefs[].sectionName must be a listener name (a DNS subdomain)"))]
+    pub section_name: Option<String>,
 }
 
 /// Kubernetes Service type for the gateway.

@@ -70,6 +70,15 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// API discovery (which of the optional APIs the cluster serves) failed.
+    #[error("discovering {group_version}: {source}")]
+    Discovery {
+        /// `group/version` asked for.
+        group_version: String,
+        /// API error.
+        #[source]
+        source: kube::Error,
+    },
     /// Writing the status subresource failed.
     #[error("writing status: {0}")]
     Status(#[source] kube::Error),
@@ -87,6 +96,7 @@ impl Error {
             Self::Get { .. } => "get",
             Self::Delete { .. } => "delete",
             Self::Status(_) => "status",
+            Self::Discovery { .. } => "discovery",
             Self::Unnamed(_) => "build",
         }
     }

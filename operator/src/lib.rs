@@ -2,7 +2,7 @@
 //!
 //! The reconcile is a pipeline with one module per step:
 //! [`validate`] (pure) → [`build`] (pure, no client; the managed backing stores come from
-//! [`stores`]) → [`apply`] (server-side apply, orphan cleanup) → [`status`] (pure,
+//! [`stores`], the gateway's Ingress or HTTPRoute from [`exposure`]) → [`apply`] (server-side apply, orphan cleanup) → [`status`] (pure,
 //! deterministic). [`controller`] glues the steps together and
 //! [`operator`] runs the kube `Controller` with start-up checks and leader election.
 
@@ -13,6 +13,7 @@ pub mod component;
 pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod exposure;
 pub mod lease;
 pub mod metrics;
 pub mod operator;

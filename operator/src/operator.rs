@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::ListParams;
 use kube::core::DeserializeGuard;
@@ -25,6 +25,7 @@ use tracing::{info, warn};
 use crate::build::{MANAGED_BY, labels};
 use crate::controller::{Context, ReconcileSettings, error_policy, reconcile};
 use crate::crd::{CRD_NAME, Shop};
+use crate::exposure::{Apis, HttpRoute};
 use crate::lease::{self, LeaseError, LeaseSettings};
 use crate::metrics::Metrics;
 
@@ -129,8 +130,13 @@ where
 }
 
 /// Start-up checks: the CRD answers, and every kind the operator watches can be listed (a missing
-/// `list` would otherwise only show as silent backoff).
-pub async fn preflight(client: &Client, namespace: Option<&str>) -> Result<(), RunError> {
+/// `list` would otherwise only show as silent backoff). Ingresses and HTTPRoutes only when the
+/// cluster serves them (`apis`, from discovery): a cluster without the Gateway API is fine.
+pub async fn preflight(
+    client: &Client,
+    namespace: Option<&str>,
+    apis: Apis,
+) -> Result<(), RunError> {
     let shops = api::<Shop>(client, namespace);
     match shops.list(&ListParams::default().limit(1)).await {
         Ok(_) => {}
@@ -156,6 +162,12 @@ pub async fn preflight(client: &Client, namespace: Option<&str>) -> Result<(), R
     can_list::<PodDisruptionBudget>(client, namespace, Some(&sel)).await?;
     can_list::<NetworkPolicy>(client, namespace, Some(&sel)).await?;
     can_list::<StatefulSet>(client, namespace, Some(&sel)).await?;
+    if apis.ingress {
+        can_list::<Ingress>(client, namespace, Some(&sel)).await?;
+    }
+    if apis.http_route {
+        can_list::<HttpRoute>(client, namespace, Some(&sel)).await?;
+    }
     // No Secret list: the operator reads Secrets only by name (its `<shop>-stores` and the
     // Secrets external stores point at) and its RBAC does not let it list them.
     Ok(())
@@ -176,7 +188,18 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let ns = settings.namespace.as_deref();
-    preflight(&client, ns).await?;
+    // Which optional kinds can be watched: watching HTTPRoutes on a cluster without the Gateway
+    // API would only fail over and over. The reconciler rediscovers on its own (a Gateway API
+    // installed later is used within a minute; its HTTPRoutes are then restored by the periodic
+    // resync rather than by a watch until the operator restarts).
+    let apis = match crate::apply::discover_apis(&client).await {
+        Ok(apis) => apis,
+        Err(crate::error::Error::Discovery { source, .. }) => {
+            return Err(RunError::Unreachable(source));
+        }
+        Err(_) => Apis::default(),
+    };
+    preflight(&client, ns, apis).await?;
 
     // Leader election: wait for the Lease, then renew it in the background; losing it stops the
     // controller and makes `run` fail, so the process exits and Kubernetes restarts it.
@@ -217,14 +240,26 @@ pub async fn run(
     let owned = watcher::Config::default().labels(&managed_selector());
     let shops = api::<DeserializeGuard<Shop>>(&client, ns);
     let stop_fut = stop.clone();
-    Controller::new(shops, watcher::Config::default().any_semantic())
+    let mut controller = Controller::new(shops, watcher::Config::default().any_semantic())
         .owns(api::<Deployment>(&client, ns), owned.clone())
         .owns(api::<Service>(&client, ns), owned.clone())
         .owns(api::<ConfigMap>(&client, ns), owned.clone())
         .owns(api::<ServiceAccount>(&client, ns), owned.clone())
         .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
         .owns(api::<NetworkPolicy>(&client, ns), owned.clone())
-        .owns(api::<StatefulSet>(&client, ns), owned)
+        .owns(api::<StatefulSet>(&client, ns), owned.clone());
+    if apis.ingress {
+        controller = controller.owns(api::<Ingress>(&client, ns), owned.clone());
+    }
+    if apis.http_route {
+        controller = controller.owns(api::<HttpRoute>(&client, ns), owned);
+    }
+    info!(
+        ingress = apis.ingress,
+        http_route = apis.http_route,
+        "optional APIs served (owned watches)"
+    );
+    controller
         .with_config(
             controller::Config::default()
                 .concurrency(settings.concurrency)

@@ -4,13 +4,15 @@
 //! `status` flips, so an unchanged world yields a byte-identical status and no write at all.
 //! Each backing store in use has its own condition (`MysqlReady`, `MongodbReady`, `KafkaReady`,
 //! `ZipkinReady`, after the three Shop conditions, in that order); the Shop is `Available` only
-//! when its stores are ready too.
+//! when its stores are ready too. A Shop asking for an Ingress or an HTTPRoute also gets
+//! `Exposed` last, which only informs (see [`exposure_condition`]).
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::component::Component;
 use crate::crd::{ComponentStatus, SecretKeyRef, ShopStatus};
+use crate::exposure::{ExposureKind, ExposureState};
 use crate::stores::Store;
 
 /// Condition type: every enabled component has all its replicas ready on the current template.
@@ -19,6 +21,40 @@ pub const AVAILABLE: &str = "Available";
 pub const PROGRESSING: &str = "Progressing";
 /// Condition type: something is wrong that will not fix itself (bad spec, failed apply, stuck rollout).
 pub const DEGRADED: &str = "Degraded";
+
+/// Condition type: the gateway's Ingress or HTTPRoute exists (only when the Shop asks for one).
+/// It never makes the Shop Degraded or unavailable: the Shop works inside the cluster either way.
+pub const EXPOSED: &str = "Exposed";
+
+/// The `Exposed` condition, appended after the others when the Shop asks for an Ingress or an
+/// HTTPRoute: True naming the object once applied, False with what to install when the cluster
+/// does not serve the API, False `NotApplied` when the apply step failed before it (the
+/// `Degraded` condition quotes the error).
+pub fn exposure_condition(
+    state: &ExposureState,
+    applied: bool,
+    generation: Option<i64>,
+    previous: Option<&ShopStatus>,
+    now: &Time,
+) -> Condition {
+    let (ok, reason, message) = match state {
+        ExposureState::ApiMissing(kind) => (false, kind.missing_reason(), kind.missing_message()),
+        ExposureState::Planned { kind, name, detail } if applied => (
+            true,
+            match kind {
+                ExposureKind::Ingress => "IngressReady",
+                ExposureKind::HttpRoute => "HTTPRouteReady",
+            },
+            format!("{} {name} routes {detail} to the gateway", kind.kind()),
+        ),
+        ExposureState::Planned { kind, name, .. } => (
+            false,
+            "NotApplied",
+            format!("{} {name} is not applied yet", kind.kind()),
+        ),
+    };
+    condition(EXPOSED, ok, reason, message, generation, previous, now)
+}
 
 /// What the reconcile achieved, besides the Deployments it observed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -662,5 +698,61 @@ mod tests {
         assert_eq!(s.phase.as_deref(), Some("Available"));
         assert_eq!(cond(&s, "MongodbReady").reason, "SecretFound");
         assert_eq!(cond(&s, DEGRADED).status, "False");
+    }
+
+    #[test]
+    fn the_exposed_condition_names_the_object_or_what_to_install_and_keeps_its_time() {
+        use crate::exposure::{ExposureKind, ExposureState};
+        let missing = ExposureState::ApiMissing(ExposureKind::HttpRoute);
+        let c = exposure_condition(&missing, true, Some(2), None, &t(10));
+        assert_eq!(
+            (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
+            (EXPOSED, "False", "GatewayApiMissing")
+        );
+        assert!(
+            c.message.contains("spec.components.gateway.httpRoute"),
+            "{}",
+            c.message
+        );
+        assert!(c.message.contains("Gateway API CRDs"), "{}", c.message);
+        let c = exposure_condition(
+            &ExposureState::ApiMissing(ExposureKind::Ingress),
+            true,
+            Some(2),
+            None,
+            &t(10),
+        );
+        assert_eq!(c.reason, "IngressApiMissing");
+
+        let planned = ExposureState::Planned {
+            kind: ExposureKind::Ingress,
+            name: "mall-gateway".into(),
+            detail: "https://shop.example/".into(),
+        };
+        let before = ShopStatus {
+            conditions: vec![exposure_condition(&missing, true, Some(2), None, &t(10))],
+            ..Default::default()
+        };
+        let c = exposure_condition(&planned, true, Some(3), Some(&before), &t(20));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
+            (
+                "True",
+                "IngressReady",
+                "Ingress mall-gateway routes https://shop.example/ to the gateway"
+            )
+        );
+        assert_eq!(c.last_transition_time, t(20), "flipped: new time");
+        let after = ShopStatus {
+            conditions: vec![c.clone()],
+            ..Default::default()
+        };
+        let again = exposure_condition(&planned, true, Some(3), Some(&after), &t(99));
+        assert_eq!(again, c, "same world, same condition");
+        let failed = exposure_condition(&planned, false, Some(3), Some(&after), &t(30));
+        assert_eq!(
+            (failed.status.as_str(), failed.reason.as_str()),
+            ("False", "NotApplied")
+        );
     }
 }

@@ -12,9 +12,10 @@ use kube::ResourceExt;
 
 use crate::component::Component;
 use crate::crd::{
-    BackingServices, ComponentSpec, JwtSpec, MAX_PLACEMENT_ENTRIES, MAX_SHOP_NAME, PlacementSpec,
-    PullPolicy, RateLimitSpec, SecretKeyRef, ServiceType, Shop, StorageSpec, StoreMode,
-    TolerationOperator,
+    BackingServices, ComponentSpec, GatewaySpec, HttpRouteSpec, IngressSpec, JwtSpec,
+    MAX_INGRESS_ANNOTATIONS, MAX_PLACEMENT_ENTRIES, MAX_ROUTE_HOSTNAMES, MAX_ROUTE_PARENTS,
+    MAX_SHOP_NAME, PlacementSpec, PullPolicy, RateLimitSpec, SecretKeyRef, ServiceType, Shop,
+    StorageSpec, StoreMode, TolerationOperator,
 };
 use crate::stores::{self, DEFAULT_STORAGE, ManagedStore, Store};
 
@@ -88,6 +89,14 @@ pub enum ValidationError {
         /// Longest allowed name.
         max: usize,
     },
+    /// `gateway.ingress` or `gateway.httpRoute` with something the API server would refuse.
+    #[error("spec.components.gateway.{field}: {problem}")]
+    BadExposure {
+        /// The field path below the gateway, e.g. `ingress.host`.
+        field: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// JWT settings with both or neither of secretRef / jwksUrl.
     #[error("spec.components.gateway.jwt needs exactly one of secretRef or jwksUrl")]
     JwtSource,
@@ -147,6 +156,18 @@ pub struct GatewaySettings {
     pub jwt: Option<JwtSpec>,
     /// Rate limit.
     pub rate_limit: Option<RateLimitSpec>,
+    /// How the gateway is exposed outside the cluster, if at all.
+    pub exposure: Option<Exposure>,
+}
+
+/// The object the operator creates to expose the gateway (`spec.components.gateway.ingress` or
+/// `.httpRoute`; the schema allows at most one).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Exposure {
+    /// A `networking.k8s.io/v1` Ingress.
+    Ingress(IngressSpec),
+    /// A `gateway.networking.k8s.io/v1` HTTPRoute.
+    HttpRoute(HttpRouteSpec),
 }
 
 /// Partitions of the OrderPlaced topic when the Shop does not say.
@@ -413,6 +434,124 @@ pub fn is_label_value(s: &str) -> bool {
     s.is_empty() || is_label_name(s)
 }
 
+/// A host name as an Ingress rule or an HTTPRoute takes it: a DNS subdomain, optionally with a
+/// leading `*.` wildcard label, and not an IP address.
+pub fn is_hostname(s: &str) -> bool {
+    let bare = s.strip_prefix("*.").unwrap_or(s);
+    is_dns1123_subdomain(bare) && bare.parse::<std::net::IpAddr>().is_err()
+}
+
+fn bad(field: impl Into<String>, problem: impl Into<String>) -> ValidationError {
+    ValidationError::BadExposure {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Checks `gateway.ingress` / `gateway.httpRoute` (CEL refuses the same when the Shop is written)
+/// and resolves which one, if any, the operator creates.
+fn exposure(gw: &GatewaySpec) -> Result<Option<Exposure>, ValidationError> {
+    let dns = "must be a DNS subdomain (lower-case letters, digits, '-' and '.')";
+    match (&gw.ingress, &gw.http_route) {
+        (Some(_), Some(_)) => Err(bad(
+            "ingress",
+            "cannot be combined with httpRoute: expose the gateway through one of them",
+        )),
+        (Some(_), None) | (None, Some(_)) if !gw.common.enabled => Err(bad(
+            if gw.ingress.is_some() {
+                "ingress"
+            } else {
+                "httpRoute"
+            },
+            "needs the gateway enabled (it routes to the gateway's Service)",
+        )),
+        (Some(i), None) => {
+            if i.host.is_empty() {
+                return Err(bad("ingress.host", "must not be empty"));
+            }
+            if !is_hostname(&i.host) {
+                return Err(bad(
+                    "ingress.host",
+                    format!(
+                        "{:?} is not a DNS name (lower-case letters, digits, '-' and '.', optionally starting with '*.')",
+                        i.host
+                    ),
+                ));
+            }
+            if let Some(c) = &i.class_name
+                && !is_dns1123_subdomain(c)
+            {
+                return Err(bad("ingress.className", dns));
+            }
+            if let Some(t) = &i.tls_secret_name
+                && !is_dns1123_subdomain(t)
+            {
+                return Err(bad("ingress.tlsSecretName", dns));
+            }
+            if i.annotations.len() > MAX_INGRESS_ANNOTATIONS {
+                return Err(bad(
+                    "ingress.annotations",
+                    format!("at most {MAX_INGRESS_ANNOTATIONS} entries"),
+                ));
+            }
+            if let Some(k) = i.annotations.keys().find(|k| !is_label_key(k)) {
+                return Err(bad(
+                    "ingress.annotations",
+                    format!("{k:?} is not an annotation key ([prefix/]name)"),
+                ));
+            }
+            Ok(Some(Exposure::Ingress(i.clone())))
+        }
+        (None, Some(r)) => {
+            if r.parent_refs.is_empty() || r.parent_refs.len() > MAX_ROUTE_PARENTS {
+                return Err(bad(
+                    "httpRoute.parentRefs",
+                    format!("needs 1 to {MAX_ROUTE_PARENTS} Gateways"),
+                ));
+            }
+            for (n, p) in r.parent_refs.iter().enumerate() {
+                if !is_dns1123_subdomain(&p.name) {
+                    return Err(bad(format!("httpRoute.parentRefs[{n}].name"), dns));
+                }
+                if let Some(ns) = &p.namespace
+                    && (ns.len() > 63 || ns.contains('.') || !is_dns1123_subdomain(ns))
+                {
+                    return Err(bad(
+                        format!("httpRoute.parentRefs[{n}].namespace"),
+                        "must be a namespace name (a DNS label)",
+                    ));
+                }
+                if let Some(sn) = &p.section_name
+                    && !is_dns1123_subdomain(sn)
+                {
+                    return Err(bad(format!("httpRoute.parentRefs[{n}].sectionName"), dns));
+                }
+            }
+            if r.hostnames.len() > MAX_ROUTE_HOSTNAMES {
+                return Err(bad(
+                    "httpRoute.hostnames",
+                    format!("at most {MAX_ROUTE_HOSTNAMES} entries"),
+                ));
+            }
+            if let Some((n, h)) = r
+                .hostnames
+                .iter()
+                .enumerate()
+                .find(|(_, h)| !is_hostname(h))
+            {
+                return Err(bad(
+                    format!("httpRoute.hostnames[{n}]"),
+                    format!(
+                        "{h:?} is not a DNS name (lower-case letters, digits, '-' and '.', optionally starting with '*.')"
+                    ),
+                ));
+            }
+            Ok(Some(Exposure::HttpRoute(r.clone())))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 /// Checks `spec.placement` as the API server would check the pod template, and converts the
 /// tolerations to the pod spec's type.
 fn placement(
@@ -590,6 +729,7 @@ pub fn validate(shop: &Shop) -> Result<ValidatedShop, ValidationError> {
     {
         return Err(ValidationError::JwtSource);
     }
+    let exposure = exposure(gw)?;
     let (node_selector, tolerations) = placement(&spec.placement)?;
     let uses = |f: fn(Component) -> bool| enabled.iter().any(|r| f(r.component));
     let mut managed_stores = Vec::new();
@@ -671,6 +811,7 @@ pub fn validate(shop: &Shop) -> Result<ValidatedShop, ValidationError> {
             service_type: gw.service_type,
             jwt: gw.jwt.clone(),
             rate_limit: gw.rate_limit.clone(),
+            exposure,
         },
         node_selector,
         tolerations,
@@ -1026,5 +1167,64 @@ spec:
             validate(&s).unwrap_err().to_string(),
             "spec.components.gateway.nodePort must be between 1 and 65535, got 0"
         );
+    }
+
+    #[test]
+    fn an_exposure_the_api_server_would_refuse_is_refused_naming_the_field() {
+        let refused = |gateway: &str| {
+            let s = shop(&format!("{FULL}  components:\n    gateway: {gateway}\n"));
+            validate(&s).unwrap_err().to_string()
+        };
+        assert_eq!(
+            refused("{ingress: {host: ''}}"),
+            "spec.components.gateway.ingress.host: must not be empty"
+        );
+        assert_eq!(
+            refused("{ingress: {host: Shop_Example.com}}"),
+            "spec.components.gateway.ingress.host: \"Shop_Example.com\" is not a DNS name (lower-case letters, digits, '-' and '.', optionally starting with '*.')"
+        );
+        assert!(
+            refused("{ingress: {host: 10.0.0.1}}")
+                .starts_with("spec.components.gateway.ingress.host: \"10.0.0.1\"")
+        );
+        assert_eq!(
+            refused("{ingress: {host: a.example, tlsSecretName: 'Bad Secret'}}"),
+            "spec.components.gateway.ingress.tlsSecretName: must be a DNS subdomain (lower-case letters, digits, '-' and '.')"
+        );
+        assert_eq!(
+            refused("{ingress: {host: a.example}, httpRoute: {parentRefs: [{name: gw}]}}"),
+            "spec.components.gateway.ingress: cannot be combined with httpRoute: expose the gateway through one of them"
+        );
+        assert_eq!(
+            refused("{enabled: false, httpRoute: {parentRefs: [{name: gw}]}}"),
+            "spec.components.gateway.httpRoute: needs the gateway enabled (it routes to the gateway's Service)"
+        );
+        assert_eq!(
+            refused("{httpRoute: {parentRefs: []}}"),
+            "spec.components.gateway.httpRoute.parentRefs: needs 1 to 32 Gateways"
+        );
+        assert_eq!(
+            refused("{httpRoute: {parentRefs: [{name: gw, namespace: a.b}]}}"),
+            "spec.components.gateway.httpRoute.parentRefs[0].namespace: must be a namespace name (a DNS label)"
+        );
+        assert!(
+            refused("{httpRoute: {parentRefs: [{name: gw}], hostnames: [ok.example, 'no way']}}")
+                .starts_with("spec.components.gateway.httpRoute.hostnames[1]: \"no way\"")
+        );
+    }
+
+    #[test]
+    fn a_valid_exposure_reaches_the_validated_shop() {
+        let s = shop(&format!(
+            "{FULL}  components:\n    gateway: {{ingress: {{host: '*.shop.example', className: nginx}}}}\n"
+        ));
+        match validate(&s).unwrap().gateway.exposure {
+            Some(Exposure::Ingress(i)) => {
+                assert_eq!(i.host, "*.shop.example");
+                assert_eq!(i.class_name.as_deref(), Some("nginx"));
+            }
+            other => panic!("expected an Ingress, got {other:?}"),
+        }
+        assert_eq!(validate(&shop(FULL)).unwrap().gateway.exposure, None);
     }
 }

@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use shop_operator::Shop;
 use shop_operator::build::{self, Resources, labels};
 use shop_operator::component::Component;
+use shop_operator::exposure::ExposureObject;
 use shop_operator::stores::{Store, StoreCredentials, StoreResources};
 use shop_operator::validate::validate;
 
@@ -791,4 +792,140 @@ fn shops_with_external_stores_render_no_store_objects() {
     let stores: Vec<Store> = res.stores.iter().map(|s| s.store).collect();
     assert_eq!(stores, vec![Store::Zipkin]);
     assert!(res.store_secret.is_none(), "Zipkin needs no credentials");
+}
+
+/// SAMPLE's gateway with an exposure section added.
+fn with_gateway_exposure(exposure: &str) -> String {
+    SAMPLE.replace(
+        "      rateLimit: {requestsPerSecond: 50, burst: 100}\n",
+        &format!("      rateLimit: {{requestsPerSecond: 50, burst: 100}}\n      {exposure}\n"),
+    )
+}
+
+#[test]
+fn an_ingress_routes_every_path_on_its_host_to_the_gateway_service_with_tls() {
+    let yaml = with_gateway_exposure(
+        "ingress: {className: nginx, host: shop.example.com, tlsSecretName: shop-tls, annotations: {nginx.ingress.kubernetes.io/proxy-body-size: 8m}}",
+    );
+    let res = render(&yaml);
+    let Some(ExposureObject::Ingress(ing)) = &res.exposure else {
+        panic!("expected an Ingress, got {:?}", res.exposure)
+    };
+    insta::assert_yaml_snapshot!("gateway-ingress", ing);
+    assert_eq!(ing.metadata.name.as_deref(), Some("corner-gateway"));
+    assert_eq!(ing.metadata.namespace.as_deref(), Some("retail"));
+    let gateway = res
+        .components
+        .iter()
+        .find(|c| c.component == Component::Gateway)
+        .unwrap();
+    assert_eq!(ing.metadata.labels, gateway.service.metadata.labels);
+    assert_eq!(
+        ing.metadata.owner_references,
+        gateway.service.metadata.owner_references
+    );
+    assert_eq!(
+        ing.metadata.annotations.as_ref().unwrap()["nginx.ingress.kubernetes.io/proxy-body-size"],
+        "8m"
+    );
+    let spec = ing.spec.as_ref().unwrap();
+    assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
+    let rules = spec.rules.as_ref().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].host.as_deref(), Some("shop.example.com"));
+    let paths = &rules[0].http.as_ref().unwrap().paths;
+    assert_eq!(
+        (paths[0].path.as_deref(), paths[0].path_type.as_str()),
+        (Some("/"), "Prefix")
+    );
+    let backend = paths[0].backend.service.as_ref().unwrap();
+    // The backend is the gateway's Service and one of its ports.
+    assert_eq!(
+        Some(backend.name.as_str()),
+        gateway.service.metadata.name.as_deref()
+    );
+    let port = backend.port.as_ref().unwrap().number.unwrap();
+    assert!(
+        gateway
+            .service
+            .spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|p| p.port == port),
+        "Ingress port {port} is not a port of the gateway Service"
+    );
+    let tls = spec.tls.as_ref().unwrap();
+    assert_eq!(tls[0].secret_name.as_deref(), Some("shop-tls"));
+    assert_eq!(
+        tls[0].hosts.as_deref(),
+        Some(&["shop.example.com".to_string()][..])
+    );
+
+    // Without a Secret there is no TLS section, and no annotations means none on the object.
+    let res = render(&with_gateway_exposure("ingress: {host: shop.example.com}"));
+    let Some(ExposureObject::Ingress(ing)) = &res.exposure else {
+        panic!("expected an Ingress")
+    };
+    assert_eq!(ing.spec.as_ref().unwrap().tls, None);
+    assert_eq!(ing.spec.as_ref().unwrap().ingress_class_name, None);
+    assert_eq!(ing.metadata.annotations, None);
+}
+
+#[test]
+fn an_http_route_attaches_to_its_gateways_and_sends_everything_to_the_gateway_service() {
+    let yaml = with_gateway_exposure(
+        "httpRoute: {parentRefs: [{name: public, namespace: infra, sectionName: https}, {name: internal}], hostnames: [shop.example.com, '*.shop.example.com']}",
+    );
+    let res = render(&yaml);
+    let Some(ExposureObject::HttpRoute(route)) = &res.exposure else {
+        panic!("expected an HTTPRoute, got {:?}", res.exposure)
+    };
+    insta::assert_yaml_snapshot!("gateway-httproute", route);
+    let v = serde_json::to_value(route).unwrap();
+    assert_eq!(v["apiVersion"], "gateway.networking.k8s.io/v1");
+    assert_eq!(v["kind"], "HTTPRoute");
+    assert_eq!(v["metadata"]["name"], "corner-gateway");
+    assert_eq!(v["metadata"]["labels"][labels::COMPONENT], "gateway");
+    assert_eq!(v["metadata"]["ownerReferences"][0]["kind"], "Shop");
+    assert_eq!(
+        v["spec"]["parentRefs"],
+        serde_json::json!([
+            {"name": "public", "namespace": "infra", "sectionName": "https"},
+            {"name": "internal"}
+        ])
+    );
+    assert_eq!(
+        v["spec"]["hostnames"],
+        serde_json::json!(["shop.example.com", "*.shop.example.com"])
+    );
+    assert_eq!(
+        v["spec"]["rules"],
+        serde_json::json!([{
+            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+            "backendRefs": [{"name": "corner-gateway", "port": 8080}]
+        }])
+    );
+}
+
+#[test]
+fn no_exposure_is_rendered_unless_asked_and_it_changes_the_desired_state() {
+    let plain = render(SAMPLE);
+    assert!(plain.exposure.is_none());
+    let exposed = render(&with_gateway_exposure("ingress: {host: shop.example.com}"));
+    assert_ne!(
+        build::desired_hash(&plain),
+        build::desired_hash(&exposed),
+        "adding an Ingress must make the operator apply"
+    );
+    let other_host = render(&with_gateway_exposure("ingress: {host: other.example.com}"));
+    assert_ne!(
+        build::desired_hash(&exposed),
+        build::desired_hash(&other_host)
+    );
+    // Nothing else changes: the gateway's own objects are the same.
+    assert_eq!(plain.components, exposed.components);
 }
