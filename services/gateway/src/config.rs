@@ -202,7 +202,7 @@ pub struct RouteConfig {
 }
 
 impl RouteConfig {
-    fn to_service(id: &str, prefix: &str, service: &str) -> Self {
+    pub(crate) fn to_service(id: &str, prefix: &str, service: &str) -> Self {
         Self {
             id: id.into(),
             prefix: prefix.into(),
@@ -344,14 +344,16 @@ impl GatewayConfig {
         let mut dashboard =
             RouteConfig::to_service("registry-dashboard", "/eureka/web", "registry");
         dashboard.rewrite = Some("/".into());
-        vec![
+        let mut routes = vec![
             RouteConfig::to_service("product", "/api/product", "product"),
             RouteConfig::to_service("order", "/api/order", "order"),
             RouteConfig::to_service("inventory", "/api/inventory", "inventory"),
             RouteConfig::to_service("notification", "/api/notifications", "notification"),
             dashboard,
             RouteConfig::to_service("registry", "/eureka", "registry"),
-        ]
+        ];
+        routes.extend(crate::openapi::openapi_routes());
+        routes
     }
 
     /// Reads the YAML file at `path`; a file without `routes:` keeps the defaults.

@@ -6,6 +6,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod h1;
+pub mod openapi;
 pub mod proxy;
 pub mod ratelimit;
 pub mod routes;

@@ -107,11 +107,28 @@ fn dispatch(
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 admin.metrics.render(),
             ),
+            shop_runtime::openapi::OPENAPI_PATH => own_document(),
             _ => {
                 let mut resp = gw.handle(req, peer).await;
                 close_when_draining(&admin.readiness, &mut resp);
                 resp
             }
+        }
+    }
+}
+
+/// The gateway's own OpenAPI document (`GET /openapi.json`).
+fn own_document() -> Response<ResponseBody> {
+    use utoipa::OpenApi;
+    match shop_runtime::openapi::render(&crate::openapi::GatewayDoc::openapi()) {
+        Ok(doc) => text(StatusCode::OK, "application/json", doc),
+        Err(e) => {
+            tracing::error!(error = %e, "OpenAPI document cannot be rendered");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                shop_runtime::problem::PROBLEM_JSON,
+                shop_runtime::Problem::opaque_internal().body().to_string(),
+            )
         }
     }
 }

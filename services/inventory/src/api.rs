@@ -15,7 +15,12 @@ use sqlx::MySqlPool;
 use tracing::Instrument;
 
 use shop_runtime::batch::{BatchConfig, Batcher};
+use shop_runtime::openapi::{
+    BadRequest, Conflict, InternalError, NotFound, PayloadTooLarge, ProblemComponents,
+    ServiceUnavailable, UnprocessableContent, UnsupportedMediaType,
+};
 use shop_runtime::problem::{ApiJson, Problem, json_response};
+use utoipa::{OpenApi, ToSchema};
 
 use crate::batch::{ReserveRequest, ReserveResult};
 
@@ -31,6 +36,34 @@ pub const MAX_SKUS: usize = 200;
 pub const MAX_QUANTITY: i64 = 1_000_000_000;
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The service's OpenAPI 3.1 document (served at `/openapi.json`, committed as `docs/openapi/inventory.json`).
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "shop-inventory", description = "Stock levels and order reservations."),
+    paths(
+        check_stock,
+        get_stock,
+        set_stock,
+        adjust_stock,
+        create_reservation,
+        create_reservations,
+        list_reservations,
+        get_reservation,
+        release_reservation
+    ),
+    components(schemas(
+        store::StockLevel,
+        store::Reservation,
+        store::Shortage,
+        BatchAnswer,
+        BatchResult,
+        BatchResultBody
+    )),
+    modifiers(&ProblemComponents),
+    tags((name = "inventory", description = "Stock and reservations"))
+)]
+pub struct ApiDoc;
 
 /// Shared handler state.
 #[derive(Clone)]
@@ -238,7 +271,7 @@ pub fn parse_stock_query(raw: Option<&str>) -> Result<StockQuery, Problem> {
     Ok(StockQuery { skus, quantity })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct StockAnswer {
     sku_code: String,
@@ -246,6 +279,23 @@ struct StockAnswer {
     available_quantity: i64,
 }
 
+/// Whether each SKU has at least `quantity` units; unknown SKUs are not in stock.
+#[utoipa::path(
+    get,
+    path = "/api/inventory",
+    tag = "inventory",
+    params(
+        ("skuCode" = Vec<String>, Query, description = "SKUs to check; repeated or comma-separated (1..=200)"),
+        ("quantity" = Option<i64>, Query, description = "Units each SKU must have to be in stock (default 1)")
+    ),
+    responses(
+        (status = 200, description = "One answer per requested SKU, in request order", body = Vec<StockAnswer>),
+        (status = 400, response = BadRequest),
+        (status = 422, response = UnprocessableContent),
+        (status = 503, response = ServiceUnavailable),
+        (status = 500, response = InternalError)
+    )
+)]
 async fn check_stock(
     State(st): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -269,6 +319,20 @@ async fn check_stock(
     Ok(json_response(StatusCode::OK, &answers))
 }
 
+/// The stock level of one SKU.
+#[utoipa::path(
+    get,
+    path = "/api/inventory/{sku_code}",
+    tag = "inventory",
+    params(("sku_code" = String, Path, description = "SKU code")),
+    responses(
+        (status = 200, description = "The stock level", body = store::StockLevel),
+        (status = 404, response = NotFound),
+        (status = 422, response = UnprocessableContent),
+        (status = 503, response = ServiceUnavailable),
+        (status = 500, response = InternalError)
+    )
+)]
 async fn get_stock(
     State(st): State<AppState>,
     Path(sku): Path<String>,
@@ -286,12 +350,29 @@ async fn get_stock(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetStockBody {
     quantity: i64,
 }
 
+/// Sets a SKU's stock level (creating the SKU).
+#[utoipa::path(
+    put,
+    path = "/api/inventory/{sku_code}",
+    tag = "inventory",
+    params(("sku_code" = String, Path, description = "SKU code")),
+    request_body = SetStockBody,
+    responses(
+        (status = 200, description = "The new stock level", body = store::StockLevel),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableContent),
+        (status = 503, response = ServiceUnavailable),
+        (status = 500, response = InternalError)
+    )
+)]
 async fn set_stock(
     State(st): State<AppState>,
     Path(sku): Path<String>,
@@ -312,12 +393,31 @@ async fn set_stock(
     Ok(json_response(StatusCode::OK, &level))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AdjustBody {
     delta: i64,
 }
 
+/// Adds `delta` (possibly negative) to a SKU's stock.
+#[utoipa::path(
+    post,
+    path = "/api/inventory/{sku_code}/adjust",
+    tag = "inventory",
+    params(("sku_code" = String, Path, description = "SKU code")),
+    request_body = AdjustBody,
+    responses(
+        (status = 200, description = "The new stock level", body = store::StockLevel),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableContent),
+        (status = 503, response = ServiceUnavailable),
+        (status = 500, response = InternalError)
+    )
+)]
 async fn adjust_stock(
     State(st): State<AppState>,
     Path(sku): Path<String>,
@@ -338,14 +438,14 @@ async fn adjust_stock(
     Ok(json_response(StatusCode::OK, &level))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ReservationLineBody {
     sku_code: String,
     quantity: i64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ReservationBody {
     order_number: String,
@@ -380,6 +480,25 @@ fn validate_reservation(body: ReservationBody) -> Result<(String, Vec<Line>), Pr
     Ok((body.order_number, lines))
 }
 
+/// Reserves every line for an order, atomically; idempotent per order number.
+#[utoipa::path(
+    post,
+    path = "/api/inventory/reservations",
+    tag = "inventory",
+    request_body = ReservationBody,
+    responses(
+        (status = 201, description = "Stock reserved", body = store::Reservation),
+        (status = 200, description = "The same reservation was made before (replay)", body = store::Reservation),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableContent),
+        (status = 503, response = ServiceUnavailable),
+        (status = 500, response = InternalError)
+    )
+)]
 async fn create_reservation(
     State(st): State<AppState>,
     ApiJson(body): ApiJson<ReservationBody>,
@@ -416,15 +535,58 @@ async fn create_reservation(
 /// Most reservations in one `POST /api/inventory/reservations/batch`.
 pub const MAX_BATCH: usize = 256;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct BatchBody {
     reservations: Vec<ReservationBody>,
+}
+
+/// One answer of a batch: what the single endpoint would have answered.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct BatchResult {
+    /// The status the single endpoint would have answered (201, 200, or a problem's status).
+    status: u16,
+    /// A `Reservation`, or a `Problem` for a refused one.
+    #[schema(no_recursion)]
+    body: BatchResultBody,
+}
+
+/// A reservation or a problem.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(no_recursion)]
+#[serde(untagged)]
+enum BatchResultBody {
+    Reservation(store::Reservation),
+    Problem(Problem),
+}
+
+/// The answer of `POST /api/inventory/reservations/batch`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct BatchAnswer {
+    /// One per requested reservation, in order.
+    results: Vec<BatchResult>,
 }
 
 /// `POST /api/inventory/reservations/batch` `{"reservations":[{orderNumber, lines}, …]}`: several
 /// reservations in one call (shop-order sends the orders that arrive together), written by the same
 /// group commit as single ones. Each gets its own answer, in order, with the status and body the
 /// single endpoint would have given: `{"results":[{"status":201,"body":{…}}, …]}`.
+#[utoipa::path(
+    post,
+    path = "/api/inventory/reservations/batch",
+    tag = "inventory",
+    request_body = BatchBody,
+    responses(
+        (status = 200, description = "One result per reservation, in order", body = BatchAnswer),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableContent),
+        (status = 500, response = InternalError)
+    )
+)]
 async fn create_reservations(
     State(st): State<AppState>,
     ApiJson(body): ApiJson<BatchBody>,
@@ -499,6 +661,20 @@ async fn create_reservations(
     ))
 }
 
+/// One order's reservation.
+#[utoipa::path(
+    get,
+    path = "/api/inventory/reservations/{order_number}",
+    tag = "inventory",
+    params(("order_number" = String, Path, description = "Order number")),
+    responses(
+        (status = 200, description = "The reservation", body = store::Reservation),
+        (status = 404, response = NotFound),
+        (status = 422, response = UnprocessableContent),
+        (status = 503, response = ServiceUnavailable),
+        (status = 500, response = InternalError)
+    )
+)]
 async fn get_reservation(
     State(st): State<AppState>,
     Path(order_number): Path<String>,
@@ -513,6 +689,19 @@ async fn get_reservation(
     }
 }
 
+/// Releases an order's reservation (idempotent; leaves a tombstone for an unknown order).
+#[utoipa::path(
+    delete,
+    path = "/api/inventory/reservations/{order_number}",
+    tag = "inventory",
+    params(("order_number" = String, Path, description = "Order number")),
+    responses(
+        (status = 200, description = "The released reservation", body = store::Reservation),
+        (status = 422, response = UnprocessableContent),
+        (status = 503, response = ServiceUnavailable),
+        (status = 500, response = InternalError)
+    )
+)]
 async fn release_reservation(
     State(st): State<AppState>,
     Path(order_number): Path<String>,
@@ -620,6 +809,24 @@ pub fn parse_reservation_query(raw: Option<&str>) -> Result<store::ReservationFi
 
 /// `GET /api/inventory/reservations`: reservations of one status, oldest first, keyset-paged.
 /// The order service's reconciler uses it to find stock held for orders that were never stored.
+#[utoipa::path(
+    get,
+    path = "/api/inventory/reservations",
+    tag = "inventory",
+    params(
+        ("status" = String, Query, description = "RESERVED or RELEASED"),
+        ("createdBefore" = Option<String>, Query, description = "RFC 3339 upper bound (exclusive)"),
+        ("createdFrom" = Option<String>, Query, description = "RFC 3339 lower bound"),
+        ("after" = Option<String>, Query, description = "Last order number of the previous page"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1..=1000 (default 100)")
+    ),
+    responses(
+        (status = 200, description = "Reservations, oldest first", body = Vec<store::Reservation>),
+        (status = 400, response = BadRequest),
+        (status = 503, response = ServiceUnavailable),
+        (status = 500, response = InternalError)
+    )
+)]
 async fn list_reservations(
     State(st): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -640,6 +847,12 @@ async fn list_reservations(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openapi_document_is_committed() {
+        let path = shop_runtime::openapi::committed_path(env!("CARGO_MANIFEST_DIR"), "inventory");
+        shop_runtime::openapi::check_committed(&ApiDoc::openapi(), &path).unwrap();
+    }
 
     #[test]
     fn stock_query_accepts_repeated_and_comma_forms_and_dedups() {

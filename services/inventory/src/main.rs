@@ -9,8 +9,9 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::Context;
 use clap::Parser;
-use shop_inventory::api::{AppState, router};
+use shop_inventory::api::{ApiDoc, AppState, router};
 use shop_runtime::{CommonArgs, Runtime, batch::BatchConfig};
+use utoipa::OpenApi;
 
 /// Command line / environment configuration.
 #[derive(Debug, Parser)]
@@ -60,7 +61,8 @@ async fn main() -> anyhow::Result<()> {
         "Reservations written per database transaction",
         state.reservations.batch_sizes(),
     );
-    rt.serve(router(state)).await?;
+    rt.serve(router(state).merge(shop_runtime::openapi::route(&ApiDoc::openapi())))
+        .await?;
     pool.close().await;
     Ok(())
 }

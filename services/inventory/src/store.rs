@@ -15,7 +15,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 const MAX_TX_ATTEMPTS: u32 = 6;
 
 /// Stock of one SKU as seen by a reader.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StockLevel {
     /// SKU code.
@@ -25,7 +25,7 @@ pub struct StockLevel {
 }
 
 /// One line of a reservation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Line {
     /// SKU code.
@@ -35,7 +35,7 @@ pub struct Line {
 }
 
 /// Lifecycle of a reservation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ReservationStatus {
     /// Stock is held for the order.
@@ -61,7 +61,7 @@ impl ReservationStatus {
 }
 
 /// A reservation as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Reservation {
     /// The order the stock is held for.
@@ -84,7 +84,7 @@ pub enum ReserveOutcome {
 }
 
 /// A line that cannot be served.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Shortage {
     /// SKU code.

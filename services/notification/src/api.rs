@@ -23,10 +23,12 @@ use axum::routing::get;
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use shop_runtime::Problem;
+use shop_runtime::openapi::{BadRequest, ProblemComponents, ServiceUnavailable};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
 
 use crate::store::{Notification, NotificationStore};
 
@@ -34,6 +36,17 @@ use crate::store::{Notification, NotificationStore};
 pub const DEFAULT_PAGE_SIZE: u64 = 20;
 /// Largest page size.
 pub const MAX_PAGE_SIZE: u64 = 500;
+
+/// The service's OpenAPI 3.1 document (served at `/openapi.json`, committed as `docs/openapi/notification.json`).
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "shop-notification", description = "Notifications of placed orders: stored list and live stream."),
+    paths(list, stream),
+    components(schemas(Notification)),
+    modifiers(&ProblemComponents),
+    tags((name = "notification", description = "Notifications"))
+)]
+pub struct ApiDoc;
 
 /// Handler state.
 pub struct AppState {
@@ -72,6 +85,23 @@ fn parse_u64(field: &'static str, v: Option<&str>, default: u64) -> Result<u64, 
     }
 }
 
+/// Stored notifications, newest first; the total is in `X-Total-Count`.
+#[utoipa::path(
+    get,
+    path = "/api/notifications",
+    tag = "notification",
+    params(
+        ("page" = Option<u64>, Query, description = "Page index from 0 (default 0)"),
+        ("size" = Option<u64>, Query, description = "Page size, 1..=500 (default 20)"),
+        ("orderNumber" = Option<String>, Query, description = "Only this order's notifications")
+    ),
+    responses(
+        (status = 200, description = "One page of notifications", body = Vec<Notification>,
+            headers(("X-Total-Count" = u64, description = "Notifications in all pages"))),
+        (status = 400, response = BadRequest),
+        (status = 503, response = ServiceUnavailable)
+    )
+)]
 async fn list(
     State(st): State<Arc<AppState>>,
     Query(q): Query<ListQuery>,
@@ -105,6 +135,19 @@ struct StreamQuery {
     order_number: Option<String>,
 }
 
+/// Server-sent events: a `: connected` comment, then one `notification` event (id = event id, data = a
+/// `Notification` as JSON) per new notification, `lagged` events (data = how many were missed) and
+/// keep-alive comments.
+#[utoipa::path(
+    get,
+    path = "/api/notifications/stream",
+    tag = "notification",
+    params(("orderNumber" = Option<String>, Query, description = "Only this order's notifications")),
+    responses(
+        (status = 200, description = "An endless `text/event-stream`; each `notification` event's data is a `Notification`",
+            content_type = "text/event-stream", body = String)
+    )
+)]
 async fn stream(
     State(st): State<Arc<AppState>>,
     Query(q): Query<StreamQuery>,
@@ -139,4 +182,16 @@ async fn stream(
     let shutdown = st.shutdown.clone().cancelled_owned();
     let body = hello.chain(events).take_until(shutdown);
     Sse::new(body).keep_alive(KeepAlive::new().interval(st.keep_alive).text("keep-alive"))
+}
+
+#[cfg(test)]
+mod openapi_tests {
+    use super::*;
+
+    #[test]
+    fn openapi_document_is_committed() {
+        let path =
+            shop_runtime::openapi::committed_path(env!("CARGO_MANIFEST_DIR"), "notification");
+        shop_runtime::openapi::check_committed(&ApiDoc::openapi(), &path).unwrap();
+    }
 }

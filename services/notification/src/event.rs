@@ -59,7 +59,7 @@ impl DecodeError {
 }
 
 /// One order line of the event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Line {
     /// SKU ordered.

@@ -167,7 +167,11 @@ async fn main() -> anyhow::Result<()> {
         keep_alive: Duration::from_secs(args.sse_keep_alive_secs.max(1)),
     });
     tracing::info!(addr = %rt.local_addr(), "shop-notification listening");
-    rt.serve(api::router(state)).await.context("serving HTTP")?;
+    rt.serve(api::router(state).merge(shop_runtime::openapi::route(
+        &<api::ApiDoc as utoipa::OpenApi>::openapi(),
+    )))
+    .await
+    .context("serving HTTP")?;
     // serve returns after the shutdown signal; let the consumer commit its final offsets.
     shutdown.cancel();
     if tokio::time::timeout(Duration::from_secs(10), consuming)

@@ -27,7 +27,7 @@ pub enum StoreError {
 }
 
 /// Where a notification came from in Kafka (kept for audits and replays).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Source {
     /// Topic.
     pub topic: String,
@@ -38,7 +38,7 @@ pub struct Source {
 }
 
 /// Webhook delivery state of a notification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Delivery {
     /// No webhook configured.
@@ -71,7 +71,7 @@ impl Delivery {
 }
 
 /// A stored notification as served by the API and pushed on the stream.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Notification {
     /// Document id.
@@ -84,8 +84,10 @@ pub struct Notification {
     pub message: String,
     /// When the order was placed (producer's clock), if known.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub occurred_at: Option<ChronoDateTime<Utc>>,
     /// When this service stored it.
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: ChronoDateTime<Utc>,
     /// Order lines.
     pub lines: Vec<Line>,

@@ -571,3 +571,70 @@ async fn webhook_is_retried_until_it_accepts_and_gets_an_idempotency_key() {
     assert_eq!(*seen.lock().unwrap(), vec![id.clone(), id]);
     server.abort();
 }
+
+/// Every documented operation answers as the document the service serves at `/openapi.json` says:
+/// the list (a page, a filtered page, a bad page size), the stream's head and a pushed notification's
+/// data; and the checker refuses a notification of the wrong shape, so it cannot pass vacuously.
+#[tokio::test]
+async fn every_operation_answers_as_the_openapi_document_says() {
+    let s = Setup::new();
+    let svc = s.start(&[]).await;
+    let spec = shop_testkit::openapi::Spec::fetch(&svc.base_url()).await;
+    let stream_resp = s
+        .http
+        .get(format!("{}/api/notifications/stream", svc.base_url()))
+        .send()
+        .await
+        .unwrap();
+    drop(spec.conform_head("GET", "/api/notifications/stream", stream_resp));
+    let mut sse = Sse::connect(&format!("{}/api/notifications/stream", svc.base_url())).await;
+    let order = fresh_name("order-");
+    s.produce_event(&order, &uuid::Uuid::new_v4().to_string())
+        .await;
+    let pushed = sse
+        .next_notification(Duration::from_secs(20))
+        .await
+        .expect("a notification on the stream");
+    spec.check_component("Notification", &pushed).unwrap();
+
+    let t = "/api/notifications";
+    let base = svc.base_url();
+    let r = s
+        .http
+        .get(format!("{base}{t}?orderNumber={order}"))
+        .send()
+        .await
+        .unwrap();
+    let page = spec.conform("GET", t, r).await;
+    assert_eq!(page.json[0]["orderNumber"], order.as_str());
+    let r = s
+        .http
+        .get(format!("{base}{t}?size=0"))
+        .send()
+        .await
+        .unwrap();
+    let c = spec.conform("GET", t, r).await;
+    assert_eq!(c.status, 400);
+    assert_eq!(c.json["field"], "size");
+    let r = s
+        .http
+        .get(format!("{base}{t}?page=-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spec.conform("GET", t, r).await.status, 400);
+    spec.assert_every_operation_exercised();
+
+    let mut bad = pushed.clone();
+    bad["lines"] = json!("none");
+    assert!(spec.check_component("Notification", &bad).is_err());
+    let body = serde_json::to_vec(&json!([bad])).unwrap();
+    assert!(
+        spec.check("GET", t, 200, Some("application/json"), &body)
+            .is_err()
+    );
+    assert!(
+        spec.check("GET", t, 400, Some("application/json"), &c.body)
+            .is_err()
+    );
+}

@@ -15,9 +15,14 @@ use axum::{
 use chrono::{SubsecRound, Utc};
 use serde::Deserialize;
 use serde_json::json;
+use shop_runtime::openapi::{
+    BadRequest, Conflict, InternalError, NotFound, PayloadTooLarge, ProblemComponents,
+    ServiceUnavailable, UnprocessableContent, UnsupportedMediaType,
+};
 use shop_runtime::problem::{Problem, json_response, parse_api_json, require_api_json};
 use sqlx::MySqlPool;
 use tracing::Instrument;
+use utoipa::{OpenApi, ToSchema};
 
 use crate::{
     inventory::{InventoryClient, ReserveError},
@@ -33,6 +38,34 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 pub const MAX_PAGE_SIZE: u32 = 200;
 
 /// Shared handler state.
+/// The service's OpenAPI 3.1 document (served at `/openapi.json`, committed as `docs/openapi/order.json`).
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "shop-order", description = "Orders: idempotent placement, reads and pages."),
+    paths(place_order, get_order, list_orders),
+    components(schemas(model::Order, model::OrderLine, model::OrderRequest, OrderPage)),
+    modifiers(&ProblemComponents),
+    tags((name = "order", description = "Orders"))
+)]
+pub struct ApiDoc;
+
+/// One page of `GET /api/order` (Spring's `Page` shape).
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+struct OrderPage {
+    /// Orders of this page, newest first.
+    content: Vec<model::Order>,
+    /// Page index (from 0).
+    page: u32,
+    /// Page size.
+    size: u32,
+    /// Orders in all pages.
+    total_elements: i64,
+    /// Number of pages.
+    total_pages: i64,
+}
+
 #[derive(Clone)]
 pub struct AppState {
     /// MySQL pool.
@@ -91,6 +124,25 @@ async fn forget(st: &AppState, key: Option<&str>) {
     }
 }
 
+/// Places an order: validates it, reserves its stock atomically, stores it and publishes OrderPlaced.
+#[utoipa::path(
+    post,
+    path = "/api/order",
+    tag = "order",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a repeat gets the first answer")),
+    request_body = model::OrderRequest,
+    responses(
+        (status = 201, description = "Order placed (a replay with the same Idempotency-Key answers the same)", body = model::Order,
+            headers(("Location" = String, description = "The order's URL"))),
+        (status = 400, response = BadRequest),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableContent),
+        (status = 503, response = ServiceUnavailable),
+        (status = 500, response = InternalError)
+    )
+)]
 async fn place_order(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let body: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
@@ -339,6 +391,19 @@ async fn place_order_inner(
     Ok(resp)
 }
 
+/// One order.
+#[utoipa::path(
+    get,
+    path = "/api/order/{order_number}",
+    tag = "order",
+    params(("order_number" = String, Path, description = "Order number")),
+    responses(
+        (status = 200, description = "The order", body = model::Order),
+        (status = 404, response = NotFound),
+        (status = 503, response = ServiceUnavailable),
+        (status = 500, response = InternalError)
+    )
+)]
 async fn get_order(
     State(st): State<AppState>,
     Path(order_number): Path<String>,
@@ -361,6 +426,22 @@ struct PageQuery {
     size: Option<String>,
 }
 
+/// Orders, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/order",
+    tag = "order",
+    params(
+        ("page" = Option<u32>, Query, description = "Page index from 0 (default 0)"),
+        ("size" = Option<u32>, Query, description = "Page size (default 20)")
+    ),
+    responses(
+        (status = 200, description = "One page of orders", body = OrderPage),
+        (status = 400, response = BadRequest),
+        (status = 503, response = ServiceUnavailable),
+        (status = 500, response = InternalError)
+    )
+)]
 async fn list_orders(
     State(st): State<AppState>,
     Query(q): Query<PageQuery>,
@@ -398,4 +479,15 @@ async fn list_orders(
             "totalPages": total_pages,
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_document_is_committed() {
+        let path = shop_runtime::openapi::committed_path(env!("CARGO_MANIFEST_DIR"), "order");
+        shop_runtime::openapi::check_committed(&ApiDoc::openapi(), &path).unwrap();
+    }
 }

@@ -15,7 +15,7 @@ use clap::Parser;
 use opentelemetry::propagation::Injector;
 use prometheus_client::metrics::gauge::Gauge;
 use shop_order::{
-    api::{AppState, router},
+    api::{self, AppState, router},
     inventory::InventoryClient,
     reconcile::{self, ReconcileConfig},
     relay::{self, Relay, RelayConfig, RelayStats},
@@ -23,6 +23,7 @@ use shop_order::{
 };
 use shop_runtime::{BreakerConfig, ClientConfig, CommonArgs, Runtime, ServiceClient};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use utoipa::OpenApi;
 
 /// Command line / environment configuration.
 #[derive(Debug, Parser)]
@@ -246,7 +247,9 @@ async fn main() -> anyhow::Result<()> {
         trace_headers,
         writes,
     };
-    let served = rt.serve(router(state)).await;
+    let served = rt
+        .serve(router(state).merge(shop_runtime::openapi::route(&api::ApiDoc::openapi())))
+        .await;
     relay_stop.cancel();
     // Let a publish round in progress finish (it is bounded by the Kafka message timeout), so
     // its rows are either marked sent or handed back instead of waiting out their lease.

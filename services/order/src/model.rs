@@ -63,22 +63,24 @@ fn ser_money<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
 }
 
 /// One line of the original's request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderLineItemDto {
     /// Ignored (the original's JPA id).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub id: Option<Value>,
     /// SKU code.
     pub sku_code: String,
-    /// Unit price.
+    /// Unit price, a JSON number (`19.99`) or string (`"19.99"`).
+    #[schema(value_type = String)]
     pub price: Money,
     /// Units.
     pub quantity: i64,
 }
 
 /// The original's `OrderRequest`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderRequest {
     /// Lines.
@@ -86,7 +88,7 @@ pub struct OrderRequest {
 }
 
 /// A validated order line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderLine {
     /// SKU code.
@@ -191,7 +193,7 @@ pub const STATUS_PLACED: &str = "PLACED";
 pub const STATUS_ABANDONED: &str = "ABANDONED";
 
 /// An order as returned by the API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Order {
     /// Order number (UUID).

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod mongo;
 #[cfg(feature = "mysql")]
 pub mod mysql;
+pub mod openapi;
 pub mod problem;
 pub mod retry;
 mod server;
