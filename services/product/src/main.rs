@@ -6,6 +6,7 @@
 mod api;
 mod inventory;
 mod model;
+mod search;
 mod stock;
 mod store;
 
@@ -46,6 +47,15 @@ struct Args {
     /// Timeout of one stock push to inventory, in milliseconds.
     #[arg(long, env = "SHOP_INVENTORY_TIMEOUT_MS", default_value_t = 2000)]
     inventory_timeout_ms: u64,
+
+    /// Interval between reads of `product_changes` (other replicas' writes) into the search index,
+    /// in milliseconds.
+    #[arg(long, env = "SHOP_SEARCH_REFRESH_MS", default_value_t = 1000)]
+    search_refresh_ms: u64,
+
+    /// Interval between full rebuilds of the search index from the product collection, in seconds.
+    #[arg(long, env = "SHOP_SEARCH_REBUILD_SECS", default_value_t = 600)]
+    search_rebuild_secs: u64,
 
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "SHOP_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
@@ -89,15 +99,28 @@ async fn main() -> anyhow::Result<()> {
     ));
     // Markers left by a previous run (crash, inventory outage) are retried right away.
     syncer.wake();
+    let index = search::SharedIndex::default();
+    let indexer = tokio::spawn(search::run(
+        index.clone(),
+        store.clone(),
+        Duration::from_millis(args.search_refresh_ms.max(50)),
+        Duration::from_secs(args.search_rebuild_secs.max(10)),
+        rt.shutdown_token(),
+    ));
     let state = Arc::new(api::AppState {
         store: store.clone(),
         syncer,
+        search: index,
     });
-    let router =
-        api::router(state).layer(axum::extract::DefaultBodyLimit::max(args.max_body_bytes));
+    let router = api::router(state)
+        .layer(axum::extract::DefaultBodyLimit::max(args.max_body_bytes))
+        .merge(shop_runtime::openapi::route(
+            &<api::ApiDoc as utoipa::OpenApi>::openapi(),
+        ));
     tracing::info!(addr = %rt.local_addr(), "shop-product listening");
     rt.serve(router).await.context("serving HTTP")?;
     retry.abort();
+    indexer.abort();
     store.close(Duration::from_secs(2)).await;
     Ok(())
 }

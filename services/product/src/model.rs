@@ -263,7 +263,7 @@ pub fn generate_sku(name: &str) -> String {
 }
 
 /// Whether the product's stock has reached inventory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum StockSync {
     /// A stock quantity is recorded on the product but inventory has not confirmed it yet.
@@ -273,16 +273,19 @@ pub enum StockSync {
 }
 
 /// The product as returned by the API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Product)]
 pub struct ProductView {
     /// MongoDB ObjectId as hex, like the original's `id`.
+    #[schema(pattern = "^[0-9a-f]{24}$")]
     pub id: String,
     /// Name.
     pub name: String,
     /// Description.
     pub description: String,
     /// Price as a decimal string with two places (never a float).
+    #[schema(example = "1200.00")]
     pub price: String,
     /// SKU code (generated when the client gave none).
     pub sku_code: String,

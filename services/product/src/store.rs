@@ -59,10 +59,20 @@ pub struct Page {
     pub total: u64,
 }
 
+/// One row of `product_changes`: product `product` was written (see [`crate::search`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    /// Id of the row.
+    pub change: ObjectId,
+    /// The product written.
+    pub product: ObjectId,
+}
+
 /// Handle on the product collection (cheap clone).
 #[derive(Clone)]
 pub struct ProductStore {
     coll: Collection<Document>,
+    changes: Collection<Document>,
     client: Client,
 }
 
@@ -72,7 +82,14 @@ impl ProductStore {
     pub async fn connect(url: &str, db: &str) -> Result<Self, StoreError> {
         let client = shop_runtime::mongo::client(url, "shop-product").await?;
         let coll = client.database(db).collection::<Document>("product");
-        Ok(Self { coll, client })
+        let changes = client
+            .database(db)
+            .collection::<Document>("product_changes");
+        Ok(Self {
+            coll,
+            changes,
+            client,
+        })
     }
 
     /// The client, for [`shop_runtime::mongo::prepare`].
@@ -141,6 +158,7 @@ impl ProductStore {
             }
             Err(e) => return Err(e.into()),
         }
+        self.record_change(id).await;
         Ok((to_view(&d)?, pending))
     }
 
@@ -173,6 +191,7 @@ impl ProductStore {
         let Some(d) = updated else {
             return Ok(None);
         };
+        self.record_change(id).await;
         let view = to_view(&d)?;
         let pending = match (input.quantity, token) {
             (Some(quantity), Some(token)) => Some(PendingStock {
@@ -197,7 +216,66 @@ impl ProductStore {
     /// Delete one product; `false` when it did not exist.
     pub async fn delete(&self, id: ObjectId) -> Result<bool, StoreError> {
         let r = self.coll.delete_one(doc! {"_id": id}).await?;
+        if r.deleted_count > 0 {
+            self.record_change(id).await;
+        }
         Ok(r.deleted_count > 0)
+    }
+
+    /// Note in `product_changes` that `product` was written, so the other replicas' search indexes
+    /// re-read it ([`crate::search`]). A row that cannot be written is logged, not returned: the
+    /// product write itself succeeded, and the replicas' periodic rebuild picks the change up.
+    pub async fn record_change(&self, product: ObjectId) {
+        let row = doc! {"_id": ObjectId::new(), "product": product, "at": DateTime::now()};
+        if let Err(e) = self.changes.insert_one(row).await {
+            tracing::warn!(error = %e, %product, "recording a product change for the search index failed");
+        }
+    }
+
+    /// Every row of `product_changes` (a small collection: rows expire, see
+    /// [`ProductStore::expire_changes`]).
+    pub async fn recent_changes(&self) -> Result<Vec<Change>, StoreError> {
+        let docs: Vec<Document> = self.changes.find(doc! {}).await?.try_collect().await?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| {
+                Some(Change {
+                    change: d.get_object_id("_id").ok()?,
+                    product: d.get_object_id("product").ok()?,
+                })
+            })
+            .collect())
+    }
+
+    /// Delete the rows of `product_changes` older than `retention`.
+    pub async fn expire_changes(&self, retention: Duration) -> Result<(), StoreError> {
+        let cutoff = DateTime::from_millis(
+            DateTime::now()
+                .timestamp_millis()
+                .saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX)),
+        );
+        self.changes
+            .delete_many(doc! {"at": {"$lt": cutoff}})
+            .await?;
+        Ok(())
+    }
+
+    /// Every product (the searchable fields and what a view needs), for a full index build.
+    pub async fn all_products(&self) -> Result<Vec<ProductView>, StoreError> {
+        let mut cursor = self
+            .coll
+            .find(doc! {})
+            .projection(doc! {"name": 1, "description": 1, "price": 1, "skuCode": 1})
+            .batch_size(10_000)
+            .await?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await? {
+            match to_view(&d) {
+                Ok(v) => out.push(v),
+                Err(e) => tracing::warn!(error = %e, "product left out of the search index"),
+            }
+        }
+        Ok(out)
     }
 
     /// List products in creation order, optionally filtered by exact name.

@@ -521,3 +521,369 @@ async fn concurrent_updates_of_one_product_lose_nothing() {
     );
     assert_eq!(available(&p.http, &inventory, &sku).await, Some(q), "{got}");
 }
+
+impl Product {
+    /// `GET /api/product?<query>`: the names in order, and `X-Total-Count`.
+    async fn search(&self, query: &str) -> (Vec<String>, u64) {
+        let r = self
+            .http
+            .get(self.url(&format!("/api/product?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{query}");
+        let total = r.headers()["x-total-count"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let list: Value = r.json().await.unwrap();
+        let names = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect();
+        (names, total)
+    }
+
+    /// The search once the index answers (it is built in the background after a start).
+    async fn search_when_ready(&self, query: &str) -> (Vec<String>, u64) {
+        let url = self.url(&format!("/api/product?{query}"));
+        let ready = wait_until(Duration::from_secs(20), || async {
+            let r = self.http.get(&url).send().await;
+            r.is_ok_and(|r| r.status() == StatusCode::OK)
+        })
+        .await;
+        assert!(ready, "search never became ready: {url}");
+        self.search(query).await
+    }
+
+    async fn create(&self, name: &str, description: &str, price: &str, sku: &str) -> String {
+        let (status, body, _) = self
+            .post(
+                &json!({"name": name, "description": description, "price": price, "skuCode": sku}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+}
+
+fn strings(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[tokio::test]
+async fn catalog_search_matches_words_prices_and_sku_with_the_total() {
+    let p = Product::start(None).await;
+    p.search_when_ready("q=anything").await;
+    p.create(
+        "iPhone 15",
+        "Apple's phone; titanium frame",
+        "1199.00",
+        "iphone-15",
+    )
+    .await;
+    let galaxy = p
+        .create("Galaxy S24", "Samsung PHONE, 256 GB", "899", "galaxy-s24")
+        .await;
+    p.create(
+        "Pixel Buds",
+        "Wireless earbuds by Google",
+        "99.50",
+        "pixel-buds",
+    )
+    .await;
+    let case = p
+        .create(
+            "Phone case",
+            "Silicone case for iPhone 15",
+            "19.99",
+            "case-15",
+        )
+        .await;
+
+    // Words of name or description, any case, each query word a word's start, all required; in
+    // creation order, with the total of every page.
+    assert_eq!(
+        p.search("q=phone").await,
+        (strings(&["iPhone 15", "Galaxy S24", "Phone case"]), 3)
+    );
+    assert_eq!(
+        p.search("q=Phone%20IPHONE").await,
+        (strings(&["iPhone 15", "Phone case"]), 2)
+    );
+    assert_eq!(p.search("q=ear").await, (strings(&["Pixel Buds"]), 1));
+    assert_eq!(p.search("q=hone").await, (vec![], 0));
+    assert_eq!(
+        p.search("q=phone&size=1&page=1").await,
+        (strings(&["Galaxy S24"]), 3)
+    );
+    // Price range (inclusive) and SKU, alone or with words.
+    assert_eq!(
+        p.search("minPrice=99.5&maxPrice=899").await,
+        (strings(&["Galaxy S24", "Pixel Buds"]), 2)
+    );
+    assert_eq!(
+        p.search("q=phone&maxPrice=20").await,
+        (strings(&["Phone case"]), 1)
+    );
+    assert_eq!(
+        p.search("sku=pixel-buds").await,
+        (strings(&["Pixel Buds"]), 1)
+    );
+    assert_eq!(p.search("sku=pixel-buds&q=phone").await, (vec![], 0));
+    // The original's listing is unchanged.
+    assert_eq!(p.total().await, 4);
+
+    // A rename moves the product to its new words at once; a deletion takes it out.
+    let r = p
+        .http
+        .put(p.url(&format!("/api/product/{galaxy}")))
+        .json(&json!({"name": "Galaxy Tab", "description": "Samsung tablet", "price": "499"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(p.search("q=tablet").await, (strings(&["Galaxy Tab"]), 1));
+    assert_eq!(
+        p.search("q=phone").await,
+        (strings(&["iPhone 15", "Phone case"]), 2)
+    );
+    let r = p
+        .http
+        .delete(p.url(&format!("/api/product/{case}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(p.search("q=silicone").await, (vec![], 0));
+    assert_eq!(p.search("sku=case-15").await, (vec![], 0));
+}
+
+#[tokio::test]
+async fn bad_search_parameters_name_the_field() {
+    let p = Product::start(None).await;
+    for (query, field) in [
+        ("minPrice=cheap", "minPrice"),
+        ("maxPrice=-1", "maxPrice"),
+        ("minPrice=10&maxPrice=5", "minPrice"),
+        ("q=a%20b%20c%20d%20e%20f%20g%20h%20i", "q"),
+    ] {
+        let r = p
+            .http
+            .get(p.url(&format!("/api/product?{query}")))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body: Value = r.json().await.unwrap();
+        assert_problem(status, &body, ct.as_deref(), StatusCode::BAD_REQUEST, field);
+    }
+}
+
+#[tokio::test]
+async fn another_replica_finds_what_this_one_wrote_and_a_restart_rebuilds() {
+    let a = Product::start(None).await;
+    let b = Product::restart_on(&a, None).await;
+    b.search_when_ready("q=lamp").await;
+    let id = a
+        .create("Desk lamp", "LED, dimmable", "45.00", "lamp-1")
+        .await;
+
+    // b learns of a's writes from product_changes (polled every second by default).
+    let http = &b.http;
+    let seen = |query: &'static str, want: u64| {
+        let url = b.url(&format!("/api/product?{query}"));
+        async move {
+            wait_until(Duration::from_secs(10), || async {
+                let r = http.get(&url).send().await.unwrap();
+                r.headers()["x-total-count"].to_str().unwrap() == want.to_string()
+            })
+            .await
+        }
+    };
+    assert!(
+        seen("q=dimm", 1).await,
+        "replica b never found a's new product"
+    );
+    let r = a
+        .http
+        .put(a.url(&format!("/api/product/{id}")))
+        .json(&json!({"name": "Floor lamp", "description": "halogen", "price": "80"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(seen("q=halogen", 1).await, "replica b never saw the rename");
+    assert_eq!(b.search("q=dimmable").await, (vec![], 0));
+    assert_eq!(b.search("q=floor").await, (strings(&["Floor lamp"]), 1));
+
+    // A new process builds its index from the collection.
+    let c = Product::restart_on(&a, None).await;
+    assert_eq!(
+        c.search_when_ready("q=floor").await,
+        (strings(&["Floor lamp"]), 1)
+    );
+    let r = a
+        .http
+        .delete(a.url(&format!("/api/product/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(
+        seen("q=floor", 0).await,
+        "replica b still finds a deleted product"
+    );
+}
+
+/// Every documented operation, with good and bad input, answers as the document the service serves
+/// at `/openapi.json` says (status, media type, body schema); and the checker refuses a body that
+/// leaves the schema, so the conformance is not vacuous.
+#[tokio::test]
+async fn every_operation_answers_as_the_openapi_document_says() {
+    use shop_testkit::openapi::Spec;
+    let p = Product::start(None).await;
+    let spec = Spec::fetch(&p.svc.base_url()).await;
+    let h = &p.http;
+    let list = "/api/product";
+    let one = "/api/product/{id}";
+
+    // POST /api/product: the original's body, a string price with stock, and each error.
+    let r = h
+        .post(p.url(list))
+        .json(&json!({"name": "OAS phone", "description": "OAS phone", "price": 1200}))
+        .send()
+        .await
+        .unwrap();
+    let created = spec.conform("POST", list, r).await;
+    assert_eq!(created.status, 201);
+    let id = created.json["id"].as_str().unwrap().to_owned();
+    let r = h
+        .post(p.url(list))
+        .json(&json!({"name": "OAS cable", "price": "9.99", "skuCode": "oas-cable", "quantity": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spec.conform("POST", list, r).await.status, 201);
+    for (body, status) in [
+        (json!({"name": "x", "price": "abc"}), 400),
+        (json!({"name": "", "price": 1}), 422),
+        (
+            json!({"name": "dup", "price": 1, "skuCode": "oas-cable"}),
+            409,
+        ),
+        (json!({"name": "x".repeat(70_000), "price": 1}), 413),
+    ] {
+        let r = h.post(p.url(list)).json(&body).send().await.unwrap();
+        assert_eq!(spec.conform("POST", list, r).await.status, status, "{body}");
+    }
+    let r = h.post(p.url(list)).body("name=x").send().await.unwrap();
+    assert_eq!(spec.conform("POST", list, r).await.status, 415);
+
+    // GET /api/product: listing, exact name, search, and bad parameters.
+    for query in [
+        "",
+        "?name=OAS%20phone",
+        "?q=oas%20pho&minPrice=100",
+        "?sku=oas-cable",
+    ] {
+        let r = h
+            .get(p.url(&format!("{list}{query}")))
+            .send()
+            .await
+            .unwrap();
+        let c = spec.conform("GET", list, r).await;
+        assert_eq!(c.status, 200, "{query}");
+        assert!(!c.json.as_array().unwrap().is_empty(), "{query}");
+    }
+    for query in [
+        "?size=0",
+        "?page=x",
+        "?minPrice=cheap",
+        "?minPrice=9&maxPrice=1",
+    ] {
+        let r = h
+            .get(p.url(&format!("{list}{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(spec.conform("GET", list, r).await.status, 400, "{query}");
+    }
+
+    // GET, PUT, DELETE /api/product/{id}.
+    let r = h.get(p.url(&format!("{list}/{id}"))).send().await.unwrap();
+    assert_eq!(spec.conform("GET", one, r).await.status, 200);
+    let r = h.get(p.url(&format!("{list}/nope"))).send().await.unwrap();
+    assert_eq!(spec.conform("GET", one, r).await.status, 404);
+    let r = h
+        .put(p.url(&format!("{list}/{id}")))
+        .json(&json!({"name": "OAS phone 2", "price": 1100}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spec.conform("PUT", one, r).await.status, 200);
+    for (body, status) in [
+        (json!({"name": "x", "price": true}), 400),
+        (
+            json!({"name": "x", "price": 1, "skuCode": "other-sku"}),
+            422,
+        ),
+        (json!({"name": "x".repeat(70_000), "price": 1}), 413),
+    ] {
+        let r = h
+            .put(p.url(&format!("{list}/{id}")))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(spec.conform("PUT", one, r).await.status, status, "{body}");
+    }
+    let r = h
+        .put(p.url(&format!("{list}/{id}")))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spec.conform("PUT", one, r).await.status, 415);
+    let r = h
+        .put(p.url(&format!("{list}/000000000000000000000000")))
+        .json(&json!({"name": "x", "price": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spec.conform("PUT", one, r).await.status, 404);
+    let r = h
+        .delete(p.url(&format!("{list}/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spec.conform("DELETE", one, r).await.status, 204);
+    let r = h
+        .delete(p.url(&format!("{list}/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spec.conform("DELETE", one, r).await.status, 404);
+
+    spec.assert_every_operation_exercised();
+
+    // The checker is not vacuous: a product with a float price, or a list of strings, is refused.
+    let bad = json!({"id": "0123456789abcdef01234567", "name": "x", "description": "",
+        "price": 12.5, "skuCode": "s", "stockSync": "SYNCED"});
+    assert!(spec.check_component("Product", &bad).is_err());
+    assert!(
+        spec.check("GET", list, 200, Some("application/json"), br#"["a"]"#)
+            .is_err()
+    );
+    assert!(
+        spec.check("GET", one, 418, Some("application/json"), b"{}")
+            .is_err()
+    );
+}
