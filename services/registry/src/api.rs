@@ -1,7 +1,9 @@
 //! The Eureka REST API under `/eureka` (the shapes of local-stack.md §8), the peer batch endpoint, and the
-//! mapping of bad input to 400 problem documents that name the field.
+//! mapping of bad input to 400 problem documents that name the field. [`ApiDoc`] is the OpenAPI 3.1
+//! document of both (docs/api.md).
 
 use crate::dashboard;
+use crate::openapi as schema;
 use crate::replication::{self, Batch, BatchResponse, Event, Replicator};
 use crate::store::{RegisterError, RenewOutcome, Store, application_json, instance_json};
 use axum::Router;
@@ -14,9 +16,64 @@ use axum::routing::{get, post, put};
 use serde_json::Value;
 use shop_runtime::Problem;
 use shop_runtime::eureka::{Applications, InstanceInfo, InstanceStatus, REPLICATION_HEADER};
+use shop_runtime::openapi::{
+    BadRequest, NotFound, PayloadTooLarge, ProblemComponents, ServiceUnavailable,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa::OpenApi;
+
+/// The registry's OpenAPI document (served at `/openapi.json`, committed as `docs/openapi/registry.json`):
+/// the Eureka REST API and the peer batch endpoint. The dashboard (`GET /`), `/health/*` and `/metrics`
+/// are left out.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "shop-registry",
+        description = "Eureka-compatible discovery registry: the Eureka REST API under `/eureka` as \
+            Spring Cloud's Eureka client uses it, and the batch endpoint peers replicate through.\n\n\
+            Bodies are JSON only, in the Netflix server's JSON shapes (`{\"applications\":{...}}`, ports \
+            as `{\"$\":8080,\"@enabled\":\"true\"}`, timestamps as strings). Unlike the Netflix server \
+            it never answers XML: every body is `application/json` whatever the `Accept` header says \
+            (Spring Cloud's client asks for JSON). Unlike the Netflix server, errors carry an \
+            `application/problem+json` body naming the bad `field`; statuses are Eureka's.\n\n\
+            App names are case-insensitive. Any other `GET /eureka/...` answers 404 (problem+json). \
+            Mutating calls carrying `x-netflix-discovery-replication: true` come from a peer and are \
+            not replicated again. Not described here: the HTML dashboard (`GET /`), `/health/live`, \
+            `/health/ready` and `/metrics`."
+    ),
+    paths(
+        full,
+        delta,
+        one_app,
+        register,
+        one_instance,
+        renew,
+        cancel,
+        set_status,
+        delete_status,
+        metadata,
+        instance_by_id,
+        vip,
+        svip,
+        batch
+    ),
+    components(schemas(
+        schema::Applications,
+        schema::ApplicationBody,
+        schema::InstanceBody,
+        schema::RegisterBody,
+        Batch,
+        BatchResponse
+    )),
+    modifiers(&ProblemComponents),
+    tags(
+        (name = "eureka", description = "Eureka REST API (registration, heartbeats, discovery)"),
+        (name = "replication", description = "Peer replication between registry replicas")
+    )
+)]
+pub struct ApiDoc;
 
 /// Shared handler state.
 #[derive(Clone, Debug)]
@@ -60,6 +117,21 @@ fn body_problem(e: BytesRejection) -> Problem {
         .detail(e.body_text())
 }
 
+/// Registers (or re-registers) an instance.
+#[utoipa::path(
+    post,
+    path = "/eureka/apps/{app}",
+    tag = "eureka",
+    params(("app" = String, Path, description = "Application name (case-insensitive); must match `instance.app`")),
+    request_body(content = schema::RegisterBody, content_type = "application/json",
+        description = "The Java client's registration body. The body is read as JSON whatever its `Content-Type`."),
+    responses(
+        (status = 204, description = "Registered"),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = ServiceUnavailable)
+    )
+)]
 async fn register(
     State(st): State<AppState>,
     Path(app): Path<String>,
@@ -92,6 +164,24 @@ async fn register(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Renews an instance's lease (heartbeat). 404 tells the client to register again: the instance is
+/// unknown, or `lastDirtyTimestamp` is newer than what the registry holds.
+#[utoipa::path(
+    put,
+    path = "/eureka/apps/{app}/{id}",
+    tag = "eureka",
+    params(
+        ("app" = String, Path, description = "Application name (case-insensitive)"),
+        ("id" = String, Path, description = "Instance id"),
+        ("status" = Option<String>, Query, description = "The client's status (accepted, not used)"),
+        ("lastDirtyTimestamp" = Option<i64>, Query, description = "The client's last change, milliseconds since the epoch")
+    ),
+    responses(
+        (status = 200, description = "Lease renewed"),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound)
+    )
+)]
 async fn renew(
     State(st): State<AppState>,
     Path((app, id)): Path<(String, String)>,
@@ -118,6 +208,20 @@ async fn renew(
     }
 }
 
+/// Cancels an instance's lease (deregisters it).
+#[utoipa::path(
+    delete,
+    path = "/eureka/apps/{app}/{id}",
+    tag = "eureka",
+    params(
+        ("app" = String, Path, description = "Application name (case-insensitive)"),
+        ("id" = String, Path, description = "Instance id")
+    ),
+    responses(
+        (status = 200, description = "Cancelled"),
+        (status = 404, response = NotFound)
+    )
+)]
 async fn cancel(
     State(st): State<AppState>,
     Path((app, id)): Path<(String, String)>,
@@ -135,14 +239,44 @@ async fn cancel(
     Ok(StatusCode::OK)
 }
 
+/// The whole registry. `GET /eureka/apps/` (the Java client's spelling) answers the same.
+#[utoipa::path(
+    get,
+    path = "/eureka/apps",
+    tag = "eureka",
+    responses(
+        (status = 200, description = "Every registered instance, by application", body = schema::Applications)
+    )
+)]
 async fn full(State(st): State<AppState>) -> Response {
     json_response(StatusCode::OK, st.store.full_json())
 }
 
+/// Changes within the delta retention window, the latest per instance, each with its `actionType`;
+/// `apps__hashcode` is the whole registry's, for the client's reconcile check.
+#[utoipa::path(
+    get,
+    path = "/eureka/apps/delta",
+    tag = "eureka",
+    responses(
+        (status = 200, description = "Recent changes", body = schema::Applications)
+    )
+)]
 async fn delta(State(st): State<AppState>) -> Response {
     json_response(StatusCode::OK, st.store.delta_json())
 }
 
+/// One application with all its instances.
+#[utoipa::path(
+    get,
+    path = "/eureka/apps/{app}",
+    tag = "eureka",
+    params(("app" = String, Path, description = "Application name (case-insensitive)")),
+    responses(
+        (status = 200, description = "The application", body = schema::ApplicationBody),
+        (status = 404, response = NotFound)
+    )
+)]
 async fn one_app(State(st): State<AppState>, Path(app): Path<String>) -> Result<Response, Problem> {
     st.store
         .application(&app)
@@ -150,6 +284,20 @@ async fn one_app(State(st): State<AppState>, Path(app): Path<String>) -> Result<
         .ok_or_else(|| Problem::not_found(format!("application {app} is not registered")))
 }
 
+/// One instance of an application.
+#[utoipa::path(
+    get,
+    path = "/eureka/apps/{app}/{id}",
+    tag = "eureka",
+    params(
+        ("app" = String, Path, description = "Application name (case-insensitive)"),
+        ("id" = String, Path, description = "Instance id")
+    ),
+    responses(
+        (status = 200, description = "The instance", body = schema::InstanceBody),
+        (status = 404, response = NotFound)
+    )
+)]
 async fn one_instance(
     State(st): State<AppState>,
     Path((app, id)): Path<(String, String)>,
@@ -160,6 +308,17 @@ async fn one_instance(
         .ok_or_else(|| unknown(&app, &id))
 }
 
+/// One instance by its id, whatever its application.
+#[utoipa::path(
+    get,
+    path = "/eureka/instances/{id}",
+    tag = "eureka",
+    params(("id" = String, Path, description = "Instance id")),
+    responses(
+        (status = 200, description = "The instance", body = schema::InstanceBody),
+        (status = 404, response = NotFound)
+    )
+)]
 async fn instance_by_id(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -170,6 +329,23 @@ async fn instance_by_id(
         .ok_or_else(|| Problem::not_found(format!("instance {id} is not registered")))
 }
 
+/// Sets an operator status override (e.g. `OUT_OF_SERVICE`); it survives re-registration.
+#[utoipa::path(
+    put,
+    path = "/eureka/apps/{app}/{id}/status",
+    tag = "eureka",
+    params(
+        ("app" = String, Path, description = "Application name (case-insensitive)"),
+        ("id" = String, Path, description = "Instance id"),
+        ("value" = schema::InstanceStatus, Query, description = "The override (case-insensitive)"),
+        ("lastDirtyTimestamp" = Option<String>, Query, description = "Accepted, not used")
+    ),
+    responses(
+        (status = 200, description = "Override set"),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound)
+    )
+)]
 async fn set_status(
     State(st): State<AppState>,
     Path((app, id)): Path<(String, String)>,
@@ -199,6 +375,23 @@ async fn set_status(
     Ok(StatusCode::OK)
 }
 
+/// Removes the status override, optionally setting the instance's own status.
+#[utoipa::path(
+    delete,
+    path = "/eureka/apps/{app}/{id}/status",
+    tag = "eureka",
+    params(
+        ("app" = String, Path, description = "Application name (case-insensitive)"),
+        ("id" = String, Path, description = "Instance id"),
+        ("value" = Option<schema::InstanceStatus>, Query, description = "The instance's status from now on (case-insensitive)"),
+        ("lastDirtyTimestamp" = Option<String>, Query, description = "Accepted, not used")
+    ),
+    responses(
+        (status = 200, description = "Override removed"),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound)
+    )
+)]
 async fn delete_status(
     State(st): State<AppState>,
     Path((app, id)): Path<(String, String)>,
@@ -228,6 +421,23 @@ async fn delete_status(
     Ok(StatusCode::OK)
 }
 
+/// Adds or replaces metadata entries: every query parameter is one `key=value` entry.
+#[utoipa::path(
+    put,
+    path = "/eureka/apps/{app}/{id}/metadata",
+    tag = "eureka",
+    params(
+        ("app" = String, Path, description = "Application name (case-insensitive)"),
+        ("id" = String, Path, description = "Instance id"),
+        ("metadata" = Option<HashMap<String, String>>, Query, style = Form, explode,
+            description = "The entries, one query parameter each (`?zone=a&version=2`); keys are 1..=256 bytes")
+    ),
+    responses(
+        (status = 200, description = "Metadata updated"),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound)
+    )
+)]
 async fn metadata(
     State(st): State<AppState>,
     Path((app, id)): Path<(String, String)>,
@@ -253,14 +463,47 @@ async fn metadata(
     Ok(StatusCode::OK)
 }
 
+/// Instances whose `vipAddress` lists `vip` (case-insensitive); empty when none does.
+#[utoipa::path(
+    get,
+    path = "/eureka/vips/{vip}",
+    tag = "eureka",
+    params(("vip" = String, Path, description = "VIP address")),
+    responses(
+        (status = 200, description = "Matching instances, by application", body = schema::Applications)
+    )
+)]
 async fn vip(State(st): State<AppState>, Path(vip): Path<String>) -> Response {
     apps_response(&st.store.by_vip(&vip, false))
 }
 
+/// Instances whose `secureVipAddress` lists `svip` (case-insensitive); empty when none does.
+#[utoipa::path(
+    get,
+    path = "/eureka/svips/{svip}",
+    tag = "eureka",
+    params(("svip" = String, Path, description = "Secure VIP address")),
+    responses(
+        (status = 200, description = "Matching instances, by application", body = schema::Applications)
+    )
+)]
 async fn svip(State(st): State<AppState>, Path(vip): Path<String>) -> Response {
     apps_response(&st.store.by_vip(&vip, true))
 }
 
+/// Applies a batch of changes replicated by a peer, in order, without replicating them again.
+#[utoipa::path(
+    post,
+    path = "/eureka/peerreplication/batch",
+    tag = "replication",
+    request_body(content = Batch, content_type = "application/json",
+        description = "The events. The body is read as JSON whatever its `Content-Type`."),
+    responses(
+        (status = 200, description = "One HTTP-like status per event, in order: 200/204 applied, 400 malformed, 404 unknown instance, 503 registry full", body = BatchResponse),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge)
+    )
+)]
 async fn batch(
     State(st): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -305,4 +548,15 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/eureka/{*rest}", get(not_json))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_document_is_committed() {
+        let path = shop_runtime::openapi::committed_path(env!("CARGO_MANIFEST_DIR"), "registry");
+        shop_runtime::openapi::check_committed(&ApiDoc::openapi(), &path).unwrap();
+    }
 }

@@ -3,5 +3,6 @@
 
 pub mod api;
 pub mod dashboard;
+pub mod openapi;
 pub mod replication;
 pub mod store;

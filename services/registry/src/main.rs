@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use utoipa::OpenApi;
 
 /// Eureka-compatible discovery registry.
 #[derive(Parser, Debug)]
@@ -237,7 +238,8 @@ async fn main() -> anyhow::Result<()> {
             replicator: replicator.clone(),
         },
         args.max_body_bytes,
-    );
+    )
+    .merge(shop_runtime::openapi::route(&api::ApiDoc::openapi()));
     rt.serve(router).await.context("serving")?;
     replicator.stop();
     Ok(())

@@ -15,12 +15,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// One replicated change.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(tag = "action", rename_all = "camelCase")]
 pub enum Event {
     /// A registration (full instance).
     Register {
-        /// `{"instance":{...}}` value of the instance.
+        /// The instance object (the value of a register body's `instance` member).
+        #[schema(value_type = crate::openapi::InstanceRegistration)]
         instance: Value,
     },
     /// A renewal.
@@ -43,9 +44,9 @@ pub enum Event {
         app: String,
         /// Instance id.
         id: String,
-        /// New override, None = delete override.
+        /// New override (`UP`, `OUT_OF_SERVICE`, ...); absent or null removes the override.
         status: Option<String>,
-        /// Status after deleting the override.
+        /// When removing the override: the instance's status from then on.
         value: Option<String>,
     },
     /// Metadata entries.
@@ -54,7 +55,8 @@ pub enum Event {
         app: String,
         /// Instance id.
         id: String,
-        /// Pairs.
+        /// `[key, value]` pairs.
+        #[schema(value_type = Vec<Vec<String>>)]
         pairs: Vec<(String, String)>,
     },
 }
@@ -69,14 +71,14 @@ impl Event {
 }
 
 /// Batch body sent to `POST /eureka/peerreplication/batch`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Batch {
     /// Events in order.
     pub events: Vec<Event>,
 }
 
 /// Per-event status codes answered by the peer.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchResponse {
     /// HTTP-like status per event (200, 204, 404, 400...).
     pub statuses: Vec<u16>,
