@@ -18,6 +18,22 @@ bench_cleanup() {
   [[ -z ${_BENCH_SCRATCH:-} ]] || rm -rf "$_BENCH_SCRATCH"
 }
 
+# bench_build PACKAGE...: builds the binaries of the packages in $PROFILE (release unless BENCH_PROFILE
+# says otherwise) unless BENCH_SKIP_BUILD or BENCH_NO_BUILD=1 says they are built already (make bench
+# builds the workspace first); sets BIN to the folder they are in.
+bench_build() {
+  local pkgs=() p
+  for p in "$@"; do pkgs+=(-p "$p"); done
+  if [[ -n ${BENCH_SKIP_BUILD:-} || ${BENCH_NO_BUILD:-0} == 1 ]]; then
+    : # binaries already built
+  elif [[ ${PROFILE:-release} == release ]]; then
+    cargo build -q --release "${pkgs[@]}" --bins >&2
+  else
+    cargo build -q "${pkgs[@]}" --bins >&2
+  fi
+  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/${PROFILE:-release}
+}
+
 # A loopback TCP port nobody listens on: random in 20000-60000, the first one a connection to is refused
 # (bounded tries); ports given as arguments (the ones already picked for this run) are skipped.
 free_port() {

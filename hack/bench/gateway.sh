@@ -38,17 +38,9 @@ command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"
 [[ -x $NGINX ]] || { echo "nginx is not installed at $NGINX (apt-get install nginx-light)" >&2; exit 1; }
 
 cd "$ROOT"
-if [[ -n ${BENCH_SKIP_BUILD:-} ]]; then
-  : # binaries already built (make bench builds the workspace first)
-elif [[ $PROFILE == release ]]; then
-  cargo build -q --release -p shop-gateway --bins >&2
-else
-  cargo build -q -p shop-gateway --bins >&2
-fi
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE
-
 # shellcheck source=../bench-lib.sh
 source "$ROOT/hack/bench-lib.sh"
+bench_build shop-gateway
 bench_scratch
 
 UP=$(free_port); NG=$(free_port "$UP"); GW=$(free_port "$UP" "$NG")

@@ -22,21 +22,14 @@ for hp in "${KAFKA%%,*}" 127.0.0.1:27017; do
 done
 
 cd "$ROOT"
-if [[ -n ${BENCH_SKIP_BUILD:-} ]]; then
-  : # binaries already built (make bench builds first)
-elif [[ $PROFILE == release ]]; then
-  cargo build -q --release -p shop-notification --bins >&2
-else
-  cargo build -q -p shop-notification --bins >&2
-fi
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE
+# shellcheck source=../bench-lib.sh
+source "$ROOT/hack/bench-lib.sh"
+bench_build shop-notification
 
 suffix=$(date +%s)-$$
 TOPIC=bench-orders-$suffix
 GROUP=bench-notification-$suffix
 DB=bench-notification-$suffix
-# shellcheck source=../bench-lib.sh
-source "$ROOT/hack/bench-lib.sh"
 PORT=$(free_port)
 URL=http://127.0.0.1:$PORT
 

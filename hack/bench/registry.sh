@@ -18,14 +18,9 @@ PROFILE=${BENCH_PROFILE:-release}
 log() { printf '[bench:registry] %s\n' "$*" >&2; }
 
 cd "$ROOT"
-if [[ $PROFILE == release ]]; then
-  cargo build -q --release -p shop-registry --bins >&2
-else
-  cargo build -q -p shop-registry --bins >&2
-fi
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE
 # shellcheck source=../bench-lib.sh
 source "$ROOT/hack/bench-lib.sh"
+bench_build shop-registry
 PORT=$(free_port)
 LOGF=$(mktemp)
 REG_ARGS=(--bind 127.0.0.1 --port "$PORT" --log-format text --max-instances $((N + 100)))

@@ -3,13 +3,13 @@
 //! Exists because the benchmark scripts must not carry Python (the product is Rust only): this is
 //! the Rust port of the paced client that used to be embedded in the script. It places `count`
 //! orders one at a time at `rate` orders/s (the original's body, rotating over `bench-sku-<i % skus>`),
-//! collects their order numbers, then polls shop-notification (`GET /api/notifications?orderNumber=N`)
-//! for up to 30 s and, for each stored notification, takes the delay `createdAt - occurredAt` in ms
+//! collects their order numbers, then polls shop-notification's newest pages (`GET /api/notifications`)
+//! for up to 90 s and, for each stored notification, takes the delay `createdAt - occurredAt` in ms
 //! (shop-notification's clock minus shop-order's clock; same host).
 //!
 //! Prints exactly one line: `<found> <missing> <p50> <p99> <max>` (delays in ms, one decimal; `nan`
 //! when nothing was found). Loopback targets only; bounded by `count` and by time (10 s per request,
-//! 30 s of polling).
+//! 90 s of polling).
 //!
 //! Usage: `order-paced <order-url> <notification-url> <count> <rate-per-sec> <skus>`.
 
@@ -30,6 +30,8 @@ const POLL_FOR: Duration = Duration::from_secs(90);
 const POLL_PAUSE: Duration = Duration::from_millis(500);
 /// Upper bound of `count` (bounded load).
 const MAX_COUNT: u64 = 100_000;
+/// Page size of one polling request (shop-notification's maximum).
+const PAGE_SIZE: usize = 500;
 /// Upper bound of `rate` in orders/s.
 const MAX_RATE: f64 = 100_000.0;
 
@@ -175,31 +177,39 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep_until(due.into()).await;
     }
 
-    // Poll for the notifications, bounded by time.
+    // Poll for the notifications, bounded by time. One round reads the newest pages
+    // (`GET /api/notifications?page=P&size=500`, newest first) instead of one lookup per order:
+    // FerretDB 1.24 filters `orderNumber` by scanning the collection, so 300 lookups against a store
+    // that earlier runs filled took longer than the polling window (the 2026-12-06 run counted 184 of
+    // 300 as missing although all were stored).
     let mut delays: Vec<f64> = Vec::with_capacity(numbers.len());
     let deadline = Instant::now() + POLL_FOR;
-    let mut pending = numbers;
+    let mut pending: std::collections::HashSet<String> = numbers.into_iter().collect();
+    let pages = pending.len().div_ceil(PAGE_SIZE) + 1;
     while !pending.is_empty() && Instant::now() < deadline {
-        let mut rest = Vec::new();
-        for num in pending {
-            if Instant::now() >= deadline {
-                // Bounded even when every lookup is slow: the rest count as missing.
-                rest.push(num);
-                continue;
-            }
+        for page in 0..pages {
             let mut url = list_url.clone();
-            url.query_pairs_mut().append_pair("orderNumber", &num);
+            url.query_pairs_mut()
+                .append_pair("page", &page.to_string())
+                .append_pair("size", &PAGE_SIZE.to_string());
             let items = get_json(client.get(url), "GET /api/notifications").await?;
-            match items.as_array().and_then(|a| a.first()) {
-                Some(it) => {
+            let Some(items) = items.as_array() else {
+                bail!("GET /api/notifications answered without a JSON array");
+            };
+            for it in items {
+                let Some(num) = it.get("orderNumber").and_then(Value::as_str) else {
+                    continue;
+                };
+                if pending.remove(num) {
                     let created = epoch_seconds(it, "createdAt")?;
                     let occurred = epoch_seconds(it, "occurredAt")?;
                     delays.push((created - occurred) * 1000.0);
                 }
-                None => rest.push(num),
+            }
+            if pending.is_empty() || items.len() < PAGE_SIZE {
+                break;
             }
         }
-        pending = rest;
         if !pending.is_empty() {
             tokio::time::sleep(POLL_PAUSE).await;
         }
