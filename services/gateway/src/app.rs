@@ -17,6 +17,7 @@ use crate::{
     ratelimit::RateLimits,
     routes::RouteTable,
     server::{Admin, ConnLimits, serve_workers},
+    tls::{CertStore, TlsFiles},
 };
 
 /// The gateway's default port.
@@ -86,6 +87,21 @@ pub struct GatewayArgs {
     /// Circuit breaker: seconds an open breaker waits before trial calls.
     #[arg(long, env = "SHOP_BREAKER_OPEN_SECS", default_value_t = 5)]
     pub breaker_open_secs: u64,
+    /// TLS certificate chain, PEM, leaf first. With SHOP_TLS_KEY_FILE the port serves only TLS 1.2/1.3 (unset: plain HTTP)
+    #[arg(long, env = "SHOP_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key of the TLS certificate, PEM (PKCS#8, PKCS#1 or SEC1); needs SHOP_TLS_CERT_FILE
+    #[arg(long, env = "SHOP_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Seconds between checks of the TLS files; a changed certificate is served to new connections without a restart
+    #[arg(long, env = "SHOP_TLS_RELOAD_SECS", default_value_t = 5)]
+    pub tls_reload_secs: u64,
+    /// Plain-HTTP port (on the same address) that answers every request with a 308 redirect to https; only with TLS
+    #[arg(long, env = "SHOP_TLS_REDIRECT_PORT")]
+    pub tls_redirect_port: Option<u16>,
+    /// https port the redirects name, when clients reach the TLS port through another one (default: the TLS port; 443 is left out)
+    #[arg(long, env = "SHOP_TLS_REDIRECT_HTTPS_PORT")]
+    pub tls_redirect_https_port: Option<u16>,
 }
 
 /// Subcommands.
@@ -145,6 +161,25 @@ pub fn load_config(args: &GatewayArgs) -> anyhow::Result<GatewayConfig> {
     Ok(cfg)
 }
 
+/// The TLS certificate store and server configuration, when the TLS files are configured. Loads the
+/// certificate once, so a broken setting stops the gateway at start, naming the file.
+pub fn load_tls(
+    args: &GatewayArgs,
+) -> anyhow::Result<Option<(Arc<CertStore>, Arc<rustls::ServerConfig>)>> {
+    let files = TlsFiles::from_settings(args.tls_cert_file.clone(), args.tls_key_file.clone())?;
+    let Some(files) = files else {
+        if args.tls_redirect_port.is_some() {
+            anyhow::bail!(
+                "SHOP_TLS_REDIRECT_PORT redirects to https, which needs SHOP_TLS_CERT_FILE and SHOP_TLS_KEY_FILE"
+            );
+        }
+        return Ok(None);
+    };
+    let store = Arc::new(CertStore::load(files, crate::tls::provider())?);
+    let config = crate::tls::server_config(store.clone())?;
+    Ok(Some((store, config)))
+}
+
 fn auth_config(args: &GatewayArgs) -> AuthConfig {
     AuthConfig {
         hs_secret: args
@@ -197,6 +232,7 @@ pub fn mint_token(args: &GatewayArgs, cmd: &Command) -> anyhow::Result<String> {
 /// Runs the gateway until SIGTERM/SIGINT.
 pub async fn run(common: CommonArgs, args: GatewayArgs) -> anyhow::Result<()> {
     let cfg = load_config(&args).context("invalid gateway configuration")?;
+    let tls = load_tls(&args).context("invalid TLS configuration")?;
     // The runtime sets up logs, tracing, metrics, discovery and the signal handler; its own listener
     // is bound on a throw-away loopback port and closed, because the gateway serves with its own
     // connection loop (peer addresses, no router on the hot path).
@@ -218,6 +254,16 @@ pub async fn run(common: CommonArgs, args: GatewayArgs) -> anyhow::Result<()> {
     let listener =
         crate::server::bind_reuseport(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr().context("local address")?;
+    let redirect = match args.tls_redirect_port {
+        Some(port) => {
+            let addr = SocketAddr::new(common.bind, port);
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (SHOP_TLS_REDIRECT_PORT)"))?;
+            Some(l)
+        }
+        None => None,
+    };
 
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -260,7 +306,28 @@ pub async fn run(common: CommonArgs, args: GatewayArgs) -> anyhow::Result<()> {
             }
         });
     }
-    tracing::info!(%local, routes = cfg.routes.len(), "gateway listening");
+    if let Some((store, _)) = &tls {
+        let every = Duration::from_secs(args.tls_reload_secs.max(1));
+        tokio::spawn(store.clone().poll(every, shutdown.clone()));
+        tracing::info!(
+            cert = %store.files().cert.display(),
+            key = %store.files().key.display(),
+            reload_secs = every.as_secs(),
+            "TLS on: serving TLS 1.3 and 1.2 only"
+        );
+    }
+    if let Some(l) = redirect {
+        let to = args.tls_redirect_https_port.unwrap_or(local.port());
+        let plain = l.local_addr().context("local address")?;
+        tracing::info!(%plain, https_port = to, "redirecting plain HTTP to https");
+        tokio::spawn(crate::redirect::serve_redirect(
+            l,
+            to,
+            Duration::from_millis(cfg.proxy.header_timeout_ms),
+            shutdown.clone(),
+        ));
+    }
+    tracing::info!(%local, routes = cfg.routes.len(), tls = tls.is_some(), "gateway listening");
     let workers = args.workers.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
@@ -273,6 +340,7 @@ pub async fn run(common: CommonArgs, args: GatewayArgs) -> anyhow::Result<()> {
         listener,
         workers,
         limits,
+        tls.map(|(_, config)| config),
         gw,
         Admin { readiness, metrics },
         shutdown,

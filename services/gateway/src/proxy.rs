@@ -256,6 +256,8 @@ pub struct Peer {
     ip: HeaderValue,
     /// The client's key for per-IP rate limits (built once per connection, not per request).
     limit_key: String,
+    /// Whether the connection came over TLS (`X-Forwarded-Proto: https`).
+    tls: bool,
 }
 
 impl Peer {
@@ -267,6 +269,15 @@ impl Peer {
             addr,
             ip,
             limit_key: limit_key(addr.ip()),
+            tls: false,
+        }
+    }
+
+    /// The peer at `addr` of a connection that came over TLS.
+    pub fn over_tls(addr: SocketAddr) -> Self {
+        Self {
+            tls: true,
+            ..Self::new(addr)
         }
     }
 
@@ -481,9 +492,11 @@ pub struct Outgoing<'a> {
     connection_named: bool,
     user: Option<HeaderValue>,
     forwarded_for: Option<HeaderValue>,
-    /// Set `X-Forwarded-Proto: http` in place of any the client sent (false: a trusted proxy's
-    /// value is passed on).
+    /// Set `X-Forwarded-Proto` (`http`, or `https` when `tls`) in place of any the client sent
+    /// (false: a trusted proxy's value is passed on).
     forwarded_proto: bool,
+    /// The client connection came over TLS.
+    tls: bool,
     forwarded_host: Option<HeaderValue>,
     request_id: HeaderValue,
     /// Trace context headers (tracing on), replacing the client's.
@@ -527,7 +540,8 @@ impl Outgoing<'_> {
             f(&X_FORWARDED_FOR, v);
         }
         if self.forwarded_proto {
-            f(&X_FORWARDED_PROTO, &HV::from_static("http"));
+            let proto = if self.tls { "https" } else { "http" };
+            f(&X_FORWARDED_PROTO, &HV::from_static(proto));
         }
         if let Some(v) = &self.forwarded_host {
             f(&X_FORWARDED_HOST, v);
@@ -1173,6 +1187,7 @@ impl Gateway {
             forwarded_for,
             forwarded_proto: !(incoming.contains_key(X_FORWARDED_PROTO)
                 && self.trusted.iter().any(|c| c.contains(peer.addr.ip()))),
+            tls: peer.tls,
             forwarded_host: host.cloned(),
             request_id: request_id.clone(),
             trace,
@@ -1644,6 +1659,7 @@ mod tests {
             user: Some(HV::from_static("alice")),
             forwarded_for: Some(HV::from_static("10.0.0.1, 127.0.0.1")),
             forwarded_proto: false,
+            tls: false,
             forwarded_host: Some(HV::from_static("shop.example")),
             request_id: HV::from_static("gw-id"),
             trace: Some(HeaderMap::from_iter([(
@@ -1681,6 +1697,7 @@ mod tests {
             user: None,
             forwarded_for: None,
             forwarded_proto: true,
+            tls: false,
             forwarded_host: None,
             request_id: HV::from_static("gw-id"),
             trace: None,

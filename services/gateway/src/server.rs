@@ -6,7 +6,8 @@
 //! per-request router and middleware stack the hot path of a proxy does not need. Like nginx, it
 //! runs one worker per core: each worker thread has its own single-threaded runtime, its own
 //! `SO_REUSEPORT` listener on the same address and its own upstream connection pool, so a request
-//! never hops threads.
+//! never hops threads. With TLS on (see `tls`), each worker also runs the handshakes of its own
+//! connections, bounded by the head timeout, before serving them like plain ones.
 
 use std::{
     convert::Infallible,
@@ -28,6 +29,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
     sync::{Notify, mpsc},
 };
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -251,11 +253,17 @@ pub fn bind_reuseport(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Runs `workers` server threads (each a single-threaded runtime with its own listener on the
-/// address of `first`) until `shutdown`, then drains each for at most `grace`.
+/// address of `first`) until `shutdown`, then drains each for at most `grace`. With `tls`, every
+/// connection is served over TLS with that configuration.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the start-up wiring of the workers, called once from `app::run`"
+)]
 pub async fn serve_workers(
     first: TcpListener,
     workers: usize,
     limits: ConnLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     gw: Arc<Gateway>,
     admin: Admin,
     shutdown: CancellationToken,
@@ -274,6 +282,7 @@ pub async fn serve_workers(
             header_timeout: limits.header_timeout,
             balance: balance.clone(),
             inbox,
+            tls: tls.clone(),
         };
         std::thread::Builder::new()
             .name(format!("gateway-worker-{i}"))
@@ -324,6 +333,8 @@ struct Worker {
     balance: Arc<Balance>,
     /// Connections handed over to this worker.
     inbox: mpsc::UnboundedReceiver<Handoff>,
+    /// TLS on the listener: every connection's handshake first.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Serves one listener (and the connections other workers hand over) until `shutdown` is
@@ -411,11 +422,46 @@ async fn serve(
         let conn = Arc::new(Conn {
             gw: gw.clone(),
             admin: admin.clone(),
-            peer: Peer::new(peer),
+            peer: if worker.tls.is_some() {
+                Peer::over_tls(peer)
+            } else {
+                Peer::new(peer)
+            },
         });
         // `map`, not an `async move` block around `dispatch`: the block would hold the request
         // once more next to `dispatch`'s own future, and this future is moved on every request.
         let svc = service_fn(move |req| dispatch(conn.clone(), req).map(Ok::<_, Infallible>));
+        if let Some(config) = &worker.tls {
+            // The handshake runs in the connection's own task (not in the accept loop), bounded
+            // by the head timeout: a client that connects and says nothing holds a connection
+            // slot no longer than a slow request head would.
+            let handshake = TlsAcceptor::from(config.clone()).accept(stream);
+            let (builder, watcher) = (builder.clone(), graceful.watcher());
+            let timeout = worker.header_timeout;
+            tokio::spawn(async move {
+                let _open = open;
+                let stream = match tokio::time::timeout(timeout, handshake).await {
+                    Ok(Ok(s)) => s,
+                    // Scanners, plain-HTTP clients, old protocol versions: not the gateway's error.
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, ?timeout, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                // HTTP/2 seam: once `tls::ALPN_PROTOCOLS` offers `h2`, pick the connection builder
+                // here by `stream.get_ref().1.alpn_protocol()`. Until then every TLS connection
+                // negotiated `http/1.1` or no ALPN at all.
+                let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with error");
+                }
+            });
+            continue;
+        }
         let conn = builder.serve_connection(TokioIo::new(stream), svc);
         let fut = graceful.watch(conn);
         tokio::spawn(async move {
