@@ -233,6 +233,7 @@ async fn sync_inline<T: StockTarget>(
         }
         Err(e) => {
             tracing::warn!(error = %e, "inline stock sync failed; retry loop will take over");
+            st.syncer.wake();
             view
         }
     }

@@ -40,7 +40,8 @@ struct Args {
     #[arg(long, env = "SHOP_STOCK_RETRY_MS", default_value_t = 1000)]
     stock_retry_ms: u64,
 
-    /// Upper bound of the retry interval while inventory stays down, in milliseconds.
+    /// Upper bound of the retry interval while inventory stays down, and the interval of the idle
+    /// pass that looks for markers another replica left, in milliseconds.
     #[arg(long, env = "SHOP_STOCK_RETRY_MAX_MS", default_value_t = 15000)]
     stock_retry_max_ms: u64,
 
@@ -49,7 +50,7 @@ struct Args {
     inventory_timeout_ms: u64,
 
     /// Interval between reads of `product_changes` (other replicas' writes) into the search index,
-    /// in milliseconds.
+    /// in milliseconds (50..=10000).
     #[arg(long, env = "SHOP_SEARCH_REFRESH_MS", default_value_t = 1000)]
     search_refresh_ms: u64,
 

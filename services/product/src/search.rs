@@ -17,8 +17,8 @@
 //! (`{_id, product, at}`, [`crate::store::ProductStore::record_change`]); inserts are atomic on
 //! FerretDB, unlike read-modify-write updates, so no change can be lost between two writers. Each
 //! replica applies its own writes to its index at once (read-your-writes), and [`run`] polls the
-//! small change collection every `refresh` (default 1 s), re-reading each product it has not seen
-//! yet by `_id`; rows older than [`CHANGE_RETENTION`] are deleted. A replica that could not poll
+//! small change collection every `refresh` (default 1 s, at most 10 s), re-reading each product it has not seen
+//! yet by `_id`; rows older than [`CHANGE_RETENTION`] (30 s) are deleted every tenth poll. A replica that could not poll
 //! for longer than the retention, or whose write crashed between the product and its change row,
 //! would miss changes: it rebuilds from a full read when polling resumes after such a gap, and every
 //! `rebuild_every` (default 10 min) in any case.
@@ -37,8 +37,14 @@ use crate::model::ProductView;
 use crate::store::{ProductStore, StoreError};
 
 /// How long a row of `product_changes` is kept: a replica that polls within this window sees every
-/// change; one that could not poll for longer rebuilds.
-pub const CHANGE_RETENTION: Duration = Duration::from_secs(120);
+/// change; one that could not poll for longer rebuilds. Short, because every poll reads the whole
+/// collection (FerretDB 1.24 would scan for a range filter anyway): at 250 writes/s that is ~7,500
+/// rows, not the 30,000 a two-minute window held.
+pub const CHANGE_RETENTION: Duration = Duration::from_secs(30);
+/// The longest refresh interval honoured: polls must come well inside [`CHANGE_RETENTION`].
+const MAX_REFRESH: Duration = Duration::from_secs(10);
+/// Old rows are deleted every this many polls (the delete is a scan too).
+const EXPIRE_EVERY_POLLS: u32 = 10;
 
 /// Longest accepted `q`, in characters.
 pub const MAX_QUERY_CHARS: usize = 200;
@@ -405,9 +411,11 @@ pub async fn run(
     rebuild_every: Duration,
     shutdown: CancellationToken,
 ) {
+    let refresh = refresh.min(MAX_REFRESH);
     let mut seen: HashSet<ObjectId> = HashSet::new();
     let mut built_at: Option<Instant> = None;
     let mut last_poll = Instant::now();
+    let mut polls: u32 = 0;
     let mut ticker = tokio::time::interval(refresh);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -444,10 +452,16 @@ pub async fn run(
             Ok(()) => last_poll = Instant::now(),
             Err(e) => tracing::warn!(error = %e, "reading product changes failed; retrying"),
         }
+        polls = polls.wrapping_add(1);
+        if polls.is_multiple_of(EXPIRE_EVERY_POLLS)
+            && let Err(e) = store.expire_changes(CHANGE_RETENTION).await
+        {
+            tracing::warn!(error = %e, "deleting old product changes failed; retrying");
+        }
     }
 }
 
-/// Apply the changes not seen yet; forget the ids of rows that expired; expire old rows.
+/// Apply the changes not seen yet; forget the ids of rows that expired.
 async fn poll(
     index: &SharedIndex,
     store: &ProductStore,
@@ -464,7 +478,6 @@ async fn poll(
         seen.insert(c.change);
     }
     seen.retain(|id| current.contains(id));
-    store.expire_changes(CHANGE_RETENTION).await?;
     Ok(())
 }
 

@@ -153,9 +153,11 @@ impl<T: StockTarget> StockSyncer<T> {
         self.wake.notify_one();
     }
 
-    /// One pass over every pending marker. Returns how many are still pending afterwards.
-    pub async fn pass(&self) -> Result<usize, StoreError> {
+    /// One pass over every pending marker. Returns how many were found and how many are still
+    /// pending afterwards.
+    pub async fn pass(&self) -> Result<(usize, usize), StoreError> {
         let pending = self.store.pending(200).await?;
+        let found = pending.len();
         let mut left = 0;
         for p in pending {
             if self.sync_one(p.id).await? == SyncOutcome::Failed {
@@ -164,11 +166,17 @@ impl<T: StockTarget> StockSyncer<T> {
         }
         self.pending_gauge
             .set(i64::try_from(left).unwrap_or(i64::MAX));
-        Ok(left)
+        Ok((found, left))
     }
 
-    /// Retry loop: runs a pass every `interval` (backing off up to `max_interval` while inventory
-    /// stays down) until `shutdown` is cancelled.
+    /// Retry loop: runs a pass every `interval` while markers are being synced, backing off up to
+    /// `max_interval` while inventory stays down, and every `max_interval` when nothing is pending,
+    /// until `shutdown` is cancelled. A write that leaves a marker wakes it at once ([`Self::wake`]).
+    ///
+    /// The idle pass is slow on purpose: on FerretDB 1.24 the `pendingStock` query scans the whole
+    /// collection (only `_id` equality is pushed down to SQLite), so an idle pass every second over
+    /// a 100,000-product catalog was a full collection scan every second. The idle pass only picks
+    /// up markers another replica left when it stopped mid-retry.
     pub async fn run(
         self: Arc<Self>,
         interval: Duration,
@@ -176,18 +184,30 @@ impl<T: StockTarget> StockSyncer<T> {
         shutdown: CancellationToken,
     ) {
         let mut delay = interval;
+        let mut backoff = interval;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(delay) => {}
-                () = self.wake.notified() => {}
+                () = self.wake.notified() => backoff = interval,
             }
             delay = match self.pass().await {
-                Ok(0) => interval,
-                Ok(_) => (delay * 2).min(max_interval),
+                Ok((0, _)) => {
+                    backoff = interval;
+                    max_interval
+                }
+                Ok((_, 0)) => {
+                    backoff = interval;
+                    interval
+                }
+                Ok(_) => {
+                    backoff = (backoff * 2).min(max_interval);
+                    backoff
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "stock retry pass failed (database)");
-                    (delay * 2).min(max_interval)
+                    backoff = (backoff * 2).min(max_interval);
+                    backoff
                 }
             };
         }
