@@ -19,13 +19,6 @@ use serde_json::json;
 use shop_operator::Shop;
 use shop_operator::build::shop_selector;
 
-async fn setup(prefix: &str) -> (Client, TestNs) {
-    let client = client().await;
-    ensure_crd(&client).await;
-    let ns = TestNs::new(&client, prefix).await;
-    (client, ns)
-}
-
 async fn count<K>(client: &Client, ns: &str, shop: &str) -> usize
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>

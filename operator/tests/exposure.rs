@@ -22,13 +22,6 @@ use serde_json::json;
 use shop_operator::Shop;
 use shop_operator::exposure::HttpRoute;
 
-async fn setup(prefix: &str) -> (Client, TestNs) {
-    let client = client().await;
-    ensure_crd(&client).await;
-    let ns = TestNs::new(&client, prefix).await;
-    (client, ns)
-}
-
 /// The `Exposed` condition of a Shop: (status, reason, message).
 async fn exposed(client: &Client, ns: &str, name: &str) -> Option<(String, String, String)> {
     let shop = Api::<Shop>::namespaced(client.clone(), ns)

@@ -61,6 +61,15 @@ pub async fn ensure_crd(client: &Client) {
     .unwrap();
 }
 
+/// A client, the Shop CRD installed, and a fresh namespace named after `prefix`: what every
+/// cluster test starts from.
+pub async fn setup(prefix: &str) -> (Client, TestNs) {
+    let client = client().await;
+    ensure_crd(&client).await;
+    let ns = TestNs::new(&client, prefix).await;
+    (client, ns)
+}
+
 /// A fresh namespace; call `delete` at the end of the test.
 pub struct TestNs {
     pub name: String,
