@@ -152,17 +152,31 @@ impl Query {
         let Ok(price) = Decimal::from_str(&p.price) else {
             return false;
         };
-        if self.name.as_deref().is_some_and(|n| n != p.name)
-            || self.sku.as_deref().is_some_and(|s| s != p.sku_code)
+        let own: Vec<String> = words(&p.name).chain(words(&p.description)).collect();
+        self.accepts(&p.name, &p.sku_code, price, &own, None)
+    }
+
+    /// The one matching rule, over a product's fields and (cut) words; the query word at
+    /// `skip_word` is left out (the index already matched it through its postings).
+    fn accepts<W: AsRef<str>>(
+        &self,
+        name: &str,
+        sku: &str,
+        price: Decimal,
+        own: &[W],
+        skip_word: Option<usize>,
+    ) -> bool {
+        if self.name.as_deref().is_some_and(|n| n != name)
+            || self.sku.as_deref().is_some_and(|s| s != sku)
             || self.min_price.is_some_and(|lo| price < lo)
             || self.max_price.is_some_and(|hi| price > hi)
         {
             return false;
         }
-        let own: Vec<String> = words(&p.name).chain(words(&p.description)).collect();
         self.words
             .iter()
-            .all(|q| own.iter().any(|w| prefix_matches(w, q)))
+            .enumerate()
+            .all(|(i, q)| Some(i) == skip_word || own.iter().any(|w| prefix_matches(w.as_ref(), q)))
     }
 }
 
@@ -315,21 +329,6 @@ impl CatalogIndex {
         out
     }
 
-    fn slot_matches(&self, slot: &Slot, query: &Query, skip_word: Option<usize>) -> bool {
-        if query.name.as_deref().is_some_and(|n| n != &*slot.name)
-            || query.min_price.is_some_and(|lo| slot.price < lo)
-            || query.max_price.is_some_and(|hi| slot.price > hi)
-            || query.sku.as_deref().is_some_and(|s| s != &*slot.sku)
-        {
-            return false;
-        }
-        query
-            .words
-            .iter()
-            .enumerate()
-            .all(|(i, q)| Some(i) == skip_word || slot.words.iter().any(|w| prefix_matches(w, q)))
-    }
-
     /// The products matching `query`, in index order: page `page` of `size`, and the total.
     pub fn search(&self, query: &Query, page: u64, size: u64) -> Hits {
         // Candidates: the SKU's one product, else the postings of the rarest query word (the
@@ -361,7 +360,7 @@ impl CatalogIndex {
             let Some(Some(slot)) = self.slots.get(ord as usize) else {
                 continue;
             };
-            if !self.slot_matches(slot, query, skip_word) {
+            if !query.accepts(&slot.name, &slot.sku, slot.price, &slot.words, skip_word) {
                 continue;
             }
             if total >= skip && (ids.len() as u64) < size {
