@@ -177,7 +177,13 @@ TOML
 }
 JSON
   start_bg containerd containerd --config "$NODE_DIR/containerd.toml"
-  wait_for containerd 60 "${CTR[@]}" version
+  # `ctr version` answers before the CRI plugin has initialised; a kubelet started in that gap exits
+  # with "server is not initialized yet". The CRI logs "Start streaming server" once it serves.
+  wait_for containerd 60 containerd_cri_ready
+}
+
+containerd_cri_ready() {
+  "${CTR[@]}" version && grep -q 'Start streaming server' "$LOG_DIR/containerd.log"
 }
 
 # ---------------------------------------------------------------- kubelet
