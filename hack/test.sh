@@ -27,9 +27,27 @@ cleanup() {
     log "the platform did not come up:"
     cat "$STATE_DIR/platform-failure.txt" >&2
   fi
+  # Which tests failed and why, once more as the last lines: cargo prints each failure's output
+  # next to its own test binary, often far above the end of a long run.
+  if (( rc != 0 )) && [[ -s $STATE_DIR/test-output.txt ]]; then
+    failure_summary "$STATE_DIR/test-output.txt" >&2
+  fi
   exit $rc
 }
 trap cleanup EXIT
+
+# The `---- name stdout ----` sections of a cargo test log (their first 12 non-blank lines, kept
+# short: CI keeps only the end of the output), each under the test binary it came from.
+failure_summary() {
+  awk '
+    /^ *Running / { bin = $2; if (match($0, /deps\/[^)]*/)) bin = bin " (" substr($0, RSTART + 5, RLENGTH - 5) ")" }
+    /^---- .* stdout ----$/ { if (!shown) print "\n=== failed tests (details above) ==="; shown = 1
+                              print "--- " bin ": " $2; n = 0; grab = 1; next }
+    /^failures:$/ { grab = 0 }
+    /^note: run with `RUST_BACKTRACE/ || /^ *$/ { next }
+    grab && n < 12 { print; n++ }
+  ' "$1"
+}
 
 t0=$SECONDS
 hack/stack.sh up
@@ -45,5 +63,7 @@ cargo build --workspace --bins --locked
 # in tests/e2e/tests/real_node*.rs run against it.
 hack/platform.sh up
 hack/tools.sh spring  # the real Spring clients tests/e2e/tests/spring_clients.rs runs (built once per source hash)
-cargo test --workspace --locked --no-fail-fast -- --test-threads="${SHOP_TEST_THREADS:-4}"
+rm -f "$STATE_DIR/test-output.txt"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${SHOP_TEST_THREADS:-4}" 2>&1 |
+  tee "$STATE_DIR/test-output.txt"
 log "make test finished in $(( SECONDS - t0 ))s"
