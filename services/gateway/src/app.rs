@@ -165,6 +165,7 @@ pub fn load_config(args: &GatewayArgs) -> anyhow::Result<GatewayConfig> {
 /// certificate once, so a broken setting stops the gateway at start, naming the file.
 pub fn load_tls(
     args: &GatewayArgs,
+    http2: bool,
 ) -> anyhow::Result<Option<(Arc<CertStore>, Arc<rustls::ServerConfig>)>> {
     let files = TlsFiles::from_settings(args.tls_cert_file.clone(), args.tls_key_file.clone())?;
     let Some(files) = files else {
@@ -176,7 +177,12 @@ pub fn load_tls(
         return Ok(None);
     };
     let store = Arc::new(CertStore::load(files, crate::tls::provider())?);
-    let config = crate::tls::server_config(store.clone())?;
+    let alpn = if http2 {
+        crate::tls::ALPN_H2
+    } else {
+        crate::tls::ALPN_HTTP1
+    };
+    let config = crate::tls::server_config(store.clone(), alpn)?;
     Ok(Some((store, config)))
 }
 
@@ -232,7 +238,7 @@ pub fn mint_token(args: &GatewayArgs, cmd: &Command) -> anyhow::Result<String> {
 /// Runs the gateway until SIGTERM/SIGINT.
 pub async fn run(common: CommonArgs, args: GatewayArgs) -> anyhow::Result<()> {
     let cfg = load_config(&args).context("invalid gateway configuration")?;
-    let tls = load_tls(&args).context("invalid TLS configuration")?;
+    let tls = load_tls(&args, cfg.proxy.http2).context("invalid TLS configuration")?;
     // The runtime sets up logs, tracing, metrics, discovery and the signal handler; its own listener
     // is bound on a throw-away loopback port and closed, because the gateway serves with its own
     // connection loop (peer addresses, no router on the hot path).
@@ -335,6 +341,10 @@ pub async fn run(common: CommonArgs, args: GatewayArgs) -> anyhow::Result<()> {
     let limits = ConnLimits {
         max_connections: cfg.proxy.max_connections,
         header_timeout: Duration::from_millis(cfg.proxy.header_timeout_ms),
+        http2_max_streams: cfg
+            .proxy
+            .http2
+            .then_some(cfg.proxy.http2_max_concurrent_streams),
     };
     serve_workers(
         listener,

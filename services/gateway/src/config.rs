@@ -199,6 +199,21 @@ pub struct RouteConfig {
     /// Overrides the global request body limit, bytes.
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
+    /// What the upstream speaks: `http1` (HTTP/1.1), or `h2c` (HTTP/2 with prior knowledge, one
+    /// multiplexed connection per upstream and worker; what gRPC servers need, trailers kept).
+    #[serde(default)]
+    pub upstream_protocol: UpstreamProtocol,
+}
+
+/// The protocol a route's upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 on pooled keep-alive connections.
+    #[default]
+    Http1,
+    /// HTTP/2 without TLS, prior knowledge.
+    H2c,
 }
 
 impl RouteConfig {
@@ -215,6 +230,7 @@ impl RouteConfig {
             auth: AuthRule::Default,
             rate_limit: None,
             max_body_bytes: None,
+            upstream_protocol: UpstreamProtocol::Http1,
         }
     }
 }
@@ -249,6 +265,11 @@ pub struct ProxyConfig {
     /// `X-Forwarded-Proto` is passed on. From anyone else the gateway, being the edge, sets it
     /// itself: a client must not tell the services it came over https.
     pub trusted_proxies: Vec<String>,
+    /// Serve HTTP/2 to clients that ask for it: `h2` through ALPN on TLS, prior-knowledge h2c on
+    /// plain ports. HTTP/1.1 is always served.
+    pub http2: bool,
+    /// Requests one HTTP/2 connection may have in flight at once (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub http2_max_concurrent_streams: u32,
 }
 
 /// An address block of [`ProxyConfig::trusted_proxies`]: `10.0.0.0/8`, `fd00::/8` or one address.
@@ -309,6 +330,8 @@ impl Default for ProxyConfig {
             max_connections: 10_000,
             header_timeout_ms: 30_000,
             trusted_proxies: Vec::new(),
+            http2: true,
+            http2_max_concurrent_streams: 128,
         }
     }
 }
@@ -495,6 +518,12 @@ impl GatewayConfig {
         }
         if self.proxy.connect_timeout_ms == 0 {
             return Err(invalid("proxy.connect_timeout_ms", "must be > 0"));
+        }
+        if self.proxy.http2_max_concurrent_streams == 0 {
+            return Err(invalid(
+                "proxy.http2_max_concurrent_streams",
+                "must be >= 1",
+            ));
         }
         if self.proxy.header_timeout_ms == 0 {
             return Err(invalid("proxy.header_timeout_ms", "must be >= 1"));

@@ -554,6 +554,17 @@ impl Outgoing<'_> {
         }
     }
 
+    /// Whether the client said it takes trailers (`TE: trailers`, as gRPC clients do): `TE` is
+    /// hop-by-hop, and an HTTP/2 upstream is told again.
+    pub fn takes_trailers(&self) -> bool {
+        self.incoming
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+    }
+
     /// The headers as a map (for hyper's client).
     pub fn to_map(&self) -> HeaderMap {
         let mut h = HeaderMap::with_capacity(self.incoming.len() + 6);
@@ -1287,7 +1298,7 @@ impl Gateway {
             // At the deadline itself: no clock read per attempt (`timeout` would read it again).
             match tokio::time::timeout_at(
                 deadline.into(),
-                upstream::send(up.base(), method, uri, body, headers, &self.pool),
+                upstream::send(up.base(), method, uri, body, headers, &self.pool, route.h2c),
             )
             .await
             {

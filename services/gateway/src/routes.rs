@@ -128,6 +128,8 @@ pub struct Route {
     pub max_body_bytes: u64,
     /// Per-client bucket.
     pub bucket: Bucket,
+    /// The upstream speaks HTTP/2 (h2c).
+    pub h2c: bool,
 }
 
 impl Route {
@@ -368,6 +370,7 @@ fn compile(index: usize, r: &RouteConfig, cfg: &GatewayConfig) -> Route {
         auth: r.auth.clone(),
         max_body_bytes: r.max_body_bytes.unwrap_or(cfg.proxy.max_body_bytes),
         bucket: r.rate_limit.unwrap_or(cfg.rate_limit.client),
+        h2c: r.upstream_protocol == crate::config::UpstreamProtocol::H2c,
     }
 }
 

@@ -1,4 +1,4 @@
-//! The gateway's HTTP/1.1 server: accepts connections (keeping each peer address for
+//! The gateway's HTTP/1.1 and HTTP/2 server: accepts connections (keeping each peer address for
 //! `X-Forwarded-For` and per-IP limits), answers `/health/*` and `/metrics` itself, hands everything
 //! else to the proxy, and shuts down gracefully (not ready, stop accepting, drain within the grace).
 //!
@@ -22,8 +22,15 @@ use std::{
 use bytes::Bytes;
 use futures::FutureExt;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use hyper::{body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
+use hyper::{
+    body::Incoming,
+    server::conn::{http1, http2},
+    service::service_fn,
+};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::graceful::{GracefulShutdown, Watcher},
+};
 use shop_runtime::{Metrics, Readiness};
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -50,6 +57,9 @@ pub struct ConnLimits {
     /// starts the timer then, so it is also the idle keep-alive timeout); then the connection is
     /// closed.
     pub header_timeout: Duration,
+    /// HTTP/2 on (ALPN `h2` over TLS, prior-knowledge h2c on a plain port) with at most this many
+    /// streams in flight per connection; None: HTTP/1.1 only.
+    pub http2_max_streams: Option<u32>,
 }
 
 /// What the built-in endpoints need.
@@ -111,8 +121,12 @@ fn dispatch(
             ),
             shop_runtime::openapi::OPENAPI_PATH => own_document(),
             _ => {
+                // HTTP/2 has no `Connection` header: a draining server tells its clients with GOAWAY.
+                let h1 = req.version() < http::Version::HTTP_2;
                 let mut resp = gw.handle(req, peer).await;
-                close_when_draining(&admin.readiness, &mut resp);
+                if h1 {
+                    close_when_draining(&admin.readiness, &mut resp);
+                }
                 resp
             }
         }
@@ -143,6 +157,267 @@ fn close_when_draining(readiness: &Readiness, resp: &mut Response<ResponseBody>)
     if readiness.is_draining() {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
+/// Limits of an HTTP/2 connection besides its stream count; each is what nginx or Envoy would
+/// bound, chosen so that one connection cannot take much more memory than a few HTTP/1.1 ones.
+mod h2_limits {
+    use std::time::Duration;
+
+    /// Largest header list of one request (HPACK-decoded), like the HTTP/1.1 head limit (hyper's
+    /// default is 16 MiB).
+    pub const MAX_HEADER_LIST_BYTES: u32 = super::MAX_REQUEST_HEAD_BYTES as u32;
+    /// Flow-control window of one request body: how much of an upload may be in flight (buffered
+    /// here) before the gateway has passed it on.
+    pub const STREAM_WINDOW: u32 = 256 * 1024;
+    /// Flow-control window of a whole connection.
+    pub const CONNECTION_WINDOW: u32 = 1024 * 1024;
+    /// Response bytes buffered per stream for a client that reads slowly.
+    pub const MAX_SEND_BUFFER: usize = 256 * 1024;
+    /// Streams a client may open and reset before the gateway has answered them (the "rapid
+    /// reset" attack, CVE-2023-44487): beyond this the connection is closed with GOAWAY.
+    pub const MAX_PENDING_RESETS: usize = 20;
+    /// Streams the gateway may reset for a client's protocol errors before it closes the connection.
+    pub const MAX_ERROR_RESETS: usize = 256;
+    /// A connection with no request for this long gets a PING; without an answer it is closed.
+    pub const PING_INTERVAL: Duration = Duration::from_secs(20);
+    /// Time allowed for a PING's answer.
+    pub const PING_TIMEOUT: Duration = Duration::from_secs(20);
+}
+
+/// The HTTP/1.1 and HTTP/2 connection builders of one worker, and the head timeout both enforce.
+struct Protocols {
+    h1: http1::Builder,
+    /// None: HTTP/2 off.
+    h2: Option<http2::Builder<TokioExecutor>>,
+    header_timeout: Duration,
+}
+
+impl Protocols {
+    fn new(head_timer: CoarseTimer, header_timeout: Duration, h2_streams: Option<u32>) -> Self {
+        let mut h1 = http1::Builder::new();
+        h1.timer(head_timer)
+            .header_read_timeout(header_timeout)
+            // A request head (line and headers) larger than this is answered 431 here; without it
+            // hyper took heads up to its buffer size (about 400 KiB) and passed them on upstream.
+            .max_header_size(MAX_REQUEST_HEAD_BYTES)
+            .keep_alive(true)
+            // Small writes are copied into one buffer and sent with one `send`; cheaper than a
+            // `writev` of head + body for the typical API response.
+            .writev(false);
+        // Note: no `max_headers` above hyper's default (100): a larger limit makes hyper allocate
+        // its header parsing arrays on the heap for every request.
+        let h2 = h2_streams.map(|streams| {
+            use h2_limits::*;
+            let mut b = http2::Builder::new(TokioExecutor::new());
+            b.timer(TokioTimer::new())
+                .max_concurrent_streams(streams)
+                .max_header_list_size(MAX_HEADER_LIST_BYTES)
+                .initial_stream_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW)
+                .adaptive_window(false)
+                .max_send_buf_size(MAX_SEND_BUFFER)
+                .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
+                .max_local_error_reset_streams(MAX_ERROR_RESETS)
+                .keep_alive_interval(PING_INTERVAL)
+                .keep_alive_timeout(PING_TIMEOUT);
+            b
+        });
+        Self {
+            h1,
+            h2,
+            header_timeout,
+        }
+    }
+
+    /// Serves `io` with HTTP/2 (`h2`) or HTTP/1.1 until it ends or the worker's drain closes it.
+    async fn serve<I>(&self, io: I, h2: bool, conn: Arc<Conn>, watcher: Watcher)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let peer = conn.peer.addr();
+        let ended = match (&self.h2, h2) {
+            (Some(builder), true) => {
+                let activity = Arc::new(Activity::default());
+                let counted = activity.clone();
+                let svc = service_fn(move |req| {
+                    let stream = StreamGuard::new(&counted);
+                    dispatch(conn.clone(), req).map(move |r| {
+                        Ok::<_, Infallible>(r.map(|body| Counted {
+                            body,
+                            _stream: stream,
+                        }))
+                    })
+                });
+                tokio::select! {
+                    ended = watcher.watch(builder.serve_connection(io, svc)) => ended,
+                    () = activity.idle(self.header_timeout) => {
+                        tracing::debug!(%peer, "idle HTTP/2 connection closed");
+                        Ok(())
+                    }
+                }
+            }
+            _ => {
+                // `map`, not an `async move` block around `dispatch`: the block would hold the
+                // request once more next to `dispatch`'s own future, and this future is moved on
+                // every request.
+                let svc =
+                    service_fn(move |req| dispatch(conn.clone(), req).map(Ok::<_, Infallible>));
+                watcher.watch(self.h1.serve_connection(io, svc)).await
+            }
+        };
+        if let Err(e) = ended {
+            tracing::debug!(%peer, error = %e, "connection ended with error");
+        }
+    }
+}
+
+/// Serves one accepted connection to its end in a task of its own: the TLS handshake first (with
+/// TLS on), then HTTP/2 when the client asked for it (ALPN `h2`, or the h2c connection preface on
+/// a plain port), else HTTP/1.1. The handshake and the first bytes are waited for no longer than
+/// a request head: a client that connects and says nothing holds a connection slot no longer
+/// than a slow request head would.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    _open: OpenConn,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    protocols: Arc<Protocols>,
+    conn: Arc<Conn>,
+    watcher: Watcher,
+) {
+    let timeout = protocols.header_timeout;
+    match tls {
+        Some(config) => {
+            let handshake = TlsAcceptor::from(config).accept(stream);
+            let stream = match tokio::time::timeout(timeout, handshake).await {
+                Ok(Ok(s)) => s,
+                // Scanners, plain-HTTP clients, old protocol versions: not the gateway's error.
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, ?timeout, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            protocols
+                .serve(TokioIo::new(stream), h2, conn, watcher)
+                .await;
+        }
+        None => {
+            let h2 = if protocols.h2.is_some() {
+                match tokio::time::timeout(timeout, is_h2c(&stream)).await {
+                    Ok(Ok(h2)) => h2,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "connection failed before a request");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, ?timeout, "no request within the head timeout");
+                        return;
+                    }
+                }
+            } else {
+                false
+            };
+            protocols
+                .serve(TokioIo::new(stream), h2, conn, watcher)
+                .await;
+        }
+    }
+}
+
+/// Whether a plain connection starts with the HTTP/2 connection preface (`PRI * HTTP/2.0...`, h2c
+/// with prior knowledge), by peeking at its first bytes without taking them: `PR` can begin
+/// nothing else (HTTP/1.1 methods starting with `P` are POST, PUT and PATCH). The preface itself
+/// is checked by the HTTP/2 server. A closed connection reads as HTTP/1.1 (which then ends it).
+async fn is_h2c(stream: &TcpStream) -> std::io::Result<bool> {
+    let mut first = [0u8; 2];
+    loop {
+        let n = stream.peek(&mut first).await?;
+        match first.get(..n) {
+            // Only one byte has arrived: peeking again returns at once, so wait a moment instead
+            // of spinning (rare: clients send the request line in one segment).
+            Some([b'P']) => tokio::time::sleep(Duration::from_millis(1)).await,
+            Some(b) => return Ok(b == b"PR"),
+            None => return Ok(false),
+        }
+    }
+}
+
+/// Requests of one HTTP/2 connection: how many are in flight, and a count of requests started
+/// and finished (which changes whenever something happened).
+#[derive(Debug, Default)]
+struct Activity {
+    open: AtomicUsize,
+    events: AtomicUsize,
+}
+
+impl Activity {
+    /// Resolves once the connection has had no request in flight, and none started or finished,
+    /// for a whole `after` (checked every `after`, so between one and two of them after the last
+    /// request ended).
+    /// HTTP/1.1 gets the same from hyper's head timeout between requests; hyper's HTTP/2 server
+    /// has no idle timeout, so a client could otherwise keep idle connections (and their slots)
+    /// open forever by answering PINGs.
+    async fn idle(&self, after: Duration) {
+        let mut seen = self.events.load(Ordering::Relaxed);
+        loop {
+            tokio::time::sleep(after).await;
+            let now = self.events.load(Ordering::Relaxed);
+            if now == seen && self.open.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            seen = now;
+        }
+    }
+}
+
+/// One request of an HTTP/2 connection in flight, until its response body is dropped.
+struct StreamGuard(Arc<Activity>);
+
+impl StreamGuard {
+    fn new(activity: &Arc<Activity>) -> Self {
+        activity.open.fetch_add(1, Ordering::Relaxed);
+        activity.events.fetch_add(1, Ordering::Relaxed);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.events.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body on an HTTP/2 connection, counted in flight while it lives.
+struct Counted {
+    body: ResponseBody,
+    _stream: StreamGuard,
+}
+
+impl hyper::body::Body for Counted {
+    type Data = Bytes;
+    type Error = crate::proxy::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -283,6 +558,7 @@ pub async fn serve_workers(
             balance: balance.clone(),
             inbox,
             tls: tls.clone(),
+            http2_max_streams: limits.http2_max_streams,
         };
         std::thread::Builder::new()
             .name(format!("gateway-worker-{i}"))
@@ -335,6 +611,8 @@ struct Worker {
     inbox: mpsc::UnboundedReceiver<Handoff>,
     /// TLS on the listener: every connection's handshake first.
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// See [`ConnLimits::http2_max_streams`].
+    http2_max_streams: Option<u32>,
 }
 
 /// Serves one listener (and the connections other workers hand over) until `shutdown` is
@@ -368,19 +646,11 @@ async fn serve(
     let head_timer = CoarseTimer::new((worker.header_timeout / 10).min(Duration::from_secs(1)));
     tokio::spawn(head_timer.clone().run());
     let graceful = GracefulShutdown::new();
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(head_timer)
-        .header_read_timeout(worker.header_timeout)
-        // A request head (line and headers) larger than this is answered 431 here; without it
-        // hyper took heads up to its buffer size (about 400 KiB) and passed them on upstream.
-        .max_header_size(MAX_REQUEST_HEAD_BYTES)
-        .keep_alive(true)
-        // Small writes are copied into one buffer and sent with one `send`; cheaper than a
-        // `writev` of head + body for the typical API response.
-        .writev(false);
-    // Note: no `max_headers` above hyper's default (100): a larger limit makes hyper allocate its
-    // header parsing arrays on the heap for every request.
+    let protocols = Arc::new(Protocols::new(
+        head_timer,
+        worker.header_timeout,
+        worker.http2_max_streams,
+    ));
     'accept: loop {
         // At its share of the connection limit the worker leaves new connections in the listen
         // backlog (and to the other workers' listeners) until one of its own closes.
@@ -428,48 +698,15 @@ async fn serve(
                 Peer::new(peer)
             },
         });
-        // `map`, not an `async move` block around `dispatch`: the block would hold the request
-        // once more next to `dispatch`'s own future, and this future is moved on every request.
-        let svc = service_fn(move |req| dispatch(conn.clone(), req).map(Ok::<_, Infallible>));
-        if let Some(config) = &worker.tls {
-            // The handshake runs in the connection's own task (not in the accept loop), bounded
-            // by the head timeout: a client that connects and says nothing holds a connection
-            // slot no longer than a slow request head would.
-            let handshake = TlsAcceptor::from(config.clone()).accept(stream);
-            let (builder, watcher) = (builder.clone(), graceful.watcher());
-            let timeout = worker.header_timeout;
-            tokio::spawn(async move {
-                let _open = open;
-                let stream = match tokio::time::timeout(timeout, handshake).await {
-                    Ok(Ok(s)) => s,
-                    // Scanners, plain-HTTP clients, old protocol versions: not the gateway's error.
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, ?timeout, "TLS handshake timed out");
-                        return;
-                    }
-                };
-                // HTTP/2 seam: once `tls::ALPN_PROTOCOLS` offers `h2`, pick the connection builder
-                // here by `stream.get_ref().1.alpn_protocol()`. Until then every TLS connection
-                // negotiated `http/1.1` or no ALPN at all.
-                let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                if let Err(e) = watcher.watch(conn).await {
-                    tracing::debug!(%peer, error = %e, "connection ended with error");
-                }
-            });
-            continue;
-        }
-        let conn = builder.serve_connection(TokioIo::new(stream), svc);
-        let fut = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _open = open;
-            if let Err(e) = fut.await {
-                tracing::debug!(%peer, error = %e, "connection ended with error");
-            }
-        });
+        tokio::spawn(serve_connection(
+            stream,
+            peer,
+            open,
+            worker.tls.clone(),
+            protocols.clone(),
+            conn,
+            graceful.watcher(),
+        ));
     }
     tracing::info!("shutdown signal received; draining");
     worker.inbox.close();

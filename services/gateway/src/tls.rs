@@ -9,9 +9,9 @@
 //! inode: a Secret volume replaces its files through a symlink swap). A reload that fails keeps the
 //! certificate that was being served.
 //!
-//! Only TLS 1.2 and 1.3 with rustls' default (modern, AEAD-only) cipher suites are offered, and the
-//! only application protocol announced through ALPN is `http/1.1` ([`ALPN_PROTOCOLS`]): HTTP/2 is
-//! a later step, which adds `h2` there and serves a connection by what it negotiated.
+//! Only TLS 1.2 and 1.3 with rustls' default (modern, AEAD-only) cipher suites are offered. ALPN
+//! announces `h2` then `http/1.1` ([`ALPN_H2`], or [`ALPN_HTTP1`] alone with HTTP/2 off); the
+//! server serves each connection with the protocol it negotiated (see `server`).
 
 use std::{
     os::unix::fs::MetadataExt as _,
@@ -31,10 +31,10 @@ use rustls::{
 };
 use tokio_util::sync::CancellationToken;
 
-/// Application protocols offered through ALPN, most preferred first. Only HTTP/1.1 for now: the
-/// server serves every TLS connection with hyper's HTTP/1 connection. Adding `h2` here needs the
-/// server to pick the connection builder by `alpn_protocol()` after the handshake.
-pub const ALPN_PROTOCOLS: &[&[u8]] = &[b"http/1.1"];
+/// Application protocols offered through ALPN with HTTP/2 on, most preferred first.
+pub const ALPN_H2: &[&[u8]] = &[b"h2", b"http/1.1"];
+/// Application protocols offered through ALPN with HTTP/2 off.
+pub const ALPN_HTTP1: &[&[u8]] = &[b"http/1.1"];
 
 /// Why TLS could not be set up, or a certificate could not be (re)loaded.
 #[derive(Debug, thiserror::Error)]
@@ -295,13 +295,13 @@ impl ResolvesServerCert for CertStore {
 }
 
 /// The rustls server configuration over `store`: TLS 1.3 and 1.2, the provider's default cipher
-/// suites, no client certificates, ALPN [`ALPN_PROTOCOLS`].
-pub fn server_config(store: Arc<CertStore>) -> Result<Arc<ServerConfig>, TlsError> {
+/// suites, no client certificates, `alpn` offered (see [`ALPN_H2`]).
+pub fn server_config(store: Arc<CertStore>, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, TlsError> {
     let mut cfg = ServerConfig::builder_with_provider(store.provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(store);
-    cfg.alpn_protocols = ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))
 }
 
@@ -423,11 +423,16 @@ mod tests {
     }
 
     #[test]
-    fn announces_only_http11() {
+    fn announces_h2_first_or_only_http11() {
         let dir = tempfile::tempdir().unwrap();
         let files = files_with(dir.path(), &leaf("one"));
         let store = Arc::new(CertStore::load(files, provider()).unwrap());
-        let cfg = server_config(store).unwrap();
+        let cfg = server_config(store.clone(), ALPN_H2).unwrap();
+        assert_eq!(
+            cfg.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        let cfg = server_config(store, ALPN_HTTP1).unwrap();
         assert_eq!(cfg.alpn_protocols, vec![b"http/1.1".to_vec()]);
     }
 }

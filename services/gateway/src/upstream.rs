@@ -11,7 +11,9 @@
 //! replaced by a fresh one transparently, as the legacy client did.
 //!
 //! Idempotent requests without a body (most reads) take the lean client in `h1` instead, on raw
-//! connections pooled the same way: one task and no channel hops per request.
+//! connections pooled the same way: one task and no channel hops per request. Routes whose
+//! upstream speaks HTTP/2 (h2c: gRPC servers) share one multiplexed connection per upstream and
+//! worker instead (`send_h2`).
 
 use std::{
     cell::{Cell, RefCell},
@@ -83,6 +85,7 @@ impl UpstreamError {
 }
 
 type Sender = SendRequest<ProxyBody>;
+type H2Sender = hyper::client::conn::http2::SendRequest<ProxyBody>;
 
 /// How to reach one upstream base URL; computed once per worker and base.
 #[derive(Clone)]
@@ -101,6 +104,8 @@ struct Endpoint {
     idle: VecDeque<(Sender, Instant)>,
     /// Idle connections of the lean client.
     lean_idle: VecDeque<(h1::Conn, Instant)>,
+    /// The HTTP/2 connection (routes with an h2c upstream): one, shared by all requests.
+    h2: Option<H2Sender>,
 }
 
 impl Endpoint {
@@ -135,6 +140,7 @@ impl Endpoint {
             },
             idle: VecDeque::new(),
             lean_idle: VecDeque::new(),
+            h2: None,
         })
     }
 
@@ -382,8 +388,14 @@ pub fn send<'a>(
     body: ProxyBody,
     headers: &'a Outgoing<'a>,
     cfg: &'a PoolConfig,
+    h2c: bool,
 ) -> Either<impl Future<Output = Sent> + 'a, BoxedSend<'a>> {
-    if h1::eligible(method, body.is_end_stream()) {
+    if h2c {
+        let mut req = Request::new(body);
+        *req.method_mut() = method.clone();
+        *req.uri_mut() = uri.clone();
+        Either::Right(Box::pin(send_h2(base, req, headers, cfg)))
+    } else if h1::eligible(method, body.is_end_stream()) {
         Either::Left(send_lean(base, method, uri, headers, cfg))
     } else {
         let mut req = Request::new(body);
@@ -438,6 +450,71 @@ async fn send_hyper(
             },
         }
     }
+}
+
+/// `send` to an HTTP/2 upstream (h2c, prior knowledge) on this worker's one connection to it,
+/// made on first use and again when the upstream has closed it. Requests are multiplexed on it
+/// (up to the upstream's stream limit, beyond which they wait for a free stream); bodies stream
+/// both ways and trailers pass through (gRPC's status travels in them).
+async fn send_h2(
+    base: &str,
+    mut req: Request<ProxyBody>,
+    headers: &Outgoing<'_>,
+    cfg: &PoolConfig,
+) -> Result<UpstreamResponse, UpstreamError> {
+    let (live, host, prefix, dial) = with_endpoint(base, |ep| {
+        let live = ep.h2.as_ref().filter(|s| !s.is_closed()).cloned();
+        (
+            live,
+            ep.host_header.clone(),
+            ep.path_prefix.clone(),
+            ep.dial.clone(),
+        )
+    })?;
+    let bad = || UpstreamError::BadTarget(base.to_owned());
+    // HTTP/2 carries the authority in `:authority`, so the URI is absolute.
+    let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let target = format!(
+        "http://{}{}{pq}",
+        host.to_str().map_err(|_| bad())?,
+        prefix.as_deref().unwrap_or("")
+    );
+    *req.uri_mut() = target.parse().map_err(|_| bad())?;
+    *req.version_mut() = http::Version::HTTP_2;
+    *req.headers_mut() = headers.to_map();
+    if headers.takes_trailers() {
+        req.headers_mut()
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    let mut sender = match live {
+        Some(s) => s,
+        None => {
+            let s = Box::pin(connect_h2(&dial, cfg)).await?;
+            with_endpoint(base, |ep| ep.h2 = Some(s.clone()))?;
+            s
+        }
+    };
+    sender.ready().await?;
+    let resp = sender.send_request(req).await?;
+    Ok(resp.map(|body| PooledBody(Inner::H2(body))))
+}
+
+/// A new HTTP/2 connection (prior knowledge) to an upstream, driven by a task of this worker.
+async fn connect_h2(dial: &Dial, cfg: &PoolConfig) -> Result<H2Sender, UpstreamError> {
+    let stream = connect_tcp(dial, cfg).await?;
+    let (sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .handshake(TokioIo::new(stream))
+            .await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "HTTP/2 upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 /// Takes an idle lean connection of this worker for `base` (None: connect with the returned dial).
@@ -536,6 +613,8 @@ enum Inner {
     },
     /// From the lean client (which returns its connection itself).
     Lean(h1::Body),
+    /// From an HTTP/2 upstream (its connection is shared, nothing to hand back).
+    H2(Incoming),
 }
 
 impl PooledBody {
@@ -573,6 +652,9 @@ impl Body for PooledBody {
             Inner::Lean(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(BoxError::from))),
+            Inner::H2(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BoxError::from))),
             Inner::Hyper { inner, lease } => {
                 let polled = Pin::new(&mut *inner).poll_frame(cx);
                 match &polled {
@@ -589,14 +671,14 @@ impl Body for PooledBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.0 {
-            Inner::Hyper { inner, .. } => inner.is_end_stream(),
+            Inner::Hyper { inner, .. } | Inner::H2(inner) => inner.is_end_stream(),
             Inner::Lean(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.0 {
-            Inner::Hyper { inner, .. } => inner.size_hint(),
+            Inner::Hyper { inner, .. } | Inner::H2(inner) => inner.size_hint(),
             Inner::Lean(b) => b.size_hint(),
         }
     }

@@ -1,6 +1,7 @@
 //! Integration tests of the real `shop-gateway` process against real HTTP upstream servers on
 //! loopback: routing, balancing, failover, JWT cases, rate limits, SSE, large streamed bodies,
-//! limits, timeouts and the circuit breaker.
+//! limits, timeouts and the circuit breaker. Each case runs over HTTP/1.1 and over HTTP/2 (h2c)
+//! (see `both!`), the protocol-specific ones over the protocol they are about.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,11 +19,48 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "integration-test-secret-0123456789";
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
+/// The protocol a case's client speaks to the gateway.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Proto {
+    Http1,
+    /// HTTP/2 with prior knowledge on the plain port.
+    H2c,
+}
+
+impl Proto {
+    fn version(self) -> reqwest::Version {
+        match self {
+            Proto::Http1 => reqwest::Version::HTTP_11,
+            Proto::H2c => reqwest::Version::HTTP_2,
+        }
+    }
+}
+
+/// Runs a case once over HTTP/1.1 and once over HTTP/2 (h2c): the gateway's routing, auth,
+/// limits, breaker, streaming and SSE must not depend on the protocol a client speaks.
+macro_rules! both {
+    ($case:ident) => {
+        mod $case {
+            #[tokio::test]
+            async fn http1() {
+                super::$case(super::Proto::Http1).await
+            }
+            #[tokio::test]
+            async fn h2c() {
+                super::$case(super::Proto::H2c).await
+            }
+        }
+    };
+}
+
+fn client(proto: Proto) -> reqwest::Client {
+    let b = reqwest::Client::builder().timeout(Duration::from_secs(20));
+    match proto {
+        Proto::Http1 => b.http1_only(),
+        Proto::H2c => b.http2_prior_knowledge(),
+    }
+    .build()
+    .unwrap()
 }
 
 fn claims(extra: Value) -> Value {
@@ -74,8 +112,8 @@ async fn json_of(r: reqwest::Response) -> Value {
     r.json().await.unwrap()
 }
 
-#[tokio::test]
-async fn routes_by_prefix_rewrites_and_sets_forwarding_headers() {
+both!(routes_by_prefix_rewrites_and_sets_forwarding_headers);
+async fn routes_by_prefix_rewrites_and_sets_forwarding_headers(proto: Proto) {
     let product = Upstream::start("product").await;
     let registry = Upstream::start("registry").await;
     let yaml = format!(
@@ -89,7 +127,7 @@ routes:
         r = registry.url()
     );
     let gw = Gateway::start(&yaml, &[]).await;
-    let c = client();
+    let c = client(proto);
 
     let r = c
         .get(gw.url("/api/product/42?color=red"))
@@ -102,6 +140,11 @@ routes:
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.version(),
+        proto.version(),
+        "the protocol the client asked for"
+    );
     assert_eq!(header(r.headers(), "x-request-id"), "req-123");
     let body = json_of(r).await;
     assert_eq!(body["upstream"], "product");
@@ -112,10 +155,13 @@ routes:
         h.get("x-user-id").is_none(),
         "client-sent X-User-Id must be stripped: {h}"
     );
-    assert!(
-        h.get("x-secret").is_none(),
-        "header named in Connection must be stripped: {h}"
-    );
+    if proto == Proto::Http1 {
+        // HTTP/2 has no `Connection` header (the client drops it before sending).
+        assert!(
+            h.get("x-secret").is_none(),
+            "header named in Connection must be stripped: {h}"
+        );
+    }
     assert_eq!(h["x-forwarded-for"], "10.1.2.3, 127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(
@@ -152,8 +198,8 @@ routes:
     assert_eq!(product.hits(), 2);
 }
 
-#[tokio::test]
-async fn balances_round_robin_and_fails_over_when_an_instance_dies() {
+both!(balances_round_robin_and_fails_over_when_an_instance_dies);
+async fn balances_round_robin_and_fails_over_when_an_instance_dies(proto: Proto) {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
     let yaml = format!(
@@ -162,7 +208,7 @@ async fn balances_round_robin_and_fails_over_when_an_instance_dies() {
         b.url()
     );
     let gw = Gateway::start(&yaml, &[]).await;
-    let c = client();
+    let c = client(proto);
     for _ in 0..10 {
         assert_eq!(
             c.get(gw.url("/api/svc/x")).send().await.unwrap().status(),
@@ -197,8 +243,8 @@ async fn balances_round_robin_and_fails_over_when_an_instance_dies() {
     assert_eq!(b_hits.load(std::sync::atomic::Ordering::SeqCst), 5);
 }
 
-#[tokio::test]
-async fn dead_only_upstream_is_502_problem_and_breaker_opens() {
+both!(dead_only_upstream_is_502_problem_and_breaker_opens);
+async fn dead_only_upstream_is_502_problem_and_breaker_opens(proto: Proto) {
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead_url = format!("http://{}", dead.local_addr().unwrap());
     drop(dead);
@@ -213,7 +259,7 @@ proxy: {{retries: 0}}
         f = failing.url()
     );
     let gw = Gateway::start(&yaml, &[("SHOP_BREAKER_OPEN_SECS", "30")]).await;
-    let c = client();
+    let c = client(proto);
     let r = c.get(gw.url("/gone")).send().await.unwrap();
     assert_eq!(r.status(), 502);
     assert_eq!(
@@ -248,8 +294,8 @@ proxy: {{retries: 0}}
     );
 }
 
-#[tokio::test]
-async fn idempotent_get_is_retried_on_another_instance_but_post_is_not() {
+both!(idempotent_get_is_retried_on_another_instance_but_post_is_not);
+async fn idempotent_get_is_retried_on_another_instance_but_post_is_not(proto: Proto) {
     let ok = Upstream::start("ok").await;
     let bad = Upstream::start("bad").await;
     let yaml = format!(
@@ -258,7 +304,7 @@ async fn idempotent_get_is_retried_on_another_instance_but_post_is_not() {
         ok.url()
     );
     let gw = Gateway::start(&yaml, &[]).await;
-    let c = client();
+    let c = client(proto);
     // Both instances answer 500 on /fail: a GET is tried on 3 attempts (1 + 2 retries), a POST once.
     let r = c.get(gw.url("/fail")).send().await.unwrap();
     assert_eq!(r.status(), 500);
@@ -282,8 +328,8 @@ async fn idempotent_get_is_retried_on_another_instance_but_post_is_not() {
     );
 }
 
-#[tokio::test]
-async fn jwt_hs256_cases() {
+both!(jwt_hs256_cases);
+async fn jwt_hs256_cases(proto: Proto) {
     let up = Upstream::start("orders").await;
     let yaml = format!(
         r#"
@@ -296,7 +342,7 @@ routes:
         u = up.url()
     );
     let gw = Gateway::start(&yaml, &auth_env()).await;
-    let c = client();
+    let c = client(proto);
     let now = jsonwebtoken::get_current_timestamp();
 
     // Reads are public by default, mutations need a token.
@@ -424,8 +470,8 @@ routes:
     );
 }
 
-#[tokio::test]
-async fn jwt_rs256_es256_via_jwks_and_confusion_attack() {
+both!(jwt_rs256_es256_via_jwks_and_confusion_attack);
+async fn jwt_rs256_es256_via_jwks_and_confusion_attack(proto: Proto) {
     shop_gateway::auth::install_crypto();
     let up = Upstream::start("orders").await;
     let rsa = rsa_key();
@@ -445,7 +491,7 @@ async fn jwt_rs256_es256_via_jwks_and_confusion_attack() {
     env.push(("SHOP_JWKS_URL", &jwks.url));
     env.push(("SHOP_JWKS_MIN_REFRESH_SECS", "60"));
     let gw = Gateway::start(&yaml, &env).await;
-    let c = client();
+    let c = client(proto);
     let post = |tok: String| {
         c.post(gw.url("/api/order"))
             .bearer_auth(tok)
@@ -524,8 +570,8 @@ async fn jwt_rs256_es256_via_jwks_and_confusion_attack() {
     );
 }
 
-#[tokio::test]
-async fn jwks_key_rotation_is_picked_up_on_unknown_kid() {
+both!(jwks_key_rotation_is_picked_up_on_unknown_kid);
+async fn jwks_key_rotation_is_picked_up_on_unknown_kid(proto: Proto) {
     shop_gateway::auth::install_crypto();
     let up = Upstream::start("orders").await;
     let rsa = rsa_key();
@@ -543,7 +589,7 @@ async fn jwks_key_rotation_is_picked_up_on_unknown_kid() {
     env.push(("SHOP_JWKS_URL", &jwks.url));
     env.push(("SHOP_JWKS_MIN_REFRESH_SECS", "0"));
     let gw = Gateway::start(&yaml, &env).await;
-    let c = client();
+    let c = client(proto);
     let tok_old = signed(Algorithm::RS256, "old", &rsa, &claims(json!({})));
     assert_eq!(
         c.post(gw.url("/api/order"))
@@ -574,8 +620,8 @@ async fn jwks_key_rotation_is_picked_up_on_unknown_kid() {
     assert_eq!(json_of(r).await["headers"]["x-user-id"], "rotated");
 }
 
-#[tokio::test]
-async fn hs_tokens_refused_when_only_jwks_is_configured() {
+both!(hs_tokens_refused_when_only_jwks_is_configured);
+async fn hs_tokens_refused_when_only_jwks_is_configured(proto: Proto) {
     shop_gateway::auth::install_crypto();
     let up = Upstream::start("orders").await;
     let jwks = JwksServer::start(JwkSet {
@@ -593,7 +639,7 @@ async fn hs_tokens_refused_when_only_jwks_is_configured() {
         &EncodingKey::from_secret(include_bytes!("fixtures/rsa-public.pem")),
     )
     .unwrap();
-    let r = client()
+    let r = client(proto)
         .post(gw.url("/api/order"))
         .bearer_auth(forged)
         .send()
@@ -608,8 +654,8 @@ async fn hs_tokens_refused_when_only_jwks_is_configured() {
     );
 }
 
-#[tokio::test]
-async fn mint_token_subcommand_produces_a_token_the_gateway_accepts() {
+both!(mint_token_subcommand_produces_a_token_the_gateway_accepts);
+async fn mint_token_subcommand_produces_a_token_the_gateway_accepts(proto: Proto) {
     let up = Upstream::start("orders").await;
     let out = std::process::Command::new(shop_testkit::binary_path("shop-gateway"))
         .args(["mint-token", "--sub", "bob", "--scope", "orders.write"])
@@ -629,7 +675,7 @@ async fn mint_token_subcommand_produces_a_token_the_gateway_accepts() {
         up.url()
     );
     let gw = Gateway::start(&yaml, &auth_env()).await;
-    let r = client()
+    let r = client(proto)
         .post(gw.url("/api/order"))
         .bearer_auth(&token)
         .send()
@@ -639,8 +685,8 @@ async fn mint_token_subcommand_produces_a_token_the_gateway_accepts() {
     assert_eq!(json_of(r).await["headers"]["x-user-id"], "bob");
 }
 
-#[tokio::test]
-async fn rate_limit_429_with_headers_per_client() {
+both!(rate_limit_429_with_headers_per_client);
+async fn rate_limit_429_with_headers_per_client(proto: Proto) {
     let up = Upstream::start("p").await;
     let yaml = format!(
         r#"
@@ -650,7 +696,7 @@ routes:
         u = up.url()
     );
     let gw = Gateway::start(&yaml, &auth_env()).await;
-    let c = client();
+    let c = client(proto);
     let alice = hs256(&claims(json!({})), SECRET.as_bytes());
     let bob = hs256(&claims(json!({"sub": "bob"})), SECRET.as_bytes());
     for expect_remaining in [2, 1, 0] {
@@ -701,10 +747,10 @@ routes:
     assert_eq!(up.hits(), 5);
 }
 
-#[tokio::test]
-async fn rate_limit_fails_closed_when_keys_are_at_capacity_and_open_when_configured() {
+both!(rate_limit_fails_closed_when_keys_are_at_capacity_and_open_when_configured);
+async fn rate_limit_fails_closed_when_keys_are_at_capacity_and_open_when_configured(proto: Proto) {
     let up = Upstream::start("p").await;
-    let c = client();
+    let c = client(proto);
     let alice = hs256(&claims(json!({})), SECRET.as_bytes());
     let bob = hs256(&claims(json!({"sub": "bob"})), SECRET.as_bytes());
     for (mode, expect) in [("closed", 503u16), ("open", 200u16)] {
@@ -757,15 +803,15 @@ rate_limit: {{max_keys: 1, client: {{per_second: 0.01, burst: 100}}}}
     }
 }
 
-#[tokio::test]
-async fn sse_events_pass_through_unbuffered() {
+both!(sse_events_pass_through_unbuffered);
+async fn sse_events_pass_through_unbuffered(proto: Proto) {
     let up = Upstream::start("events").await;
     let yaml = format!(
         "routes:\n  - {{id: ev, prefix: /sse, upstreams: [\"{}\"], auth: public}}\n",
         up.url()
     );
     let gw = Gateway::start(&yaml, &[]).await;
-    let r = client().get(gw.url("/sse")).send().await.unwrap();
+    let r = client(proto).get(gw.url("/sse")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(header(r.headers(), "content-type"), "text/event-stream");
     let mut stream = r.bytes_stream();
@@ -786,8 +832,8 @@ async fn sse_events_pass_through_unbuffered() {
     assert_eq!(seen, b"data: one\n\ndata: two\n\n");
 }
 
-#[tokio::test]
-async fn large_streamed_upload_and_download_do_not_grow_gateway_memory() {
+both!(large_streamed_upload_and_download_do_not_grow_gateway_memory);
+async fn large_streamed_upload_and_download_do_not_grow_gateway_memory(proto: Proto) {
     const SIZE: u64 = 256 * 1024 * 1024;
     let up = Upstream::start("blob").await;
     let yaml = format!(
@@ -796,7 +842,7 @@ async fn large_streamed_upload_and_download_do_not_grow_gateway_memory() {
         SIZE * 2
     );
     let gw = Gateway::start(&yaml, &[]).await;
-    let c = client();
+    let c = client(proto);
     // Warm up the connection pool and allocator.
     assert_eq!(
         c.get(gw.url("/download?bytes=1048576"))
@@ -842,8 +888,8 @@ async fn large_streamed_upload_and_download_do_not_grow_gateway_memory() {
     );
 }
 
-#[tokio::test]
-async fn body_limit_413_and_timeout_504() {
+both!(body_limit_413_and_timeout_504);
+async fn body_limit_413_and_timeout_504(proto: Proto) {
     let up = Upstream::start("u").await;
     let yaml = format!(
         r#"
@@ -854,7 +900,7 @@ routes:
         u = up.url()
     );
     let gw = Gateway::start(&yaml, &[]).await;
-    let c = client();
+    let c = client(proto);
     // Declared too large: refused before anything is sent upstream.
     let r = c
         .post(gw.url("/upload"))
@@ -893,8 +939,8 @@ routes:
     );
 }
 
-#[tokio::test]
-async fn cors_preflight_and_headers() {
+both!(cors_preflight_and_headers);
+async fn cors_preflight_and_headers(proto: Proto) {
     let up = Upstream::start("u").await;
     let yaml = format!(
         r#"
@@ -905,7 +951,7 @@ cors: {{allowed_origins: ["https://shop.example"], max_age_secs: 600}}
         u = up.url()
     );
     let gw = Gateway::start(&yaml, &[]).await;
-    let c = client();
+    let c = client(proto);
     let r = c
         .request(reqwest::Method::OPTIONS, gw.url("/api/p"))
         .header("origin", "https://shop.example")
@@ -952,7 +998,7 @@ async fn trace_context_is_propagated_and_the_gateway_span_reaches_zipkin() {
     let mut gw = Gateway::start(&yaml, &[("SHOP_ZIPKIN_ENDPOINT", &endpoint)]).await;
     let trace_id = uuid::Uuid::new_v4().simple().to_string();
     let client_span = "00f067aa0ba902b7";
-    let r = client()
+    let r = client(Proto::Http1)
         .get(gw.url("/api/t"))
         .header("traceparent", format!("00-{trace_id}-{client_span}-01"))
         .send()
@@ -983,7 +1029,7 @@ async fn trace_context_is_propagated_and_the_gateway_span_reaches_zipkin() {
         .unwrap();
     assert!(exited, "gateway exits by itself on SIGTERM");
     let url = format!("{zipkin}/api/v2/trace/{trace_id}");
-    let c = client();
+    let c = client(Proto::Http1);
     let found = shop_testkit::wait_until(Duration::from_secs(10), || {
         let c = c.clone();
         let url = url.clone();
@@ -1014,15 +1060,15 @@ async fn trace_context_is_propagated_and_the_gateway_span_reaches_zipkin() {
     );
 }
 
-#[tokio::test]
-async fn sigterm_drains_in_flight_requests_and_stops_accepting() {
+both!(sigterm_drains_in_flight_requests_and_stops_accepting);
+async fn sigterm_drains_in_flight_requests_and_stops_accepting(proto: Proto) {
     let up = Upstream::start("slow").await;
     let yaml = format!(
         "routes:\n  - {{id: s, prefix: /slow, upstreams: [\"{}\"], auth: public, timeout_ms: 10000}}\n",
         up.url()
     );
     let mut gw = Gateway::start(&yaml, &[]).await;
-    let c = client();
+    let c = client(proto);
     let inflight = tokio::spawn(c.get(gw.url("/slow?ms=1500")).send());
     // Wait until the request is at the upstream, then SIGTERM the gateway.
     assert!(shop_testkit::wait_until(Duration::from_secs(5), || async { up.hits() == 1 }).await);
@@ -1061,7 +1107,7 @@ async fn answers_during_the_shutdown_delay_close_the_clients_connection() {
         up.url()
     );
     let mut gw = Gateway::start(&yaml, &[("SHOP_SHUTDOWN_DELAY_SECS", "4")]).await;
-    let c = client();
+    let c = client(Proto::Http1);
     let r = c.get(gw.url("/ok")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(

@@ -167,15 +167,18 @@ impl TlsGateway {
     }
 }
 
-/// A reqwest client that trusts only `ca` and resolves [`HOST`] to `addr`.
+/// A reqwest client that trusts only `ca` and resolves [`HOST`] to `addr` (offers h2 and
+/// http/1.1 through ALPN, like a browser).
 fn https_client(ca: &Ca, addr: SocketAddr) -> reqwest::Client {
+    https_client_builder(ca, addr).build().unwrap()
+}
+
+fn https_client_builder(ca: &Ca, addr: SocketAddr) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap()])
         .resolve(HOST, addr)
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
 }
 
 /// A rustls client trusting `ca`, limited to `versions`, offering `alpn`.
@@ -248,32 +251,48 @@ fn tls11_client_hello() -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn routes_over_tls_1_2_and_1_3_with_http11_alpn_and_refuses_the_rest() {
+async fn routes_over_tls_1_2_and_1_3_with_h2_or_http11_alpn_and_refuses_the_rest() {
     let ca = Ca::new();
     let files = Files::new(&ca.leaf("gateway-one"));
     let product = Upstream::start("product").await;
     let gw = TlsGateway::start(&routes_to(&product), &files, &ca, &[]).await;
 
-    // Routing works over TLS, and the upstream is told the client came over https.
+    // Routing works over TLS with HTTP/2 (ALPN h2, what browsers pick) and HTTP/1.1, and the
+    // upstream is told the client came over https.
     let http = https_client(&ca, gw.addr());
-    let r = http
-        .get(gw.url("/api/product/7?x=1"))
-        .header("x-forwarded-proto", "http")
-        .send()
-        .await
+    let h1 = https_client_builder(&ca, gw.addr())
+        .http1_only()
+        .build()
         .unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(!header(r.headers(), "x-request-id").is_empty());
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["upstream"], "product");
-    assert_eq!(body["path"], "/api/product/7?x=1");
-    assert_eq!(
-        body["headers"]["x-forwarded-proto"], "https",
-        "a TLS connection is forwarded as https, whatever the client claims"
-    );
+    for (client, version) in [
+        (&http, reqwest::Version::HTTP_2),
+        (&h1, reqwest::Version::HTTP_11),
+    ] {
+        let r = client
+            .get(gw.url("/api/product/7?x=1"))
+            .header("x-forwarded-proto", "http")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.version(), version);
+        assert!(!header(r.headers(), "x-request-id").is_empty());
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["upstream"], "product");
+        assert_eq!(body["path"], "/api/product/7?x=1");
+        assert_eq!(
+            body["headers"]["x-forwarded-proto"], "https",
+            "a TLS connection is forwarded as https, whatever the client claims ({version:?})"
+        );
+        assert_eq!(
+            body["headers"]["x-forwarded-host"],
+            format!("{HOST}:{}", gw.addr().port()),
+            "the host the client asked for (`:authority` in HTTP/2)"
+        );
+    }
 
-    // TLS 1.3 by default; TLS 1.2 when the client offers only that. ALPN picks http/1.1 even
-    // when h2 is preferred (HTTP/2 is not served yet).
+    // TLS 1.3 by default; TLS 1.2 when the client offers only that. ALPN picks h2 when the
+    // client prefers it, http/1.1 for a client that offers only that, and serves an h2-only one.
     let all = rustls_client(
         &ca,
         &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -281,15 +300,22 @@ async fn routes_over_tls_1_2_and_1_3_with_http11_alpn_and_refuses_the_rest() {
     );
     let h = handshake(gw.addr(), &all).await.unwrap();
     assert_eq!(h.version, rustls::ProtocolVersion::TLSv1_3);
+    assert_eq!(h.alpn.as_deref(), Some(&b"h2"[..]));
+    let only_h1 = rustls_client(&ca, &[&rustls::version::TLS13], &[b"http/1.1"]);
+    let h = handshake(gw.addr(), &only_h1).await.unwrap();
     assert_eq!(h.alpn.as_deref(), Some(&b"http/1.1"[..]));
     let tls12 = rustls_client(&ca, &[&rustls::version::TLS12], &[]);
     let h = handshake(gw.addr(), &tls12).await.unwrap();
     assert_eq!(h.version, rustls::ProtocolVersion::TLSv1_2);
     assert_eq!(h.alpn, None, "no ALPN offered, none chosen");
     let only_h2 = rustls_client(&ca, &[&rustls::version::TLS13], &[b"h2"]);
-    assert!(
-        handshake(gw.addr(), &only_h2).await.is_err(),
-        "a client that speaks only h2 is refused (no_application_protocol)"
+    assert_eq!(
+        handshake(gw.addr(), &only_h2)
+            .await
+            .unwrap()
+            .alpn
+            .as_deref(),
+        Some(&b"h2"[..])
     );
 
     // TLS 1.1 (rustls has no client for it: a hand-made ClientHello) gets a protocol_version alert.
@@ -318,8 +344,8 @@ async fn routes_over_tls_1_2_and_1_3_with_http11_alpn_and_refuses_the_rest() {
     assert!(r.is_err(), "plain HTTP must not be served: {r:?}");
     assert_eq!(
         product.hits(),
-        1,
-        "only the TLS request reached the upstream"
+        2,
+        "only the TLS requests reached the upstream"
     );
 
     // A client that connects and says nothing is disconnected after the head timeout (1 s here).
@@ -426,6 +452,30 @@ async fn a_replaced_certificate_is_served_to_new_connections_without_a_restart()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn with_http2_off_only_http11_is_offered_and_served() {
+    let ca = Ca::new();
+    let files = Files::new(&ca.leaf("gateway-one"));
+    let product = Upstream::start("product").await;
+    let routes = routes_to(&product).replace("proxy: {", "proxy: {http2: false, ");
+    let gw = TlsGateway::start(&routes, &files, &ca, &[]).await;
+    let all = rustls_client(&ca, &[&rustls::version::TLS13], &[b"h2", b"http/1.1"]);
+    let h = handshake(gw.addr(), &all).await.unwrap();
+    assert_eq!(h.alpn.as_deref(), Some(&b"http/1.1"[..]));
+    let only_h2 = rustls_client(&ca, &[&rustls::version::TLS13], &[b"h2"]);
+    assert!(
+        handshake(gw.addr(), &only_h2).await.is_err(),
+        "a client that speaks only h2 is refused (no_application_protocol)"
+    );
+    let r = https_client(&ca, gw.addr())
+        .get(gw.url("/api/product"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
+    assert_eq!(r.status(), 200);
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Support for the gateway's integration tests: real HTTP upstream servers on loopback (echo,
-//! SSE, streamed upload/download, failing and slow endpoints), a JWKS server, and a helper that
+//! SSE, streamed upload/download, failing and slow endpoints, a gRPC-shaped one with trailers;
+//! HTTP/1.1 and h2c), a JWKS server, and a helper that
 //! starts the real `shop-gateway` binary with a routes file.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
@@ -149,6 +150,33 @@ async fn sse(State(st): State<UpState>) -> Response {
         .unwrap()
 }
 
+/// A gRPC-shaped endpoint: echoes the request body as the response message and ends with
+/// `grpc-status` trailers; tells in headers which HTTP version and `TE` it got.
+async fn grpc(State(st): State<UpState>, req: Request) -> Response {
+    st.hits.fetch_add(1, Ordering::SeqCst);
+    let version = format!("{:?}", req.version());
+    let te = header(req.headers(), "te").to_owned();
+    let message = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", "0".parse().unwrap());
+    trailers.insert("grpc-message", "ok".parse().unwrap());
+    let frames = futures::stream::iter([
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(message)),
+        Ok(http_body::Frame::trailers(trailers)),
+    ]);
+    Response::builder()
+        .header("content-type", "application/grpc")
+        .header("x-upstream-version", version)
+        .header("x-upstream-te", te)
+        .body(Body::new(http_body_util::StreamBody::new(frames)))
+        .unwrap()
+}
+
 async fn fail(State(st): State<UpState>) -> impl IntoResponse {
     st.hits.fetch_add(1, Ordering::SeqCst);
     (StatusCode::INTERNAL_SERVER_ERROR, "boom")
@@ -182,6 +210,7 @@ impl Upstream {
             .route("/download", get(download))
             .route("/sse", get(sse))
             .route("/fail", any(fail))
+            .route("/grpc/{*method}", any(grpc))
             .route("/slow", any(slow))
             .fallback(echo)
             .with_state(st.clone());
