@@ -28,6 +28,10 @@ use shop_testkit::{fresh_name, wait_until};
 
 const OPERATOR_NAMESPACE: &str = "shopkeeper-system";
 const OPERATOR_DEPLOYMENT: &str = "shopkeeper-shopkeeper";
+/// How long a pod of the running platform may be unready before a test fails: a readiness probe
+/// that misses its timeout while the cores are busy with other tests makes a pod unready until
+/// its next success.
+const READY_WITHIN: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn helm_installed_operator_runs_as_a_pod_and_the_shop_is_available_with_real_pods() {
@@ -35,14 +39,26 @@ async fn helm_installed_operator_runs_as_a_pod_and_the_shop_is_available_with_re
     require_real_node(&client).await;
 
     // The chart's operator Deployment, from the locally built image, Ready on the real node.
-    let op = Api::<Deployment>::namespaced(client.clone(), OPERATOR_NAMESPACE)
+    // Waited for (bounded) rather than read once: a readiness probe may miss its 2 s timeout while
+    // the 2 cores run other test binaries, and a pod is unready for a few seconds after that.
+    let deployments = Api::<Deployment>::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    deployments
         .get(OPERATOR_DEPLOYMENT)
         .await
         .expect("the operator Deployment of `helm install shopkeeper` (make up installs it)");
-    assert_eq!(
-        op.status.as_ref().and_then(|s| s.ready_replicas),
-        Some(1),
-        "operator Deployment not ready: {:?}",
+    let op_ready = wait_until(READY_WITHIN, || async {
+        deployments
+            .get(OPERATOR_DEPLOYMENT)
+            .await
+            .ok()
+            .and_then(|d| d.status.and_then(|s| s.ready_replicas))
+            == Some(1)
+    })
+    .await;
+    let op = deployments.get(OPERATOR_DEPLOYMENT).await.unwrap();
+    assert!(
+        op_ready,
+        "operator Deployment not ready within {READY_WITHIN:?}: {:?}",
         op.status
     );
     let op_pods = cluster::pods(&client, OPERATOR_NAMESPACE, "").await;
@@ -67,12 +83,13 @@ async fn helm_installed_operator_runs_as_a_pod_and_the_shop_is_available_with_re
 
     // Every pod really runs on the real node and passed its readiness probe: 1 registry,
     // 2 gateways, 1 product, 1 inventory, 2 orders, 1 notification (the stores: see below).
-    let pods = cluster::pods(
-        &client,
-        DEMO_NAMESPACE,
-        "app.kubernetes.io/instance=demo,app.kubernetes.io/component in (registry,gateway,product,inventory,order,notification)",
-    )
+    let selector = "app.kubernetes.io/instance=demo,app.kubernetes.io/component in (registry,gateway,product,inventory,order,notification)";
+    wait_until(READY_WITHIN, || async {
+        let pods = cluster::pods(&client, DEMO_NAMESPACE, selector).await;
+        pods.iter().filter(|p| is_ready(p)).count() == 8
+    })
     .await;
+    let pods = cluster::pods(&client, DEMO_NAMESPACE, selector).await;
     let ready: Vec<&Pod> = pods.iter().filter(|p| is_ready(p)).collect();
     assert_eq!(
         ready.len(),
@@ -383,8 +400,21 @@ async fn the_example_shop_runs_as_written_with_its_own_stores_on_volumes_of_thei
             .unwrap_or_else(|| panic!("no {} condition", store.condition_type()));
         assert_eq!(cond["status"], "True", "{cond}");
 
-        // The store is a pod of the Shop, from the image the file names, Ready on the node.
+        // The store is a pod of the Shop, from the image the file names, Ready on the node
+        // (waited for, bounded: see READY_WITHIN).
         let name = store_name(DEMO_SHOP, store);
+        let selector = cluster::component_selector(DEMO_SHOP, store.name());
+        wait_until(READY_WITHIN, || async {
+            let set_ready = sets
+                .get(&name)
+                .await
+                .ok()
+                .and_then(|s| s.status.and_then(|s| s.ready_replicas))
+                == Some(1);
+            let pods = cluster::pods(&client, DEMO_NAMESPACE, &selector).await;
+            set_ready && pods.len() == 1 && is_ready(&pods[0])
+        })
+        .await;
         let set = sets.get(&name).await.unwrap();
         assert_eq!(
             set.status.as_ref().and_then(|s| s.ready_replicas),
@@ -409,12 +439,7 @@ async fn the_example_shop_runs_as_written_with_its_own_stores_on_volumes_of_thei
                 .map(str::to_owned)
                 .as_ref()
         );
-        let pods = cluster::pods(
-            &client,
-            DEMO_NAMESPACE,
-            &cluster::component_selector(DEMO_SHOP, store.name()),
-        )
-        .await;
+        let pods = cluster::pods(&client, DEMO_NAMESPACE, &selector).await;
         assert!(
             pods.len() == 1 && is_ready(&pods[0]),
             "{name}: {:#?}",
