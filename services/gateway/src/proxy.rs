@@ -129,49 +129,6 @@ impl Drop for ResponseBody {
 
 type MetricKey = (&'static str, Method, u16);
 
-/// A small multiply-rotate hasher (FxHash's) for the per-thread caches looked up on every request
-/// (metric handles, upstream pools): their keys are a handful of short values from the config
-/// (route ids, methods, status codes, upstream base URLs), for which SipHash cost more than the
-/// rest of the lookup. Not for keys a client controls.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct FxHasher(u64);
-
-impl FxHasher {
-    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-    fn add(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(Self::K);
-    }
-}
-
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.add(u64::from_le_bytes(w));
-        }
-        for &b in chunks.remainder() {
-            self.add(u64::from(b));
-        }
-    }
-    fn write_u8(&mut self, v: u8) {
-        self.add(u64::from(v));
-    }
-    fn write_u16(&mut self, v: u16) {
-        self.add(u64::from(v));
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.add(v);
-    }
-    fn write_usize(&mut self, v: usize) {
-        self.add(v as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 /// This worker thread's metrics: the registry's families and the handles already resolved.
 #[derive(Default)]
 struct Recorder {
@@ -182,7 +139,11 @@ struct Recorder {
             prometheus_client::metrics::counter::Counter,
             prometheus_client::metrics::histogram::Histogram,
         ),
-        std::hash::BuildHasherDefault<FxHasher>,
+        // rustc-hash's FxHash: the per-thread caches looked up on every request (metric handles,
+        // upstream pools) have a handful of short keys from the config (route ids, methods,
+        // status codes, upstream base URLs), for which SipHash cost more than the rest of the
+        // lookup. Not for keys a client controls.
+        rustc_hash::FxBuildHasher,
     >,
 }
 

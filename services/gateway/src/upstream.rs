@@ -193,7 +193,8 @@ thread_local! {
     static POOL_NOW: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
-type BuildFx = std::hash::BuildHasherDefault<crate::proxy::FxHasher>;
+/// FxHash (see the metric handle cache in `proxy`): keys are upstream base URLs from the config.
+type BuildFx = rustc_hash::FxBuildHasher;
 
 /// Now, to the pool's (coarse) clock.
 fn pool_now() -> Instant {
