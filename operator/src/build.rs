@@ -10,8 +10,8 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Service,
-    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource,
+    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -53,6 +53,9 @@ pub mod labels {
 pub const CONFIG_HASH_ANNOTATION: &str = "shopkeeper.dev/config-hash";
 /// Container port name used by Services, probes and NetworkPolicies.
 pub const PORT_NAME: &str = "http";
+/// Where the gateway's TLS Secret (`spec.components.gateway.tls`) is mounted; the gateway reads
+/// `tls.crt` and `tls.key` there and reloads them when the kubelet swaps in a renewed Secret.
+pub const TLS_MOUNT_PATH: &str = "/etc/shop/tls";
 /// Port every Service also exposes (to the component's own port), so that the runtime's single
 /// DNS fallback pattern `http://<shop>-{service}.<ns>.svc:80` reaches any component.
 pub const DNS_FALLBACK_PORT: i32 = 80;
@@ -327,6 +330,16 @@ pub fn config_data(shop: &ValidatedShop, c: Component) -> BTreeMap<String, Strin
                 );
                 d.insert("SHOP_RATE_LIMIT_BURST".to_string(), r.burst.to_string());
             }
+            if shop.gateway.tls_secret.is_some() {
+                d.insert(
+                    "SHOP_TLS_CERT_FILE".to_string(),
+                    format!("{TLS_MOUNT_PATH}/tls.crt"),
+                );
+                d.insert(
+                    "SHOP_TLS_KEY_FILE".to_string(),
+                    format!("{TLS_MOUNT_PATH}/tls.key"),
+                );
+            }
         }
         _ => {}
     }
@@ -415,12 +428,12 @@ fn container_env(shop: &ValidatedShop, rc: &ResolvedComponent) -> Vec<EnvVar> {
     env
 }
 
-fn probe(path: &str, period: i32, failure: i32) -> Probe {
+fn probe(path: &str, scheme: &str, period: i32, failure: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_string()),
             port: IntOrString::String(PORT_NAME.to_string()),
-            scheme: Some("HTTP".to_string()),
+            scheme: Some(scheme.to_string()),
             ..Default::default()
         }),
         period_seconds: Some(period),
@@ -434,6 +447,49 @@ fn probe(path: &str, period: i32, failure: i32) -> Probe {
 fn deployment(shop: &ValidatedShop, rc: &ResolvedComponent, config_hash: String) -> Deployment {
     let c = rc.component;
     let name = child_name(&shop.name, c);
+    // The gateway with TLS on: its Secret mounted read-only, and probes over https (the kubelet
+    // does not verify the certificate, so a self-signed or not-yet-trusted one still probes).
+    let tls_secret = match c {
+        Component::Gateway => shop.gateway.tls_secret.as_deref(),
+        _ => None,
+    };
+    let scheme = if tls_secret.is_some() {
+        "HTTPS"
+    } else {
+        "HTTP"
+    };
+    let mut mounts = vec![VolumeMount {
+        name: "tmp".to_string(),
+        mount_path: "/tmp".to_string(),
+        ..Default::default()
+    }];
+    let mut volumes = vec![Volume {
+        name: "tmp".to_string(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: None,
+            size_limit: Some(Quantity("64Mi".to_string())),
+        }),
+        ..Default::default()
+    }];
+    if let Some(secret) = tls_secret {
+        mounts.push(VolumeMount {
+            name: "tls".to_string(),
+            mount_path: TLS_MOUNT_PATH.to_string(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        volumes.push(Volume {
+            name: "tls".to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.to_string()),
+                // Readable by the pod's group (fsGroup) only.
+                default_mode: Some(0o440),
+                optional: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     let container = Container {
         name: c.name().to_string(),
         image: Some(rc.image.clone()),
@@ -454,9 +510,9 @@ fn deployment(shop: &ValidatedShop, rc: &ResolvedComponent, config_hash: String)
         env: Some(container_env(shop, rc)),
         resources: Some(rc.resources.clone()),
         // Startup gives a slow first start 60 s before liveness may restart the pod.
-        startup_probe: Some(probe("/health/live", 2, 30)),
-        liveness_probe: Some(probe("/health/live", 10, 3)),
-        readiness_probe: Some(probe("/health/ready", 5, 3)),
+        startup_probe: Some(probe("/health/live", scheme, 2, 30)),
+        liveness_probe: Some(probe("/health/live", scheme, 10, 3)),
+        readiness_probe: Some(probe("/health/ready", scheme, 5, 3)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -474,11 +530,7 @@ fn deployment(shop: &ValidatedShop, rc: &ResolvedComponent, config_hash: String)
             }),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".to_string(),
-            mount_path: "/tmp".to_string(),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(mounts),
         termination_message_policy: Some("FallbackToLogsOnError".to_string()),
         ..Default::default()
     };
@@ -527,14 +579,7 @@ fn deployment(shop: &ValidatedShop, rc: &ResolvedComponent, config_hash: String)
                         .then(|| shop.node_selector.clone()),
                     tolerations: (!shop.tolerations.is_empty()).then(|| shop.tolerations.clone()),
                     containers: vec![container],
-                    volumes: Some(vec![Volume {
-                        name: "tmp".to_string(),
-                        empty_dir: Some(EmptyDirVolumeSource {
-                            medium: None,
-                            size_limit: Some(Quantity("64Mi".to_string())),
-                        }),
-                        ..Default::default()
-                    }]),
+                    volumes: Some(volumes),
                     ..Default::default()
                 }),
             },
@@ -558,12 +603,15 @@ fn service_type(shop: &ValidatedShop, rc: &ResolvedComponent) -> &'static str {
     }
 }
 
-fn service_ports(c: Component, node_port: Option<i32>) -> Vec<ServicePort> {
+/// The Service's ports; `tls`: the port speaks https (`appProtocol`, which Gateway API
+/// implementations and several Ingress controllers read to pick the protocol to the backend).
+fn service_ports(c: Component, node_port: Option<i32>, tls: bool) -> Vec<ServicePort> {
     let port = |name: &str, port: i32| ServicePort {
         name: Some(name.to_string()),
         port,
         target_port: Some(IntOrString::String(PORT_NAME.to_string())),
         protocol: Some("TCP".to_string()),
+        app_protocol: tls.then(|| "https".to_string()),
         ..Default::default()
     };
     let mut main = port(PORT_NAME, c.port());
@@ -647,7 +695,11 @@ pub fn build(shop: &ValidatedShop) -> Resources {
                 spec: Some(ServiceSpec {
                     type_: Some(service_type(shop, rc).to_string()),
                     selector: Some(selector.clone()),
-                    ports: Some(service_ports(c, rc.node_port)),
+                    ports: Some(service_ports(
+                        c,
+                        rc.node_port,
+                        c == Component::Gateway && shop.gateway.tls_secret.is_some(),
+                    )),
                     ..Default::default()
                 }),
                 status: None,
@@ -659,7 +711,7 @@ pub fn build(shop: &ValidatedShop) -> Resources {
                     cluster_ip: Some("None".to_string()),
                     publish_not_ready_addresses: Some(true),
                     selector: Some(selector.clone()),
-                    ports: Some(service_ports(c, None)),
+                    ports: Some(service_ports(c, None, false)),
                     ..Default::default()
                 }),
                 status: None,

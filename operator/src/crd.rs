@@ -222,6 +222,23 @@ pub struct GatewaySpec {
     /// API (condition `Exposed` says otherwise); removed when this section is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_route: Option<HttpRouteSpec>,
+    /// TLS on the gateway itself: its port then serves only TLS 1.2/1.3 (HTTP/2 through ALPN)
+    /// with the certificate of a `kubernetes.io/tls` Secret, its probes use https, and a renewed
+    /// Secret (cert-manager, a rotation job) is served without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<GatewayTlsSpec>,
+}
+
+/// The certificate the gateway serves.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayTlsSpec {
+    /// A `kubernetes.io/tls` Secret in the Shop's namespace (keys `tls.crt`, chain leaf first,
+    /// and `tls.key`), mounted read-only into the gateway pods. Until it exists the gateway pods
+    /// wait in `ContainerCreating`, which the Shop's status reports.
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("gateway.tls.secretName must be a Secret name (a DNS subdomain)"))]
+    pub secret_name: String,
 }
 
 /// Most `httpRoute.parentRefs` (the Gateway API's own limit).

@@ -300,12 +300,23 @@ fn meta(
     }
 }
 
+/// ingress-nginx's annotation naming the protocol it speaks to the backend.
+pub const NGINX_BACKEND_PROTOCOL: &str = "nginx.ingress.kubernetes.io/backend-protocol";
+
 /// The Ingress: `/` (Prefix) on the host to the gateway Service's own port, TLS when a Secret is
 /// named.
 pub fn ingress(shop: &ValidatedShop, spec: &IngressSpec) -> Ingress {
     let service = child_name(&shop.name, Component::Gateway);
+    // With TLS on the gateway itself, ingress-nginx (the usual controller; it ignores the
+    // Service's appProtocol) is told to speak https to it, unless the Shop says otherwise.
+    let mut annotations = spec.annotations.clone();
+    if shop.gateway.tls_secret.is_some() {
+        annotations
+            .entry(NGINX_BACKEND_PROTOCOL.to_string())
+            .or_insert_with(|| "HTTPS".to_string());
+    }
     Ingress {
-        metadata: meta(shop, &spec.annotations),
+        metadata: meta(shop, &annotations),
         spec: Some(K8sIngressSpec {
             ingress_class_name: spec.class_name.clone(),
             rules: Some(vec![IngressRule {

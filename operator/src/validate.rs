@@ -89,7 +89,8 @@ pub enum ValidationError {
         /// Longest allowed name.
         max: usize,
     },
-    /// `gateway.ingress` or `gateway.httpRoute` with something the API server would refuse.
+    /// `gateway.ingress`, `gateway.httpRoute` or `gateway.tls` with something the API server
+    /// would refuse.
     #[error("spec.components.gateway.{field}: {problem}")]
     BadExposure {
         /// The field path below the gateway, e.g. `ingress.host`.
@@ -158,6 +159,8 @@ pub struct GatewaySettings {
     pub rate_limit: Option<RateLimitSpec>,
     /// How the gateway is exposed outside the cluster, if at all.
     pub exposure: Option<Exposure>,
+    /// The `kubernetes.io/tls` Secret the gateway serves its certificate from (TLS on its port).
+    pub tls_secret: Option<String>,
 }
 
 /// The object the operator creates to expose the gateway (`spec.components.gateway.ingress` or
@@ -730,6 +733,16 @@ pub fn validate(shop: &Shop) -> Result<ValidatedShop, ValidationError> {
         return Err(ValidationError::JwtSource);
     }
     let exposure = exposure(gw)?;
+    let tls_secret = match &gw.tls {
+        Some(t) if !is_dns1123_subdomain(&t.secret_name) => {
+            return Err(bad(
+                "tls.secretName",
+                "must be a DNS subdomain (lower-case letters, digits, '-' and '.')",
+            ));
+        }
+        Some(t) => Some(t.secret_name.clone()),
+        None => None,
+    };
     let (node_selector, tolerations) = placement(&spec.placement)?;
     let uses = |f: fn(Component) -> bool| enabled.iter().any(|r| f(r.component));
     let mut managed_stores = Vec::new();
@@ -812,6 +825,7 @@ pub fn validate(shop: &Shop) -> Result<ValidatedShop, ValidationError> {
             jwt: gw.jwt.clone(),
             rate_limit: gw.rate_limit.clone(),
             exposure,
+            tls_secret,
         },
         node_selector,
         tolerations,

@@ -929,3 +929,119 @@ fn no_exposure_is_rendered_unless_asked_and_it_changes_the_desired_state() {
     // Nothing else changes: the gateway's own objects are the same.
     assert_eq!(plain.components, exposed.components);
 }
+
+#[test]
+fn gateway_tls_mounts_the_secret_sets_the_files_and_probes_over_https() {
+    let yaml = with_gateway_exposure(
+        "tls: {secretName: shop-cert}\n      ingress: {host: shop.example.com}",
+    );
+    let res = render(&yaml);
+    let gateway = res
+        .components
+        .iter()
+        .find(|c| c.component == Component::Gateway)
+        .unwrap();
+    let pod = gateway
+        .deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let c = &pod.containers[0];
+
+    // The Secret, read-only, readable by the pod's group only, where the gateway reads it.
+    let volume = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "tls")
+        .expect("a tls volume");
+    let secret = volume.secret.as_ref().unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("shop-cert"));
+    assert_eq!(secret.default_mode, Some(0o440));
+    let mount = c
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.name == "tls")
+        .unwrap();
+    assert_eq!(
+        (mount.mount_path.as_str(), mount.read_only),
+        (build::TLS_MOUNT_PATH, Some(true))
+    );
+    let data = gateway.config_map.data.as_ref().unwrap();
+    assert_eq!(data["SHOP_TLS_CERT_FILE"], "/etc/shop/tls/tls.crt");
+    assert_eq!(data["SHOP_TLS_KEY_FILE"], "/etc/shop/tls/tls.key");
+
+    // Probes speak https (the port serves nothing else); the Service says so too.
+    for p in [&c.startup_probe, &c.liveness_probe, &c.readiness_probe] {
+        let get = p.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(get.scheme.as_deref(), Some("HTTPS"));
+    }
+    let ports = gateway
+        .service
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .as_ref()
+        .unwrap();
+    assert!(
+        ports
+            .iter()
+            .all(|p| p.app_protocol.as_deref() == Some("https"))
+    );
+    // ingress-nginx is told to speak https to the gateway.
+    let Some(ExposureObject::Ingress(ing)) = &res.exposure else {
+        panic!("expected an Ingress")
+    };
+    assert_eq!(
+        ing.metadata.annotations.as_ref().unwrap()["nginx.ingress.kubernetes.io/backend-protocol"],
+        "HTTPS"
+    );
+
+    // Nothing changes for the other components, nor for a gateway without TLS.
+    for cr in res
+        .components
+        .iter()
+        .filter(|c| c.component != Component::Gateway)
+    {
+        let pod = cr
+            .deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap();
+        assert_eq!(pod.volumes.as_ref().unwrap().len(), 1, "{}", cr.component);
+        let probe = pod.containers[0].readiness_probe.as_ref().unwrap();
+        assert_eq!(
+            probe.http_get.as_ref().unwrap().scheme.as_deref(),
+            Some("HTTP")
+        );
+        assert!(
+            !cr.config_map
+                .data
+                .as_ref()
+                .unwrap()
+                .contains_key("SHOP_TLS_CERT_FILE")
+        );
+    }
+    let plain = render(SAMPLE);
+    let gw = deployment(&plain, Component::Gateway);
+    let pod = gw.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert!(
+        pod.volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|v| v.name != "tls")
+    );
+}

@@ -450,6 +450,20 @@ async fn invalid_shops_are_refused_by_the_api_server_with_the_cel_message() {
         .to_string();
     assert!(err.contains("jwt needs exactly one of secretRef"), "{err}");
 
+    bad = sample_shop(
+        "bad",
+        "  components:\n    gateway: {tls: {secretName: 'Shop Cert'}}\n",
+    );
+    let err = shops
+        .create(&PostParams::default(), &bad)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("gateway.tls.secretName must be a Secret name"),
+        "{err}"
+    );
+
     // spec.placement: what the pod template would refuse is refused with the Shop's field path.
     for (placement, expected) in [
         (

@@ -360,3 +360,14 @@ pub async fn kill_pod(client: &Client, ns: &str, name: &str) {
         .await
         .unwrap_or_else(|e| panic!("deleting pod {ns}/{name}: {e}"));
 }
+
+/// Sets the keys of `string_data` in Secret `ns/name` (a renewed certificate, a rotated
+/// password), as `kubectl apply` of the new Secret would; other keys are kept.
+pub async fn replace_secret_data(client: &Client, ns: &str, name: &str, string_data: Value) {
+    // The API server writes stringData over data's keys of the same name.
+    let patch = json!({"stringData": string_data});
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("replacing the data of Secret {ns}/{name}: {e}"));
+}
