@@ -193,7 +193,7 @@ tool_gateway_api() {
 }
 
 # Debian packages: MariaDB server; containerd, runc, the CNI plugins, iptables and conntrack for the
-# real node; umoci and skopeo to build images without Docker (and nginx, wrk and valgrind, used only
+# real node; umoci and skopeo to build images without Docker (and nginx, wrk, h2load and valgrind, used only
 # by `make bench`).
 tool_apt() {
   local missing=()
@@ -208,6 +208,7 @@ tool_apt() {
   command -v gcc >/dev/null || missing+=(gcc libc6-dev)
   command -v nginx >/dev/null || missing+=(nginx-light)
   command -v wrk >/dev/null || missing+=(wrk)
+  command -v h2load >/dev/null || missing+=(nghttp2-client)
   command -v valgrind >/dev/null || missing+=(valgrind)
   command -v cmake >/dev/null || missing+=(cmake)
   ((${#missing[@]})) || return 0

@@ -7,7 +7,10 @@
 //! runs one worker per core: each worker thread has its own single-threaded runtime, its own
 //! `SO_REUSEPORT` listener on the same address and its own upstream connection pool, so a request
 //! never hops threads. With TLS on (see `tls`), each worker also runs the handshakes of its own
-//! connections, bounded by the head timeout, before serving them like plain ones.
+//! connections, bounded by the head timeout, before serving them like plain ones. A connection is
+//! served with HTTP/2 when ALPN picked `h2` or a plain one starts with the h2c preface (see
+//! `serve_connection`), with hyper's HTTP/2 server bounded by [`h2_limits`]; HTTP/2 requests take
+//! the same `dispatch` as HTTP/1.1 ones.
 
 use std::{
     convert::Infallible,
