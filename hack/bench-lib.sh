@@ -54,6 +54,15 @@ wait_http() {
   echo "$1 did not come up" >&2; return 1
 }
 
+# Figures of wrk runs: latencies in ms, medians over rounds.
+to_ms() { # wrk latency value like 812.00us / 1.20ms / 2.01s -> ms
+  awk -v v="$1" 'BEGIN { n=v; sub(/[a-z]+$/,"",n); u=v; sub(/^[0-9.]+/,"",u);
+    if (u=="us") n/=1000; else if (u=="s") n*=1000; printf "%.3f", n }'
+}
+median() { # numbers... -> the median (the lower middle one for an even count)
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%s", v[int((NR + 1) / 2)] }'
+}
+
 # The gateway benchmarks' peers, all nginx, each in its own folder DIR (nginx.conf, logs, temp paths).
 _nginx_head() { # dir workers -> the top of an nginx.conf
   cat <<EOF

@@ -72,13 +72,6 @@ stop_proxies() {
   wait "$NG_PID" "$GW_PID" 2>/dev/null || true
 }
 
-to_ms() { # wrk latency value like 812.00us / 1.20ms / 2.01s -> ms
-  awk -v v="$1" 'BEGIN { n=v; sub(/[a-z]+$/,"",n); u=v; sub(/^[0-9.]+/,"",u);
-    if (u=="us") n/=1000; else if (u=="s") n*=1000; printf "%.3f", n }'
-}
-median() { # numbers... -> the median (the lower middle one for an even count)
-  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%s", v[int((NR + 1) / 2)] }'
-}
 declare -A URL=([direct]="http://127.0.0.1:$UP/api/bench" [nginx]="http://127.0.0.1:$NG/api/bench"
   [gateway]="http://127.0.0.1:$GW/api/bench")
 TARGETS=(direct nginx gateway)
