@@ -340,12 +340,18 @@ async fn serve_connection(
 /// is checked by the HTTP/2 server. A closed connection reads as HTTP/1.1 (which then ends it).
 async fn is_h2c(stream: &TcpStream) -> std::io::Result<bool> {
     let mut first = [0u8; 2];
+    let mut pause = Duration::from_millis(1);
     loop {
         let n = stream.peek(&mut first).await?;
         match first.get(..n) {
-            // Only one byte has arrived: peeking again returns at once, so wait a moment instead
-            // of spinning (rare: clients send the request line in one segment).
-            Some([b'P']) => tokio::time::sleep(Duration::from_millis(1)).await,
+            // Only one byte has arrived: peeking again returns at once, so wait instead of
+            // spinning (rare: clients send the request line in one segment). The pause doubles up
+            // to 64 ms, so a client that sends one byte and stalls costs a few dozen wake-ups until
+            // the head timeout, not one per millisecond.
+            Some([b'P']) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(64));
+            }
             Some(b) => return Ok(b == b"PR"),
             None => return Ok(false),
         }

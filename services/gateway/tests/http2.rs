@@ -255,3 +255,46 @@ async fn grpc_passes_through_to_an_h2c_upstream_with_its_trailers() {
     }
     assert_eq!(up.hits(), 3);
 }
+
+#[tokio::test]
+async fn a_plain_request_split_after_its_first_byte_is_http11_and_a_stalled_one_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start("echo").await;
+    let gw = Gateway::start(&routes(&up, "header_timeout_ms: 1000"), &[]).await;
+    let addr = ("127.0.0.1", gw.svc.port());
+
+    // `P` alone could begin the h2c preface: the gateway waits for the next byte, then serves
+    // HTTP/1.1.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tcp.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tcp.write_all(
+        b"OST /split HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("/split"), "{answer}");
+
+    // `P` and then nothing: closed after the head timeout (1 s here), like any silent client.
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(b"P").await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), stalled.read(&mut buf))
+        .await
+        .expect("a stalled client must not hold its connection beyond the head timeout");
+    assert!(matches!(n, Ok(0) | Err(_)), "closed: {n:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed after the timeout, not at once: {:?}",
+        started.elapsed()
+    );
+}
