@@ -77,19 +77,20 @@ _nginx_http_common() { # dir
   echo "access_log off; client_body_temp_path $1/cb; proxy_temp_path $1/pt; fastcgi_temp_path $1/ft; uwsgi_temp_path $1/ut; scgi_temp_path $1/st;"
 }
 
-# nginx_upstream_conf DIR PORT: the upstream both proxies forward to, one worker answering `return 200`.
+# nginx_upstream_conf DIR PORT [H2C_PORT]: the upstream both proxies forward to, one worker answering
+# `return 200`; with H2C_PORT the same answer over h2c there too (the direct peer of HTTP/2 loads).
 nginx_upstream_conf() {
   mkdir -p "$1"
+  local answer='location / { default_type text/plain; return 200 "hello from the upstream\n"; }' h2c=""
+  [[ -z ${3:-} ]] || h2c="server { listen 127.0.0.1:$3 http2; $answer }"
   {
     _nginx_head "$1" 1
     cat <<EOF
 http {
   $(_nginx_http_common "$1")
   keepalive_requests 10000000;
-  server {
-    listen 127.0.0.1:$2;
-    location / { default_type text/plain; return 200 "hello from the upstream\n"; }
-  }
+  server { listen 127.0.0.1:$2; $answer }
+  $h2c
 }
 EOF
   } > "$1/nginx.conf"

@@ -7,9 +7,9 @@
 #  - HTTP/1.1 rows: wrk -t2 -c64 (closed loop, after a 2 s warm-up).
 #  - HTTP/2 rows: h2load -t2 -c16 -m4 (16 connections x 4 streams = 64 requests in flight, as wrk's 64
 #    connections), after a 1 s warm-up; its per-request log gives p50/p99.
-#  - "added p99" (HTTP/1.1 rows): the proxy's p99 minus the upstream's own (wrk straight at it) in the same
-#    round. The upstream speaks only HTTP/1.1, so the HTTP/2 rows have no direct peer: their p99s are
-#    compared between the two proxies (h2load's figures are not comparable with wrk's).
+#  - "added p99": the proxy's p99 minus the upstream's own in the same round, with the same load tool:
+#    wrk at the upstream's HTTP/1.1 port for the HTTP/1.1 rows, h2load at its h2c port for the HTTP/2 rows
+#    (the proxies still forward HTTP/1.1; the h2c port only gives h2load a direct peer).
 # BENCH_PROTO_ROUNDS (3) rounds with both proxies started afresh and the targets' order rotating; figures
 # are medians over the rounds, the ratio is the median of the per-round ratios gateway / nginx.
 # Prints a markdown section on stdout; progress on stderr. Usage: hack/bench/gateway-protocols.sh
@@ -37,7 +37,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -su
 
 UP=$(free_port); NP=$(free_port "$UP"); NT=$(free_port "$UP" "$NP"); NH=$(free_port "$UP" "$NP" "$NT")
 GP=$(free_port "$UP" "$NP" "$NT" "$NH"); GT=$(free_port "$UP" "$NP" "$NT" "$NH" "$GP")
-nginx_upstream_conf "$TMP/up" "$UP"
+UH=$(free_port "$UP" "$NP" "$NT" "$NH" "$GP" "$GT")
+nginx_upstream_conf "$TMP/up" "$UP" "$UH"
 # nginx: one master, 2 workers, a server per protocol (plain, TLS with h2 by ALPN, h2c), same proxying.
 mkdir -p "$TMP/ng"
 {
@@ -46,7 +47,6 @@ mkdir -p "$TMP/ng"
 http {
   $(_nginx_http_common "$TMP/ng")
   keepalive_requests 10000000;
-  http2_max_requests 10000000;
   upstream up { server 127.0.0.1:$UP; keepalive 256; keepalive_requests 10000000; }
   ssl_certificate $TMP/tls.crt;
   ssl_certificate_key $TMP/tls.key;
@@ -124,13 +124,15 @@ declare -A NURL=(["HTTP/1.1"]="http://127.0.0.1:$NP/api/bench" ["HTTPS HTTP/1.1"
 declare -A GURL=(["HTTP/1.1"]="http://127.0.0.1:$GP/api/bench" ["HTTPS HTTP/1.1"]="https://127.0.0.1:$GT/api/bench"
   ["HTTP/2 over TLS"]="https://127.0.0.1:$GT/api/bench" ["h2c"]="http://127.0.0.1:$GP/api/bench")
 declare -A RPS P50 P99 ADD RATIOS
-DIRECT99=()
+DIRECT99=() DIRECTH2=()
 for r in $(seq 0 $(( ROUNDS - 1 ))); do
   start_proxies
-  log "round $((r + 1))/$ROUNDS: upstream direct"
+  log "round $((r + 1))/$ROUNDS: upstream direct (HTTP/1.1, h2c)"
   read -r _ _ d99 <<<"$(measure_wrk "http://127.0.0.1:$UP/api/bench")"
-  DIRECT99+=("$d99")
+  read -r _ _ h99 <<<"$(measure_h2 "http://127.0.0.1:$UH/api/bench")"
+  DIRECT99+=("$d99"); DIRECTH2+=("$h99")
   for c in "${CASES[@]}"; do
+    base=$d99; [[ ${TOOL[$c]} == h2 ]] && base=$h99
     declare -A got=()
     peers=(nginx gateway); (( (r + ${#c}) % 2 )) && peers=(gateway nginx)
     for p in "${peers[@]}"; do
@@ -140,7 +142,7 @@ for r in $(seq 0 $(( ROUNDS - 1 ))); do
       read -r rps p50 p99 <<<"$m"
       got[$p]=$rps
       RPS["$c/$p"]+="$rps "; P50["$c/$p"]+="$p50 "; P99["$c/$p"]+="$p99 "
-      ADD["$c/$p"]+="$(awk -v a="$p99" -v b="$d99" 'BEGIN {printf "%.3f", a-b}') "
+      ADD["$c/$p"]+="$(awk -v a="$p99" -v b="$base" 'BEGIN {printf "%.3f", a-b}') "
     done
     RATIOS[$c]+="$(awk -v g="${got[gateway]}" -v n="${got[nginx]}" 'BEGIN {printf "%.2f", (n > 0 ? g/n : 0)}') "
   done
@@ -154,24 +156,20 @@ Command: \`hack/bench/gateway-protocols.sh\` (BENCH_PROTO_SECS=$DUR, BENCH_PROTO
 HTTP/1.1 keep-alive pool to the same upstream (nginx \`return 200\`, 1 worker); TLS 1.3 with the same ECDSA P-256
 certificate. HTTP/1.1 rows: \`wrk -t2 -c64 -d${DUR}s\`; HTTP/2 rows: \`h2load -t2 -c16 -m4 -D $DUR\` (64 requests in flight
 either way). shop-gateway: $PROFILE build, one process on a plain port (HTTP/1.1 and h2c) and one with TLS. Medians
-over $ROUNDS rounds with fresh proxies; "added p99" (HTTP/1.1 rows) = the proxy's p99 minus the upstream's own in the
-same round (upstream p99 per round: ${DIRECT99[*]} ms); the upstream speaks only HTTP/1.1, so the HTTP/2 rows compare
-the two proxies' p99s. Load tools, upstream and proxies share the same $(nproc) cores.
+over $ROUNDS rounds with fresh proxies; "added p99" = the proxy's p99 minus the upstream's own in the same round with the
+same tool (upstream p99 per round: wrk ${DIRECT99[*]} ms; h2load at its h2c port ${DIRECTH2[*]} ms). Load tools,
+upstream and proxies share the same $(nproc) cores.
 
 | protocol | nginx req/s | shop-gateway req/s | gateway / nginx (per round) | nginx p50 / p99 ms | gateway p50 / p99 ms | added p99 ms nginx / gateway |
 |---|---|---|---|---|---|---|
 EOF
-# shellcheck disable=SC2086 # per-round lists, split on purpose
-added() { # case peer -> the median added p99, or – for the HTTP/2 rows
-  if [[ ${TOOL[$1]} == wrk ]]; then median ${ADD["$1/$2"]}; else printf '–'; fi
-}
 # shellcheck disable=SC2086 # per-round lists, split on purpose
 for c in "${CASES[@]}"; do
   printf '| %s | %s | %s | **%s** (%s) | %s / %s | %s / %s | %s / %s |\n' "$c" \
     "$(median ${RPS["$c/nginx"]})" "$(median ${RPS["$c/gateway"]})" "$(median ${RATIOS[$c]})" "${RATIOS[$c]% }" \
     "$(median ${P50["$c/nginx"]})" "$(median ${P99["$c/nginx"]})" \
     "$(median ${P50["$c/gateway"]})" "$(median ${P99["$c/gateway"]})" \
-    "$(added "$c" nginx)" "$(added "$c" gateway)"
+    "$(median ${ADD["$c/nginx"]})" "$(median ${ADD["$c/gateway"]})"
 done
 echo
 log "done"
