@@ -675,6 +675,25 @@ pub async fn store_credentials(
     Ok(creds.fill_missing())
 }
 
+/// Whether the gateway's TLS Secret exists with both keys the gateway reads (`tls.crt`,
+/// `tls.key`; values dropped unread).
+pub async fn check_tls_secret(client: &Client, ns: &str, name: &str) -> Result<SecretCheck, Error> {
+    Ok(match get_secret(client, ns, name).await? {
+        None => SecretCheck::Missing,
+        Some(s) => {
+            let has = |k: &str| {
+                s.data.as_ref().is_some_and(|d| d.contains_key(k))
+                    || s.string_data.as_ref().is_some_and(|d| d.contains_key(k))
+            };
+            if has("tls.crt") && has("tls.key") {
+                SecretCheck::Present
+            } else {
+                SecretCheck::KeyMissing
+            }
+        }
+    })
+}
+
 /// Whether the Secret keys external stores point at exist (read by name; values are dropped
 /// unread).
 pub async fn check_external_secrets(

@@ -247,6 +247,10 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
         Ok(v) => (v.managed_stores.clone(), v.external_stores.clone()),
         Err(_) => (Vec::new(), Vec::new()),
     };
+    let tls_secret = validated
+        .as_ref()
+        .ok()
+        .and_then(|v| v.gateway.tls_secret.clone());
     let (resources, outcome): (Option<Resources>, Outcome) = match validated {
         Err(e) => {
             ctx.event(
@@ -381,7 +385,12 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
     // Secrets are not watched (the operator may only read them by name), so a missing one is
     // looked at again after a short requeue: a Shop recovers on its own when it appears.
     let checks = apply::check_external_secrets(client, &ns, &external_stores).await?;
-    let waits_for_secret = checks.values().any(|c| *c != SecretCheck::Present);
+    let tls_check = match &tls_secret {
+        Some(secret) => Some((secret, apply::check_tls_secret(client, &ns, secret).await?)),
+        None => None,
+    };
+    let waits_for_secret = checks.values().any(|c| *c != SecretCheck::Present)
+        || tls_check.is_some_and(|(_, c)| c != SecretCheck::Present);
     let observed_stores: Vec<ObservedStore<'_>> = managed_stores
         .iter()
         .map(|m| ObservedStore {
@@ -419,6 +428,15 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
         new_status.conditions.push(status::exposure_condition(
             state,
             apply_error.is_none(),
+            generation,
+            shop.status.as_ref(),
+            &now,
+        ));
+    }
+    if let Some((secret, check)) = tls_check {
+        new_status.conditions.push(status::gateway_tls_condition(
+            secret,
+            check,
             generation,
             shop.status.as_ref(),
             &now,

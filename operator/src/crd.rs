@@ -235,7 +235,7 @@ pub struct GatewaySpec {
 pub struct GatewayTlsSpec {
     /// A `kubernetes.io/tls` Secret in the Shop's namespace (keys `tls.crt`, chain leaf first,
     /// and `tls.key`), mounted read-only into the gateway pods. Until it exists the gateway pods
-    /// wait in `ContainerCreating`, which the Shop's status reports.
+    /// wait in `ContainerCreating`; the Shop's `GatewayTlsReady` condition names what is missing.
     #[schemars(length(max = 253))]
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("gateway.tls.secretName must be a Secret name (a DNS subdomain)"))]
     pub secret_name: String,

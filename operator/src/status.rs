@@ -5,7 +5,8 @@
 //! Each backing store in use has its own condition (`MysqlReady`, `MongodbReady`, `KafkaReady`,
 //! `ZipkinReady`, after the three Shop conditions, in that order); the Shop is `Available` only
 //! when its stores are ready too. A Shop asking for an Ingress or an HTTPRoute also gets
-//! `Exposed` last, which only informs (see [`exposure_condition`]).
+//! `Exposed`, which only informs (see [`exposure_condition`]); one whose gateway serves TLS gets
+//! `GatewayTlsReady` last, naming a missing Secret (see [`gateway_tls_condition`]).
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -25,6 +26,52 @@ pub const DEGRADED: &str = "Degraded";
 /// Condition type: the gateway's Ingress or HTTPRoute exists (only when the Shop asks for one).
 /// It never makes the Shop Degraded or unavailable: the Shop works inside the cluster either way.
 pub const EXPOSED: &str = "Exposed";
+
+/// Condition type: the Secret the gateway serves TLS from (`spec.components.gateway.tls`) exists
+/// with both keys (only when the Shop asks for TLS).
+pub const GATEWAY_TLS_READY: &str = "GatewayTlsReady";
+
+/// The `GatewayTlsReady` condition: without the Secret the gateway pods cannot start (they wait
+/// in `ContainerCreating`, which says nothing of why), so the Shop names the Secret and what is
+/// missing. The gateway's own readiness still decides `Available`.
+pub fn gateway_tls_condition(
+    secret: &str,
+    check: SecretCheck,
+    generation: Option<i64>,
+    previous: Option<&ShopStatus>,
+    now: &Time,
+) -> Condition {
+    let (ok, reason, message) = match check {
+        SecretCheck::Present => (
+            true,
+            "SecretFound",
+            format!("the gateway serves the certificate of Secret {secret:?}"),
+        ),
+        SecretCheck::Missing => (
+            false,
+            "SecretMissing",
+            format!(
+                "Secret {secret:?} named by spec.components.gateway.tls.secretName does not exist in the Shop's namespace; the gateway pods wait for it"
+            ),
+        ),
+        SecretCheck::KeyMissing => (
+            false,
+            "SecretKeyMissing",
+            format!(
+                "Secret {secret:?} named by spec.components.gateway.tls.secretName lacks tls.crt or tls.key; the gateway pods wait for them"
+            ),
+        ),
+    };
+    condition(
+        GATEWAY_TLS_READY,
+        ok,
+        reason,
+        message,
+        generation,
+        previous,
+        now,
+    )
+}
 
 /// The `Exposed` condition, appended after the others when the Shop asks for an Ingress or an
 /// HTTPRoute: True naming the object once applied, False with what to install when the cluster

@@ -1204,3 +1204,67 @@ async fn managed_stores_are_applied_under_restricted_keep_their_credentials_and_
     op.stop().await;
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn a_missing_gateway_tls_secret_is_named_in_the_status_until_it_appears_whole() {
+    use k8s_openapi::api::core::v1::Secret;
+    let (client, ns) = setup("op-tls-").await;
+    let op = start_operator(&client, &ns.name);
+    let shop = sample_shop(
+        "tls",
+        "  components:\n    gateway: {tls: {secretName: shop-cert}}\n",
+    );
+    create_shop(&client, &ns.name, &shop).await;
+    let shops: Api<Shop> = Api::namespaced(client.clone(), &ns.name);
+    let tls_condition = |reason: &'static str, status: &'static str| {
+        let shops = shops.clone();
+        move || {
+            let shops = shops.clone();
+            async move {
+                let s = shops.get("tls").await.unwrap();
+                condition(&s, "GatewayTlsReady").is_some_and(|c| {
+                    c.status == status && c.reason == reason && c.message.contains("\"shop-cert\"")
+                })
+            }
+        }
+    };
+    eventually(
+        25,
+        "GatewayTlsReady=False SecretMissing naming shop-cert",
+        tls_condition("SecretMissing", "False"),
+    )
+    .await;
+    let s = shops.get("tls").await.unwrap();
+    assert!(
+        condition(&s, "GatewayTlsReady")
+            .unwrap()
+            .message
+            .contains("spec.components.gateway.tls.secretName"),
+        "the message names the field"
+    );
+
+    // Half a certificate: named as such.
+    ensure_secret(&client, &ns.name, "shop-cert", &["tls.crt"]).await;
+    eventually(
+        25,
+        "GatewayTlsReady=False SecretKeyMissing",
+        tls_condition("SecretKeyMissing", "False"),
+    )
+    .await;
+
+    // The whole Secret: found, without an edit of the Shop.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    secrets
+        .delete("shop-cert", &Default::default())
+        .await
+        .unwrap();
+    ensure_secret(&client, &ns.name, "shop-cert", &["tls.crt", "tls.key"]).await;
+    eventually(
+        25,
+        "GatewayTlsReady=True SecretFound",
+        tls_condition("SecretFound", "True"),
+    )
+    .await;
+    op.stop().await;
+    ns.delete().await;
+}
