@@ -23,6 +23,18 @@ export CGO_ENABLED=0
 log() { printf '\033[1;34m[stack]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[stack] error:\033[0m %s\n' "$*" >&2; exit 1; }
 
+# require_free_disk GIB WHAT: stops with a clear message unless the filesystem holding the repo
+# has GIB GiB free. The real node's kubelet evicts pods when it falls below 512 MiB
+# (evictionHard nodefs.available in node.sh): a full disk otherwise shows up as the platform's
+# pods going unready in the middle of the tests, which says nothing of why.
+require_free_disk() {
+  local need=$1 what=$2 free mount
+  free=$(df -P -BG "$ROOT_DIR" | awk 'NR == 2 { sub(/G$/, "", $4); print $4 }')
+  mount=$(df -P "$ROOT_DIR" | awk 'NR == 2 { print $6 }')
+  [[ $free =~ ^[0-9]+$ ]] || return 0
+  (( free >= need )) || die "only $free GiB free on $mount: $what needs about $need GiB (a debug build of the workspace, the stores' data, the node's images; below 512 MiB the node evicts the platform's pods). Free some (old target/ directories, cargo clean) or set SHOP_MIN_FREE_GIB."
+}
+
 # wait_for NAME TIMEOUT_SECONDS COMMAND...: polls COMMAND until it succeeds.
 wait_for() {
   local name=$1 timeout=$2; shift 2

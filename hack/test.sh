@@ -49,6 +49,7 @@ failure_summary() {
   ' "$1"
 }
 
+require_free_disk "${SHOP_MIN_FREE_GIB:-12}" "make test"
 t0=$SECONDS
 hack/stack.sh up
 log "stack ready after $(( SECONDS - t0 ))s"
