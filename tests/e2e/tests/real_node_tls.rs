@@ -97,13 +97,18 @@ async fn a_shop_gateway_serves_tls_from_its_secret_with_http2_and_picks_up_a_ren
     let base = format!("https://{HOST}:{}", addr.port());
     let https = ca.client(addr);
     // Ready pods reach the Service's ClusterIP once kube-proxy has their endpoints (a second or
-    // two after the Shop turned Available); until then connections are refused.
+    // two after the Shop turned Available), and the gateway routes to the registry once its
+    // discovery has seen it (503 with Retry-After until then).
     let apps = format!("{base}/eureka/apps");
-    let reachable = wait_until(Duration::from_secs(30), || async {
-        https.get(&apps).send().await.is_ok()
+    let routed = wait_until(Duration::from_secs(60), || async {
+        https
+            .get(&apps)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
     })
     .await;
-    assert!(reachable, "the gateway's Service never answered over TLS");
+    assert!(routed, "the gateway never routed to the registry over TLS");
     let r = https
         .get(&apps)
         .header("accept", "application/json")
