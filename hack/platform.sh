@@ -71,6 +71,10 @@ diagnose() {
       echo "pod $pod: $("${KUBECTL[@]}" get pod -n "$SHOP_NS" "$pod" -o jsonpath='{.status.phase} {range .status.containerStatuses[*]}restarts={.restartCount} {.state.waiting.reason} {.state.waiting.message} {.lastState.terminated.reason} {.lastState.terminated.exitCode}{end} {.status.conditions[?(@.type=="PodScheduled")].message}' 2>/dev/null | cut -c1-300)"
       "${KUBECTL[@]}" logs -n "$SHOP_NS" "$pod" --all-containers --tail 3 2>&1 | cut -c1-200 | sed 's/^/    /' || true
     done
+    # The operator: a Shop without a status means it never finished a reconcile (its errors say why).
+    echo "operator: $("${KUBECTL[@]}" get pods -n "$OPERATOR_NS" -o jsonpath='{range .items[*]}{.metadata.name} {.status.phase} {range .status.containerStatuses[*]}ready={.ready} restarts={.restartCount} {.state.waiting.reason} {.lastState.terminated.reason}{end}; {end}' 2>/dev/null | cut -c1-300)"
+    "${KUBECTL[@]}" logs -n "$OPERATOR_NS" "deploy/$RELEASE-shopkeeper" --tail 200 2>&1 |
+      grep -E 'WARN|ERROR|error|panic' | tail -n 6 | cut -c1-300 | sed 's/^/    /' || true
     "${KUBECTL[@]}" get events -n "$SHOP_NS" --field-selector type=Warning --sort-by=.lastTimestamp --no-headers 2>/dev/null | tail -n 5 | cut -c1-200 | sed 's/^/  event /' || true
     "${KUBECTL[@]}" get pvc -n "$SHOP_NS" --no-headers 2>/dev/null | sed 's/^/  pvc /' || true
     echo "Shop $SHOP_NS/$SHOP: $(shop_progress)"
