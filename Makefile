@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help up down status test test-only lint fmt build bench crds clean-state tools \
+.PHONY: help up down status test test-only chaos lint fmt build bench crds clean-state tools \
         kind-up kind-images kind-install kind-shop kind-down token
 
 help: ## list the targets
@@ -25,6 +25,9 @@ test: ## lint, then every test against the real stack (starts what is missing, s
 
 test-only: ## the tests without lint (stack must be up or is started)
 	@SHOP_SKIP_LINT=1 hack/test.sh
+
+chaos: ## the chaos soak on `make up`'s Shop: 10,000+ orders through pod kills and pauses, nothing lost; writes docs/reliability.md
+	@hack/chaos.sh $(ARGS)
 
 lint: ## rustfmt check, clippy -D warnings on all targets, helm lint of the chart
 	$(CARGO) fmt --all -- --check
