@@ -227,7 +227,53 @@ fn now() -> Time {
     Time(Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH))
 }
 
+/// A reconcile that failed, and whether its status already says so (a refused apply writes
+/// `Degraded: ApplyFailed` with what it observed).
+struct Failed {
+    error: Error,
+    status_written: bool,
+}
+
+impl From<Error> for Failed {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            status_written: false,
+        }
+    }
+}
+
+/// Runs the steps; when one fails before the status was written (discovery, listing children,
+/// reading a Secret), the status still says which step failed (best effort: that write may fail
+/// for the same reason), so a Shop never sits without a status while the operator retries.
 async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
+    match reconcile_steps(shop, ctx).await {
+        Ok(action) => Ok(action),
+        Err(Failed {
+            error,
+            status_written: true,
+        }) => Err(error),
+        Err(Failed { error, .. }) => {
+            let ns = shop.namespace().unwrap_or_default();
+            let name = shop.name_any();
+            let status = status::reconcile_failed(
+                shop.metadata.generation,
+                error.to_string(),
+                shop.status.as_ref(),
+                &now(),
+            );
+            if matches!(error, Error::Status(_)) || shop.status.as_ref() == Some(&status) {
+                return Err(error);
+            }
+            if let Err(e) = write_status(&ctx.client, &ns, &name, &status, &ctx.metrics).await {
+                warn!(shop = %name, namespace = %ns, error = %e, "could not report the failed step in the status");
+            }
+            Err(error)
+        }
+    }
+}
+
+async fn reconcile_steps(shop: &Shop, ctx: &Context) -> Result<Action, Failed> {
     let ns = shop.namespace().unwrap_or_default();
     let name = shop.name_any();
     let reference = shop.object_ref(&());
@@ -464,8 +510,11 @@ async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
                 .await;
         }
     }
-    if let Some(e) = apply_error {
-        return Err(e);
+    if let Some(error) = apply_error {
+        return Err(Failed {
+            error,
+            status_written: true,
+        });
     }
     Ok(match outcome {
         Outcome::Invalid(_) => Action::await_change(),

@@ -459,6 +459,68 @@ pub fn compute(
     }
 }
 
+/// The status after a reconcile that failed before it could observe the children (listing them,
+/// reading a Secret, discovery): what was known before is kept, and `Degraded` says which step
+/// failed and why, so a Shop never sits without a status while the operator retries. The three
+/// Shop conditions are always present (a first reconcile has nothing to keep).
+pub fn reconcile_failed(
+    generation: Option<i64>,
+    message: String,
+    previous: Option<&ShopStatus>,
+    now: &Time,
+) -> ShopStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    status.phase = Some("Degraded".to_string());
+    let kept = |type_: &str| {
+        previous
+            .and_then(|p| p.conditions.iter().find(|c| c.type_ == type_))
+            .cloned()
+    };
+    let available = kept(AVAILABLE).unwrap_or_else(|| {
+        condition(
+            AVAILABLE,
+            false,
+            "NotReconciled",
+            "the operator has not reconciled this Shop yet".to_string(),
+            generation,
+            previous,
+            now,
+        )
+    });
+    let progressing = kept(PROGRESSING).unwrap_or_else(|| {
+        condition(
+            PROGRESSING,
+            true,
+            "Reconciling",
+            "the operator retries the failed step".to_string(),
+            generation,
+            previous,
+            now,
+        )
+    });
+    let degraded = condition(
+        DEGRADED,
+        true,
+        "ReconcileFailed",
+        message,
+        generation,
+        previous,
+        now,
+    );
+    let others: Vec<Condition> = status
+        .conditions
+        .iter()
+        .filter(|c| ![AVAILABLE, PROGRESSING, DEGRADED].contains(&c.type_.as_str()))
+        .cloned()
+        .collect();
+    status.conditions = [available, progressing, degraded]
+        .into_iter()
+        .chain(others)
+        .collect();
+    status
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -801,5 +863,43 @@ mod tests {
             (failed.status.as_str(), failed.reason.as_str()),
             ("False", "NotApplied")
         );
+    }
+
+    #[test]
+    fn a_failed_step_keeps_what_was_known_and_says_which_step_failed() {
+        // A first reconcile that fails: the Shop still gets a status naming the step.
+        let first = reconcile_failed(
+            Some(1),
+            "listing Deployment: timed out".into(),
+            None,
+            &t(10),
+        );
+        assert_eq!(first.phase.as_deref(), Some("Degraded"));
+        assert_eq!(first.observed_generation, Some(1));
+        let types: Vec<&str> = first.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, [AVAILABLE, PROGRESSING, DEGRADED]);
+        assert_eq!(first.conditions[0].status, "False");
+        assert_eq!(first.conditions[2].reason, "ReconcileFailed");
+        assert_eq!(first.conditions[2].message, "listing Deployment: timed out");
+
+        // A later failure keeps the components, Available and the store conditions as they were.
+        let d = dep(1, 1, 1);
+        let observed = [Observed {
+            component: Component::Registry,
+            desired: 1,
+            deployment: Some(&d),
+        }];
+        let ok = compute(Some(1), &observed, &[], &Outcome::Applied, None, &t(0));
+        let failed = reconcile_failed(
+            Some(2),
+            "reading Secret x: forbidden".into(),
+            Some(&ok),
+            &t(20),
+        );
+        assert_eq!(failed.components, ok.components);
+        assert_eq!(failed.conditions[0], ok.conditions[0]);
+        assert_eq!(failed.conditions[2].status, "True");
+        assert_eq!(failed.conditions[2].last_transition_time, t(20));
+        assert_eq!(failed.observed_generation, Some(2));
     }
 }
