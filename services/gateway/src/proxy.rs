@@ -1205,6 +1205,21 @@ impl Gateway {
         }
     }
 
+    /// Whether an instance other than `up` could take this route's traffic now.
+    fn has_other_instance(&self, route: &Route, up: &Upstream<'_>) -> bool {
+        match (&route.target, up) {
+            (Target::Static(pool), Upstream::Static(b)) => pool.has_live_except(b),
+            (
+                Target::Service(name),
+                Upstream::Discovered {
+                    instance: Some(id), ..
+                },
+            ) => self.discovery.has_live_instance_except(name, id),
+            // Reached through DNS (no instance identity): nothing to fail over to that we know of.
+            _ => false,
+        }
+    }
+
     async fn forward(
         &self,
         route: &Route,
@@ -1339,9 +1354,16 @@ impl Gateway {
                         )
                         .field("body"));
                     }
-                    breaker.record(false);
-                    if connect {
-                        self.mark_down(route, &up);
+                    // The instance is suspect whatever failed on its connection (refused, reset,
+                    // closed before the answer): it is skipped for a while, as outlier ejection
+                    // does. Its failure counts against the service's breaker only when no other
+                    // instance is left to take the traffic: one killed replica of two must not
+                    // short-circuit the calls the healthy one answers (the chaos soak saw 400
+                    // such 503s per killed order pod).
+                    let others = self.has_other_instance(route, &up);
+                    self.mark_down(route, &up);
+                    if !others {
+                        breaker.record(false);
                     }
                     tracing::warn!(upstream = up.base(), connect, error = %e, "upstream call failed");
                     let problem = Problem::new(

@@ -95,6 +95,16 @@ impl StaticPool {
         }
     }
 
+    /// Whether a base URL other than `except` is not marked down: where traffic can go when
+    /// `except` fails.
+    pub fn has_live_except(&self, except: &str) -> bool {
+        let now = self.now_ms();
+        self.bases
+            .iter()
+            .zip(&self.down_until_ms)
+            .any(|(b, until)| b != except && until.load(Ordering::Relaxed) <= now)
+    }
+
     /// Number of base URLs.
     pub fn len(&self) -> usize {
         self.bases.len()

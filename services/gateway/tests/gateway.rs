@@ -294,6 +294,71 @@ proxy: {{retries: 0}}
     );
 }
 
+both!(an_instance_dropping_connections_is_ejected_and_the_breaker_stays_closed_for_the_healthy_one);
+/// One replica of two dies with requests in flight (the chaos soak's killed order pod): its
+/// connections break after the request was sent, so a POST there gets a 502 (it may have been
+/// processed), but the instance is then skipped and its failures must not open the service's
+/// breaker while the healthy replica answers.
+async fn an_instance_dropping_connections_is_ejected_and_the_breaker_stays_closed_for_the_healthy_one(
+    proto: Proto,
+) {
+    use tokio::io::AsyncReadExt;
+    let ok = Upstream::start("ok").await;
+    let dropper = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let drop_url = format!("http://{}", dropper.local_addr().unwrap());
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn({
+        let dropped = dropped.clone();
+        async move {
+            while let Ok((mut s, _)) = dropper.accept().await {
+                // Reads the request, then closes without answering.
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                dropped.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    let yaml = format!(
+        "routes:\n  - {{id: pair, prefix: /pair, upstreams: [\"{drop_url}\", \"{}\"], auth: public}}\n",
+        ok.url()
+    );
+    let gw = Gateway::start(&yaml, &[("SHOP_BREAKER_OPEN_SECS", "30")]).await;
+    let c = client(proto);
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(
+            c.post(gw.url("/pair"))
+                .body("x")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert!(
+        !statuses.contains(&503),
+        "the breaker opened although a healthy instance answered: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().filter(|s| **s == 502).count() <= 1,
+        "the dropping instance was not skipped after its first failure: {statuses:?}"
+    );
+    assert!(dropped.load(std::sync::atomic::Ordering::SeqCst) <= 1);
+    let metrics = c
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("circuit_breaker_state{service=\"route:pair\"} 0"),
+        "{metrics}"
+    );
+}
+
 both!(idempotent_get_is_retried_on_another_instance_but_post_is_not);
 async fn idempotent_get_is_retried_on_another_instance_but_post_is_not(proto: Proto) {
     let ok = Upstream::start("ok").await;

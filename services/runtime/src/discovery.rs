@@ -260,6 +260,28 @@ impl Discovery {
         self.inner.down.lock().insert(instance_id.to_owned(), until);
     }
 
+    /// Whether the cache holds an UP instance of `app` other than `except` that is not marked
+    /// down: where traffic can go when `except` fails. Reads the cache only (no fetch).
+    pub fn has_live_instance_except(&self, app: &str, except: &str) -> bool {
+        let key = app.to_ascii_uppercase();
+        let ids: Vec<String> = {
+            let cache = self.inner.cache.read();
+            cache
+                .apps
+                .get(&key)
+                .map(|v| {
+                    v.iter()
+                        .filter(|i| {
+                            i.effective_status() == InstanceStatus::Up && i.instance_id != except
+                        })
+                        .map(|i| i.instance_id.clone())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        ids.iter().any(|id| !self.is_marked_down(id))
+    }
+
     fn is_marked_down(&self, id: &str) -> bool {
         let mut down = self.inner.down.lock();
         match down.get(id) {
