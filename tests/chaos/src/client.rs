@@ -20,14 +20,18 @@ pub enum Decision {
 }
 
 /// The problem type's last segment (`urn:shopkeeper:problem:out-of-stock` → `out-of-stock`), or
-/// the status code when the body is not a problem.
+/// an untyped problem's title (`Upstream circuit open`), or the status code alone.
 fn reason(status: u16, body: &str) -> String {
-    serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| v["type"].as_str().map(str::to_owned))
-        .and_then(|t| t.rsplit(':').next().map(str::to_owned))
-        .filter(|t| !t.is_empty() && t != "about:blank" && t != "blank")
-        .map_or_else(|| status.to_string(), |t| format!("{status} {t}"))
+    let v = serde_json::from_str::<Value>(body).unwrap_or(Value::Null);
+    let typed = v["type"]
+        .as_str()
+        .filter(|t| *t != "about:blank")
+        .and_then(|t| t.rsplit(':').next())
+        .filter(|t| !t.is_empty());
+    match typed.or_else(|| v["title"].as_str()) {
+        Some(why) => format!("{status} {why}"),
+        None => status.to_string(),
+    }
 }
 
 /// Decides what an answer to `POST /api/order` means.
@@ -75,6 +79,8 @@ pub struct Attempted {
     pub finished: Instant,
     /// Requests sent for it.
     pub requests: u32,
+    /// Why each request that was retried failed (in order).
+    pub retried_because: Vec<String>,
     /// How it ended.
     pub outcome: Outcome,
 }
@@ -115,6 +121,7 @@ impl ShopClient {
         let deadline = started + patience;
         let body = json!({"orderLineItemsDtoList": [{"skuCode": sku, "price": "10.00", "quantity": quantity}]});
         let mut requests = 0;
+        let mut retried_because = Vec::new();
         let mut pause = Duration::from_millis(100);
         let outcome = loop {
             requests += 1;
@@ -142,7 +149,8 @@ impl ShopClient {
                 Decision::Retry(why) if Instant::now() + pause >= deadline => {
                     break Outcome::GaveUp(why);
                 }
-                Decision::Retry(_) => {
+                Decision::Retry(why) => {
+                    retried_because.push(why);
                     tokio::time::sleep(pause).await;
                     // Backs off to 2 s between tries, as client libraries do.
                     pause = (pause * 2).min(Duration::from_secs(2));
@@ -156,6 +164,7 @@ impl ShopClient {
             started,
             finished: Instant::now(),
             requests,
+            retried_because,
             outcome,
         }
     }
@@ -251,6 +260,13 @@ mod tests {
         assert_eq!(
             classify(422, r#"{"type":"about:blank"}"#),
             Decision::Refused("422".into())
+        );
+        assert_eq!(
+            classify(
+                503,
+                r#"{"type":"about:blank","title":"Upstream circuit open"}"#
+            ),
+            Decision::Retry("503 Upstream circuit open".into())
         );
     }
 }

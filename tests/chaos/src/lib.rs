@@ -260,6 +260,13 @@ pub async fn run(kube: &kube::Client, cfg: &Config) -> anyhow::Result<Report> {
                 slowest_order: window.iter().map(|a| a.finished - a.started).max(),
                 orders: window.len(),
                 retried: window.iter().filter(|a| a.requests > 1).count(),
+                retried_because: window.iter().flat_map(|a| &a.retried_because).fold(
+                    BTreeMap::new(),
+                    |mut m, why| {
+                        *m.entry(why.clone()).or_default() += 1;
+                        m
+                    },
+                ),
             }
         })
         .collect();

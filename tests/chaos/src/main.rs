@@ -122,6 +122,8 @@ mod tests {
         assert!(new.starts_with("# R\n\nintro\n\n") && new.ends_with("## Fuzzing\nkept\n"));
         assert!(new.contains("new run") && !new.contains("old"));
         let appended = with_section("# R\n", "run");
-        assert!(appended.starts_with("# R\n\n") && appended.contains(&format!("{BEGIN}\nrun\n{END}")));
+        assert!(
+            appended.starts_with("# R\n\n") && appended.contains(&format!("{BEGIN}\nrun\n{END}"))
+        );
     }
 }

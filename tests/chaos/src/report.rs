@@ -24,6 +24,8 @@ pub struct FaultRow {
     pub orders: usize,
     /// Of those, retried at least once.
     pub retried: usize,
+    /// Why the retried requests of the window failed, by reason.
+    pub retried_because: BTreeMap<String, usize>,
 }
 
 /// Everything a run measured.
@@ -73,6 +75,19 @@ fn counts(m: &BTreeMap<String, usize>) -> String {
     let total: usize = m.values().sum();
     let parts: Vec<String> = m.iter().map(|(k, v)| format!("{v} {k}")).collect();
     format!("{total} ({})", parts.join(", "))
+}
+
+/// `n reason` pairs, most frequent first (ties by name), or `—`.
+fn reasons(m: &BTreeMap<String, usize>) -> String {
+    if m.is_empty() {
+        return "—".to_owned();
+    }
+    let mut v: Vec<(&String, &usize)> = m.iter().collect();
+    v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    v.iter()
+        .map(|(k, n)| format!("{n}× {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Report {
@@ -147,19 +162,20 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "\n| fault | pod | target whole again | first order accepted after | slowest order in its window | orders in window (retried) |\n|---|---|---|---|---|---|"
+            "\n| fault | pod | target whole again | first order accepted after | slowest order in its window | orders in window (retried) | failed requests, by reason |\n|---|---|---|---|---|---|---|"
         );
         for r in &self.faults {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} ({}) |",
+                "| {} | {} | {} | {} | {} | {} ({}) | {} |",
                 r.fault,
                 r.pod,
                 secs(r.whole_after),
                 secs(r.first_order_after),
                 secs(r.slowest_order),
                 r.orders,
-                r.retried
+                r.retried,
+                reasons(&r.retried_because)
             );
         }
         let max =
@@ -218,6 +234,11 @@ mod tests {
                 slowest_order: Some(Duration::from_secs(2)),
                 orders: 3,
                 retried: 1,
+                retried_because: [
+                    ("503".to_owned(), 1),
+                    ("409 idempotency-key-in-flight".to_owned(), 4),
+                ]
+                .into(),
             }],
             settled_after: Duration::from_secs(1),
             findings: Findings::default(),
@@ -230,7 +251,7 @@ mod tests {
         assert!(md.contains(": PASSED"), "{md}");
         assert!(md.contains("| refused (final answer), by reason | 1 (1 409 out-of-stock) |"));
         assert!(
-            md.contains("| kill -9 order pod | demo-order-1 | 9.4 s | 0.3 s | 2.0 s | 3 (1) |")
+            md.contains("| kill -9 order pod | demo-order-1 | 9.4 s | 0.3 s | 2.0 s | 3 (1) | 4× 409 idempotency-key-in-flight, 1× 503 |")
         );
         assert!(md.contains("**lost** (accepted, not stored) | 0 |"));
     }

@@ -118,6 +118,7 @@ mod tests {
             started: Instant::now(),
             finished: Instant::now(),
             requests: 1,
+            retried_because: Vec::new(),
             outcome,
         }
     }
