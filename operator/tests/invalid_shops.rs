@@ -145,14 +145,8 @@ async fn generated_invalid_shops_are_refused_naming_a_field_or_get_a_status_and_
         all.len()
     );
 
-    let cases: usize = std::env::var("SHOP_FUZZ_SHOPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(150);
-    let seed: u64 = std::env::var("SHOP_FUZZ_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5eed);
+    let cases: usize = shop_testkit::env_or("SHOP_FUZZ_SHOPS", 150);
+    let seed: u64 = shop_testkit::env_or("SHOP_FUZZ_SEED", 0x5eed);
     let mut rng = StdRng::seed_from_u64(seed);
     let gvk = GroupVersionKind::gvk("shopkeeper.dev", "v1alpha1", "Shop");
     let api: Api<DynamicObject> =

@@ -322,14 +322,8 @@ async fn generated_malformed_requests_never_get_a_5xx_never_smuggle_and_never_st
         ],
     )
     .await;
-    let cases: usize = std::env::var("SHOP_FUZZ_HTTP_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000);
-    let seed: u64 = std::env::var("SHOP_FUZZ_HTTP_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5eed);
+    let cases: usize = shop_testkit::env_or("SHOP_FUZZ_HTTP_CASES", 1_000);
+    let seed: u64 = shop_testkit::env_or("SHOP_FUZZ_HTTP_SEED", 0x5eed);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut by_shape: BTreeMap<&str, usize> = BTreeMap::new();
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();

@@ -9,7 +9,8 @@
 //!
 //! Layout, in the order a run uses it:
 //! - [`plan`]: the fault schedule (pure, parsed from the command line);
-//! - [`client`]: the user: one order, one key, retried (what an answer means is pure);
+//! - [`client`] (the testkit's `shop`): the user: one order, one key, retried (what an answer means
+//!   is pure);
 //! - [`faults`]: each fault carried out on the real node, and the wait until the target is whole;
 //! - [`stores`]: what MariaDB and FerretDB hold for the run, read around the services;
 //! - [`verify`]: the verdict (pure: each kind of loss has a unit test);
@@ -18,7 +19,8 @@
 //! `make chaos` runs the full schedule with 10,000 orders against `make up`'s Shop (the
 //! `shop-chaos` binary); `make test` runs the short schedule (tests/chaos.rs).
 
-pub mod client;
+/// The shop's user (the testkit's typed client of a gateway).
+pub use shop_testkit::shop as client;
 pub mod faults;
 pub mod plan;
 pub mod report;

@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use shop_testkit::cluster::{self, TestShop, is_ready, require_real_node};
+use shop_testkit::shop::ShopClient;
 use shop_testkit::{fresh_name, wait_until};
 
 /// How long a test Shop may take to become Available (eight pods of debug images on 2 cores).
@@ -32,40 +33,13 @@ fn http() -> Client {
 }
 
 /// Creates a product with `quantity` in stock through the gateway; returns its SKU.
-async fn stocked_product(http: &Client, gw: &str, token: &str, quantity: u32) -> String {
+async fn stocked_product(gw: &str, token: &str, quantity: u32) -> String {
     let sku = fresh_name("fault-sku-");
-    let body = json!({"name": "Fault phone", "description": "", "price": "10.00",
-                      "skuCode": sku, "quantity": quantity});
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = http
-            .post(format!("{gw}/api/product"))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await;
-        let last = match r {
-            Ok(r) if r.status() == StatusCode::CREATED => break,
-            Ok(r) => format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
-            Err(e) => e.to_string(),
-        };
-        assert!(
-            Instant::now() < deadline,
-            "could not create product {sku} through {gw}: {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let stocked = wait_until(Duration::from_secs(30), || async {
-        let r = http
-            .get(format!("{gw}/api/inventory?skuCode={sku}"))
-            .send()
-            .await;
-        let Ok(r) = r else { return false };
-        let v: Value = r.json().await.unwrap_or(Value::Null);
-        v[0]["availableQuantity"] == quantity
-    })
-    .await;
-    assert!(stocked, "stock of {sku} never reached {quantity}");
+    ShopClient::new(gw, token)
+        .unwrap()
+        .stocked_product(&sku, quantity.into())
+        .await
+        .unwrap();
     sku
 }
 
@@ -227,7 +201,7 @@ async fn with_the_registry_gone_lookups_fall_back_to_cluster_dns_and_orders_succ
     shop.wait_available(SHOP_UP).await;
     let gw = shop.url("gateway").await;
     let (http, token) = (http(), cluster::dev_token());
-    let sku = stocked_product(&http, &gw, &token, 50).await;
+    let sku = stocked_product(&gw, &token, 50).await;
     place_order(&http, &gw, &token, &sku, Duration::from_secs(30))
         .await
         .expect("an order with the registry up");
@@ -274,7 +248,7 @@ async fn a_killed_pod_is_replaced_leaves_the_registry_within_one_lease_and_no_or
     let gw = shop.url("gateway").await;
     let registry = shop.url("registry").await;
     let (http, token) = (http(), cluster::dev_token());
-    let sku = stocked_product(&http, &gw, &token, 10_000).await;
+    let sku = stocked_product(&gw, &token, 10_000).await;
 
     let registered = wait_until(Duration::from_secs(30), || async {
         registry_instances(&http, &registry, "ORDER").await.len() == 2
@@ -367,7 +341,7 @@ async fn a_rolling_update_of_replicas_and_image_tag_fails_no_request_of_a_steady
     shop.wait_available(SHOP_UP).await;
     let gw = shop.url("gateway").await;
     let (http, token) = (http(), cluster::dev_token());
-    let sku = stocked_product(&http, &gw, &token, 10).await;
+    let sku = stocked_product(&gw, &token, 10).await;
 
     // A steady reader of the catalogue through the gateway's Service.
     let stop = Arc::new(AtomicBool::new(false));
@@ -478,7 +452,7 @@ async fn a_managed_mariadb_killed_mid_traffic_comes_back_on_its_volume_and_no_or
     let gw = shop.url("gateway").await;
     let (http, token) = (http(), cluster::dev_token());
     const STOCK: u64 = 100_000;
-    let sku = stocked_product(&http, &gw, &token, STOCK as u32).await;
+    let sku = stocked_product(&gw, &token, STOCK as u32).await;
     let orders = SteadyOrders::start(&http, &gw, &token, &sku, Duration::from_secs(120));
     assert!(
         orders.wait_for_more(10, Duration::from_secs(60)).await,
@@ -601,7 +575,7 @@ async fn an_external_store_whose_secret_is_missing_is_reported_and_recovers_when
     assert_eq!(shop.conditions().await["MysqlReady"]["status"], "True");
     let gw = shop.url("gateway").await;
     let (http, token) = (http(), cluster::dev_token());
-    let sku = stocked_product(&http, &gw, &token, 5).await;
+    let sku = stocked_product(&gw, &token, 5).await;
     place_order(&http, &gw, &token, &sku, Duration::from_secs(30))
         .await
         .expect("an order once the Secret exists");

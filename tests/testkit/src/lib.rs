@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod openapi;
 pub mod process;
 pub mod registry;
+pub mod shop;
 pub mod sse;
 pub mod stack;
 
@@ -40,6 +41,18 @@ where
 pub fn fresh_name(prefix: &str) -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
     format!("{prefix}{}", &id[..12])
+}
+
+/// Environment variable `name` parsed as `T` (a test's size or seed), or `default` when it is unset;
+/// panics naming the variable when it does not parse.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} does not parse")),
+        Err(_) => default,
+    }
 }
 
 /// The value of the unlabelled sample `name` in a Prometheus text exposition (`/metrics`);

@@ -1,7 +1,8 @@
-//! The shop's user: places one order with one Idempotency-Key and retries it the way a real client
-//! does (transport errors, 5xx, 429 and "still in progress" are retried with the same key until a
+//! A typed client of a Shop's gateway, as a shop's user drives it: stocks products, and places one
+//! order with one Idempotency-Key, retried the way a real client does (transport errors, 5xx, 429 and "still in progress" are retried with the same key until a
 //! patience runs out; any other answer is final). What each answer means is decided by the pure
-//! [`classify`], unit-tested apart from the network.
+//! [`classify`], unit-tested apart from the network. The chaos soak (tests/chaos) and the real-node
+//! fault tests (tests/e2e) use it.
 
 use std::time::{Duration, Instant};
 
