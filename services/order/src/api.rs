@@ -296,7 +296,13 @@ async fn place_order_inner(
             } => {
                 tracing::warn!(%order_number, %reason, "order refused: inventory unavailable");
                 if maybe_reserved {
-                    st.inventory.release_in_background(order_number.clone());
+                    // Abandon the number before giving its stock back: a retry that takes
+                    // over this key's number later must not store an order on released stock.
+                    crate::reconcile::settle_in_background(
+                        st.pool.clone(),
+                        st.inventory.clone(),
+                        order_number.clone(),
+                    );
                 }
                 Problem::unavailable(
                     format!(
@@ -365,8 +371,13 @@ async fn place_order_inner(
         } else {
             db_problem(&e)
         };
-        // Give the stock back (retried in the background until inventory confirms).
-        st.inventory.release_in_background(order_number.clone());
+        // The write may have committed before the connection broke: the stock goes back only
+        // when the order is surely not stored (see `settle_in_background`).
+        crate::reconcile::settle_in_background(
+            st.pool.clone(),
+            st.inventory.clone(),
+            order_number.clone(),
+        );
         forget(st, key.as_deref()).await;
         return Err(p);
     }

@@ -302,30 +302,6 @@ impl InventoryClient {
         )))
     }
 
-    /// Releases in the background until inventory confirms (bounded: about ten minutes), for a
-    /// reservation whose outcome is unknown. Inventory's release is idempotent and leaves a
-    /// tombstone, so a reservation that arrives after the release is refused, not leaked.
-    pub fn release_in_background(self: &std::sync::Arc<Self>, order_number: String) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let mut wait = Duration::from_millis(500);
-            for attempt in 1..=40 {
-                match this.release(&order_number).await {
-                    Ok(()) => {
-                        tracing::info!(%order_number, attempt, "uncertain reservation released");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::debug!(%order_number, attempt, error = %e, "release failed; retrying")
-                    }
-                }
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(15));
-            }
-            tracing::error!(%order_number, "gave up releasing an uncertain reservation; release it by hand");
-        });
-    }
-
     /// Releases the order's reservation (idempotent; DELETE is retried by the client).
     pub async fn release(&self, order_number: &str) -> Result<(), ReleaseError> {
         let resp = self

@@ -2,9 +2,9 @@
 //! shop-inventory for an order that was never stored.
 //!
 //! Placing an order reserves stock in inventory first and stores the order second. When the
-//! second step fails the handler releases the reservation, but only in memory: if the process
-//! dies (crash, `kill -9`, OOM) between the two steps, or while it retries the release, nothing
-//! would ever give that stock back. The reconciler closes that hole without adding a write to
+//! second step fails the handler settles the reservation ([`settle_in_background`]), but only
+//! in memory: if the process dies (crash, `kill -9`, OOM) between the two steps, or while it
+//! retries, nothing would ever give that stock back. The reconciler closes that hole without adding a write to
 //! the order path: every round it lists inventory's RESERVED reservations older than a grace
 //! period, asks this service's own database which of them have an order, and releases the
 //! rest through inventory's idempotent release (which leaves a tombstone, so a late retry of
@@ -360,6 +360,57 @@ impl Reconciler {
         }
         Ok(verdicts)
     }
+}
+
+/// Settles the stock of one order whose write failed, at once instead of after the grace: the
+/// decision a round makes (take the number with an ABANDONED row; give the stock back only when
+/// that succeeded), in the background so the client's answer does not wait for it.
+///
+/// A failed write does not mean a missing order: when the connection breaks after the COMMIT
+/// reached the database (its host fails, a network path drops, the answer times out), the order
+/// is stored and its Idempotency-Key answers the client's retry with it. Giving the stock back
+/// blindly would leave that order without its stock. The ABANDONED row decides: its insert
+/// fails on a stored order (and waits on the lock of one still committing).
+///
+/// Retried with backoff while the database or inventory is away (about ten minutes); after
+/// that, or when this process dies, a round of the reconciler settles the reservation.
+pub fn settle_in_background(
+    pool: MySqlPool,
+    inventory: Arc<InventoryClient>,
+    order_number: String,
+) {
+    tokio::spawn(async move {
+        let mut wait = Duration::from_millis(500);
+        let mut abandoned = false;
+        for attempt in 1..=40 {
+            if !abandoned {
+                match crate::store::abandon_order(&pool, &order_number).await {
+                    Ok(true) => abandoned = true,
+                    Ok(false) => {
+                        tracing::info!(%order_number, "the failed write had committed: the order is stored and keeps its stock");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(%order_number, attempt, error = %e, "cannot settle the order's number yet; retrying");
+                    }
+                }
+            }
+            if abandoned {
+                match inventory.release(&order_number).await {
+                    Ok(()) => {
+                        tracing::info!(%order_number, attempt, "stock of an order never stored given back");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(%order_number, attempt, error = %e, "release failed; retrying");
+                    }
+                }
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(15));
+        }
+        tracing::warn!(%order_number, "could not settle the stock of a failed order write; the reconciler will after its grace");
+    });
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

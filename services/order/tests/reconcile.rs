@@ -12,7 +12,11 @@ use std::time::Duration;
 use common::{Opts, count, signal, start_order};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use shop_testkit::{Service, free_port, fresh_mysql_database, fresh_name, wait_until};
+use shop_testkit::{
+    Service, free_port, fresh_mysql_database, fresh_name,
+    lossy_link::{Loss, LossyLink},
+    mysql_url, wait_until,
+};
 use sqlx::{Connection, MySqlConnection};
 
 /// Reconciler knobs for a test: rounds every second, a grace of a few seconds.
@@ -55,6 +59,11 @@ fn reconciling(grace: &str) -> [(&'static str, String); 3] {
 
 impl Rig {
     async fn start(order_env: &[(&str, &str)]) -> Rig {
+        Rig::start_via(order_env, None).await
+    }
+
+    /// Like [`Rig::start`]; with a link, shop-order reaches its database through it.
+    async fn start_via(order_env: &[(&str, &str)], link: Option<&LossyLink>) -> Rig {
         let inv_db = fresh_mysql_database("recinv").await;
         let order_db = fresh_mysql_database("record").await;
         let topic = fresh_name("reconcile-test-");
@@ -65,7 +74,15 @@ impl Rig {
             free_port(),
         )
         .await;
-        let order = spawn_order_with(&order_db, inventory.port(), &topic, order_env).await;
+        let order_db_url = match link {
+            // Plain text, so the link sees the statements.
+            Some(l) => format!(
+                "{}?ssl-mode=disabled",
+                order_db.replacen(&mysql_host_port(), &format!("127.0.0.1:{}", l.port()), 1)
+            ),
+            None => order_db.clone(),
+        };
+        let order = spawn_order_with(&order_db_url, inventory.port(), &topic, order_env).await;
         Rig {
             inventory,
             order,
@@ -167,6 +184,13 @@ impl Rig {
         })
         .await
     }
+}
+
+/// `host:port` of the test MariaDB (from its URL).
+fn mysql_host_port() -> String {
+    let url = mysql_url();
+    let rest = url.split_once('@').map_or(url.as_str(), |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest).to_owned()
 }
 
 /// True when a connection accepted on loopback `port` has unread bytes (Linux /proc/net/tcp:
@@ -443,7 +467,7 @@ async fn a_takeover_that_finds_its_reservation_released_is_placed_under_a_new_nu
     .await;
     rig.set_stock("widget", 10).await;
     // A request claimed the key for order number "dead-1", reserved, and died; its stock was
-    // then released (by the handler's background release, an operator, or the reconciler).
+    // then released (by the handler's background settlement, an operator, or the reconciler).
     let lines = shop_order::model::validate(
         serde_json::from_value(json!({"orderLineItemsDtoList": [{"skuCode": "widget", "price": "10.00", "quantity": 3}]}))
             .unwrap(),
@@ -479,4 +503,88 @@ async fn a_takeover_that_finds_its_reservation_released_is_placed_under_a_new_nu
     let (s, again) = rig.order(&rig.order, "widget", 3, "dead-key").await;
     assert_eq!((s, &again), (StatusCode::CREATED, &body));
     assert_eq!(rig.stock("widget").await, 7);
+}
+
+/// The order script's head (not the reconciler's ABANDONED insert, which names no key).
+const ORDER_WRITE: &[u8] = b"idempotency_key, created_at) VALUES";
+
+#[tokio::test]
+async fn an_order_whose_commit_answer_was_lost_keeps_its_stock_and_one_never_written_gives_it_back()
+{
+    // The reconciler's grace is far away: whatever settles the stock here is the order path.
+    let mut link = LossyLink::start(&mysql_host_port()).await;
+    let rig = Rig::start_via(
+        &[
+            ("RECONCILE_INTERVAL_SECS", "1"),
+            ("RECONCILE_GRACE_SECS", "600"),
+        ],
+        Some(&link),
+    )
+    .await;
+    rig.set_stock("widget", 10).await;
+    let mut db = MySqlConnection::connect(&rig.order_db).await.unwrap();
+
+    // 1. The COMMIT reaches MariaDB, its answer never reaches shop-order.
+    link.arm(ORDER_WRITE, Loss::Answer);
+    let (s, body) = rig.order(&rig.order, "widget", 2, "answer-lost").await;
+    assert!(
+        link.wait_fired(Duration::from_secs(10)).await,
+        "the order write never passed the link"
+    );
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let stored: Vec<(String, String)> = sqlx::query_as(
+        "SELECT order_number, status FROM orders WHERE idempotency_key = 'answer-lost'",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(stored.len(), 1, "the order is stored: {stored:?}");
+    let (number, status) = stored[0].clone();
+    assert_eq!(status, "PLACED");
+    // The order is stored, so its stock stays taken (a blind release gave it back at once).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(rig.reservation(&number).await.as_deref(), Some("RESERVED"));
+    assert_eq!(
+        rig.stock("widget").await,
+        8,
+        "a stored order lost its stock"
+    );
+    // The client's retry is told about the order it has.
+    let (s, body) = rig.order(&rig.order, "widget", 2, "answer-lost").await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(body["orderNumber"], number.as_str());
+    assert_eq!(rig.stock("widget").await, 8);
+
+    // 2. The write never reaches MariaDB: its stock comes back at once, not after the grace.
+    link.arm(ORDER_WRITE, Loss::Request);
+    let (s, body) = rig.order(&rig.order, "widget", 3, "request-lost").await;
+    assert!(
+        link.wait_fired(Duration::from_secs(10)).await,
+        "the order write never passed the link"
+    );
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let back = wait_until(Duration::from_secs(10), || async {
+        rig.stock("widget").await == 8
+    })
+    .await;
+    assert!(
+        back,
+        "stock of an order never stored did not come back: {}",
+        rig.stock("widget").await
+    );
+    let abandoned: Vec<String> =
+        sqlx::query_scalar("SELECT order_number FROM orders WHERE status = 'ABANDONED'")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(abandoned.len(), 1, "{abandoned:?}");
+    assert_eq!(
+        rig.reservation(&abandoned[0]).await.as_deref(),
+        Some("RELEASED")
+    );
+    // The retry is a fresh order.
+    let (s, body) = rig.order(&rig.order, "widget", 3, "request-lost").await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_ne!(body["orderNumber"], abandoned[0].as_str());
+    assert_eq!(rig.stock("widget").await, 5);
 }
