@@ -61,8 +61,10 @@ pub const TLS_MOUNT_PATH: &str = "/etc/shop/tls";
 pub const DNS_FALLBACK_PORT: i32 = 80;
 /// Seconds a terminating pod keeps serving, unready and deregistered, before it stops accepting:
 /// longer than the services' registry refresh (5 s) plus kube-proxy's resync (1 s), so callers
-/// have dropped it first and a rolling update fails no request. Inside the 30 s grace period
-/// together with the 10 s drain.
+/// have dropped it first and a rolling update fails no request. After it the pod still serves
+/// connections that keep arriving (a kube-proxy slower than that on a busy node) until a quiet
+/// second, at most 10 s more (`shop_runtime::Arrivals`). Inside the 30 s grace period together
+/// with the 10 s drain: 7 + 10 + 10.
 pub const SHUTDOWN_DELAY_SECS: u32 = 7;
 /// UID/GID the images run as (distroless `nonroot`).
 pub const RUN_AS: i64 = 65532;

@@ -34,7 +34,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::graceful::{GracefulShutdown, Watcher},
 };
-use shop_runtime::{Metrics, Readiness};
+use shop_runtime::{ARRIVALS_MAX_WAIT, ARRIVALS_QUIET, Arrivals, Metrics, Readiness};
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::{Notify, mpsc},
@@ -557,6 +557,8 @@ pub async fn serve_workers(
     let mut first = Some(first.into_std()?);
     let mut done = Vec::new();
     let (balance, inboxes) = Balance::new(workers, limits.max_connections);
+    // One view of arrivals for all workers: their listeners close together, once none gets any.
+    let arrivals = Arrivals::new();
     for (i, inbox) in inboxes.into_iter().enumerate() {
         let (tx, rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
         let std_listener = first.take();
@@ -568,6 +570,7 @@ pub async fn serve_workers(
             inbox,
             tls: tls.clone(),
             http2_max_streams: limits.http2_max_streams,
+            arrivals: arrivals.clone(),
         };
         std::thread::Builder::new()
             .name(format!("gateway-worker-{i}"))
@@ -622,10 +625,14 @@ struct Worker {
     tls: Option<Arc<rustls::ServerConfig>>,
     /// See [`ConnLimits::http2_max_streams`].
     http2_max_streams: Option<u32>,
+    /// Connections accepted by any worker, for when to stop accepting (see [`Arrivals`]).
+    arrivals: Arrivals,
 }
 
 /// Serves one listener (and the connections other workers hand over) until `shutdown` is
-/// cancelled, then drains for at most `grace`.
+/// cancelled and no connection arrived for a second (late arrivals, from a kube-proxy that has
+/// not yet seen this pod leave its Service, are served with `Connection: close`; see
+/// [`Arrivals`]), then drains for at most `grace`.
 async fn serve(
     listener: TcpListener,
     mut worker: Worker,
@@ -660,6 +667,14 @@ async fn serve(
         worker.header_timeout,
         worker.http2_max_streams,
     ));
+    let closing = {
+        let (shutdown, arrivals) = (shutdown.clone(), worker.arrivals.clone());
+        async move {
+            shutdown.cancelled().await;
+            arrivals.quiet(ARRIVALS_QUIET, ARRIVALS_MAX_WAIT).await;
+        }
+    };
+    tokio::pin!(closing);
     'accept: loop {
         // At its share of the connection limit the worker leaves new connections in the listen
         // backlog (and to the other workers' listeners) until one of its own closes.
@@ -669,7 +684,7 @@ async fn serve(
             };
             tokio::select! {
                 () = closed.notified() => {}
-                () = shutdown.cancelled() => break 'accept,
+                () = &mut closing => break 'accept,
             }
         }
         let (stream, peer, open) = tokio::select! {
@@ -695,8 +710,9 @@ async fn serve(
                     continue;
                 }
             },
-            () = shutdown.cancelled() => break,
+            () = &mut closing => break,
         };
+        worker.arrivals.arrived();
         let _ = stream.set_nodelay(true);
         let conn = Arc::new(Conn {
             gw: gw.clone(),

@@ -1134,7 +1134,7 @@ async fn sigterm_drains_in_flight_requests_and_stops_accepting(proto: Proto) {
     );
     let mut gw = Gateway::start(&yaml, &[]).await;
     let c = client(proto);
-    let inflight = tokio::spawn(c.get(gw.url("/slow?ms=1500")).send());
+    let inflight = tokio::spawn(c.get(gw.url("/slow?ms=3500")).send());
     // Wait until the request is at the upstream, then SIGTERM the gateway.
     assert!(shop_testkit::wait_until(Duration::from_secs(5), || async { up.hits() == 1 }).await);
     let pid = gw.pid().to_string();
@@ -1145,7 +1145,18 @@ async fn sigterm_drains_in_flight_requests_and_stops_accepting(proto: Proto) {
             .unwrap()
             .success()
     );
+    // A connection arriving right after is still served (a kube-proxy may not have seen this
+    // pod leave yet), and told to close.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let late = reqwest::Client::new()
+        .get(gw.url("/slow?ms=1"))
+        .send()
+        .await
+        .expect("a late arrival is served");
+    assert_eq!(late.status(), 200);
+    assert_eq!(late.headers()["connection"], "close");
+    // After a second without arrivals, no new connection is accepted; the slow one drains.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let fresh = reqwest::Client::new()
         .get(gw.url("/slow?ms=1"))
         .send()
@@ -1153,6 +1164,10 @@ async fn sigterm_drains_in_flight_requests_and_stops_accepting(proto: Proto) {
     assert!(
         fresh.is_err(),
         "no new connections are accepted while draining"
+    );
+    assert!(
+        !inflight.is_finished(),
+        "the slow request is still in flight"
     );
     let r = inflight.await.unwrap().unwrap();
     assert_eq!(r.status(), 200);

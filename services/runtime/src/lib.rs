@@ -29,7 +29,7 @@ pub use discovery::{Discovery, DiscoveryConfig, DiscoveryError, Picked};
 pub use health::Readiness;
 pub use metrics::Metrics;
 pub use problem::{ApiJson, Json, Problem};
-pub use server::REQUEST_ID;
+pub use server::{ARRIVALS_MAX_WAIT, ARRIVALS_QUIET, Arrivals, REQUEST_ID};
 
 use discovery::Registrar;
 use eureka::InstanceInfo;
@@ -207,7 +207,8 @@ impl Runtime {
 
     /// Serves `router` plus health and metrics until SIGTERM/SIGINT (or the shutdown token), registering
     /// with the registry while listening. On shutdown: readiness fails, the instance deregisters, it
-    /// keeps serving for the shutdown delay (see [`Runtime::stop_accepting_token`]), then the listener
+    /// keeps serving for the shutdown delay (see [`Runtime::stop_accepting_token`]) and until no new
+    /// connection arrived for a second (see [`Arrivals`]), then the listener
     /// stops accepting, in-flight requests drain within the grace period, spans are flushed.
     pub async fn serve(self, router: axum::Router) -> Result<(), RuntimeError> {
         let state = server::ServerState {
@@ -233,6 +234,8 @@ impl Runtime {
         let drain_signal = drain_started.clone();
         let registrar_for_stop = registrar.clone();
         let stop_bg = stop_background.clone();
+        let arrivals = Arrivals::new();
+        let (watch_arrivals, tap) = (arrivals.clone(), arrivals);
         let graceful = async move {
             shutdown.cancelled().await;
             stop_bg.cancel();
@@ -240,11 +243,19 @@ impl Runtime {
                 let _ = tokio::time::timeout(Duration::from_secs(2), r.deregister()).await;
             }
             stop_accepting.cancelled().await;
+            // Late arrivals (a caller's stale view of the Service) are still served, then closed.
+            watch_arrivals
+                .quiet(server::ARRIVALS_QUIET, server::ARRIVALS_MAX_WAIT)
+                .await;
             tracing::info!("draining");
             drain_signal.cancel();
         };
+        let listener = {
+            use axum::serve::ListenerExt;
+            self.listener.tap_io(move |_| tap.arrived())
+        };
         let server =
-            axum::serve(self.listener, app.into_make_service()).with_graceful_shutdown(graceful);
+            axum::serve(listener, app.into_make_service()).with_graceful_shutdown(graceful);
         let grace = self.args.shutdown_grace();
         let server = tokio::spawn(async move { server.await });
         let result = {

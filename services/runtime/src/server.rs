@@ -11,12 +11,71 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Header carrying the request id.
 pub const REQUEST_ID: &str = "x-request-id";
+
+/// How long a stopping server must see no new connection before it closes its listener.
+pub const ARRIVALS_QUIET: Duration = Duration::from_secs(1);
+/// The longest a stopping server keeps its listener open for late arrivals after the shutdown
+/// delay (inside the pod's 30 s grace period, with the 7 s delay and the 10 s drain).
+pub const ARRIVALS_MAX_WAIT: Duration = Duration::from_secs(10);
+
+/// When a stopping server may close its listener. After SIGTERM a pod is unready and answers
+/// with `Connection: close`, but connections keep arriving for as long as some kube-proxy or
+/// caller has not yet seen it leave its Service: a fixed delay is a guess at that time, and a
+/// busy node (CI's, loaded) can take longer. Closing the listener then refuses them (and resets
+/// those still in its backlog). So the server closes once arrivals have stopped: after
+/// [`ARRIVALS_QUIET`] without a new connection, at most [`ARRIVALS_MAX_WAIT`] after being asked.
+#[derive(Debug, Clone)]
+pub struct Arrivals {
+    epoch: tokio::time::Instant,
+    /// Milliseconds from `epoch` to the last accepted connection.
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Default for Arrivals {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Arrivals {
+    /// No connection yet.
+    pub fn new() -> Self {
+        Arrivals {
+            epoch: tokio::time::Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Records an accepted connection.
+    pub fn arrived(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Returns once no connection arrived for `quiet`, or `max_wait` after the call.
+    pub async fn quiet(&self, quiet: Duration, max_wait: Duration) {
+        let give_up = tokio::time::Instant::now() + max_wait;
+        loop {
+            let until = (self.last() + quiet).min(give_up);
+            if tokio::time::Instant::now() >= until {
+                return;
+            }
+            tokio::time::sleep_until(until).await;
+        }
+    }
+}
 
 #[derive(Clone)]
 pub(crate) struct ServerState {
@@ -138,4 +197,59 @@ pub(crate) fn wrap(router: Router, st: ServerState) -> Router {
     router
         .merge(infra)
         .layer(axum::middleware::from_fn_with_state(st, observe))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Arrivals;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn arrivals_close_after_a_quiet_second_or_the_cap() {
+        let a = Arrivals::new();
+        // Nothing arriving: quiet at once (the last arrival is long enough ago).
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let t = tokio::time::Instant::now();
+        a.quiet(Duration::from_secs(1), Duration::from_secs(10))
+            .await;
+        assert!(t.elapsed() < Duration::from_millis(10));
+
+        // Arrivals every 400 ms for 3 s keep it open until a second after the last one.
+        let feeder = {
+            let a = a.clone();
+            tokio::spawn(async move {
+                for _ in 0..8 {
+                    a.arrived();
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        let t = tokio::time::Instant::now();
+        a.quiet(Duration::from_secs(1), Duration::from_secs(10))
+            .await;
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(3800) && took <= Duration::from_millis(4000),
+            "{took:?}"
+        );
+        feeder.await.unwrap();
+
+        // Arrivals that never stop: closed at the cap.
+        let endless = {
+            let a = a.clone();
+            tokio::spawn(async move {
+                loop {
+                    a.arrived();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        let t = tokio::time::Instant::now();
+        a.quiet(Duration::from_secs(1), Duration::from_secs(10))
+            .await;
+        assert_eq!(t.elapsed(), Duration::from_secs(10));
+        endless.abort();
+    }
 }

@@ -123,3 +123,41 @@ async fn answers_during_the_shutdown_delay_close_the_callers_kept_alive_connecti
     assert_eq!(r.headers()["connection"], "close");
     assert!(svc.terminate_within(Duration::from_secs(15)));
 }
+
+#[tokio::test]
+async fn connections_arriving_after_the_delay_are_served_until_a_quiet_second() {
+    let app = fresh_name("q");
+    let mut svc = echo(&app, None, &[("SHOP_SHUTDOWN_DELAY_SECS", "1")]).await;
+    let hello = format!("{}/hello", svc.base_url());
+    let pid = svc.pid().unwrap();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // A caller whose view of the Service is stale (a kube-proxy that has not caught up) keeps
+    // opening connections well past the 1 s delay: each is still served, and told to close.
+    let started = Instant::now();
+    let mut served = 0;
+    while started.elapsed() < Duration::from_secs(4) {
+        let r = reqwest::Client::new()
+            .get(&hello)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("refused {:?} after SIGTERM: {e}", started.elapsed()));
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["connection"], "close");
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(served >= 10, "{served}");
+    // Once nobody arrives for a second, the listener closes and the process exits.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        reqwest::Client::new().get(&hello).send().await.is_err(),
+        "still accepting after a quiet second"
+    );
+    assert!(svc.terminate_within(Duration::from_secs(15)));
+}
