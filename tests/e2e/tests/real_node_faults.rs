@@ -84,7 +84,7 @@ async fn place_order(
                     r.text().await.unwrap_or_default()
                 ));
             }
-            Err(e) => e.to_string(),
+            Err(e) => error_chain(&e),
         };
         if Instant::now() >= deadline {
             return Err(failure);
@@ -256,8 +256,10 @@ async fn a_killed_pod_is_replaced_leaves_the_registry_within_one_lease_and_no_or
     .await;
     assert!(registered, "both order pods registered");
 
-    // A steady client places orders the whole time.
-    let orders = SteadyOrders::start(&http, &gw, &token, &sku, Duration::from_secs(30));
+    // A steady client places orders the whole time. An order in flight on the killed pod keeps
+    // its Idempotency-Key busy until the key is stale (IDEMPOTENCY_STALE_SECS, 30 s): patience
+    // beyond that.
+    let orders = SteadyOrders::start(&http, &gw, &token, &sku, Duration::from_secs(60));
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let victims = ready_pods(&shop, "order").await;
@@ -290,7 +292,7 @@ async fn a_killed_pod_is_replaced_leaves_the_registry_within_one_lease_and_no_or
         now.len() == 2 && !now.contains(&victim)
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let resumed = orders.wait_for_more(5, Duration::from_secs(90)).await;
     let (accepted, failed) = orders.finish().await;
 
     assert!(
@@ -311,8 +313,8 @@ async fn a_killed_pod_is_replaced_leaves_the_registry_within_one_lease_and_no_or
         "orders the client could not place: {failed:?}"
     );
     assert!(
-        accepted.len() >= 10,
-        "only {} orders placed",
+        resumed,
+        "orders did not resume after the kill: {} placed in all",
         accepted.len()
     );
     for n in &accepted {
@@ -364,7 +366,7 @@ async fn a_rolling_update_of_replicas_and_image_tag_fails_no_request_of_a_steady
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(r) => errors.lock().unwrap().push(format!("{}", r.status())),
-                    Err(e) => errors.lock().unwrap().push(e.to_string()),
+                    Err(e) => errors.lock().unwrap().push(error_chain(&e)),
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -580,4 +582,16 @@ async fn an_external_store_whose_secret_is_missing_is_reported_and_recovers_when
         .await
         .expect("an order once the Secret exists");
     shop.delete().await;
+}
+
+/// An error with its causes (`error sending request` alone does not say refused, reset or timed out).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
