@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help up down status test test-only chaos lint fmt build bench crds clean-state tools \
+.PHONY: help up down status test test-only chaos fuzz lint fmt build bench crds clean-state tools \
         kind-up kind-images kind-install kind-shop kind-down token
 
 help: ## list the targets
@@ -28,6 +28,9 @@ test-only: ## the tests without lint (stack must be up or is started)
 
 chaos: ## the chaos soak on `make up`'s Shop: 10,000+ orders through pod kills and pauses, nothing lost; writes docs/reliability.md
 	@hack/chaos.sh $(ARGS)
+
+fuzz: ## schemathesis on every JSON endpoint, directly and through the gateway, many examples; writes docs/reliability.md
+	@hack/fuzz.sh
 
 lint: ## rustfmt check, clippy -D warnings on all targets, helm lint of the chart
 	$(CARGO) fmt --all -- --check

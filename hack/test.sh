@@ -64,6 +64,7 @@ cargo build --workspace --bins --locked
 # in tests/e2e/tests/real_node*.rs run against it.
 hack/platform.sh up
 hack/tools.sh spring  # the real Spring clients tests/e2e/tests/spring_clients.rs runs (built once per source hash)
+hack/tools.sh schemathesis >/dev/null  # the API fuzzer tests/e2e/tests/fuzz.rs runs (a venv, once per version)
 rm -f "$STATE_DIR/test-output.txt"
 cargo test --workspace --locked --no-fail-fast -- --test-threads="${SHOP_TEST_THREADS:-4}" 2>&1 |
   tee "$STATE_DIR/test-output.txt"

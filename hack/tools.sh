@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs or builds every tool of the local stack, from package registries only (no Docker, no
 # prebuilt downloads). Each tool is cached under $CACHE_DIR/<tool>-<version>; a tool whose cache
-# directory holds a finished marker is not rebuilt. Usage: hack/tools.sh [all|k8s|kwok|helm|coredns|mongo|kafka|zipkin|apt|spring|spring-jar|gateway-api|gateway-api-crds]...
+# directory holds a finished marker is not rebuilt. Usage: hack/tools.sh [all|k8s|kwok|helm|coredns|mongo|kafka|zipkin|apt|spring|spring-jar|schemathesis|schemathesis-bin|gateway-api|gateway-api-crds]...
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 GO_BUILD_FLAGS=(-trimpath)
@@ -161,6 +161,32 @@ tool_spring() {
   log "Spring test clients built in $(( SECONDS - t0 ))s"
 }
 
+# schemathesis, the API fuzzer of tests/e2e/tests/fuzz.rs and `make fuzz` (a test tool, never product code):
+# the pinned release from PyPI in a venv of its own. Keyed by its version and Python's minor version, because
+# a venv is bound to the interpreter that made it. `schemathesis` installs it when missing and prints its `st`;
+# `schemathesis-bin` only prints where `st` is (the test fails loudly when it is not there).
+schemathesis_dir() {
+  local py
+  py=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])') \
+    || die "python3 not found: the API fuzzer needs Python 3 with venv (apt-get install python3-venv)"
+  printf '%s\n' "$CACHE_DIR/schemathesis-$SCHEMATHESIS_VERSION-py$py"
+}
+
+tool_schemathesis() {
+  local out
+  out=$(schemathesis_dir)
+  if [[ ! -f $out/.done ]]; then
+    log "installing schemathesis $SCHEMATHESIS_VERSION from PyPI into $out"
+    rm -rf "$out"
+    python3 -m venv "$out" || die "python3 -m venv failed: the API fuzzer needs python3-venv (apt-get install python3-venv)"
+    "$out/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" >&2
+    [[ $("$out/bin/st" --version) == *"$SCHEMATHESIS_VERSION"* ]] \
+      || die "$out/bin/st --version does not report $SCHEMATHESIS_VERSION"
+    touch "$out/.done"
+  fi
+  printf '%s/bin/st\n' "$out"
+}
+
 # CoreDNS, the cluster DNS of the real node: answers *.svc.cluster.local from the API server.
 tool_coredns() {
   local out=$CACHE_DIR/coredns-$COREDNS_VERSION
@@ -227,6 +253,8 @@ main() {
       k8s|kwok|helm|mongo|kafka|zipkin|apt|coredns) "tool_$t" ;;
       spring) tool_spring ;;
       spring-jar) printf '%s/spring-clients.jar\n' "$(spring_dir)" ;; # where the tests find the jar
+      schemathesis) tool_schemathesis ;; # installed when missing; prints its `st`
+      schemathesis-bin) printf '%s/bin/st\n' "$(schemathesis_dir)" ;; # where the fuzz test finds `st`
       gateway-api) tool_gateway_api ;;
       # fetched when missing, then the folder of the CRD files is printed (the operator's tests use it)
       gateway-api-crds) tool_gateway_api; printf '%s\n' "$CACHE_DIR/gateway-api-$GATEWAY_API_VERSION" ;;

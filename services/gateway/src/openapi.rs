@@ -45,6 +45,7 @@ pub fn openapi_routes() -> Vec<RouteConfig> {
                        documents, forwarded at `/openapi/<service>.json`."
     ),
     paths(live, ready, metrics, own_document, service_document),
+    components(schemas(ServiceName)),
     modifiers(&ProblemComponents),
     tags((name = "gateway", description = "The gateway's own endpoints"))
 )]
@@ -77,11 +78,26 @@ fn metrics() {}
 #[allow(dead_code)]
 fn own_document() {}
 
-/// A service's own OpenAPI document, forwarded from that service's `/openapi.json`.
+/// The services whose documents the gateway forwards ([`DOCUMENTED_SERVICES`]).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum ServiceName {
+    Product,
+    Inventory,
+    Order,
+    Notification,
+    Registry,
+}
+
+/// A service's own OpenAPI document, forwarded from that service's `/openapi.json`. Like every
+/// path through the gateway, one that upstream servers could read differently (an encoded slash,
+/// a dot segment, ...) is refused with 400.
 #[utoipa::path(get, path = "/openapi/{service}.json", tag = "gateway",
-    params(("service" = String, Path, description = "product, inventory, order, notification or registry")),
+    params(("service" = ServiceName, Path, description = "product, inventory, order, notification or registry")),
     responses(
         (status = 200, description = "The service's OpenAPI document", body = Object, content_type = "application/json"),
+        (status = 400, response = shop_runtime::openapi::BadRequest),
         (status = 404, response = shop_runtime::openapi::NotFound),
         (status = 503, response = shop_runtime::openapi::ServiceUnavailable)
     ))]

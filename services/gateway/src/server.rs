@@ -24,7 +24,7 @@ use std::{
 
 use bytes::Bytes;
 use futures::FutureExt;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::{
     body::Incoming,
     server::conn::{http1, http2},
@@ -102,6 +102,14 @@ fn dispatch(
     async move {
         let Conn { gw, admin, peer } = &*conn;
         match req.uri().path() {
+            path @ ("/health/live"
+            | "/health/ready"
+            | "/metrics"
+            | shop_runtime::openapi::OPENAPI_PATH)
+                if !matches!(*req.method(), Method::GET | Method::HEAD) =>
+            {
+                method_not_allowed(req.method(), path)
+            }
             "/health/live" => text(
                 StatusCode::OK,
                 "application/json",
@@ -134,6 +142,21 @@ fn dispatch(
             }
         }
     }
+}
+
+/// The 405 of the gateway's own endpoints, which are read-only: a problem document with `Allow`,
+/// like every other 4xx of the shop (a `TRACE /metrics` used to be answered with the metrics).
+fn method_not_allowed(method: &Method, path: &str) -> Response<ResponseBody> {
+    let problem = shop_runtime::Problem::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+        .detail(format!("{path} answers only GET and HEAD, not {method}"));
+    let mut r = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        shop_runtime::problem::PROBLEM_JSON,
+        problem.body().to_string(),
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    r
 }
 
 /// The gateway's own OpenAPI document (`GET /openapi.json`).

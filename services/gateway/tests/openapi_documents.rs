@@ -21,7 +21,15 @@ async fn service_documents_are_forwarded_and_the_gateways_own_document_conforms(
     )
     .await;
     let pattern = inventory.base_url();
-    let gw = Gateway::start("", &[("SHOP_DNS_PATTERN", pattern.as_str())]).await;
+    let secret = "openapi-documents-secret-0123456789";
+    let gw = Gateway::start(
+        "",
+        &[
+            ("SHOP_DNS_PATTERN", pattern.as_str()),
+            ("SHOP_JWT_SECRET", secret),
+        ],
+    )
+    .await;
     let http = reqwest::Client::new();
 
     let direct = http
@@ -57,6 +65,58 @@ async fn service_documents_are_forwarded_and_the_gateways_own_document_conforms(
     for path in ["/health/live", "/metrics", "/openapi.json"] {
         let r = http.get(gw.url(path)).send().await.unwrap();
         assert_eq!(spec.conform("GET", path, r).await.status, 200, "{path}");
+    }
+    // Found by fuzzing (tests/e2e/tests/fuzz.rs): the gateway's own endpoints answered any method
+    // (`TRACE /metrics` returned the metrics); they are read-only.
+    for (method, path) in [
+        ("TRACE", "/metrics"),
+        ("POST", "/health/live"),
+        ("DELETE", "/health/ready"),
+        ("PUT", "/openapi.json"),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = http
+            .request(method.clone(), gw.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method} {path}");
+        assert_eq!(r.headers()["allow"], "GET, HEAD", "{method} {path}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{method} {path}"
+        );
+        let problem: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(problem["status"], 405);
+    }
+    let r = http.head(gw.url("/health/live")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "HEAD stays allowed");
+
+    // Found by fuzzing: a body over inventory's 64 KiB limit came back through the gateway as 502
+    // "upstream unreachable": inventory answered 413 without reading the body and closed the
+    // connection, whose reset reached the still-sending gateway before the answer did. The
+    // services now read the rest of a refused body first (shop_runtime's server), so the 413
+    // arrives.
+    let out = std::process::Command::new(shop_testkit::binary_path("shop-gateway"))
+        .args(["mint-token", "--secret", secret, "--sub", "docs"])
+        .output()
+        .unwrap();
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    // Large enough that the gateway is still sending when inventory has answered and closed.
+    let padding = "x".repeat(4 * 1024 * 1024);
+    let body =
+        serde_json::to_vec(&serde_json::json!({ "reservations": [], "pad": padding })).unwrap();
+    for _ in 0..5 {
+        let r = http
+            .post(gw.url("/api/inventory/reservations/batch"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413, "{}", r.text().await.unwrap());
     }
     let r = http.get(gw.url("/health/ready")).send().await.unwrap();
     spec.conform("GET", "/health/ready", r).await;

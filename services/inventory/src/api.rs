@@ -53,6 +53,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
         release_reservation
     ),
     components(schemas(
+        SkuCodes,
         store::StockLevel,
         store::Reservation,
         store::Shortage,
@@ -191,10 +192,11 @@ pub fn validate_sku(field: &str, sku: &str) -> Result<(), Problem> {
             format!("{field} must not be empty"),
         ));
     }
-    if sku.len() > MAX_SKU_LEN {
+    // Characters, as the utf8mb4 VARCHAR column and the documents' maxLength count them.
+    if sku.chars().count() > MAX_SKU_LEN {
         return Err(Problem::invalid(
             field,
-            format!("{field} must be at most {MAX_SKU_LEN} bytes"),
+            format!("{field} must be at most {MAX_SKU_LEN} characters"),
         ));
     }
     if sku.trim() != sku || sku.chars().any(char::is_control) {
@@ -208,12 +210,12 @@ pub fn validate_sku(field: &str, sku: &str) -> Result<(), Problem> {
 
 fn validate_order_number(n: &str) -> Result<(), Problem> {
     if n.is_empty()
-        || n.len() > MAX_ORDER_NUMBER_LEN
+        || n.chars().count() > MAX_ORDER_NUMBER_LEN
         || n.chars().any(|c| c.is_control() || c.is_whitespace())
     {
         return Err(Problem::invalid(
             "orderNumber",
-            format!("orderNumber must be 1..={MAX_ORDER_NUMBER_LEN} bytes without spaces"),
+            format!("orderNumber must be 1..={MAX_ORDER_NUMBER_LEN} characters without spaces"),
         ));
     }
     Ok(())
@@ -279,14 +281,30 @@ struct StockAnswer {
     available_quantity: i64,
 }
 
+/// One `skuCode` value of `GET /api/inventory` as the document describes it: SKU codes (each
+/// 1..=128 characters, no control character, no white space at either end) separated by commas.
+struct SkuCodes;
+
+impl utoipa::PartialSchema for SkuCodes {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(r"^[^\x00-\x20,\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\x00-\x1f,\x7f-\x9f]{0,126}[^\x00-\x20,\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?(?:,[^\x00-\x20,\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\x00-\x1f,\x7f-\x9f]{0,126}[^\x00-\x20,\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?)*$"))
+            .into()
+    }
+}
+
+impl ToSchema for SkuCodes {}
+
 /// Whether each SKU has at least `quantity` units; unknown SKUs are not in stock.
 #[utoipa::path(
     get,
     path = "/api/inventory",
     tag = "inventory",
     params(
-        ("skuCode" = Vec<String>, Query, description = "SKUs to check; repeated or comma-separated (1..=200)"),
-        ("quantity" = Option<i64>, Query, description = "Units each SKU must have to be in stock (default 1)")
+        ("skuCode" = Vec<SkuCodes>, Query, min_items = 1, max_items = 200, description = "SKUs to check (at most 200), repeated or comma-separated; each 1..=128 characters, no control character, no white space at either end"),
+        ("quantity" = Option<i64>, Query, minimum = 1, maximum = 1_000_000_000, description = "Units each SKU must have to be in stock, 1..=1000000000 (default 1)")
     ),
     responses(
         (status = 200, description = "One answer per requested SKU, in request order", body = Vec<StockAnswer>),
@@ -322,9 +340,9 @@ async fn check_stock(
 /// The stock level of one SKU.
 #[utoipa::path(
     get,
-    path = "/api/inventory/{sku_code}",
+    path = "/api/inventory/{skuCode}",
     tag = "inventory",
-    params(("sku_code" = String, Path, description = "SKU code")),
+    params(("skuCode" = String, Path, pattern = r"^[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\x00-\x1f\x7f-\x9f]{0,126}[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?$", description = "SKU code: 1..=128 characters, no control character, no white space at either end")),
     responses(
         (status = 200, description = "The stock level", body = store::StockLevel),
         (status = 404, response = NotFound),
@@ -353,15 +371,17 @@ async fn get_stock(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetStockBody {
+    /// Units available, 0..=1000000000.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     quantity: i64,
 }
 
 /// Sets a SKU's stock level (creating the SKU).
 #[utoipa::path(
     put,
-    path = "/api/inventory/{sku_code}",
+    path = "/api/inventory/{skuCode}",
     tag = "inventory",
-    params(("sku_code" = String, Path, description = "SKU code")),
+    params(("skuCode" = String, Path, pattern = r"^[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\x00-\x1f\x7f-\x9f]{0,126}[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?$", description = "SKU code: 1..=128 characters, no control character, no white space at either end")),
     request_body = SetStockBody,
     responses(
         (status = 200, description = "The new stock level", body = store::StockLevel),
@@ -396,15 +416,17 @@ async fn set_stock(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AdjustBody {
+    /// Units to add (or take, when negative), -1000000000..=1000000000.
+    #[schema(minimum = -1_000_000_000, maximum = 1_000_000_000)]
     delta: i64,
 }
 
 /// Adds `delta` (possibly negative) to a SKU's stock.
 #[utoipa::path(
     post,
-    path = "/api/inventory/{sku_code}/adjust",
+    path = "/api/inventory/{skuCode}/adjust",
     tag = "inventory",
-    params(("sku_code" = String, Path, description = "SKU code")),
+    params(("skuCode" = String, Path, pattern = r"^[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\x00-\x1f\x7f-\x9f]{0,126}[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?$", description = "SKU code: 1..=128 characters, no control character, no white space at either end")),
     request_body = AdjustBody,
     responses(
         (status = 200, description = "The new stock level", body = store::StockLevel),
@@ -424,7 +446,8 @@ async fn adjust_stock(
     ApiJson(body): ApiJson<AdjustBody>,
 ) -> Result<Response, Problem> {
     validate_sku("skuCode", &sku)?;
-    if body.delta.abs() > MAX_QUANTITY {
+    // A range, not `delta.abs()`: the absolute value of i64::MIN overflows (found by fuzzing).
+    if !(-MAX_QUANTITY..=MAX_QUANTITY).contains(&body.delta) {
         return Err(Problem::invalid(
             "delta",
             format!("delta must be between -{MAX_QUANTITY} and {MAX_QUANTITY}"),
@@ -441,14 +464,26 @@ async fn adjust_stock(
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ReservationLineBody {
+    /// SKU code: 1..=128 characters, no control character, no white space at either end.
+    #[schema(
+        pattern = r"^[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\x00-\x1f\x7f-\x9f]{0,126}[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?$"
+    )]
     sku_code: String,
+    /// Units, 1..=1000000000.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     quantity: i64,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ReservationBody {
+    /// Order number: 1..=64 characters, no control character or white space.
+    #[schema(
+        pattern = r"^[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{1,64}$"
+    )]
     order_number: String,
+    /// Lines, 1..=200.
+    #[schema(min_items = 1, max_items = 200)]
     lines: Vec<ReservationLineBody>,
 }
 
@@ -537,6 +572,8 @@ pub const MAX_BATCH: usize = 256;
 
 #[derive(Deserialize, ToSchema)]
 struct BatchBody {
+    /// Reservations, 1..=256.
+    #[schema(min_items = 1, max_items = 256)]
     reservations: Vec<ReservationBody>,
 }
 
@@ -619,27 +656,49 @@ async fn create_reservations(
             }
         }
     }
-    if !requests.is_empty() {
+    // The first entry of each order number is reserved with the others at once; a repeat of an
+    // order number waits for them and then gets what the single endpoint would answer a repeat (the
+    // replay, or the conflict of different lines). Reserved at once, 200 entries of one order
+    // number fought over the same rows until their retries ran out: per-entry 500s (found by
+    // fuzzing).
+    let mut seen = std::collections::HashSet::new();
+    let (mut first, mut repeats) = (Vec::new(), Vec::new());
+    for (slot, request) in slots.into_iter().zip(requests) {
+        if seen.insert(request.order_number.clone()) {
+            first.push((slot, request));
+        } else {
+            repeats.push((slot, request));
+        }
+    }
+    let answer = |result| match result {
+        Ok(Ok(ReserveOutcome::Created(r))) => (StatusCode::CREATED, json!(r)),
+        Ok(Ok(ReserveOutcome::Replayed(r))) => (StatusCode::OK, json!(r)),
+        Ok(Err(e)) => {
+            let p = store_problem(e);
+            (p.status(), p.body())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reservation writer stopped");
+            let p = Problem::opaque_internal();
+            (p.status(), p.body())
+        }
+    };
+    if !first.is_empty() {
         // Queued together, so the reservation writer takes them as one batch (and owns the
         // write: a caller hanging up cannot cancel it halfway).
-        let results =
-            futures::future::join_all(requests.into_iter().map(|r| st.reservations.submit(r)))
-                .await;
-        for (slot, result) in slots.into_iter().zip(results) {
-            answers[slot] = Some(match result {
-                Ok(Ok(ReserveOutcome::Created(r))) => (StatusCode::CREATED, json!(r)),
-                Ok(Ok(ReserveOutcome::Replayed(r))) => (StatusCode::OK, json!(r)),
-                Ok(Err(e)) => {
-                    let p = store_problem(e);
-                    (p.status(), p.body())
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "reservation writer stopped");
-                    let p = Problem::opaque_internal();
-                    (p.status(), p.body())
-                }
-            });
+        let (first_slots, first_requests): (Vec<_>, Vec<_>) = first.into_iter().unzip();
+        let results = futures::future::join_all(
+            first_requests
+                .into_iter()
+                .map(|r| st.reservations.submit(r)),
+        )
+        .await;
+        for (slot, result) in first_slots.into_iter().zip(results) {
+            answers[slot] = Some(answer(result));
         }
+    }
+    for (slot, request) in repeats {
+        answers[slot] = Some(answer(st.reservations.submit(request).await));
     }
     let results: Vec<serde_json::Value> = answers
         .into_iter()
@@ -664,9 +723,9 @@ async fn create_reservations(
 /// One order's reservation.
 #[utoipa::path(
     get,
-    path = "/api/inventory/reservations/{order_number}",
+    path = "/api/inventory/reservations/{orderNumber}",
     tag = "inventory",
-    params(("order_number" = String, Path, description = "Order number")),
+    params(("orderNumber" = String, Path, pattern = r"^[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{1,64}$", description = "Order number: 1..=64 characters, no control character or white space")),
     responses(
         (status = 200, description = "The reservation", body = store::Reservation),
         (status = 404, response = NotFound),
@@ -692,9 +751,9 @@ async fn get_reservation(
 /// Releases an order's reservation (idempotent; leaves a tombstone for an unknown order).
 #[utoipa::path(
     delete,
-    path = "/api/inventory/reservations/{order_number}",
+    path = "/api/inventory/reservations/{orderNumber}",
     tag = "inventory",
-    params(("order_number" = String, Path, description = "Order number")),
+    params(("orderNumber" = String, Path, pattern = r"^[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{1,64}$", description = "Order number: 1..=64 characters, no control character or white space")),
     responses(
         (status = 200, description = "The released reservation", body = store::Reservation),
         (status = 422, response = UnprocessableContent),
@@ -768,7 +827,7 @@ pub fn parse_reservation_query(raw: Option<&str>) -> Result<store::ReservationFi
                 validate_order_number(&v).map_err(|_| {
                     Problem::malformed(
                         "after",
-                        format!("after must be an order number (1..={MAX_ORDER_NUMBER_LEN} bytes without spaces)"),
+                        format!("after must be an order number (1..={MAX_ORDER_NUMBER_LEN} characters without spaces)"),
                     )
                 })?;
                 after = Some(v.into_owned());
@@ -785,6 +844,14 @@ pub fn parse_reservation_query(raw: Option<&str>) -> Result<store::ReservationFi
                             )
                         })?,
                 );
+            }
+            // A parameter without a name (`?=x`) has nothing to name but the query (found by
+            // fuzzing: the problem's `field` was empty).
+            "" => {
+                return Err(Problem::malformed(
+                    "query",
+                    "a query parameter has no name; expected status, createdBefore, createdFrom, after, limit",
+                ));
             }
             other => {
                 return Err(Problem::malformed(
@@ -814,11 +881,11 @@ pub fn parse_reservation_query(raw: Option<&str>) -> Result<store::ReservationFi
     path = "/api/inventory/reservations",
     tag = "inventory",
     params(
-        ("status" = String, Query, description = "RESERVED or RELEASED"),
-        ("createdBefore" = Option<String>, Query, description = "RFC 3339 upper bound (exclusive)"),
-        ("createdFrom" = Option<String>, Query, description = "RFC 3339 lower bound"),
-        ("after" = Option<String>, Query, description = "Last order number of the previous page"),
-        ("limit" = Option<u32>, Query, description = "Page size, 1..=1000 (default 100)")
+        ("status" = store::ReservationStatus, Query, description = "RESERVED or RELEASED"),
+        ("createdBefore" = Option<String>, Query, format = DateTime, description = "RFC 3339 upper bound (exclusive)"),
+        ("createdFrom" = Option<String>, Query, format = DateTime, description = "RFC 3339 lower bound"),
+        ("after" = Option<String>, Query, pattern = r"^[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{1,64}$", description = "Last order number of the previous page"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size, 1..=1000 (default 100)")
     ),
     responses(
         (status = 200, description = "Reservations, oldest first", body = Vec<store::Reservation>),
@@ -874,6 +941,25 @@ mod tests {
         let p = parse_stock_query(Some("skuCode=a&quantity=0")).unwrap_err();
         assert_eq!(p.status(), StatusCode::UNPROCESSABLE_ENTITY);
         let p = parse_stock_query(Some("skuCode=")).unwrap_err();
+        assert_eq!(p.body()["field"], "skuCode");
+    }
+
+    // Found by fuzzing: a parameter without a name got a problem whose `field` was empty.
+    #[test]
+    fn a_nameless_reservation_query_parameter_names_the_query() {
+        let p = parse_reservation_query(Some("status=RESERVED&=x")).unwrap_err();
+        assert_eq!(p.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(p.body()["field"], "query");
+        let p = parse_reservation_query(Some("status=RESERVED&zone=x")).unwrap_err();
+        assert_eq!(p.body()["field"], "zone");
+    }
+
+    // Found by fuzzing: lengths were bytes, the document's maxLength and the utf8mb4 columns count
+    // characters.
+    #[test]
+    fn sku_length_counts_characters() {
+        assert!(validate_sku("skuCode", &"é".repeat(MAX_SKU_LEN)).is_ok());
+        let p = validate_sku("skuCode", &"é".repeat(MAX_SKU_LEN + 1)).unwrap_err();
         assert_eq!(p.body()["field"], "skuCode");
     }
 

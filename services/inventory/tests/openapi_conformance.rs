@@ -17,8 +17,8 @@ async fn every_operation_answers_as_documented() {
     let sku = "oas_sku";
     let order = format!("oas-{}", shop_testkit::fresh_name("o"));
 
-    // PUT /api/inventory/{sku_code}
-    let t = "/api/inventory/{sku_code}";
+    // PUT /api/inventory/{skuCode}
+    let t = "/api/inventory/{skuCode}";
     let r = h
         .put(inv.url(&format!("/api/inventory/{sku}")))
         .json(&json!({"quantity": 5}))
@@ -56,7 +56,7 @@ async fn every_operation_answers_as_documented() {
         .unwrap();
     assert_eq!(spec.conform("PUT", t, r).await.status, 413);
 
-    // GET /api/inventory/{sku_code}
+    // GET /api/inventory/{skuCode}
     let r = h
         .get(inv.url(&format!("/api/inventory/{sku}")))
         .send()
@@ -70,8 +70,8 @@ async fn every_operation_answers_as_documented() {
         .unwrap();
     assert_eq!(spec.conform("GET", t, r).await.status, 404);
 
-    // POST /api/inventory/{sku_code}/adjust
-    let t = "/api/inventory/{sku_code}/adjust";
+    // POST /api/inventory/{skuCode}/adjust
+    let t = "/api/inventory/{skuCode}/adjust";
     let r = h
         .post(inv.url(&format!("/api/inventory/{sku}/adjust")))
         .json(&json!({"delta": 2}))
@@ -207,8 +207,8 @@ async fn every_operation_answers_as_documented() {
         400
     );
 
-    // GET / DELETE /api/inventory/reservations/{order_number}
-    let t = "/api/inventory/reservations/{order_number}";
+    // GET / DELETE /api/inventory/reservations/{orderNumber}
+    let t = "/api/inventory/reservations/{orderNumber}";
     let r = h
         .get(inv.url(&format!("/api/inventory/reservations/{order}")))
         .send()
@@ -245,7 +245,7 @@ async fn every_operation_answers_as_documented() {
 async fn the_checker_rejects_responses_that_leave_the_document() {
     let inv = Inv::start().await;
     let spec = Spec::fetch(&inv.svc.base_url()).await;
-    let t = "/api/inventory/{sku_code}";
+    let t = "/api/inventory/{skuCode}";
     // A level whose quantity is a string, a level without its SKU, an undocumented status, a
     // problem served as plain JSON: each must be refused.
     for (status, ct, body) in [

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +23,7 @@ use axum::routing::get;
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use shop_runtime::Problem;
+use shop_runtime::Query;
 use shop_runtime::openapi::{BadRequest, ProblemComponents, ServiceUnavailable};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
@@ -76,12 +77,22 @@ struct ListQuery {
     order_number: Option<String>,
 }
 
+/// A non-negative int64, as the document types `page` and `size` (format int64, minimum 0).
 fn parse_u64(field: &'static str, v: Option<&str>, default: u64) -> Result<u64, Problem> {
+    // `page=` is no integer, and a value past i64::MAX no int64: the document says so, and both
+    // used to be served (found by fuzzing).
     match v {
-        None | Some("") => Ok(default),
-        Some(s) => s.parse::<u64>().map_err(|_| {
-            Problem::bad_request(field, format!("{field} must be a non-negative integer"))
-        }),
+        None => Ok(default),
+        Some(s) => s
+            .parse::<u64>()
+            .ok()
+            .filter(|n| i64::try_from(*n).is_ok())
+            .ok_or_else(|| {
+                Problem::bad_request(
+                    field,
+                    format!("{field} must be an integer from 0 to {}", i64::MAX),
+                )
+            }),
     }
 }
 
@@ -92,7 +103,7 @@ fn parse_u64(field: &'static str, v: Option<&str>, default: u64) -> Result<u64, 
     tag = "notification",
     params(
         ("page" = Option<u64>, Query, description = "Page index from 0 (default 0)"),
-        ("size" = Option<u64>, Query, description = "Page size, 1..=500 (default 20)"),
+        ("size" = Option<u64>, Query, minimum = 1, maximum = 500, description = "Page size, 1..=500 (default 20)"),
         ("orderNumber" = Option<String>, Query, description = "Only this order's notifications")
     ),
     responses(

@@ -301,7 +301,9 @@ impl NotificationStore {
             .coll
             .find(filter)
             .sort(doc! {"createdAt": -1, "_id": -1})
-            .skip(page.saturating_mul(size))
+            // The wire's skip is an int64: a page past 2^63 documents was an error, answered 503
+            // (found by fuzzing); clamped, it is just a page past the end, empty.
+            .skip(page.saturating_mul(size).min(i64::MAX as u64))
             .limit(i64::try_from(size).unwrap_or(i64::MAX))
             .await?
             .try_collect()

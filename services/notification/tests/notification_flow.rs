@@ -623,6 +623,36 @@ async fn every_operation_answers_as_the_openapi_document_says() {
         .await
         .unwrap();
     assert_eq!(spec.conform("GET", t, r).await.status, 400);
+    // Found by fuzzing: a page past 2^63 notifications was a 503 (MongoDB's skip is an int64),
+    // `page=` and `page=2^63` (no int64) were served, and `size=1&size=2` was a text/plain 400.
+    let r = s
+        .http
+        .get(format!(
+            "{base}{t}?orderNumber={order}&page=9223372036854775807"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let far = spec.conform("GET", t, r).await;
+    assert_eq!((far.status, far.json.clone()), (200, json!([])));
+    for (query, field) in [
+        ("page=", "page"),
+        ("page=9223372036854775808", "page"),
+        ("size=1&size=2", "size"),
+    ] {
+        let r = s
+            .http
+            .get(format!("{base}{t}?{query}"))
+            .send()
+            .await
+            .unwrap();
+        let c = spec.conform("GET", t, r).await;
+        assert_eq!(
+            (c.status, c.json["field"].as_str()),
+            (400, Some(field)),
+            "{query}"
+        );
+    }
     spec.assert_every_operation_exercised();
 
     let mut bad = pushed.clone();

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use axum::{
     Router,
     body::{Body, Bytes},
-    extract::{DefaultBodyLimit, Path, Query, State},
+    extract::{DefaultBodyLimit, Path, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
@@ -19,7 +19,7 @@ use shop_runtime::openapi::{
     BadRequest, Conflict, InternalError, NotFound, PayloadTooLarge, ProblemComponents,
     ServiceUnavailable, UnprocessableContent, UnsupportedMediaType,
 };
-use shop_runtime::problem::{Problem, json_response, parse_api_json, require_api_json};
+use shop_runtime::problem::{ApiQuery, Problem, json_response, parse_api_json, require_api_json};
 use sqlx::MySqlPool;
 use tracing::Instrument;
 use utoipa::{OpenApi, ToSchema};
@@ -129,7 +129,8 @@ async fn forget(st: &AppState, key: Option<&str>) {
     post,
     path = "/api/order",
     tag = "order",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a repeat gets the first answer")),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = r"^[\x21-\x7E]{1,255}$",
+        description = "Makes retries safe: a repeat gets the first answer. 1..=255 visible ASCII characters")),
     request_body = model::OrderRequest,
     responses(
         (status = 201, description = "Order placed (a replay with the same Idempotency-Key answers the same)", body = model::Order,
@@ -443,8 +444,10 @@ struct PageQuery {
     path = "/api/order",
     tag = "order",
     params(
-        ("page" = Option<u32>, Query, description = "Page index from 0 (default 0)"),
-        ("size" = Option<u32>, Query, description = "Page size (default 20)")
+        // i64 with bounds, not u32: utoipa writes u32 as format int32, whose bound (2^31 - 1) is
+        // not the service's (found by fuzzing: page=2147483648 is served).
+        ("page" = Option<i64>, Query, minimum = 0, maximum = 4_294_967_295_i64, description = "Page index from 0 (default 0), at most 4294967295"),
+        ("size" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Page size, 1..=200 (default 20)")
     ),
     responses(
         (status = 200, description = "One page of orders", body = OrderPage),
@@ -455,7 +458,7 @@ struct PageQuery {
 )]
 async fn list_orders(
     State(st): State<AppState>,
-    Query(q): Query<PageQuery>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Response, Problem> {
     let page = match q.page.as_deref() {
         None => 0,

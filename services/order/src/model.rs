@@ -66,24 +66,47 @@ fn ser_money<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderLineItemDto {
-    /// Ignored (the original's JPA id).
+    /// Ignored, whatever it holds (the original's JPA id).
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Value)]
     pub id: Option<Value>,
-    /// SKU code.
+    /// SKU code: 1..=128 characters, without commas, control characters or surrounding spaces.
+    #[schema(min_length = 1, max_length = 128)]
     pub sku_code: String,
-    /// Unit price, a JSON number (`19.99`) or string (`"19.99"`).
-    #[schema(value_type = String)]
+    /// Unit price, >= 0 with at most two decimal places, at most 999999999.99: a JSON number
+    /// (`19.99`) or a decimal string (`"19.99"`).
+    #[schema(schema_with = price_schema)]
     pub price: Money,
-    /// Units.
+    /// Units, 1..=10000.
+    #[schema(minimum = 1, maximum = 10_000)]
     pub quantity: i64,
+}
+
+/// `price` in a request line: a JSON number or a decimal string (both parsed exactly).
+fn price_schema() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .minimum(Some(0.0))
+                .maximum(Some(999_999_999.99)),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .description(Some(
+            "Unit price, >= 0 with at most two decimal places, at most 999999999.99: a JSON \
+             number (the original's shape) or a decimal string.",
+        ))
+        .build()
+        .into()
 }
 
 /// The original's `OrderRequest`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderRequest {
-    /// Lines.
+    /// Lines, 1..=100.
+    #[schema(min_items = 1, max_items = 100)]
     pub order_line_items_dto_list: Vec<OrderLineItemDto>,
 }
 
@@ -119,15 +142,16 @@ pub fn validate(req: OrderRequest) -> Result<Vec<OrderLine>, Problem> {
     for (i, l) in list.into_iter().enumerate() {
         let f = |name: &str| format!("orderLineItemsDtoList[{i}].{name}");
         let sku = l.sku_code;
+        // Characters, as the utf8mb4 VARCHAR column and the document's maxLength count them.
         if sku.trim().is_empty()
-            || sku.len() > MAX_SKU_LEN
+            || sku.chars().count() > MAX_SKU_LEN
             || sku.trim() != sku
             || sku.chars().any(|c| c.is_control() || c == ',')
         {
             return Err(Problem::invalid(
                 f("skuCode"),
                 format!(
-                    "{} must be 1..={MAX_SKU_LEN} bytes, without commas, control characters or surrounding spaces",
+                    "{} must be 1..={MAX_SKU_LEN} characters, without commas, control characters or surrounding spaces",
                     f("skuCode")
                 ),
             ));

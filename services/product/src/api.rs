@@ -14,16 +14,16 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
-use shop_runtime::Problem;
 use shop_runtime::openapi::{
     BadRequest, Conflict, NotFound, PayloadTooLarge, ProblemComponents, ServiceUnavailable,
     UnprocessableContent, UnsupportedMediaType,
 };
+use shop_runtime::{Problem, Query};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::model::{self, FieldError, ProductView, Severity};
@@ -63,10 +63,13 @@ struct ProductRequest {
     /// decimal string.
     #[schema(schema_with = price_schema)]
     price: serde_json::Value,
-    /// SKU code; generated from the name when absent. Cannot change on `PUT`.
+    /// SKU code, 1..=64 letters, digits, `_`, `-` or `.`; generated from the name when absent.
+    /// Cannot change on `PUT`.
     #[serde(rename = "skuCode")]
+    #[schema(pattern = r"^[A-Za-z0-9_.-]{1,64}$")]
     sku_code: Option<String>,
     /// Stock to seed into inventory (0..=1,000,000,000).
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     quantity: Option<i64>,
 }
 
@@ -79,14 +82,12 @@ fn price_schema() -> utoipa::openapi::Schema {
                 .schema_type(Type::Number)
                 .minimum(Some(0.0)),
         )
-        .item(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .pattern(Some(r"^[0-9]+(\.[0-9]{1,2})?$")),
-        )
+        // No pattern: the service trims the string and accepts `5.500` (two places once the
+        // trailing zeros go), which `^[0-9]+(\.[0-9]{1,2})?$` refused (found by fuzzing).
+        .item(ObjectBuilder::new().schema_type(Type::String))
         .description(Some(
-            "Price, >= 0 with at most two decimal places: a JSON number (the original's shape) \
-             or a decimal string.",
+            "Price, >= 0 with at most two decimal places, at most 1000000000000: a JSON number \
+             (the original's shape) or a decimal string such as \"19.99\".",
         ))
         .build()
         .into()
@@ -163,8 +164,11 @@ fn json_body(
             .field("body")
             .detail(e.body_text())
     })?;
-    serde_json::from_slice(&body)
-        .map_err(|e| Problem::bad_request("body", format!("body is not valid JSON: {e}")))
+    let mut value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| Problem::bad_request("body", format!("body is not valid JSON: {e}")))?;
+    // `quantity: 5.0` is the integer 5 to JSON Schema and to the documented body (found by fuzzing).
+    shop_runtime::problem::whole_floats_to_integers(&mut value);
+    Ok(value)
 }
 
 fn path_id(id: &str) -> Result<mongodb::bson::oid::ObjectId, Problem> {
@@ -265,12 +269,22 @@ impl ListQuery {
     }
 }
 
+/// A non-negative int64, as the document types `page` and `size` (format int64, minimum 0).
 fn parse_u64(field: &'static str, v: Option<&str>, default: u64) -> Result<u64, Problem> {
+    // `page=` is no integer, and a value past i64::MAX no int64: the document says so, and both
+    // used to be served (found by fuzzing).
     match v {
-        None | Some("") => Ok(default),
-        Some(s) => s.parse::<u64>().map_err(|_| {
-            Problem::bad_request(field, format!("{field} must be a non-negative integer"))
-        }),
+        None => Ok(default),
+        Some(s) => s
+            .parse::<u64>()
+            .ok()
+            .filter(|n| i64::try_from(*n).is_ok())
+            .ok_or_else(|| {
+                Problem::bad_request(
+                    field,
+                    format!("{field} must be an integer from 0 to {}", i64::MAX),
+                )
+            }),
     }
 }
 
@@ -283,9 +297,9 @@ fn parse_u64(field: &'static str, v: Option<&str>, default: u64) -> Result<u64, 
     tag = "product",
     params(
         ("page" = Option<u64>, Query, description = "Page index from 0 (default 0)"),
-        ("size" = Option<u64>, Query, description = "Page size, 1..=200 (default 20)"),
+        ("size" = Option<u64>, Query, minimum = 1, maximum = 200, description = "Page size, 1..=200 (default 20)"),
         ("name" = Option<String>, Query, description = "Exact name"),
-        ("q" = Option<String>, Query, description = "Words (at most 8, 200 characters); each must start a word of the name or description, case-insensitive"),
+        ("q" = Option<String>, Query, max_length = 200, description = "Words (at most 8, 200 characters); each must start a word of the name or description, case-insensitive"),
         ("sku" = Option<String>, Query, description = "Exact SKU code"),
         ("minPrice" = Option<String>, Query, description = "Inclusive lower price bound, a decimal such as 19.99"),
         ("maxPrice" = Option<String>, Query, description = "Inclusive upper price bound")
@@ -477,5 +491,23 @@ mod tests {
     fn openapi_document_is_committed() {
         let path = shop_runtime::openapi::committed_path(env!("CARGO_MANIFEST_DIR"), "product");
         shop_runtime::openapi::check_committed(&ApiDoc::openapi(), &path).unwrap();
+    }
+
+    // Found by fuzzing (tests/e2e/tests/fuzz.rs): `"quantity": 5.0` is an integer to JSON Schema
+    // (schemathesis sends it so) and was refused with 400 "quantity must be a whole number".
+    #[test]
+    fn a_whole_float_quantity_is_an_integer() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let body = Bytes::from_static(br#"{"name":"n","price":1200.0,"quantity":5.0}"#);
+        let input = model::parse_product(&json_body(&headers, Ok(body)).unwrap()).unwrap();
+        assert_eq!(input.quantity, Some(5));
+        assert_eq!(input.price.to_string(), "1200.00");
+        let body = Bytes::from_static(br#"{"name":"n","price":"1","quantity":5.5}"#);
+        let e = model::parse_product(&json_body(&headers, Ok(body)).unwrap()).unwrap_err();
+        assert_eq!(e.field, "quantity");
     }
 }

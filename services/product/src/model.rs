@@ -85,15 +85,18 @@ pub fn parse_product(body: &Value) -> Result<ProductInput, FieldError> {
             "the body must be a JSON object",
         ));
     };
-    let name = match map.get("name") {
+    let raw_name = match map.get("name") {
         None | Some(Value::Null) => return Err(FieldError::invalid("name", "name is required")),
-        Some(Value::String(s)) => s.trim().to_owned(),
+        Some(Value::String(s)) => s,
         Some(_) => return Err(FieldError::malformed("name", "name must be a string")),
     };
+    let name = raw_name.trim().to_owned();
     if name.is_empty() {
         return Err(FieldError::invalid("name", "name must not be empty"));
     }
-    if name.chars().count() > MAX_NAME_CHARS {
+    // The name as sent, spaces included, as the document's maxLength counts it (a 201-character
+    // name ending in a space was accepted though the document refuses it; found by fuzzing).
+    if raw_name.chars().count() > MAX_NAME_CHARS {
         return Err(FieldError::invalid(
             "name",
             format!("name must be at most {MAX_NAME_CHARS} characters"),
@@ -350,6 +353,12 @@ mod tests {
         assert_eq!((e.field, e.severity), ("name", Severity::Malformed));
         let e = parse_product(&json!({"price":1})).unwrap_err();
         assert_eq!((e.field, e.severity), ("name", Severity::Invalid));
+        // Found by fuzzing: the limit counts the name as sent, as the document's maxLength does.
+        let padded = format!("{} ", "a".repeat(MAX_NAME_CHARS));
+        let e = parse_product(&json!({"name": padded, "price": 1})).unwrap_err();
+        assert_eq!((e.field, e.severity), ("name", Severity::Invalid));
+        let p = parse_product(&json!({"name": format!(" {} ", "a".repeat(198)), "price": 1}));
+        assert_eq!(p.unwrap().name.chars().count(), 198);
     }
 
     #[test]

@@ -217,6 +217,37 @@ async fn paging_and_name_filter() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["field"], "size");
+    // Found by fuzzing: a page past 2^63 products was a 503 (MongoDB's skip is an int64), `page=`
+    // and `page=2^63` (no int64) were served, and `size=1&size=2` was a text/plain 400.
+    let r = p
+        .http
+        .get(p.url("/api/product?page=9223372036854775807&size=2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-total-count"], "5");
+    assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
+    for (query, field) in [
+        ("page=", "page"),
+        ("page=9223372036854775808", "page"),
+        ("size=1&size=2", "size"),
+    ] {
+        let r = p
+            .http
+            .get(p.url(&format!("/api/product?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{query}"
+        );
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["field"], field, "{query}");
+    }
 }
 
 #[tokio::test]

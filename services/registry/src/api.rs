@@ -430,7 +430,7 @@ async fn delete_status(
         ("app" = String, Path, description = "Application name (case-insensitive)"),
         ("id" = String, Path, description = "Instance id"),
         ("metadata" = Option<HashMap<String, String>>, Query, style = Form, explode,
-            description = "The entries, one query parameter each (`?zone=a&version=2`); keys are 1..=256 bytes")
+            description = "The entries, one query parameter each (`?zone=a&version=2`), each key once; keys are 1..=256 bytes")
     ),
     responses(
         (status = 200, description = "Metadata updated"),
@@ -448,6 +448,19 @@ async fn metadata(
         return Err(Problem::bad_request(
             "metadata",
             format!("invalid metadata key {k:?}"),
+        ));
+    }
+    // One entry per key, as documented: `?zone=a&zone=b` said two things, and which one was kept
+    // depended on the order (found by fuzzing).
+    if let Some((k, _)) = q
+        .iter()
+        .enumerate()
+        .find(|(i, (k, _))| q[..*i].iter().any(|(seen, _)| seen == k))
+        .map(|(_, pair)| pair)
+    {
+        return Err(Problem::bad_request(
+            "metadata",
+            format!("metadata key {k:?} is given more than once"),
         ));
     }
     if !st.store.set_metadata(&app, &id, &q) {

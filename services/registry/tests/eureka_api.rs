@@ -233,6 +233,25 @@ async fn status_override_and_metadata() {
     assert_eq!(i["instance"]["status"], "UP");
     assert_eq!(i["instance"]["metadata"]["zone"], "a");
     assert_eq!(i["instance"]["metadata"]["version"], "2");
+    // Found by fuzzing: a key given twice said two things; which one was kept depended on the
+    // order. It is refused, and nothing changes.
+    let r = http
+        .put(format!("{eureka}/apps/PRODUCT/p1/metadata?zone=b&zone=c"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert_eq!(r.json::<Value>().await.unwrap()["field"], "metadata");
+    let i: Value = http
+        .get(format!("{eureka}/apps/PRODUCT/p1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(i["instance"]["metadata"]["zone"], "a");
     let r = http
         .put(format!("{eureka}/apps/PRODUCT/zzz/metadata?a=b"))
         .send()

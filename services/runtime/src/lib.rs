@@ -28,7 +28,7 @@ pub use config::{CommonArgs, LogFormat};
 pub use discovery::{Discovery, DiscoveryConfig, DiscoveryError, Picked};
 pub use health::Readiness;
 pub use metrics::Metrics;
-pub use problem::{ApiJson, Json, Problem};
+pub use problem::{ApiJson, ApiQuery, Json, Problem, Query};
 pub use server::{ARRIVALS_MAX_WAIT, ARRIVALS_QUIET, Arrivals, REQUEST_ID};
 
 use discovery::Registrar;

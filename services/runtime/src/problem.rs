@@ -9,7 +9,8 @@
 //!   order and inventory: `type` is `urn:shopkeeper:problem:<kind>`, `detail` is always present, a body of the
 //!   wrong shape is a 422 (a syntax error or trailing data is a 400), and an unreadable or oversized body a 413.
 
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -254,24 +255,175 @@ impl IntoResponse for Problem {
 /// Parses a JSON body into `T`, or a 400 problem whose `field` is the JSON path of the first bad value.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let field = if path == "." {
-            missing_field(&inner.to_string()).unwrap_or_else(|| "body".to_owned())
-        } else {
-            match missing_field(&inner.to_string()) {
-                Some(f) => format!("{path}.{f}"),
-                None => path,
+    let first = match serde_path_to_error::deserialize(de) {
+        Ok(_) if is_array(bytes) => {
+            return Err(Problem::bad_request("body", NOT_AN_OBJECT));
+        }
+        Ok(v) => return Ok(v),
+        Err(e) if is_array(bytes) && e.inner().classify() == serde_json::error::Category::Data => {
+            return Err(Problem::bad_request("body", NOT_AN_OBJECT));
+        }
+        Err(e) => e,
+    };
+    let err = match retry_with_whole_numbers(bytes, &first) {
+        Some(Ok(v)) => return Ok(v),
+        Some(Err(again)) => again,
+        None => first,
+    };
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    let field = if path == "." {
+        missing_field(&inner.to_string()).unwrap_or_else(|| "body".to_owned())
+    } else {
+        match missing_field(&inner.to_string()) {
+            Some(f) => format!("{path}.{f}"),
+            None => path,
+        }
+    };
+    Err(Problem::bad_request(
+        field,
+        format!("invalid JSON body: {inner}"),
+    ))
+}
+
+/// Every request body of the shop is a JSON object.
+const NOT_AN_OBJECT: &str = "the body must be a JSON object";
+
+/// Whether the document is a JSON array. serde reads a struct from an array too, member by member
+/// in declaration order, so `["o-1",[...]]` was taken for `{"orderNumber":"o-1","lines":[...]}`, and
+/// a wrong array was blamed on a member `[0]` that no document has (found by fuzzing). Every body of
+/// the shop is documented as an object, so an array is refused as a whole.
+fn is_array(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'[')
+}
+
+/// JSON Schema (and so every OpenAPI document) counts `5.0` as an integer, and clients that keep
+/// every number as a float (Python's, some JavaScript serialisers) send it so; serde refuses it for
+/// an integer field. When a body of the right syntax did not fit `T`, this tries once more with every
+/// whole float within the integers' range (`5.0`, `-3e2`) turned into that integer. The fast path
+/// (a body that fits) pays nothing. `None` when there was nothing to retry.
+fn retry_with_whole_numbers<T: DeserializeOwned>(
+    bytes: &[u8],
+    first: &serde_path_to_error::Error<serde_json::Error>,
+) -> Option<Result<T, serde_path_to_error::Error<serde_json::Error>>> {
+    if first.inner().classify() != serde_json::error::Category::Data {
+        return None;
+    }
+    let mut value: Value = serde_json::from_slice(bytes).ok()?;
+    if !whole_floats_to_integers(&mut value) {
+        return None;
+    }
+    Some(serde_path_to_error::deserialize(value))
+}
+
+/// Turns every float with no fractional part that fits an `i64` (or, when positive, a `u64`) into
+/// that integer, at any depth; returns whether it changed anything.
+pub fn whole_floats_to_integers(value: &mut Value) -> bool {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64() else {
+                return false;
+            };
+            // 2^63 and 2^64 are exact in f64; a whole f64 below them converts exactly.
+            let int = if f.fract() != 0.0 || !f.is_finite() {
+                None
+            } else if (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f) {
+                Some(Value::from(f as i64))
+            } else if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                Some(Value::from(f as u64))
+            } else {
+                None
+            };
+            match int {
+                Some(i) => {
+                    *value = i;
+                    true
+                }
+                None => false,
             }
-        };
-        Problem::bad_request(field, format!("invalid JSON body: {inner}"))
-    })
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |changed, v| whole_floats_to_integers(v) | changed),
+        Value::Object(members) => members
+            .values_mut()
+            .fold(false, |changed, v| whole_floats_to_integers(v) | changed),
+        _ => false,
+    }
 }
 
 fn missing_field(msg: &str) -> Option<String> {
     let rest = msg.strip_prefix("missing field `")?;
     Some(rest.split('`').next()?.to_owned())
+}
+
+/// The member a serde error about the whole document names (`missing`, `duplicate` or `unknown
+/// field `x``), if it names one.
+fn named_field(msg: &str) -> Option<String> {
+    ["missing field `", "duplicate field `", "unknown field `"]
+        .iter()
+        .find_map(|p| msg.strip_prefix(p))
+        .and_then(|rest| rest.split('`').next())
+        .filter(|f| !f.is_empty())
+        .map(str::to_owned)
+}
+
+/// Parses a query string into `T`, or (field, detail) naming the parameter at fault: the one
+/// whose value did not parse, or the one a `missing`/`duplicate field` error names (`query` when
+/// there is none, e.g. a query that is not `a=b&c=d`).
+fn parse_query<T: DeserializeOwned>(query: Option<&str>) -> Result<T, (String, String)> {
+    let parse = form_urlencoded::parse(query.unwrap_or_default().as_bytes());
+    let de = serde_urlencoded::Deserializer::new(parse);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let field = if path.is_empty() || path == "." || path == "?" {
+            named_field(&inner).unwrap_or_else(|| "query".to_owned())
+        } else {
+            path
+        };
+        (field, format!("invalid query string: {inner}"))
+    })
+}
+
+/// Drop-in replacement for `axum::extract::Query` whose rejection is a 400 problem naming the
+/// parameter (axum's own is `text/plain`; found by fuzzing: `?size=1&size=2`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parse_query(parts.uri.query())
+            .map(Query)
+            .map_err(|(field, detail)| Problem::bad_request(field, detail))
+    }
+}
+
+/// [`Query`] in the typed vocabulary: its rejection is a 400 `malformed-request` naming the parameter.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parse_query(parts.uri.query())
+            .map(ApiQuery)
+            .map_err(|(field, detail)| Problem::malformed(field, detail))
+    }
 }
 
 /// Drop-in replacement for `axum::Json` whose rejections are problem documents naming the field.
@@ -344,42 +496,56 @@ pub fn require_api_json(headers: &HeaderMap) -> Result<(), Problem> {
 /// `malformed-request` on `body`, a value of the wrong shape a 422 `validation-failed` naming its JSON path.
 pub fn parse_api_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize::<_, T>(&mut de) {
-        Ok(v) => match de.end() {
-            Ok(()) => Ok(v),
-            Err(e) => Err(Problem::malformed("body", format!("malformed JSON: {e}"))),
-        },
-        Err(err) => {
-            let path = err.path().to_string();
-            let inner = err.into_inner();
-            let mut field = if path == "." || path == "?" || path.is_empty() {
-                String::new()
-            } else {
-                path
+    let first = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(v) => {
+            return match de.end() {
+                Ok(()) if is_array(bytes) => Err(Problem::invalid("body", NOT_AN_OBJECT)),
+                Ok(()) => Ok(v),
+                Err(e) => Err(Problem::malformed("body", format!("malformed JSON: {e}"))),
             };
-            // serde reports a missing member against its parent; name the member itself.
-            if let Some(name) = missing_field(&inner.to_string()) {
-                if !field.is_empty() {
-                    field.push('.');
-                }
-                field.push_str(&name);
-            }
-            if field.is_empty() {
-                field = "body".to_owned();
-            }
-            use serde_json::error::Category;
-            match inner.classify() {
-                Category::Data => {
-                    let detail = format!("{field}: {inner}");
-                    Err(Problem::invalid(field, detail))
-                }
-                // A syntax error is about the document, not one member.
-                Category::Syntax | Category::Eof | Category::Io => Err(Problem::malformed(
-                    "body",
-                    format!("malformed JSON: {inner}"),
-                )),
-            }
         }
+        Err(err)
+            if is_array(bytes) && err.inner().classify() == serde_json::error::Category::Data =>
+        {
+            return Err(Problem::invalid("body", NOT_AN_OBJECT));
+        }
+        Err(err) => err,
+    };
+    // Perhaps only an integer spelled `5.0` (see `retry_with_whole_numbers`); a retry that fails
+    // again reports its own error, on the same document.
+    let err = match retry_with_whole_numbers::<T>(bytes, &first) {
+        Some(Ok(v)) => return Ok(v),
+        Some(Err(again)) => again,
+        None => first,
+    };
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    let mut field = if path == "." || path == "?" || path.is_empty() {
+        String::new()
+    } else {
+        path
+    };
+    // serde reports a missing member against its parent; name the member itself.
+    if let Some(name) = missing_field(&inner.to_string()) {
+        if !field.is_empty() {
+            field.push('.');
+        }
+        field.push_str(&name);
+    }
+    if field.is_empty() {
+        field = "body".to_owned();
+    }
+    use serde_json::error::Category;
+    match inner.classify() {
+        Category::Data => {
+            let detail = format!("{field}: {inner}");
+            Err(Problem::invalid(field, detail))
+        }
+        // A syntax error is about the document, not one member.
+        Category::Syntax | Category::Eof | Category::Io => Err(Problem::malformed(
+            "body",
+            format!("malformed JSON: {inner}"),
+        )),
     }
 }
 
@@ -509,6 +675,82 @@ mod tests {
         let p = parse_api_json::<ApiBody>(br#"{"lines":[]} trailing"#).unwrap_err();
         assert_eq!(p.status(), StatusCode::BAD_REQUEST);
         assert_eq!(p.body()["type"], "urn:shopkeeper:problem:malformed-request");
+    }
+
+    // Found by fuzzing (tests/e2e/tests/fuzz.rs): JSON Schema's `integer` includes `5.0`, which
+    // schemathesis sends; both vocabularies refused it as "not an integer".
+    #[test]
+    fn a_whole_float_is_an_integer() {
+        let b =
+            parse_api_json::<ApiBody>(br#"{"lines":[{"skuCode":"a","quantity":5.0}]}"#).unwrap();
+        assert_eq!(b.lines[0].quantity, 5);
+        let o = parse_json::<Order>(br#"{"lines":[{"sku":"a","qty":-0.0},{"sku":"b","qty":7e0}]}"#)
+            .unwrap();
+        assert_eq!((o.lines[0].qty, o.lines[1].qty), (0, 7));
+        // A fraction is still no integer, and the error still names the member.
+        let p = parse_api_json::<ApiBody>(br#"{"lines":[{"skuCode":"a","quantity":5.5}]}"#)
+            .unwrap_err();
+        assert_eq!(p.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(p.body()["field"], "lines[0].quantity");
+        let p = parse_json::<Order>(br#"{"lines":[{"sku":"a","qty":1e300}]}"#).unwrap_err();
+        assert_eq!(p.body()["field"], "lines[0].qty");
+        // A document with trailing data is still refused, whatever its numbers.
+        assert!(
+            parse_api_json::<ApiBody>(br#"{"lines":[{"skuCode":"a","quantity":5.0}]} x"#).is_err()
+        );
+    }
+
+    // Found by fuzzing (tests/e2e/tests/fuzz.rs): `[null, null]` was blamed on a member `[0]`, and a
+    // well-typed array was read as the struct, member by member.
+    #[test]
+    fn an_array_body_is_not_an_object() {
+        let p = parse_api_json::<ApiBody>(br#"[null, null]"#).unwrap_err();
+        assert_eq!(p.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(p.body()["field"], "body");
+        let p = parse_api_json::<ApiBody>(br#" [[{"skuCode":"a","quantity":1}]]"#).unwrap_err();
+        assert_eq!(p.body()["field"], "body");
+        let p = parse_json::<Order>(br#"[[{"sku":"a","qty":1}]]"#).unwrap_err();
+        assert_eq!(p.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(p.body()["field"], "body");
+        let p = parse_json::<Order>(br#"[null]"#).unwrap_err();
+        assert_eq!(p.body()["field"], "body");
+        // A document that ends inside its array is still a syntax error.
+        let p = parse_api_json::<ApiBody>(br#"["#).unwrap_err();
+        assert_eq!(p.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Page {
+        page: Option<u32>,
+        size: Option<String>,
+    }
+
+    fn query_problem<T: DeserializeOwned>(q: &str, typed: bool) -> Problem {
+        let Err((field, detail)) = parse_query::<T>(Some(q)) else {
+            panic!("{q} parsed");
+        };
+        if typed {
+            Problem::malformed(field, detail)
+        } else {
+            Problem::bad_request(field, detail)
+        }
+    }
+
+    // Found by fuzzing (tests/e2e/tests/fuzz.rs): `GET /api/order?size=1&size=2` was a text/plain
+    // 400 from axum's Query ("duplicate field `size`").
+    #[test]
+    fn a_bad_query_names_the_parameter() {
+        let p = query_problem::<Page>("size=1&size=2", false);
+        assert_eq!(p.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(p.body()["field"], "size");
+        let p = query_problem::<Page>("page=x", true);
+        assert_eq!(p.body()["field"], "page");
+        assert_eq!(p.body()["type"], "urn:shopkeeper:problem:malformed-request");
+        let ok: Page = parse_query(Some("page=2&other=1")).unwrap();
+        assert_eq!(ok.page, Some(2));
+        let none: Page = parse_query(None).unwrap();
+        assert!(none.page.is_none() && none.size.is_none());
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //! server span from incoming W3C/B3 headers, records request metrics and echoes `x-request-id`, and the
 //! graceful-shutdown sequence (deregister, stop accepting, drain within the grace period, flush spans).
 
+use crate::Problem;
 use crate::health::Readiness;
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
 use crate::telemetry;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -187,7 +188,90 @@ async fn observe(State(st): State<ServerState>, mut req: Request, next: Next) ->
     resp
 }
 
-/// Adds `/health/live`, `/health/ready`, `/metrics` and the observing middleware to `router`.
+/// Most of an unread request body [`linger`] reads and discards before the answer goes out.
+const LINGER_BYTES: usize = 16 * 1024 * 1024;
+/// Longest [`linger`] waits for the rest of an unread request body.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A request body the handler reads through, whose unread rest [`linger`] can still take.
+struct SharedBody(std::sync::Arc<parking_lot::Mutex<Option<axum::body::Body>>>);
+
+impl http_body::Body for SharedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        match self.0.lock().as_mut() {
+            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.lock().as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0
+            .lock()
+            .as_ref()
+            .map_or_else(|| http_body::SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+/// Reads and discards what the handler left unread of a request body (at most [`LINGER_BYTES`]
+/// within [`LINGER_TIME`]) before its answer is sent.
+///
+/// A handler that refuses a body early (413 too large, 415 not JSON) answers without reading it,
+/// and the connection is then closed with the client's bytes still unread, which makes the kernel
+/// reset it: the client, still sending, gets the reset instead of the answer. Through shop-gateway
+/// a 413 of inventory came back as a 502 "upstream unreachable" (found by fuzzing). Reading the
+/// rest first (what nginx calls a lingering close) lets the answer arrive.
+async fn linger(req: Request, next: Next) -> Response {
+    use http_body::Body as _;
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let shared = std::sync::Arc::new(parking_lot::Mutex::new(Some(body)));
+    let req = Request::from_parts(parts, axum::body::Body::new(SharedBody(shared.clone())));
+    let resp = next.run(req).await;
+    let rest = shared.lock().take();
+    if let Some(rest) = rest.filter(|b| !b.is_end_stream()) {
+        use futures::StreamExt as _;
+        let mut stream = rest.into_data_stream();
+        let _ = tokio::time::timeout(LINGER_TIME, async {
+            let mut read = 0;
+            while let Some(Ok(chunk)) = stream.next().await {
+                read += chunk.len();
+                if read > LINGER_BYTES {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    resp
+}
+
+/// The 404 of a path no route takes: a problem document, like every other 4xx of the shop (axum's
+/// own is an empty body).
+async fn no_route(uri: Uri) -> Problem {
+    Problem::not_found(format!("nothing is served at {}", uri.path()))
+}
+
+/// The 405 of a route that does not answer the method: a problem document (axum's own is an empty
+/// body); axum adds the `Allow` header listing the methods the route does answer.
+async fn wrong_method(method: Method, uri: Uri) -> Problem {
+    Problem::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+        .detail(format!("{} does not answer {method}", uri.path()))
+}
+
+/// Adds `/health/live`, `/health/ready`, `/metrics`, the problem-document 404 and 405, the
+/// lingering read of unread bodies and the observing middleware to `router`.
 pub(crate) fn wrap(router: Router, st: ServerState) -> Router {
     let infra = Router::new()
         .route("/health/live", get(live))
@@ -196,13 +280,116 @@ pub(crate) fn wrap(router: Router, st: ServerState) -> Router {
         .with_state(st.clone());
     router
         .merge(infra)
+        .fallback(no_route)
+        // After every route is in: it is set on the routes registered so far.
+        .method_not_allowed_fallback(wrong_method)
+        .layer(axum::middleware::from_fn(linger))
         .layer(axum::middleware::from_fn_with_state(st, observe))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Arrivals;
-    use std::time::Duration;
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    fn app() -> Router {
+        let api = Router::new().route("/api/thing", get(|| async { "thing" }));
+        wrap(
+            api,
+            ServerState {
+                metrics: Metrics::new(),
+                readiness: Readiness::default(),
+            },
+        )
+    }
+
+    async fn call(method: &str, path: &str) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        let resp = app().oneshot(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (parts.status, parts.headers, json)
+    }
+
+    use axum::http::HeaderMap;
+
+    // Found by fuzzing (tests/e2e/tests/fuzz.rs): `TRACE /api/order` was an empty 405 and an
+    // unknown path an empty 404, where every other 4xx of the shop is a problem document.
+    #[tokio::test]
+    async fn an_unanswered_method_is_a_405_problem_with_allow() {
+        let (status, headers, body) = call("TRACE", "/api/thing").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(headers[header::CONTENT_TYPE], crate::problem::PROBLEM_JSON);
+        assert_eq!(headers[header::ALLOW], "GET,HEAD");
+        assert_eq!(body["status"], 405);
+        assert_eq!(body["title"], "Method not allowed");
+        let (status, headers, _) = call("POST", "/health/live").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(headers[header::CONTENT_TYPE], crate::problem::PROBLEM_JSON);
+    }
+
+    // Found by fuzzing (tests/e2e/tests/fuzz.rs): inventory refused a 250 kB batch with 413
+    // without reading it and closed the connection; the kernel reset it under the still-sending
+    // gateway, which answered 502. The unread rest is now read before the answer goes out.
+    #[tokio::test]
+    async fn the_unread_rest_of_a_refused_body_is_read_before_the_answer() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let served = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = served.clone();
+        let chunks = futures::stream::iter((0..64).map(move |_| {
+            counter.fetch_add(4096, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b'x'; 4096]))
+        }));
+        let api = Router::new()
+            .route(
+                "/api/upload",
+                axum::routing::post(
+                    |body: axum::body::Bytes| async move { body.len().to_string() },
+                ),
+            )
+            .layer(axum::extract::DefaultBodyLimit::max(1024));
+        let app = wrap(
+            api,
+            ServerState {
+                metrics: Metrics::new(),
+                readiness: Readiness::default(),
+            },
+        );
+        let req = Request::builder()
+            .method("POST")
+            .uri("/api/upload")
+            .body(Body::from_stream(chunks))
+            .unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            served.load(Ordering::SeqCst),
+            64 * 4096,
+            "every byte was read"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_path_is_a_404_problem() {
+        let (status, headers, body) = call("GET", "/nothing/here").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(headers[header::CONTENT_TYPE], crate::problem::PROBLEM_JSON);
+        assert_eq!(body["status"], 404);
+        let (status, _, body) = call("GET", "/api/thing").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            serde_json::Value::Null,
+            "a route still answers itself"
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn arrivals_close_after_a_quiet_second_or_the_cap() {

@@ -51,7 +51,32 @@ impl Service {
     /// `GET /health/ready` to answer 200. Logs go to the test's stderr, prefixed by nothing, so
     /// a failing test shows them.
     pub async fn spawn(bin: &str, args: &[&str], envs: &[(&str, &str)], port: u16) -> Service {
-        let mut svc = Service::start(bin, args, envs, port);
+        Service::start(bin, args, envs, port).ready(bin).await
+    }
+
+    /// Like [`Service::spawn`], but the process's stdout and stderr go to the file `log` (created
+    /// or truncated), so a test can read them afterwards, e.g. to look for a panic.
+    pub async fn spawn_logged(
+        bin: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        port: u16,
+        log: &std::path::Path,
+    ) -> Service {
+        let out = std::fs::File::create(log)
+            .unwrap_or_else(|e| panic!("cannot create the log file {}: {e}", log.display()));
+        let err = out
+            .try_clone()
+            .unwrap_or_else(|e| panic!("cannot share the log file {}: {e}", log.display()));
+        Service::start_with(bin, args, envs, port, out.into(), err.into())
+            .ready(bin)
+            .await
+    }
+
+    /// Waits up to 30 s for `GET /health/ready` to answer 200; panics when the process exits first.
+    async fn ready(self, bin: &str) -> Service {
+        let mut svc = self;
+        let port = svc.port;
         let url = format!("{}/health/ready", svc.base_url());
         let client = reqwest::Client::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -59,7 +84,8 @@ impl Service {
             // A process that exited (bad config, port taken) fails the test at once, not after 30 s.
             if let Some(status) = svc.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!(
-                    "{bin} on port {port} exited before becoming ready ({status}); its log is above"
+                    "{bin} on port {port} exited before becoming ready ({status}); its log is above \
+                     (or in its log file)"
                 );
             }
             if matches!(client.get(&url).timeout(Duration::from_secs(1)).send().await,
@@ -77,13 +103,26 @@ impl Service {
 
     /// Starts the process without waiting for readiness.
     pub fn start(bin: &str, args: &[&str], envs: &[(&str, &str)], port: u16) -> Service {
+        Service::start_with(bin, args, envs, port, Stdio::inherit(), Stdio::inherit())
+    }
+
+    fn start_with(
+        bin: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        port: u16,
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Service {
         let path = binary_path(bin);
         let mut cmd = Command::new(&path);
         cmd.args(args)
             .env("SHOP_PORT", port.to_string())
             .env("SHOP_BIND", "127.0.0.1")
             .env("SHOP_LOG_FORMAT", "text")
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -103,6 +142,13 @@ impl Service {
 
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// How the process ended when it has (crashed, or was stopped), `None` while it runs.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     pub fn pid(&self) -> Option<u32> {
