@@ -169,7 +169,10 @@ schemathesis_dir() {
   local py
   py=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])') \
     || die "python3 not found: the API fuzzer needs Python 3 with venv (apt-get install python3-venv)"
-  printf '%s\n' "$CACHE_DIR/schemathesis-$SCHEMATHESIS_VERSION-py$py"
+  # ...and by the pinned dependencies (hack/schemathesis-constraints.txt), so a new pin installs afresh.
+  local pins
+  pins=$(sha256sum "$ROOT_DIR/hack/schemathesis-constraints.txt" | cut -c1-8)
+  printf '%s\n' "$CACHE_DIR/schemathesis-$SCHEMATHESIS_VERSION-py$py-$pins"
 }
 
 tool_schemathesis() {
@@ -179,7 +182,8 @@ tool_schemathesis() {
     log "installing schemathesis $SCHEMATHESIS_VERSION from PyPI into $out"
     rm -rf "$out"
     python3 -m venv "$out" || die "python3 -m venv failed: the API fuzzer needs python3-venv (apt-get install python3-venv)"
-    "$out/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" >&2
+    "$out/bin/pip" install -q --disable-pip-version-check \
+      -c "$ROOT_DIR/hack/schemathesis-constraints.txt" "schemathesis==$SCHEMATHESIS_VERSION" >&2
     [[ $("$out/bin/st" --version) == *"$SCHEMATHESIS_VERSION"* ]] \
       || die "$out/bin/st --version does not report $SCHEMATHESIS_VERSION"
     touch "$out/.done"
@@ -237,6 +241,7 @@ tool_apt() {
   command -v h2load >/dev/null || missing+=(nghttp2-client)
   command -v valgrind >/dev/null || missing+=(valgrind)
   command -v cmake >/dev/null || missing+=(cmake)
+  python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv) # the API fuzzer's venv
   ((${#missing[@]})) || return 0
   log "apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -78,16 +78,6 @@ fn schemathesis() -> PathBuf {
     path
 }
 
-fn env_number<T: std::str::FromStr>(key: &str, default: T) -> T {
-    match std::env::var(key) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{key}={v:?} is not a number")),
-        Err(_) => default,
-    }
-}
-
 /// One schemathesis run: a document and the base URL its operations are sent to.
 #[derive(Clone)]
 struct Target {
@@ -413,9 +403,9 @@ async fn crash_report(p: &mut Process, http: &reqwest::Client) -> Option<String>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_json_endpoint_survives_schemathesis_directly_and_through_the_gateway() {
     let st = schemathesis();
-    let examples: u32 = env_number("SHOP_FUZZ_EXAMPLES", DEFAULT_EXAMPLES);
-    let seed: u64 = env_number("SHOP_FUZZ_SEED", DEFAULT_SEED);
-    let timeout = Duration::from_secs(env_number("SHOP_FUZZ_TARGET_TIMEOUT_SECS", 600));
+    let examples: u32 = shop_testkit::env_or("SHOP_FUZZ_EXAMPLES", DEFAULT_EXAMPLES);
+    let seed: u64 = shop_testkit::env_or("SHOP_FUZZ_SEED", DEFAULT_SEED);
+    let timeout = Duration::from_secs(shop_testkit::env_or("SHOP_FUZZ_TARGET_TIMEOUT_SECS", 600));
     let report_to = std::env::var("SHOP_FUZZ_REPORT").ok().map(PathBuf::from);
     let started = Instant::now();
 
