@@ -76,8 +76,10 @@ pub struct AppState {
     pub relay: FastLane,
     /// Kafka topic of OrderPlaced.
     pub topic: Arc<str>,
-    /// An IN_FLIGHT Idempotency-Key older than this is considered abandoned.
+    /// An IN_FLIGHT Idempotency-Key not refreshed for this long is considered abandoned.
     pub idempotency_stale_after: Duration,
+    /// The keys this process's requests hold, kept fresh by a heartbeat (see [`crate::lease`]).
+    pub leases: Arc<crate::lease::Leases>,
     /// Hook that returns the trace-context headers to carry on the Kafka message.
     pub trace_headers: fn() -> BTreeMap<String, String>,
     /// Writes orders; orders that arrive together share a transaction (see [`order_writer`]).
@@ -192,6 +194,8 @@ async fn place_order_inner(
     // 2. Idempotency-Key: replay, refuse, or claim.
     let mut order_number = uuid::Uuid::new_v4().to_string();
     let mut taken_over = false;
+    // Held until this request is over: the key stays fresh while it runs.
+    let mut _held = None;
     if let Some(k) = key.as_deref() {
         match store::claim_key(
             &st.pool,
@@ -203,8 +207,9 @@ async fn place_order_inner(
         .await
         .map_err(|e| db_problem(&e))?
         {
-            KeyClaim::Fresh => {}
+            KeyClaim::Fresh => _held = Some(st.leases.hold(k)),
             KeyClaim::TakenOver(previous) => {
+                _held = Some(st.leases.hold(k));
                 tracing::warn!(idempotency_key = k, order_number = %previous, "taking over an abandoned in-flight request");
                 order_number = previous;
                 taken_over = true;

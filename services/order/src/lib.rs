@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod inventory;
+pub mod lease;
 pub mod model;
 pub mod reconcile;
 pub mod relay;

@@ -74,8 +74,9 @@ struct Args {
     /// this window return the stored response).
     #[arg(long, env = "RETENTION_HOURS", default_value_t = 24)]
     retention_hours: u64,
-    /// Seconds after which an in-flight Idempotency-Key is considered abandoned.
-    #[arg(long, env = "IDEMPOTENCY_STALE_SECS", default_value_t = 30)]
+    /// Seconds after which an in-flight Idempotency-Key whose process stopped refreshing it
+    /// (it does four times per window while the request runs) is considered abandoned.
+    #[arg(long, env = "IDEMPOTENCY_STALE_SECS", default_value_t = 10)]
     idempotency_stale_secs: u64,
     /// Seconds between rounds of the reservation reconciler, which releases stock reserved in
     /// inventory for orders that were never stored (0 disables it).
@@ -238,7 +239,17 @@ async fn main() -> anyhow::Result<()> {
         rt.shutdown_token(),
     );
 
+    // Keys of requests in flight are refreshed until the last request has drained.
+    let leases = Arc::new(shop_order::lease::Leases::default());
+    let lease_stop = tokio_util::sync::CancellationToken::new();
+    let lease_task = tokio::spawn(leases.clone().run(
+        pool.clone(),
+        shop_order::lease::heartbeat_every(idempotency_stale_after),
+        lease_stop.clone(),
+    ));
+
     let state = AppState {
+        leases,
         pool: pool.clone(),
         inventory,
         relay: lane,
@@ -250,6 +261,8 @@ async fn main() -> anyhow::Result<()> {
     let served = rt
         .serve(router(state).merge(shop_runtime::openapi::route(&api::ApiDoc::openapi())))
         .await;
+    lease_stop.cancel();
+    let _ = lease_task.await;
     relay_stop.cancel();
     // Let a publish round in progress finish (it is bounded by the Kafka message timeout), so
     // its rows are either marked sent or handed back instead of waiting out their lease.

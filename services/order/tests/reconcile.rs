@@ -193,24 +193,6 @@ fn mysql_host_port() -> String {
     rest.split('/').next().unwrap_or(rest).to_owned()
 }
 
-/// True when a connection accepted on loopback `port` has unread bytes (Linux /proc/net/tcp:
-/// `local_address` is `IP:PORT` in hex, the fifth column is `tx_queue:rx_queue`).
-fn bytes_waiting_at(port: u16) -> bool {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    let local = format!(":{port:04X}");
-    table.lines().skip(1).any(|l| {
-        let cols: Vec<&str> = l.split_whitespace().collect();
-        cols.len() > 4
-            && cols[1].ends_with(&local)
-            && cols[3] == "01" // ESTABLISHED
-            && cols[4]
-                .split(':')
-                .nth(1)
-                .and_then(|q| u64::from_str_radix(q, 16).ok())
-                .is_some_and(|q| q > 0)
-    })
-}
-
 /// The write a stalled request would make for `number` once it wakes up.
 fn late_order(number: &str) -> shop_order::store::OrderWrite {
     use shop_order::model::{Order, OrderLine, OrderPlacedEvent};
@@ -353,17 +335,14 @@ async fn stock_of_an_order_never_stored_comes_back_and_stored_orders_keep_theirs
 
 #[tokio::test]
 async fn an_order_process_killed_between_reserving_and_storing_loses_no_stock() {
-    // The first order process has no reconciler: it only places the order and dies.
-    let mut rig = Rig::start(&[
-        ("RECONCILE_INTERVAL_SECS", "0"),
-        ("INVENTORY_TIMEOUT_MS", "8000"),
-    ])
-    .await;
+    // The first order process has no reconciler: it only places the order and dies. It reaches
+    // its database through a link that holds the order's write, so it dies exactly between
+    // reserving (done) and storing (never).
+    let mut link = LossyLink::start(&mysql_host_port()).await;
+    let mut rig = Rig::start_via(&[("RECONCILE_INTERVAL_SECS", "0")], Some(&link)).await;
     rig.set_stock("widget", 10).await;
 
-    // Inventory frozen: the reservation request waits in its socket while the order process
-    // is killed, then inventory wakes up and makes the reservation for a process that is gone.
-    signal(&rig.inventory, "STOP");
+    link.arm(ORDER_WRITE, Loss::Stall);
     let url = format!("{}/api/order", rig.order.base_url());
     let pending = tokio::spawn(async move {
         Client::new()
@@ -374,29 +353,11 @@ async fn an_order_process_killed_between_reserving_and_storing_loses_no_stock() 
             .send()
             .await
     });
-    let key_claimed = wait_until(Duration::from_secs(10), || async {
-        count(
-            &rig.order_db,
-            "SELECT COUNT(*) FROM idempotency_keys WHERE idem_key = 'crash-key'",
-        )
-        .await
-            == 1
-    })
-    .await;
-    assert!(key_claimed, "the order request never claimed its key");
-    // Kill only once the reservation request sits in the frozen inventory's socket (a fixed sleep
-    // was not enough on a loaded machine).
-    let inventory_port = rig.inventory.port();
-    let sent = wait_until(Duration::from_secs(10), || async move {
-        bytes_waiting_at(inventory_port)
-    })
-    .await;
     assert!(
-        sent,
-        "the reservation request never reached inventory's socket"
+        link.wait_fired(Duration::from_secs(10)).await,
+        "the order's write never reached the link"
     );
     rig.order.kill();
-    signal(&rig.inventory, "CONT");
     assert!(
         pending.await.unwrap().is_err(),
         "the killed process answered"
@@ -409,13 +370,10 @@ async fn an_order_process_killed_between_reserving_and_storing_loses_no_stock() 
             .await
             .unwrap()
     };
-    let leaked = wait_until(Duration::from_secs(10), || async {
-        rig.reservation(&number).await.as_deref() == Some("RESERVED")
-    })
-    .await;
-    assert!(
-        leaked,
-        "inventory did not serve the reservation left in its socket; the scenario did not happen"
+    assert_eq!(
+        rig.reservation(&number).await.as_deref(),
+        Some("RESERVED"),
+        "the order reserved before its write"
     );
     assert_eq!(
         rig.stock("widget").await,
@@ -587,4 +545,119 @@ async fn an_order_whose_commit_answer_was_lost_keeps_its_stock_and_one_never_wri
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_ne!(body["orderNumber"], abandoned[0].as_str());
     assert_eq!(rig.stock("widget").await, 5);
+}
+
+#[tokio::test]
+async fn a_killed_order_process_frees_its_in_flight_key_within_the_stale_window_and_a_slow_live_one_keeps_it()
+ {
+    const STALE: Duration = Duration::from_secs(2);
+    let env = [
+        ("RECONCILE_INTERVAL_SECS", "0"),
+        ("INVENTORY_TIMEOUT_MS", "8000"),
+        ("IDEMPOTENCY_STALE_SECS", "2"),
+    ];
+    let mut rig = Rig::start(&env).await;
+    rig.set_stock("widget", 10).await;
+    let place = |key: &'static str| {
+        let url = format!("{}/api/order", rig.order.base_url());
+        tokio::spawn(async move {
+            Client::new()
+                .post(url)
+                .header("Idempotency-Key", key)
+                .json(&json!({"orderLineItemsDtoList": [{"skuCode": "widget", "price": "10.00", "quantity": 1}]}))
+                .timeout(Duration::from_secs(20))
+                .send()
+                .await
+        })
+    };
+    let claimed = |key: &'static str| {
+        let db = rig.order_db.clone();
+        async move {
+            wait_until(Duration::from_secs(10), || {
+                let db = db.clone();
+                async move {
+                    count(
+                        &db,
+                        &format!("SELECT COUNT(*) FROM idempotency_keys WHERE idem_key = '{key}'"),
+                    )
+                    .await
+                        == 1
+                }
+            })
+            .await
+        }
+    };
+
+    // 1. A live request slower than the stale window (inventory frozen for 5 s): its process
+    //    keeps the key fresh, so the client's retry is told it is in flight, not taken over.
+    signal(&rig.inventory, "STOP");
+    let slow = place("slow-key");
+    assert!(
+        claimed("slow-key").await,
+        "the slow request never claimed its key"
+    );
+    tokio::time::sleep(STALE * 2 + Duration::from_secs(1)).await;
+    let t = std::time::Instant::now();
+    let (s, body) = rig.order(&rig.order, "widget", 1, "slow-key").await;
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "a live request's key was taken over after {:?}: {body}",
+        STALE * 2
+    );
+    assert_eq!(
+        body["type"]
+            .as_str()
+            .map(|t| t.ends_with("idempotency-key-in-flight")),
+        Some(true),
+        "{body}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "the retry waited {:?}",
+        t.elapsed()
+    );
+    signal(&rig.inventory, "CONT");
+    let first = slow.await.unwrap().unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+    let (s, again) = rig.order(&rig.order, "widget", 1, "slow-key").await;
+    assert_eq!(
+        (s, &again["orderNumber"]),
+        (StatusCode::CREATED, &first["orderNumber"])
+    );
+
+    // 2. The process dies with a request in flight: nobody refreshes the key, and the client's
+    //    retry (to another process) takes it over within the window instead of waiting.
+    signal(&rig.inventory, "STOP");
+    let doomed = place("dead-key");
+    assert!(
+        claimed("dead-key").await,
+        "the doomed request never claimed its key"
+    );
+    rig.order.kill();
+    let killed_at = std::time::Instant::now();
+    signal(&rig.inventory, "CONT");
+    assert!(
+        doomed.await.unwrap().is_err(),
+        "the killed process answered"
+    );
+    rig.order = spawn_order_with(&rig.order_db, rig.inventory.port(), &rig.topic, &env).await;
+    let mut placed = None;
+    while killed_at.elapsed() < Duration::from_secs(15) {
+        let (s, body) = rig.order(&rig.order, "widget", 1, "dead-key").await;
+        if s == StatusCode::CREATED {
+            placed = Some(killed_at.elapsed());
+            break;
+        }
+        assert_eq!(s, StatusCode::CONFLICT, "{body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let placed = placed.expect("the dead request's key was never taken over");
+    assert!(
+        placed <= STALE + Duration::from_secs(3),
+        "taken over only {placed:?} after the kill (stale window {STALE:?})"
+    );
+    // One unit for each key: the taken-over order reused the dead one's reservation.
+    assert_eq!(rig.stock("widget").await, 8);
 }

@@ -257,8 +257,8 @@ async fn a_killed_pod_is_replaced_leaves_the_registry_within_one_lease_and_no_or
     assert!(registered, "both order pods registered");
 
     // A steady client places orders the whole time. An order in flight on the killed pod keeps
-    // its Idempotency-Key busy until the key is stale (IDEMPOTENCY_STALE_SECS, 30 s): patience
-    // beyond that.
+    // its Idempotency-Key busy until the key is stale (IDEMPOTENCY_STALE_SECS, 10 s without the
+    // dead process's refresh): patience well beyond that.
     let orders = SteadyOrders::start(&http, &gw, &token, &sku, Duration::from_secs(60));
     tokio::time::sleep(Duration::from_secs(2)).await;
 

@@ -5,7 +5,8 @@
 //! either never delivered ([`Loss::Request`]: the server never saw it) or delivered while the
 //! server's answer is read and thrown away ([`Loss::Answer`]: the server did the work, the client
 //! never hears so, as when a database's host dies between its COMMIT and its reply). Then the
-//! connection is cut both ways. Everything else passes through untouched, and new connections
+//! connection is cut both ways. Or the write is held and the connection left hanging
+//! ([`Loss::Stall`]). Everything else passes through untouched, and new connections
 //! are served after the loss as before.
 //!
 //! The needle is looked for within one read (64 KiB): enough for the head of a SQL statement,
@@ -31,6 +32,9 @@ pub enum Loss {
     Request,
     /// The matching write reaches the server; whatever it answers is dropped.
     Answer,
+    /// The matching write never reaches the server, and the connection stays open, silent: a
+    /// statement that hangs (for a test that kills its client meanwhile).
+    Stall,
 }
 
 #[derive(Default)]
@@ -156,6 +160,12 @@ async fn relay(
                     Some(Loss::Request) => {
                         fire.send_modify(|n| *n += 1);
                         return; // both streams dropped: the request never left the link
+                    }
+                    Some(Loss::Stall) => {
+                        fire.send_modify(|n| *n += 1);
+                        // Nothing more goes either way; the connection ends when the client's does.
+                        while client.read(&mut cbuf).await.is_ok_and(|n| n > 0) {}
+                        return;
                     }
                     Some(Loss::Answer) => {
                         if server.write_all(chunk).await.is_err() {
