@@ -76,6 +76,9 @@ const SKUS: usize = 8;
 const PLENTY: i64 = 1_000_000;
 const SCARCE: i64 = 40;
 
+/// How long the schedule waits, after a fault, for an order started after it to be accepted.
+const RECOVERY_PATIENCE: Duration = Duration::from_secs(120);
+
 /// Prints one progress line.
 fn progress(msg: &str) {
     eprintln!("[chaos] {msg}");
@@ -193,7 +196,27 @@ pub async fn run(kube: &kube::Client, cfg: &Config) -> anyhow::Result<Report> {
                         |d| format!("{:.1} s", d.as_secs_f64())
                     )
                 ));
+                // Faults do not overlap: the next one waits until an order started after this
+                // one was accepted (its window would otherwise start inside this recovery).
+                let at = i.at;
                 injected.push(i);
+                let flowing = shop_testkit::wait_until(RECOVERY_PATIENCE, || async {
+                    done.lock()
+                        .await
+                        .iter()
+                        .any(|a| a.started >= at && matches!(a.outcome, Outcome::Accepted(_)))
+                })
+                .await;
+                progress(&format!(
+                    "fault {}/{}: orders accepted again {}",
+                    n + 1,
+                    cfg.plan.len(),
+                    if flowing {
+                        format!("{:.1} s after it", at.elapsed().as_secs_f64())
+                    } else {
+                        format!("— (not within {} s)", RECOVERY_PATIENCE.as_secs())
+                    }
+                ));
             }
             Err(e) => {
                 failure = Some(e.context(format!("injecting {fault}")));
