@@ -489,13 +489,12 @@ async fn reconcile_steps(shop: &Shop, ctx: &Context) -> Result<Action, Failed> {
         ));
     }
     let waits_for_api = matches!(exposure_state, Some(ExposureState::ApiMissing(_)));
-    let old_phase = shop.status.as_ref().and_then(|s| s.phase.clone());
+    let old_phase = shop.status.as_ref().and_then(|s| s.phase);
     if shop.status.as_ref() != Some(&new_status) {
         write_status(client, &ns, &name, &new_status, &ctx.metrics).await?;
-        if old_phase != new_status.phase {
-            let phase = new_status.phase.clone().unwrap_or_default();
+        if let Some(phase) = new_status.phase.filter(|p| old_phase != Some(*p)) {
             info!(shop = %name, namespace = %ns, %phase, "phase changed");
-            let type_ = if matches!(phase.as_str(), "Degraded" | "Invalid") {
+            let type_ = if phase.is_warning() {
                 EventType::Warning
             } else {
                 EventType::Normal
@@ -506,7 +505,7 @@ async fn reconcile_steps(shop: &Shop, ctx: &Context) -> Result<Action, Failed> {
                 .map(|c| format!("{}={}: {}", c.type_, c.status, c.message))
                 .collect::<Vec<_>>()
                 .join("; ");
-            ctx.event(&reference, type_, &phase, "Reconciling", note)
+            ctx.event(&reference, type_, phase.as_str(), "Reconciling", note)
                 .await;
         }
     }

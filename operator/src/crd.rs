@@ -645,6 +645,48 @@ pub struct ZipkinBacking {
     pub resources: Option<ResourceRequirements>,
 }
 
+// The one word `kubectl get shops` shows. Which one follows from the reconcile's outcome and
+// the components' readiness (`status::compute`); a step that failed before the status could be
+// computed makes it Degraded (`status::reconcile_failed`).
+/// One word summary: Available, Progressing, Degraded, Paused or Invalid.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Every enabled component is ready.
+    Available,
+    /// Applied; components are still starting or rolling.
+    Progressing,
+    /// Something the operator cannot fix by waiting: a store, a child, a failed step.
+    Degraded,
+    /// `spec.paused`: nothing is applied or deleted.
+    Paused,
+    /// The spec names something that cannot exist (the reason is in the Available condition).
+    Invalid,
+}
+
+impl Phase {
+    /// The word itself.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Available => "Available",
+            Phase::Progressing => "Progressing",
+            Phase::Degraded => "Degraded",
+            Phase::Paused => "Paused",
+            Phase::Invalid => "Invalid",
+        }
+    }
+
+    /// Whether reaching this phase is worth a Warning event.
+    pub fn is_warning(self) -> bool {
+        matches!(self, Phase::Degraded | Phase::Invalid)
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Observed state, computed deterministically from the applied objects so that writing it never
 /// triggers another reconcile.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -655,7 +697,7 @@ pub struct ShopStatus {
     pub observed_generation: Option<i64>,
     /// One word summary: Available, Progressing, Degraded, Paused or Invalid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<Phase>,
     /// `<ready>/<enabled>` components.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_components: Option<String>,

@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::component::Component;
-use crate::crd::{ComponentStatus, SecretKeyRef, ShopStatus};
+use crate::crd::{ComponentStatus, Phase, SecretKeyRef, ShopStatus};
 use crate::exposure::{ExposureKind, ExposureState};
 use crate::stores::Store;
 
@@ -399,15 +399,15 @@ pub fn compute(
         )
     };
     let phase = match outcome {
-        Outcome::Invalid(_) => "Invalid",
-        Outcome::Paused => "Paused",
-        _ if degraded => "Degraded",
-        _ if all_ready => "Available",
-        _ => "Progressing",
+        Outcome::Invalid(_) => Phase::Invalid,
+        Outcome::Paused => Phase::Paused,
+        _ if degraded => Phase::Degraded,
+        _ if all_ready => Phase::Available,
+        _ => Phase::Progressing,
     };
     ShopStatus {
         observed_generation: generation,
-        phase: Some(phase.to_string()),
+        phase: Some(phase),
         ready_components: Some(format!("{ready_count}/{}", observed.len())),
         components,
         conditions: [
@@ -471,7 +471,7 @@ pub fn reconcile_failed(
 ) -> ShopStatus {
     let mut status = previous.cloned().unwrap_or_default();
     status.observed_generation = generation;
-    status.phase = Some("Degraded".to_string());
+    status.phase = Some(Phase::Degraded);
     let kept = |type_: &str| {
         previous
             .and_then(|p| p.conditions.iter().find(|c| c.type_ == type_))
@@ -554,7 +554,7 @@ mod tests {
             deployment: Some(&d),
         }];
         let first = compute(Some(3), &obs, &[], &Outcome::Applied, None, &t(100));
-        assert_eq!(first.phase.as_deref(), Some("Available"));
+        assert_eq!(first.phase, Some(Phase::Available));
         assert_eq!(first.ready_components.as_deref(), Some("1/1"));
         assert_eq!(first.conditions[0].status, "True");
         assert_eq!(first.conditions[0].observed_generation, Some(3));
@@ -586,7 +586,7 @@ mod tests {
             &t(10),
         );
         let s = compute(Some(2), &obs, &[], &Outcome::Applied, Some(&ok), &t(20));
-        assert_eq!(s.phase.as_deref(), Some("Progressing"));
+        assert_eq!(s.phase, Some(Phase::Progressing));
         let avail = &s.conditions[0];
         assert_eq!(
             (avail.status.as_str(), avail.last_transition_time.clone()),
@@ -617,11 +617,11 @@ mod tests {
             None,
             &t(1),
         );
-        assert_eq!(s.phase.as_deref(), Some("Invalid"));
+        assert_eq!(s.phase, Some(Phase::Invalid));
         assert_eq!(s.conditions[2].status, "True");
         assert_eq!(s.conditions[2].reason, "InvalidSpec");
         let s = compute(Some(1), &[], &[], &Outcome::Paused, None, &t(1));
-        assert_eq!(s.phase.as_deref(), Some("Paused"));
+        assert_eq!(s.phase, Some(Phase::Paused));
         assert_eq!(s.conditions[1].reason, "Paused");
         let s = compute(
             Some(1),
@@ -631,7 +631,7 @@ mod tests {
             None,
             &t(1),
         );
-        assert_eq!(s.phase.as_deref(), Some("Degraded"));
+        assert_eq!(s.phase, Some(Phase::Degraded));
     }
     fn sts(generation: i64, observed: i64, ready: i32) -> StatefulSet {
         use k8s_openapi::api::apps::v1::{StatefulSetSpec, StatefulSetStatus};
@@ -671,7 +671,7 @@ mod tests {
             state: StoreState::Managed(Some(&starting)),
         }];
         let s = compute(Some(1), &obs, &stores, &Outcome::Applied, None, &t(10));
-        assert_eq!(s.phase.as_deref(), Some("Progressing"));
+        assert_eq!(s.phase, Some(Phase::Progressing));
         assert_eq!(s.ready_components.as_deref(), Some("1/1"));
         let avail = cond(&s, AVAILABLE);
         assert_eq!(
@@ -696,7 +696,7 @@ mod tests {
             state: StoreState::Managed(Some(&ready)),
         }];
         let s2 = compute(Some(1), &obs, &stores, &Outcome::Applied, Some(&s), &t(20));
-        assert_eq!(s2.phase.as_deref(), Some("Available"));
+        assert_eq!(s2.phase, Some(Phase::Available));
         let mysql = cond(&s2, "MysqlReady");
         assert_eq!(
             (mysql.status.as_str(), mysql.reason.as_str()),
@@ -769,7 +769,7 @@ mod tests {
                 "KafkaReady"
             ]
         );
-        assert_eq!(s.phase.as_deref(), Some("Degraded"));
+        assert_eq!(s.phase, Some(Phase::Degraded));
         let degraded = cond(&s, DEGRADED);
         assert_eq!(degraded.reason, "SecretMissing");
         assert_eq!(
@@ -804,7 +804,7 @@ mod tests {
             Some(&s),
             &t(3),
         );
-        assert_eq!(s.phase.as_deref(), Some("Available"));
+        assert_eq!(s.phase, Some(Phase::Available));
         assert_eq!(cond(&s, "MongodbReady").reason, "SecretFound");
         assert_eq!(cond(&s, DEGRADED).status, "False");
     }
@@ -874,7 +874,7 @@ mod tests {
             None,
             &t(10),
         );
-        assert_eq!(first.phase.as_deref(), Some("Degraded"));
+        assert_eq!(first.phase, Some(Phase::Degraded));
         assert_eq!(first.observed_generation, Some(1));
         let types: Vec<&str> = first.conditions.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, [AVAILABLE, PROGRESSING, DEGRADED]);

@@ -18,6 +18,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use shop_operator::Shop;
 use shop_operator::build::shop_selector;
+use shop_operator::crd::Phase;
 
 async fn count<K>(client: &Client, ns: &str, shop: &str) -> usize
 where
@@ -243,7 +244,7 @@ async fn spec_changes_are_followed_and_disabled_components_removed() {
         async move {
             let s = Api::<Shop>::namespaced(c, &n).get("deli").await.unwrap();
             let st = s.status.unwrap_or_default();
-            st.phase.as_deref() == Some("Available")
+            st.phase == Some(Phase::Available)
                 && st.ready_components.as_deref() == Some("5/5")
                 && st.observed_generation == s.metadata.generation
         }
@@ -570,7 +571,7 @@ async fn a_spec_the_operator_cannot_build_is_reported_and_other_shops_still_reco
                         && c.message
                             .contains("spec.components.order.env has \"A\" more than once")
                 });
-                s.phase.as_deref() == Some("Invalid")
+                s.phase == Some(Phase::Invalid)
                     && degraded
                     && shop_phase(&c, &n, "fine").await.as_deref() == Some("Available")
             }
@@ -826,7 +827,7 @@ async fn wait_apply_failed(
                     && message(&c.message)
             });
             degraded
-                && s.phase.as_deref() == Some("Degraded")
+                && s.phase == Some(Phase::Degraded)
                 && op.counter("shop_operator_reconcile_failures_total", "reason=\"apply\"") >= 2.0
         }
     })
@@ -1048,7 +1049,7 @@ async fn an_external_store_whose_secret_is_missing_is_reported_and_recovers_when
             async move {
                 let s = shops.get("wait").await.unwrap();
                 let mysql = condition(&s, "MysqlReady");
-                s.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Degraded")
+                s.status.as_ref().and_then(|s| s.phase) == Some(Phase::Degraded)
                     && mysql.is_some_and(|c| {
                         c.status == "False"
                             && c.reason == "SecretMissing"

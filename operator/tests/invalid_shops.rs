@@ -198,7 +198,8 @@ async fn generated_invalid_shops_are_refused_naming_a_field_or_get_a_status_and_
                 .await
                 .ok()
                 .and_then(|s| s.status)
-                .and_then(|s| s.phase);
+                .and_then(|s| s.phase)
+                .map(|p| p.to_string());
             if s.is_some() || tokio::time::Instant::now() >= deadline {
                 break s;
             }

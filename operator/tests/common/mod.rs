@@ -321,4 +321,5 @@ pub async fn shop_phase(client: &Client, ns: &str, name: &str) -> Option<String>
         .ok()?
         .status?
         .phase
+        .map(|p| p.to_string())
 }
