@@ -77,25 +77,6 @@ struct ListQuery {
     order_number: Option<String>,
 }
 
-/// A non-negative int64, as the document types `page` and `size` (format int64, minimum 0).
-fn parse_u64(field: &'static str, v: Option<&str>, default: u64) -> Result<u64, Problem> {
-    // `page=` is no integer, and a value past i64::MAX no int64: the document says so, and both
-    // used to be served (found by fuzzing).
-    match v {
-        None => Ok(default),
-        Some(s) => s
-            .parse::<u64>()
-            .ok()
-            .filter(|n| i64::try_from(*n).is_ok())
-            .ok_or_else(|| {
-                Problem::bad_request(
-                    field,
-                    format!("{field} must be an integer from 0 to {}", i64::MAX),
-                )
-            }),
-    }
-}
-
 /// Stored notifications, newest first; the total is in `X-Total-Count`.
 #[utoipa::path(
     get,
@@ -117,8 +98,8 @@ async fn list(
     State(st): State<Arc<AppState>>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, Problem> {
-    let page = parse_u64("page", q.page.as_deref(), 0)?;
-    let size = parse_u64("size", q.size.as_deref(), DEFAULT_PAGE_SIZE)?;
+    let page = shop_runtime::problem::int64_param("page", q.page.as_deref(), 0)?;
+    let size = shop_runtime::problem::int64_param("size", q.size.as_deref(), DEFAULT_PAGE_SIZE)?;
     if size == 0 || size > MAX_PAGE_SIZE {
         return Err(Problem::bad_request(
             "size",

@@ -389,6 +389,25 @@ fn parse_query<T: DeserializeOwned>(query: Option<&str>) -> Result<T, (String, S
     })
 }
 
+/// A non-negative int64 query parameter, as the documents type `page` and `size` (format int64,
+/// minimum 0): absent is `default`; anything but an integer from 0 to `i64::MAX` (`page=`, a
+/// value past the int64 range, both once served: found by fuzzing) is a 400 naming `field`.
+pub fn int64_param(field: &'static str, v: Option<&str>, default: u64) -> Result<u64, Problem> {
+    match v {
+        None => Ok(default),
+        Some(s) => s
+            .parse::<u64>()
+            .ok()
+            .filter(|n| i64::try_from(*n).is_ok())
+            .ok_or_else(|| {
+                Problem::bad_request(
+                    field,
+                    format!("{field} must be an integer from 0 to {}", i64::MAX),
+                )
+            }),
+    }
+}
+
 /// Drop-in replacement for `axum::extract::Query` whose rejection is a 400 problem naming the
 /// parameter (axum's own is `text/plain`; found by fuzzing: `?size=1&size=2`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -598,6 +617,21 @@ pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn int64_params_are_integers_within_the_int64_range() {
+        assert_eq!(int64_param("page", None, 7).unwrap(), 7);
+        assert_eq!(int64_param("page", Some("0"), 7).unwrap(), 0);
+        assert_eq!(
+            int64_param("size", Some("9223372036854775807"), 7).unwrap(),
+            i64::MAX as u64
+        );
+        for bad in ["", "-1", "1.5", "9223372036854775808", "x"] {
+            let p = int64_param("size", Some(bad), 7).unwrap_err();
+            assert_eq!(p.status(), StatusCode::BAD_REQUEST, "{bad:?}");
+            assert_eq!(p.body()["field"], "size", "{bad:?}");
+        }
+    }
 
     #[derive(serde::Deserialize, Debug)]
     #[allow(dead_code)]
