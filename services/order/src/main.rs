@@ -8,11 +8,10 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
-use opentelemetry::propagation::Injector;
 use prometheus_client::metrics::gauge::Gauge;
 use shop_order::{
     api::{self, AppState, router},
@@ -22,7 +21,7 @@ use shop_order::{
     store,
 };
 use shop_runtime::{BreakerConfig, ClientConfig, CommonArgs, Runtime, ServiceClient};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+
 use utoipa::OpenApi;
 
 /// Command line / environment configuration.
@@ -95,24 +94,6 @@ struct Args {
     /// Order-write transactions (and batched reservation calls) that may run at the same time.
     #[arg(long, env = "ORDER_WRITE_WORKERS", default_value_t = 8)]
     order_write_workers: usize,
-}
-
-struct MapInjector<'a>(&'a mut BTreeMap<String, String>);
-
-impl Injector for MapInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        self.0.insert(key.to_owned(), value);
-    }
-}
-
-/// Trace context of the current request, carried on the Kafka message.
-fn trace_headers() -> BTreeMap<String, String> {
-    let mut map = BTreeMap::new();
-    shop_runtime::telemetry::inject_into(
-        &tracing::Span::current().context(),
-        &mut MapInjector(&mut map),
-    );
-    map
 }
 
 #[tokio::main]
@@ -255,7 +236,7 @@ async fn main() -> anyhow::Result<()> {
         relay: lane,
         topic: Arc::from(args.topic.as_str()),
         idempotency_stale_after,
-        trace_headers,
+        trace_headers: shop_runtime::kafka::current_trace_context,
         writes,
     };
     let served = rt

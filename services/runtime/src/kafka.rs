@@ -3,17 +3,32 @@
 //! topic a producer owns created with the partition count it is configured for ([`ensure_topic`]),
 //! instead of whatever the broker's auto-creation picks on the first message.
 
+use std::collections::BTreeMap;
+
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-struct VecInjector(Vec<(String, String)>);
+struct MapInjector(BTreeMap<String, String>);
 
-impl Injector for VecInjector {
+impl Injector for MapInjector {
     fn set(&mut self, key: &str, value: String) {
-        self.0.push((key.to_owned(), value));
+        self.0.insert(key.to_owned(), value);
     }
+}
+
+/// The trace context of `cx` as header names and values (W3C and B3), for a message that is
+/// produced later (shop-order stores them with its outbox row).
+pub fn trace_context(cx: &Context) -> BTreeMap<String, String> {
+    let mut inj = MapInjector(BTreeMap::new());
+    crate::telemetry::inject_into(cx, &mut inj);
+    inj.0
+}
+
+/// [`trace_context`] of the current span.
+pub fn current_trace_context() -> BTreeMap<String, String> {
+    trace_context(&tracing::Span::current().context())
 }
 
 /// Adds the current span's trace context to `headers`.
@@ -23,9 +38,7 @@ pub fn inject_current(headers: OwnedHeaders) -> OwnedHeaders {
 
 /// Adds `cx` to `headers`.
 pub fn inject(cx: &Context, headers: OwnedHeaders) -> OwnedHeaders {
-    let mut inj = VecInjector(Vec::new());
-    crate::telemetry::inject_into(cx, &mut inj);
-    inj.0.into_iter().fold(headers, |h, (k, v)| {
+    trace_context(cx).into_iter().fold(headers, |h, (k, v)| {
         h.insert(Header {
             key: &k,
             value: Some(v.as_bytes()),
