@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
     let rt = Runtime::init("inventory", 8083, &args.common).await?;
     // Starts unready and prepares the database in the background (created if missing, migrated),
     // so a database that is not there yet makes the pod wait, not crash-loop.
-    let pool = shop_runtime::mysql::open_store(
+    let (pool, _migrated) = shop_runtime::mysql::open_store(
         &args.database_url,
         args.database_max_connections,
         &shop_inventory::store::MIGRATOR,

@@ -102,7 +102,8 @@ async fn main() -> anyhow::Result<()> {
     let rt = Runtime::init("order", 8082, &args.common).await?;
     // Starts unready and prepares the database in the background (created if missing, migrated),
     // so a database that is not there yet makes the pod wait, not crash-loop.
-    let pool = shop_runtime::mysql::open_store(
+    // The relay, the purge and the reconciler start once the tables exist (`migrated`).
+    let (pool, migrated) = shop_runtime::mysql::open_store(
         &args.database_url,
         args.database_max_connections,
         &store::MIGRATOR,
@@ -179,12 +180,20 @@ async fn main() -> anyhow::Result<()> {
         &pool,
         &stats,
         Duration::from_secs(args.retention_hours.max(1) * 3600),
+        migrated.clone(),
     );
     // The relay outlives the HTTP drain: orders committed while draining are still published.
     let relay_stop = tokio_util::sync::CancellationToken::new();
-    let relay_task = tokio::spawn(
-        Relay::new(pool.clone(), producer, lane_rx, relay_cfg, stats).run(relay_stop.clone()),
-    );
+    let relay_task = {
+        let relay = Relay::new(pool.clone(), producer, lane_rx, relay_cfg, stats);
+        let (migrated, stop) = (migrated.clone(), relay_stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = migrated.cancelled() => relay.run(stop).await,
+                () = stop.cancelled() => {}
+            }
+        })
+    };
 
     let writes = shop_order::api::order_writer(
         pool.clone(),
@@ -217,6 +226,7 @@ async fn main() -> anyhow::Result<()> {
         },
         reconcile::min_safe_grace(timeout, idempotency_stale_after),
         &rt.metrics(),
+        migrated.clone(),
         rt.shutdown_token(),
     );
 
@@ -264,6 +274,7 @@ fn register_metrics(
     pool: &sqlx::MySqlPool,
     stats: &Arc<RelayStats>,
     retention: Duration,
+    migrated: tokio_util::sync::CancellationToken,
 ) {
     let pending = Gauge::<i64>::default();
     {
@@ -288,6 +299,10 @@ fn register_metrics(
     let pool = pool.clone();
     let stop = rt.shutdown_token();
     tokio::spawn(async move {
+        tokio::select! {
+            () = migrated.cancelled() => {}
+            () = stop.cancelled() => return,
+        }
         let mut tick: u64 = 0;
         loop {
             if let Ok(n) = store::outbox_pending(&pool).await {

@@ -453,14 +453,16 @@ pub fn min_safe_grace(inventory_timeout: Duration, idempotency_stale: Duration) 
     idempotency_stale + inventory_timeout + Duration::from_secs(30)
 }
 
-/// Starts the reconciler on its own task (disabled when `cfg.interval` is zero), warning when
-/// the grace is shorter than `min_grace` (see [`min_safe_grace`]).
+/// Starts the reconciler on its own task once `migrated` is cancelled (disabled when
+/// `cfg.interval` is zero), warning when the grace is shorter than `min_grace` (see
+/// [`min_safe_grace`]).
 pub fn spawn(
     pool: MySqlPool,
     inventory: Arc<InventoryClient>,
     cfg: ReconcileConfig,
     min_grace: Duration,
     metrics: &Metrics,
+    migrated: CancellationToken,
     stop: CancellationToken,
 ) -> Option<tokio::task::JoinHandle<()>> {
     if cfg.interval.is_zero() {
@@ -476,9 +478,14 @@ pub fn spawn(
     }
     let stats = Arc::new(ReconcileStats::default());
     stats.register(metrics);
-    Some(tokio::spawn(
-        Reconciler::new(pool, inventory, cfg, stats).run(stop),
-    ))
+    let reconciler = Reconciler::new(pool, inventory, cfg, stats);
+    // Its first round needs the orders table.
+    Some(tokio::spawn(async move {
+        tokio::select! {
+            () = migrated.cancelled() => reconciler.run(stop).await,
+            () = stop.cancelled() => {}
+        }
+    }))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
-use shop_testkit::{Service, forward, free_port, fresh_name, mongo_url, wait_until};
+use shop_testkit::{Service, free_port, fresh_name, lossy_link::LossyLink, mongo_url, wait_until};
 
 #[tokio::test]
 async fn product_waits_unready_for_its_mongodb_then_serves_with_its_index() {
@@ -47,7 +47,7 @@ async fn product_waits_unready_for_its_mongodb_then_serves_with_its_index() {
     );
 
     // MongoDB appears at that address: ready, and the SKU index exists.
-    let forwarder = forward(mongo_port, "127.0.0.1:27017").await;
+    let forwarder = LossyLink::start_on(mongo_port, "127.0.0.1:27017").await;
     let ready = wait_until(Duration::from_secs(30), || async {
         matches!(get("/health/ready").await, Ok(r) if r.status().is_success())
     })
@@ -71,5 +71,5 @@ async fn product_waits_unready_for_its_mongodb_then_serves_with_its_index() {
         StatusCode::CONFLICT,
         "the unique SKU index was created"
     );
-    forwarder.abort();
+    drop(forwarder);
 }

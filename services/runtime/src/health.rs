@@ -61,6 +61,10 @@ impl Readiness {
     /// with backoff (0.5 s doubling to 10 s) and each failure logged with `store`, `target` (an
     /// address, never credentials) and the error; until then the check `store` fails with that
     /// reason, afterwards it runs `check` (a ping). Stops retrying on `stop`.
+    ///
+    /// Returns a token cancelled once `prepare` succeeded: background work that needs the schema
+    /// (an outbox relay, a purge, a reconciler) waits on it instead of failing, and logging, until
+    /// the migrations have run.
     pub fn prepare<P, PF, C, CF>(
         &self,
         store: &'static str,
@@ -68,7 +72,8 @@ impl Readiness {
         prepare: P,
         check: C,
         stop: CancellationToken,
-    ) where
+    ) -> CancellationToken
+    where
         P: Fn() -> PF + Send + 'static,
         PF: Future<Output = Result<(), String>> + Send,
         C: Fn() -> CF + Send + Sync + 'static,
@@ -76,6 +81,8 @@ impl Readiness {
     {
         let pending = Arc::new(Mutex::new(Some(format!("{target}: not prepared yet"))));
         let state = pending.clone();
+        let prepared = CancellationToken::new();
+        let done = prepared.clone();
         tokio::spawn(async move {
             let ready = crate::retry::until_ok(&stop, prepare, |e: &String, wait| {
                 tracing::warn!(store, %target, error = %e, retry_in = ?wait, "store not ready; the service stays unready");
@@ -85,6 +92,7 @@ impl Readiness {
             if ready.is_some() {
                 *state.lock() = None;
                 tracing::info!(store, %target, "store ready");
+                done.cancel();
             }
         });
         let check = Arc::new(check);
@@ -98,6 +106,7 @@ impl Readiness {
                 }
             }
         });
+        prepared
     }
 
     /// Marks the process as draining: readiness fails from now on.

@@ -49,14 +49,16 @@ pub async fn describe(url: &str, db: &str) -> String {
 }
 
 /// Runs `prepare` (the store's indexes) in the background until it works, and gates the
-/// readiness check `mongodb` on it, then on a ping (see [`Readiness::prepare`]).
+/// readiness check `mongodb` on it, then on a ping (see [`Readiness::prepare`]). Returns a token
+/// cancelled once `prepare` succeeded.
 pub fn prepare<P, PF>(
     readiness: &Readiness,
     target: String,
     client: &Client,
     prepare: P,
     stop: CancellationToken,
-) where
+) -> CancellationToken
+where
     P: Fn() -> PF + Send + 'static,
     PF: Future<Output = Result<(), String>> + Send,
 {
@@ -70,5 +72,5 @@ pub fn prepare<P, PF>(
             async move { ping(&client).await.map_err(|e| e.to_string()) }
         },
         stop,
-    );
+    )
 }

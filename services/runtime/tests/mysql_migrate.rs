@@ -66,12 +66,14 @@ async fn a_store_that_is_not_there_yet_keeps_the_service_unready_then_is_created
     let url = format!("mysql://shop:shop@127.0.0.1:{port}/{database}");
     let readiness = Readiness::default();
     let stop = CancellationToken::new();
-    let pool = open_store(&url, 2, &MIGRATOR, &readiness, stop.clone()).expect("a valid URL");
+    let (pool, migrated) =
+        open_store(&url, 2, &MIGRATOR, &readiness, stop.clone()).expect("a valid URL");
 
     // Nothing answers at that address: unready, and the reason names the store and its address.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let report = readiness.check().await;
     assert!(!report.ready);
+    assert!(!migrated.is_cancelled(), "no tables yet");
     let reason = report.body["checks"]["mysql"]["error"].to_string();
     assert!(
         reason.contains(&format!("127.0.0.1:{port}/{database}")) && !reason.contains("shop:shop"),
@@ -79,12 +81,16 @@ async fn a_store_that_is_not_there_yet_keeps_the_service_unready_then_is_created
     );
 
     // The server appears: the database is created, migrated, and the check turns ready.
-    let forwarder = shop_testkit::forward(port, "127.0.0.1:3306").await;
+    let forwarder = shop_testkit::lossy_link::LossyLink::start_on(port, "127.0.0.1:3306").await;
     let ready = shop_testkit::wait_until(Duration::from_secs(20), || async {
         readiness.check().await.ready
     })
     .await;
     assert!(ready, "{}", readiness.check().await.body);
+    assert!(
+        migrated.is_cancelled(),
+        "ready, but background work waiting for the tables was not let go"
+    );
     let rows: Vec<(i64, bool)> =
         sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
             .fetch_all(&pool)
@@ -92,7 +98,7 @@ async fn a_store_that_is_not_there_yet_keeps_the_service_unready_then_is_created
             .unwrap();
     assert_eq!(rows, vec![(1, true), (2, true)]);
     stop.cancel();
-    forwarder.abort();
+    drop(forwarder);
 }
 
 #[tokio::test]
@@ -102,7 +108,7 @@ async fn a_database_name_that_is_not_a_plain_identifier_is_refused_not_created()
         "{}/bad%60name",
         shop_testkit::mysql_url() // mysql://shop:shop@127.0.0.1:3306
     );
-    let _pool = open_store(&url, 1, &MIGRATOR, &readiness, CancellationToken::new()).unwrap();
+    let _store = open_store(&url, 1, &MIGRATOR, &readiness, CancellationToken::new()).unwrap();
     let reason = shop_testkit::wait_until(Duration::from_secs(5), || async {
         readiness.check().await.body["checks"]["mysql"]["error"]
             .as_str()

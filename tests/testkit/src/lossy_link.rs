@@ -61,14 +61,21 @@ const ANSWER_PATIENCE: Duration = Duration::from_secs(15);
 impl LossyLink {
     /// Listens on a free loopback port and relays every connection to `upstream` (`host:port`).
     pub async fn start(upstream: &str) -> LossyLink {
+        LossyLink::start_on(0, upstream).await
+    }
+
+    /// Listens on loopback `port` (0: any free one) and relays every connection to `upstream`.
+    /// Unarmed, it is a plain forwarder: a server "appearing" at an address where nothing
+    /// answered before (a store that starts after the service).
+    pub async fn start_on(port: u16, upstream: &str) -> LossyLink {
         let upstream: SocketAddr = tokio::net::lookup_host(upstream)
             .await
             .unwrap_or_else(|e| panic!("lossy link: cannot resolve {upstream}: {e}"))
             .next()
             .unwrap_or_else(|| panic!("lossy link: {upstream} has no address"));
-        let listener = TcpListener::bind("127.0.0.1:0")
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
-            .expect("lossy link: bind a loopback port");
+            .unwrap_or_else(|e| panic!("lossy link cannot listen on 127.0.0.1:{port}: {e}"));
         let port = listener.local_addr().expect("local addr").port();
         let shared = Arc::new(Shared::default());
         let (fire, fired) = watch::channel(0u32);

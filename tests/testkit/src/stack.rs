@@ -124,21 +124,3 @@ pub fn helm_path() -> PathBuf {
     );
     p
 }
-
-/// Forwards every connection to `127.0.0.1:port` to `to`, a real server: the server "appearing" at
-/// an address where nothing answered before (a store that starts after the service). Abort the
-/// handle to stop accepting.
-pub async fn forward(port: u16, to: &'static str) -> tokio::task::JoinHandle<()> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap_or_else(|e| panic!("forwarder cannot listen on 127.0.0.1:{port}: {e}"));
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    })
-}

@@ -209,19 +209,20 @@ fn describe(opts: &MySqlConnectOptions) -> String {
 /// A service's MySQL store, usable from the first moment while the database may not answer yet:
 /// the pool connects lazily and [`Readiness::prepare`] creates the database when the account may,
 /// then applies `migrator` under [`migrate`]'s lock, retrying until it works; the check `mysql`
-/// fails with the reason until then, and is `SELECT 1` afterwards. Returns an error only for a URL
-/// that cannot be parsed.
+/// fails with the reason until then, and is `SELECT 1` afterwards. Returns the pool and a token
+/// cancelled once the migrations ran (for background work that needs the tables); an error only
+/// for a URL that cannot be parsed.
 pub fn open_store(
     url: &str,
     max_connections: u32,
     migrator: &'static sqlx::migrate::Migrator,
     readiness: &Readiness,
     stop: CancellationToken,
-) -> Result<MySqlPool, sqlx::Error> {
+) -> Result<(MySqlPool, CancellationToken), sqlx::Error> {
     let opts: MySqlConnectOptions = url.parse()?;
     let pool = pool_options(max_connections).connect_lazy_with(opts.clone());
     let (prepare_pool, check_pool) = (pool.clone(), pool.clone());
-    readiness.prepare(
+    let prepared = readiness.prepare(
         "mysql",
         describe(&opts),
         move || {
@@ -243,5 +244,5 @@ pub fn open_store(
         },
         stop,
     );
-    Ok(pool)
+    Ok((pool, prepared))
 }
