@@ -5,6 +5,7 @@
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use shop_testkit::get_json;
 mod common;
 
 use common::Inv;
@@ -30,15 +31,11 @@ async fn stock_query_keeps_the_original_shape_and_checks_the_requested_quantity(
             {"skuCode": "nokia", "inStock": false, "availableQuantity": 0},
         ])
     );
-    let v: Value = inv
-        .http
-        .get(inv.url("/api/inventory?skuCode=iphone_13&quantity=101"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(
+        &inv.http,
+        inv.url("/api/inventory?skuCode=iphone_13&quantity=101"),
+    )
+    .await;
     assert_eq!(v[0]["inStock"], false, "100 in stock cannot serve 101");
 }
 
@@ -451,15 +448,11 @@ async fn reservations_arriving_together_keep_every_rule_of_a_single_reservation(
     // Every served order is readable as RESERVED with its lines.
     for ((n, _), (s, _)) in requests[..30].iter().zip(&answers[..30]) {
         if *s == StatusCode::CREATED {
-            let v: Value = inv
-                .http
-                .get(inv.url(&format!("/api/inventory/reservations/{n}")))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v: Value = get_json(
+                &inv.http,
+                inv.url(&format!("/api/inventory/reservations/{n}")),
+            )
+            .await;
             assert_eq!(v["status"], "RESERVED");
             assert_eq!(
                 v["lines"],

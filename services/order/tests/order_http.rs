@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::{Opts, Shop, consume, signal, spawn_order, start_order};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use shop_testkit::get_json;
 use shop_testkit::{Service, free_port, fresh_mysql_database, fresh_name, kafka_bootstrap};
 
 #[tokio::test]
@@ -40,25 +41,9 @@ async fn an_order_reserves_stock_and_publishes_one_order_placed_event() {
     assert_eq!(shop.stock("iphone_13").await, 3);
     assert_eq!(shop.stock("case").await, 9);
 
-    let got: Value = shop
-        .http
-        .get(shop.order_url(&format!("/api/order/{number}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: Value = get_json(&shop.http, shop.order_url(&format!("/api/order/{number}"))).await;
     assert_eq!(got, body, "GET returns what POST answered");
-    let page: Value = shop
-        .http
-        .get(shop.order_url("/api/order?page=0&size=10"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = get_json(&shop.http, shop.order_url("/api/order?page=0&size=10")).await;
     assert_eq!(page["totalElements"], 1);
     assert_eq!(page["content"][0]["orderNumber"], number.as_str());
 
@@ -500,15 +485,8 @@ async fn orders_arriving_together_are_each_stored_whole_with_one_event() {
         assert_eq!(*s, StatusCode::CREATED, "order {i}: {body}");
         want_a += 1 + i % 3;
         let number = body["orderNumber"].as_str().unwrap();
-        let got: Value = shop
-            .http
-            .get(shop.order_url(&format!("/api/order/{number}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let got: Value =
+            get_json(&shop.http, shop.order_url(&format!("/api/order/{number}"))).await;
         assert_eq!(&got, body, "order {i} is stored as answered");
         assert_eq!(got["lines"][0]["price"], format!("{i}.50"));
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::{Opts, count, signal, start_order};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
+use shop_testkit::get_json;
 use shop_testkit::{
     Service, free_port, fresh_mysql_database, fresh_name,
     lossy_link::{Loss, LossyLink},
@@ -108,15 +109,11 @@ impl Rig {
     }
 
     async fn stock(&self, sku: &str) -> i64 {
-        let v: Value = self
-            .http
-            .get(self.inv(&format!("/api/inventory?skuCode={sku}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = get_json(
+            &self.http,
+            self.inv(&format!("/api/inventory?skuCode={sku}")),
+        )
+        .await;
         v[0]["availableQuantity"].as_i64().unwrap()
     }
 
@@ -289,15 +286,7 @@ async fn stock_of_an_order_never_stored_comes_back_and_stored_orders_keep_theirs
         .await,
         1
     );
-    let page: Value = rig
-        .http
-        .get(format!("{}/api/order", rig.order.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = get_json(&rig.http, format!("{}/api/order", rig.order.base_url())).await;
     assert_eq!(page["totalElements"], 1, "{page}");
     let ghost = rig
         .http

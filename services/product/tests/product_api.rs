@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use shop_testkit::get_json;
 use shop_testkit::{Service, free_port, fresh_name, mongo_url, wait_until};
 
 struct Product {
@@ -132,15 +133,7 @@ async fn crud_with_the_original_body_shape() {
     assert_eq!(got["description"], "iPhone 13");
 
     // The list is the original's bare array with id/name/description/price.
-    let list: Value = p
-        .http
-        .get(p.url("/api/product"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(&p.http, p.url("/api/product")).await;
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["id"], id.as_str());
 
@@ -181,15 +174,7 @@ async fn paging_and_name_filter() {
             .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
     }
-    let page: Value = p
-        .http
-        .get(p.url("/api/product?page=1&size=2"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = get_json(&p.http, p.url("/api/product?page=1&size=2")).await;
     let names: Vec<&str> = page
         .as_array()
         .unwrap()
@@ -197,15 +182,7 @@ async fn paging_and_name_filter() {
         .map(|x| x["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["item 2", "item 3"]);
-    let filtered: Value = p
-        .http
-        .get(p.url("/api/product?name=item%204"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let filtered: Value = get_json(&p.http, p.url("/api/product?name=item%204")).await;
     assert_eq!(filtered.as_array().unwrap().len(), 1);
     assert_eq!(filtered[0]["name"], "item 4");
     let r = p
@@ -348,15 +325,7 @@ async fn invalid_bodies_name_the_field_and_write_nothing() {
     assert_eq!(p.total().await, 1);
 
     // An invalid replace leaves the stored product untouched.
-    let list: Value = p
-        .http
-        .get(p.url("/api/product"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(&p.http, p.url("/api/product")).await;
     let id = list[0]["id"].as_str().unwrap();
     let r = p
         .http

@@ -3,6 +3,7 @@
 
 use reqwest::StatusCode;
 use serde_json::Value;
+use shop_testkit::get_json;
 use shop_testkit::registry::{eureka_url, instance_ids, java_instance, spawn_registry};
 use std::time::{Duration, Instant};
 
@@ -40,14 +41,7 @@ async fn register_renew_cancel_fetch_and_delta_like_the_java_client() {
         .unwrap();
 
     // Full fetch: arrays always, ports as {"$":n,"@enabled":"true"}, the hashcode.
-    let full: Value = http
-        .get(format!("{eureka}/apps/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let full: Value = get_json(&http, format!("{eureka}/apps/")).await;
     let apps = &full["applications"];
     assert_eq!(apps["apps__hashcode"], "UP_2_");
     let app = &apps["application"][0];
@@ -81,25 +75,13 @@ async fn register_renew_cancel_fetch_and_delta_like_the_java_client() {
     );
 
     // One app, one instance, by id; app names are case-insensitive.
-    let one: Value = http
-        .get(format!("{eureka}/apps/order-service"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value = get_json(&http, format!("{eureka}/apps/order-service")).await;
     assert_eq!(one["application"]["instance"].as_array().unwrap().len(), 2);
-    let i: Value = http
-        .get(format!(
-            "{eureka}/apps/ORDER-SERVICE/host:order-service:8082"
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let i: Value = get_json(
+        &http,
+        format!("{eureka}/apps/ORDER-SERVICE/host:order-service:8082"),
+    )
+    .await;
     assert_eq!(i["instance"]["port"]["$"], 8082);
     let by_id = http
         .get(format!("{eureka}/instances/host:order-service:8082"))
@@ -107,14 +89,7 @@ async fn register_renew_cancel_fetch_and_delta_like_the_java_client() {
         .await
         .unwrap();
     assert_eq!(by_id.status(), StatusCode::OK);
-    let vip: Value = http
-        .get(format!("{eureka}/vips/order-service"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let vip: Value = get_json(&http, format!("{eureka}/vips/order-service")).await;
     assert_eq!(
         vip["applications"]["application"][0]["instance"]
             .as_array()
@@ -140,14 +115,7 @@ async fn register_renew_cancel_fetch_and_delta_like_the_java_client() {
         .await
         .unwrap();
     assert_eq!(del.status(), StatusCode::NOT_FOUND);
-    let delta: Value = http
-        .get(format!("{eureka}/apps/delta"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let delta: Value = get_json(&http, format!("{eureka}/apps/delta")).await;
     assert_eq!(delta["applications"]["apps__hashcode"], "UP_1_");
     let changed = delta["applications"]["application"][0]["instance"]
         .as_array()
@@ -187,14 +155,7 @@ async fn status_override_and_metadata() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let full: Value = http
-        .get(format!("{eureka}/apps"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let full: Value = get_json(&http, format!("{eureka}/apps")).await;
     assert_eq!(full["applications"]["apps__hashcode"], "OUT_OF_SERVICE_1_");
     assert_eq!(
         full["applications"]["application"][0]["instance"][0]["overriddenStatus"],
@@ -222,14 +183,7 @@ async fn status_override_and_metadata() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let i: Value = http
-        .get(format!("{eureka}/apps/PRODUCT/p1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let i: Value = get_json(&http, format!("{eureka}/apps/PRODUCT/p1")).await;
     assert_eq!(i["instance"]["status"], "UP");
     assert_eq!(i["instance"]["metadata"]["zone"], "a");
     assert_eq!(i["instance"]["metadata"]["version"], "2");
@@ -243,14 +197,7 @@ async fn status_override_and_metadata() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     assert_eq!(r.json::<Value>().await.unwrap()["field"], "metadata");
-    let i: Value = http
-        .get(format!("{eureka}/apps/PRODUCT/p1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let i: Value = get_json(&http, format!("{eureka}/apps/PRODUCT/p1")).await;
     assert_eq!(i["instance"]["metadata"]["zone"], "a");
     let r = http
         .put(format!("{eureka}/apps/PRODUCT/zzz/metadata?a=b"))

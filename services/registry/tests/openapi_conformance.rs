@@ -5,6 +5,7 @@
 
 use reqwest::Client;
 use serde_json::{Value, json};
+use shop_testkit::get_json;
 use shop_testkit::openapi::Spec;
 use shop_testkit::registry::{eureka_url, java_instance, spawn_registry};
 
@@ -467,14 +468,7 @@ async fn the_checker_rejects_responses_that_leave_the_document() {
         .send()
         .await
         .unwrap();
-    let one: Value = h
-        .get(format!("{e}/apps/PRODUCT/p1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value = get_json(&h, format!("{e}/apps/PRODUCT/p1")).await;
     let ok = |v: &Value| {
         spec.check(
             "GET",

@@ -4,6 +4,7 @@
 
 use reqwest::StatusCode;
 use serde_json::Value;
+use shop_testkit::get_json;
 use shop_testkit::registry::{
     eureka_url, instance_ids, java_instance, spawn_registry, spawn_registry_on,
 };
@@ -51,14 +52,7 @@ async fn two_replicas_converge_on_register_status_and_cancel() {
         .unwrap();
     assert!(
         wait_until(Duration::from_secs(5), || async {
-            let v: Value = http
-                .get(format!("{e1}/apps/PRODUCT/p1"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v: Value = get_json(&http, format!("{e1}/apps/PRODUCT/p1")).await;
             v["instance"]["overriddenStatus"] == "OUT_OF_SERVICE"
         })
         .await,

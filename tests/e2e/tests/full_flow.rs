@@ -13,6 +13,7 @@ use rdkafka::{
 };
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
+use shop_testkit::get_json;
 use shop_testkit::sse::{SseReader, span_service};
 use shop_testkit::{
     Service, free_port, fresh_mysql_database, fresh_name, kafka_bootstrap, mongo_url,
@@ -141,7 +142,7 @@ async fn product_with_stock_then_order_then_event_notification_stream_and_one_tr
         let http = http.clone();
         let url = format!("{}/api/inventory?skuCode={sku}", inventory.base_url());
         async move {
-            let v: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            let v: Value = get_json(&http, url).await;
             v[0]["availableQuantity"].as_i64().unwrap()
         }
     };
@@ -190,27 +191,13 @@ async fn product_with_stock_then_order_then_event_notification_stream_and_one_tr
     );
     assert!(
         wait_until(Duration::from_secs(20), || async {
-            let v: Value = http
-                .get(&list_url)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v: Value = get_json(&http, &list_url).await;
             v.as_array().is_some_and(|a| a.len() == 1)
         })
         .await,
         "notification not stored"
     );
-    let stored: Value = http
-        .get(&list_url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stored: Value = get_json(&http, &list_url).await;
     assert_eq!(stored[0]["eventId"], event["eventId"]);
     assert!(
         stream

@@ -22,6 +22,7 @@ use shop_operator::stores::{Store, secret_name, store_name};
 use shop_testkit::cluster::{
     self, DEMO_GATEWAY, DEMO_NAMESPACE, DEMO_SHOP, NODE, is_ready, require_real_node,
 };
+use shop_testkit::get_json;
 use shop_testkit::sse::{SseReader, span_service};
 use shop_testkit::stack::repo_root;
 use shop_testkit::{fresh_name, wait_until};
@@ -243,14 +244,7 @@ async fn an_order_through_the_gateway_service_is_stocked_notified_and_traced() {
                 stream.streamed
             )
         });
-    let stock: Value = http
-        .get(&stock_url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stock: Value = get_json(&http, &stock_url).await;
     assert_eq!(
         stock[0]["availableQuantity"], 5,
         "stock after ordering 2 of 7"

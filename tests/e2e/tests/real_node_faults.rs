@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use shop_testkit::cluster::{self, TestShop, is_ready, require_real_node};
+use shop_testkit::get_json;
 use shop_testkit::shop::ShopClient;
 use shop_testkit::{fresh_name, wait_until};
 
@@ -519,14 +520,7 @@ async fn a_managed_mariadb_killed_mid_traffic_comes_back_on_its_volume_and_no_or
         );
     }
     // Every accepted order took exactly one unit: none lost, none reserved twice.
-    let stock: Value = http
-        .get(format!("{gw}/api/inventory?skuCode={sku}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stock: Value = get_json(&http, format!("{gw}/api/inventory?skuCode={sku}")).await;
     assert_eq!(
         stock[0]["availableQuantity"].as_u64(),
         Some(STOCK - accepted.len() as u64),

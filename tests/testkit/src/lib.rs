@@ -56,6 +56,24 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     }
 }
 
+/// `GET url` with `http`, its body as JSON; panics naming the URL, and showing the status and
+/// body when it is not JSON, so a failing test says what the server answered.
+pub async fn get_json(http: &reqwest::Client, url: impl AsRef<str>) -> serde_json::Value {
+    let url = url.as_ref();
+    let resp = http
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status();
+    let body = resp
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: reading the body: {e}"));
+    serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("GET {url} answered {status}, not JSON ({e}): {body}"))
+}
+
 /// The value of the unlabelled sample `name` in a Prometheus text exposition (`/metrics`);
 /// panics, showing the text, when it is absent.
 pub fn metric_value(text: &str, name: &str) -> f64 {

@@ -4,6 +4,7 @@
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
+use shop_testkit::get_json;
 use shop_testkit::{Service, free_port, fresh_mysql_database};
 
 pub struct Inv {
@@ -45,15 +46,11 @@ impl Inv {
 
     /// Available quantity of a SKU, as the stock query reports it.
     pub async fn stock(&self, sku: &str) -> i64 {
-        let v: Value = self
-            .http
-            .get(self.url(&format!("/api/inventory?skuCode={sku}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = get_json(
+            &self.http,
+            self.url(&format!("/api/inventory?skuCode={sku}")),
+        )
+        .await;
         v[0]["availableQuantity"].as_i64().unwrap()
     }
 

@@ -12,6 +12,7 @@ use rdkafka::{
 };
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
+use shop_testkit::get_json;
 use shop_testkit::{Service, free_port, fresh_mysql_database, fresh_name, kafka_bootstrap};
 use sqlx::{Connection, MySqlConnection};
 
@@ -189,18 +190,11 @@ impl Shop {
     }
 
     pub async fn stock(&self, sku: &str) -> i64 {
-        let v: Value = self
-            .http
-            .get(format!(
-                "{}/api/inventory?skuCode={sku}",
-                self.inventory.base_url()
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = get_json(
+            &self.http,
+            format!("{}/api/inventory?skuCode={sku}", self.inventory.base_url()),
+        )
+        .await;
         v[0]["availableQuantity"].as_i64().unwrap()
     }
 
