@@ -1137,14 +1137,7 @@ async fn sigterm_drains_in_flight_requests_and_stops_accepting(proto: Proto) {
     let inflight = tokio::spawn(c.get(gw.url("/slow?ms=3500")).send());
     // Wait until the request is at the upstream, then SIGTERM the gateway.
     assert!(shop_testkit::wait_until(Duration::from_secs(5), || async { up.hits() == 1 }).await);
-    let pid = gw.pid().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    gw.svc.signal(shop_testkit::Signal::SIGTERM);
     // A connection arriving right after is still served (a kube-proxy may not have seen this
     // pod leave yet), and told to close.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1194,14 +1187,7 @@ async fn answers_during_the_shutdown_delay_close_the_clients_connection() {
         r.headers().get("connection").is_none(),
         "kept alive while serving"
     );
-    let pid = gw.pid().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    gw.svc.signal(shop_testkit::Signal::SIGTERM);
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Unready but still serving for the delay: each answer ends the client's connection, so a
     // kept-alive client moves to another gateway instead of meeting this one's idle close.

@@ -8,11 +8,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Opts, Shop, consume, signal, spawn_order, start_order};
+use common::{Opts, Shop, consume, spawn_order, start_order};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use shop_testkit::get_json;
 use shop_testkit::{Service, free_port, fresh_mysql_database, fresh_name, kafka_bootstrap};
+use shop_testkit::{Signal, get_json};
 
 #[tokio::test]
 async fn an_order_reserves_stock_and_publishes_one_order_placed_event() {
@@ -154,7 +154,7 @@ async fn idempotency_key_replays_refuses_a_different_body_and_detects_in_flight(
     assert_eq!(b3["field"], "Idempotency-Key");
 
     // Same key while the first is in flight: freeze inventory so the first request waits.
-    signal(&shop.inventory, "STOP");
+    shop.inventory.signal(Signal::SIGSTOP);
     let first = {
         let http = shop.http.clone();
         let url = shop.order_url("/api/order");
@@ -180,7 +180,7 @@ async fn idempotency_key_replays_refuses_a_different_body_and_detects_in_flight(
     .await;
     assert!(claimed, "the first request never claimed key-2");
     let (s4, h4, b4) = shop.order(lines.clone(), Some("key-2")).await;
-    signal(&shop.inventory, "CONT");
+    shop.inventory.signal(Signal::SIGCONT);
     assert_eq!(s4, StatusCode::CONFLICT, "{b4}");
     assert!(h4.contains_key("retry-after"));
     assert_eq!(
@@ -229,7 +229,7 @@ async fn unreachable_inventory_gives_503_within_the_timeout_then_fast_once_the_b
     let lines = json!([{"skuCode": "a", "price": 1, "quantity": 1}]);
 
     // Hung inventory: every call ends at the deadline with 503 + Retry-After.
-    signal(&shop.inventory, "STOP");
+    shop.inventory.signal(Signal::SIGSTOP);
     let mut opened = false;
     for i in 0..8 {
         let t = Instant::now();
@@ -261,7 +261,7 @@ async fn unreachable_inventory_gives_503_within_the_timeout_then_fast_once_the_b
             .await
             .contains(r#"circuit_breaker_state{service="inventory"} 1"#)
     );
-    signal(&shop.inventory, "CONT");
+    shop.inventory.signal(Signal::SIGCONT);
 
     // Killed inventory: still a fast 503 (breaker open), and nothing was ordered.
     shop.inventory.kill();

@@ -9,15 +9,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Opts, count, signal, start_order};
+use common::{Opts, count, start_order};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use shop_testkit::get_json;
 use shop_testkit::{
     Service, free_port, fresh_mysql_database, fresh_name,
     lossy_link::{Loss, LossyLink},
     mysql_url, wait_until,
 };
+use shop_testkit::{Signal, get_json};
 use sqlx::{Connection, MySqlConnection};
 
 /// Reconciler knobs for a test: rounds every second, a grace of a few seconds.
@@ -247,9 +247,9 @@ async fn stock_of_an_order_never_stored_comes_back_and_stored_orders_keep_theirs
     assert_eq!(rig.stock("widget").await, 13);
 
     // Inventory unreachable for a while: rounds fail, the reconciler carries on afterwards.
-    signal(&rig.inventory, "STOP");
+    rig.inventory.signal(Signal::SIGSTOP);
     tokio::time::sleep(Duration::from_secs(GRACE_SECS + 1)).await;
-    signal(&rig.inventory, "CONT");
+    rig.inventory.signal(Signal::SIGCONT);
 
     assert!(
         rig.wait_released("ghost-1", Duration::from_secs(20)).await,
@@ -579,7 +579,7 @@ async fn a_killed_order_process_frees_its_in_flight_key_within_the_stale_window_
 
     // 1. A live request slower than the stale window (inventory frozen for 5 s): its process
     //    keeps the key fresh, so the client's retry is told it is in flight, not taken over.
-    signal(&rig.inventory, "STOP");
+    rig.inventory.signal(Signal::SIGSTOP);
     let slow = place("slow-key");
     assert!(
         claimed("slow-key").await,
@@ -606,7 +606,7 @@ async fn a_killed_order_process_frees_its_in_flight_key_within_the_stale_window_
         "the retry waited {:?}",
         t.elapsed()
     );
-    signal(&rig.inventory, "CONT");
+    rig.inventory.signal(Signal::SIGCONT);
     let first = slow.await.unwrap().unwrap();
     assert_eq!(first.status(), StatusCode::CREATED);
     let first: Value = first.json().await.unwrap();
@@ -618,7 +618,7 @@ async fn a_killed_order_process_frees_its_in_flight_key_within_the_stale_window_
 
     // 2. The process dies with a request in flight: nobody refreshes the key, and the client's
     //    retry (to another process) takes it over within the window instead of waiting.
-    signal(&rig.inventory, "STOP");
+    rig.inventory.signal(Signal::SIGSTOP);
     let doomed = place("dead-key");
     assert!(
         claimed("dead-key").await,
@@ -626,7 +626,7 @@ async fn a_killed_order_process_frees_its_in_flight_key_within_the_stale_window_
     );
     rig.order.kill();
     let killed_at = std::time::Instant::now();
-    signal(&rig.inventory, "CONT");
+    rig.inventory.signal(Signal::SIGCONT);
     assert!(
         doomed.await.unwrap().is_err(),
         "the killed process answered"

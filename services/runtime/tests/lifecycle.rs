@@ -109,14 +109,7 @@ async fn answers_during_the_shutdown_delay_close_the_callers_kept_alive_connecti
 
     // SIGTERM: unready and still serving for the delay; every answer now ends its connection,
     // so callers move to other instances before this one closes idle connections.
-    let pid = svc.pid().unwrap();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    svc.signal(shop_testkit::Signal::SIGTERM);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let r = http.get(&hello).send().await.unwrap();
     assert_eq!(r.status(), 200, "still serving during the delay");
@@ -129,14 +122,7 @@ async fn connections_arriving_after_the_delay_are_served_until_a_quiet_second() 
     let app = fresh_name("q");
     let mut svc = echo(&app, None, &[("SHOP_SHUTDOWN_DELAY_SECS", "1")]).await;
     let hello = format!("{}/hello", svc.base_url());
-    let pid = svc.pid().unwrap();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    svc.signal(shop_testkit::Signal::SIGTERM);
     // A caller whose view of the Service is stale (a kube-proxy that has not caught up) keeps
     // opening connections well past the 1 s delay: each is still served, and told to close.
     let started = Instant::now();

@@ -13,6 +13,7 @@ pub mod shop;
 pub mod sse;
 pub mod stack;
 
+pub use nix::sys::signal::Signal;
 pub use process::{Service, binary_path, free_port};
 pub use stack::*;
 

@@ -177,6 +177,16 @@ impl Service {
         false
     }
 
+    /// Sends `sig` (SIGTERM to start a graceful shutdown, SIGSTOP/SIGCONT to freeze and resume:
+    /// it keeps its port but answers nothing); panics when the process is gone.
+    pub fn signal(&self, sig: Signal) {
+        let pid = self
+            .pid()
+            .unwrap_or_else(|| panic!("{} is not running", self.name));
+        kill(Pid::from_raw(pid as i32), sig)
+            .unwrap_or_else(|e| panic!("kill -{sig} {} ({pid}): {e}", self.name));
+    }
+
     /// SIGTERM with a 15 s grace period.
     pub fn terminate(&mut self) -> bool {
         self.terminate_within(Duration::from_secs(15))

@@ -78,17 +78,6 @@ pub async fn consume(topic: &str, want: usize, settle: Duration, timeout: Durati
     out
 }
 
-/// Freezes (SIGSTOP) or resumes (SIGCONT) a process: it keeps its port but answers nothing.
-pub fn signal(svc: &Service, sig: &str) {
-    let pid = svc.pid().expect("running");
-    let ok = std::process::Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
-}
-
 /// inventory + order processes on fresh databases and a fresh topic.
 pub struct Shop {
     pub inventory: Service,
