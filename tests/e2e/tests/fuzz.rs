@@ -325,21 +325,6 @@ async fn documented_operations(http: &reqwest::Client, url: &str) -> HashSet<Str
         .collect()
 }
 
-/// `shop-gateway mint-token`: a token the gateway accepts, with every scope the routes know.
-fn mint_token() -> String {
-    let out = Command::new(shop_testkit::binary_path("shop-gateway"))
-        .args(["mint-token", "--secret", JWT_SECRET, "--sub", "fuzz"])
-        .args(["--scope", "orders:write products:write inventory:write"])
-        .output()
-        .expect("running shop-gateway mint-token");
-    assert!(
-        out.status.success(),
-        "mint-token failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// A started process with its log file.
 struct Process {
     name: &'static str,
@@ -559,7 +544,11 @@ async fn every_json_endpoint_survives_schemathesis_directly_and_through_the_gate
             "the gateway does not serve {url}"
         );
     }
-    let token = mint_token();
+    let token = shop_testkit::host_shop::mint_token(
+        JWT_SECRET,
+        "fuzz",
+        shop_testkit::host_shop::ALL_SCOPES,
+    );
     let base = |name: &str| {
         processes
             .iter()

@@ -340,17 +340,7 @@ pub async fn service_url(client: &Client, ns: &str, name: &str) -> String {
 
 /// A development token for the gateways of `make up` and of test Shops (all scopes).
 pub fn dev_token() -> String {
-    let out = std::process::Command::new(crate::binary_path("shop-gateway"))
-        .args(["mint-token", "--secret", DEV_JWT_SECRET, "--sub", "tests"])
-        .args(["--scope", "orders:write products:write inventory:write"])
-        .output()
-        .unwrap_or_else(|e| panic!("running shop-gateway mint-token: {e}"));
-    assert!(
-        out.status.success(),
-        "mint-token failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    crate::host_shop::mint_token(DEV_JWT_SECRET, "tests", crate::host_shop::ALL_SCOPES)
 }
 
 /// Deletes one pod at once (grace period 0), as a node failure would.

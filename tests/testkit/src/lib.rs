@@ -5,6 +5,7 @@
 //! our real binaries as child processes. Nothing here fakes a server: it only locates real ones.
 
 pub mod cluster;
+pub mod host_shop;
 pub mod lossy_link;
 pub mod openapi;
 pub mod process;
