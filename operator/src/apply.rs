@@ -11,6 +11,7 @@ use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -55,6 +56,14 @@ pub fn fingerprint<K: Resource + Serialize>(obj: &K) -> String {
     if let Some(o) = body.as_object_mut() {
         o.remove("metadata");
         o.remove("status");
+        // An HPA owns this count: its changes are not ours to notice (nor to revert).
+        let autoscaled = m
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(crate::build::AUTOSCALED_ANNOTATION));
+        if autoscaled && let Some(spec) = o.get_mut("spec").and_then(|s| s.as_object_mut()) {
+            spec.remove("replicas");
+        }
     }
     let owner = m
         .owner_references
@@ -136,12 +145,14 @@ fn kind_of<K: Child>() -> &'static str {
         "Secret" => "Secret",
         "Ingress" => "Ingress",
         "HTTPRoute" => "HTTPRoute",
+        "HorizontalPodAutoscaler" => "HorizontalPodAutoscaler",
         _ => "Object",
     }
 }
 
 /// Applies one component: its identity, config, Services, NetworkPolicy and PDB concurrently,
-/// then its Deployment, so a pod never starts without its ConfigMap or ServiceAccount.
+/// then its Deployment, so a pod never starts without its ConfigMap or ServiceAccount, then its
+/// HPA (which scales that Deployment).
 async fn apply_component(
     client: &Client,
     ns: &str,
@@ -157,6 +168,7 @@ async fn apply_component(
         peer_service,
         network_policy,
         pdb,
+        hpa,
         deployment,
     } = cr;
     let (sa, cm, svc, np, peers, pdb) = futures::try_join!(
@@ -182,6 +194,10 @@ async fn apply_component(
         },
     )?;
     let (dk, df, d) = apply_one(client, ns, deployment, metrics).await?;
+    let hpa = match hpa {
+        Some(h) => Some(apply_one(client, ns, h, metrics).await?),
+        None => None,
+    };
     let mut fps: Fingerprints = [
         (sa.0, sa.1),
         (cm.0, cm.1),
@@ -192,6 +208,7 @@ async fn apply_component(
     .into();
     fps.extend(peers.map(|p| (p.0, p.1)));
     fps.extend(pdb.map(|p| (p.0, p.1)));
+    fps.extend(hpa.map(|h| (h.0, h.1)));
     Ok((*component, d, fps))
 }
 
@@ -430,6 +447,18 @@ pub async fn delete_orphans(
     // Workloads first so pods stop before their config and identity go. A store's StatefulSet
     // goes when the store is no longer managed; its PVC stays unless `keepData: false` (then
     // the StatefulSet's retention policy has the garbage collector remove it).
+    // The autoscaler before its Deployment's count is applied again: the two never both own it.
+    deleted.extend(
+        delete_orphans_of::<HorizontalPodAutoscaler>(
+            client,
+            ns,
+            shop,
+            owner_uid,
+            &names(c.iter().filter_map(|r| r.hpa.as_ref())),
+            metrics,
+        )
+        .await?,
+    );
     deleted.extend(
         delete_orphans_of::<StatefulSet>(
             client,
@@ -569,7 +598,7 @@ fn by_store(sets: Vec<StatefulSet>) -> BTreeMap<Store, StatefulSet> {
         .collect()
 }
 
-/// Every child of a Shop as it is now: fingerprints, Deployments and StatefulSets. Seven lists
+/// Every child of a Shop as it is now: fingerprints, Deployments and StatefulSets. Eight lists
 /// (and a get of the stores' Secret when one is rendered: the operator may not list Secrets;
 /// Ingresses and HTTPRoutes when the cluster serves them), used to skip re-applying when
 /// nothing changed since the last apply (the steady state makes no writes).
@@ -581,7 +610,7 @@ pub async fn observe(
     store_secret: Option<&str>,
     apis: Apis,
 ) -> Result<Observation, Error> {
-    let (deps, svcs, cms, sas, nps, pdbs, sets) = futures::try_join!(
+    let (deps, svcs, cms, sas, nps, pdbs, sets, hpas) = futures::try_join!(
         list_owned::<Deployment>(client, ns, shop, owner_uid),
         list_owned::<Service>(client, ns, shop, owner_uid),
         list_owned::<ConfigMap>(client, ns, shop, owner_uid),
@@ -589,6 +618,7 @@ pub async fn observe(
         list_owned::<NetworkPolicy>(client, ns, shop, owner_uid),
         list_owned::<PodDisruptionBudget>(client, ns, shop, owner_uid),
         list_owned::<StatefulSet>(client, ns, shop, owner_uid),
+        list_owned::<HorizontalPodAutoscaler>(client, ns, shop, owner_uid),
     )?;
     let mut fps = Fingerprints::new();
     if let Some(name) = store_secret
@@ -603,6 +633,7 @@ pub async fn observe(
     fps.extend(pdbs.iter().map(|o| (key_of(o), fingerprint(o))));
     fps.extend(deps.iter().map(|o| (key_of(o), fingerprint(o))));
     fps.extend(sets.iter().map(|o| (key_of(o), fingerprint(o))));
+    fps.extend(hpas.iter().map(|o| (key_of(o), fingerprint(o))));
     if apis.ingress {
         let ingresses = list_owned::<Ingress>(client, ns, shop, owner_uid).await?;
         fps.extend(ingresses.iter().map(|o| (key_of(o), fingerprint(o))));
@@ -758,6 +789,40 @@ mod tests {
             name: "mall-gateway".into(),
             source: kube::Error::Api(status.boxed()),
         }
+    }
+
+    fn deployment(replicas: i32, autoscaled: bool) -> Deployment {
+        let mut d = Deployment {
+            spec: Some(k8s_openapi::api::apps::v1::DeploymentSpec {
+                replicas: Some(replicas),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        if autoscaled {
+            d.metadata.annotations = Some(
+                [(
+                    crate::build::AUTOSCALED_ANNOTATION.to_string(),
+                    "true".to_string(),
+                )]
+                .into(),
+            );
+        }
+        d
+    }
+
+    #[test]
+    fn an_autoscalers_count_is_not_a_change_but_a_hand_edited_count_is() {
+        // Under an HPA the count moves without us: re-applying would be a write per scaling.
+        assert_eq!(
+            fingerprint(&deployment(2, true)),
+            fingerprint(&deployment(5, true))
+        );
+        // Without one, a changed count is a hand edit the operator reverts.
+        assert_ne!(
+            fingerprint(&deployment(2, false)),
+            fingerprint(&deployment(5, false))
+        );
     }
 
     const OUT_OF_RANGE: &str = "Service \"mall-gateway\" is invalid: spec.ports[0].nodePort: Invalid value: 1: provided port is not in the valid range. The range of valid ports is 8000-32767";

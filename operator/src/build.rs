@@ -7,6 +7,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
+    MetricIdentifier, MetricSpec, MetricTarget, PodsMetricSource, ResourceMetricSource,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext,
@@ -66,6 +70,10 @@ pub const DNS_FALLBACK_PORT: i32 = 80;
 /// second, at most 10 s more (`shop_runtime::Arrivals`). Inside the 30 s grace period together
 /// with the 10 s drain: 7 + 10 + 10.
 pub const SHUTDOWN_DELAY_SECS: u32 = 7;
+/// Annotation on a Deployment whose pod count an HPA owns (`spec.components.<c>.autoscaling`):
+/// the operator leaves `spec.replicas` out of what it applies and out of the Deployment's
+/// fingerprint, so the autoscaler's changes are neither reverted nor taken for a hand edit.
+pub const AUTOSCALED_ANNOTATION: &str = "shopkeeper.dev/autoscaled";
 /// UID/GID the images run as (distroless `nonroot`).
 pub const RUN_AS: i64 = 65532;
 
@@ -84,8 +92,10 @@ pub struct ComponentResources {
     pub peer_service: Option<Service>,
     /// Who may connect to it.
     pub network_policy: NetworkPolicy,
-    /// Only when replicas > 1.
+    /// Only when replicas (or the autoscaler's minimum) > 1.
     pub pdb: Option<PodDisruptionBudget>,
+    /// Only with `autoscaling`: owns the Deployment's pod count; applied after it.
+    pub hpa: Option<HorizontalPodAutoscaler>,
     /// The workload, applied last so its config exists first.
     pub deployment: Deployment,
 }
@@ -446,6 +456,57 @@ fn probe(path: &str, scheme: &str, period: i32, failure: i32) -> Probe {
     }
 }
 
+/// The HorizontalPodAutoscaler of an autoscaled component, scaling its Deployment on CPU (a
+/// `Resource` metric against the pods' requests) and/or one per-pod metric (`Pods`, served by a
+/// custom-metrics adapter).
+fn autoscaler(shop: &ValidatedShop, rc: &ResolvedComponent) -> Option<HorizontalPodAutoscaler> {
+    let a = rc.autoscaling.as_ref()?;
+    let c = rc.component;
+    let name = child_name(&shop.name, c);
+    let cpu = a.target_cpu_utilization.map(|t| MetricSpec {
+        type_: "Resource".to_string(),
+        resource: Some(ResourceMetricSource {
+            name: "cpu".to_string(),
+            target: MetricTarget {
+                type_: "Utilization".to_string(),
+                average_utilization: Some(t),
+                ..Default::default()
+            },
+        }),
+        ..Default::default()
+    });
+    let pods = a.metric.as_ref().map(|m| MetricSpec {
+        type_: "Pods".to_string(),
+        pods: Some(PodsMetricSource {
+            metric: MetricIdentifier {
+                name: m.name.clone(),
+                selector: None,
+            },
+            target: MetricTarget {
+                type_: "AverageValue".to_string(),
+                average_value: Some(Quantity(m.average_value.clone())),
+                ..Default::default()
+            },
+        }),
+        ..Default::default()
+    });
+    Some(HorizontalPodAutoscaler {
+        metadata: meta(shop, c, name.clone()),
+        spec: HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".to_string()),
+                kind: "Deployment".to_string(),
+                name,
+            },
+            min_replicas: Some(a.min_replicas),
+            max_replicas: a.max_replicas,
+            metrics: Some(cpu.into_iter().chain(pods).collect()),
+            behavior: None,
+        },
+        status: None,
+    })
+}
+
 fn deployment(shop: &ValidatedShop, rc: &ResolvedComponent, config_hash: String) -> Deployment {
     let c = rc.component;
     let name = child_name(&shop.name, c);
@@ -538,10 +599,16 @@ fn deployment(shop: &ValidatedShop, rc: &ResolvedComponent, config_hash: String)
     };
     let mut pod_labels = all_labels(shop, c);
     pod_labels.remove(labels::MANAGED_BY);
+    let mut metadata = meta(shop, c, name.clone());
+    if rc.autoscaling.is_some() {
+        metadata.annotations =
+            Some([(AUTOSCALED_ANNOTATION.to_string(), "true".to_string())].into());
+    }
     Deployment {
-        metadata: meta(shop, c, name.clone()),
+        metadata,
         spec: Some(DeploymentSpec {
-            replicas: Some(rc.replicas),
+            // Left out under an HPA: applying it would take the count back from the autoscaler.
+            replicas: rc.autoscaling.is_none().then_some(rc.replicas),
             revision_history_limit: Some(3),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(&shop.name, c)),
@@ -718,7 +785,7 @@ pub fn build(shop: &ValidatedShop) -> Resources {
                 }),
                 status: None,
             });
-            let pdb = (rc.replicas > 1).then(|| PodDisruptionBudget {
+            let pdb = (rc.min_replicas() > 1).then(|| PodDisruptionBudget {
                 metadata: meta(shop, c, name.clone()),
                 spec: Some(PodDisruptionBudgetSpec {
                     max_unavailable: Some(IntOrString::Int(1)),
@@ -746,6 +813,7 @@ pub fn build(shop: &ValidatedShop) -> Resources {
                 peer_service,
                 network_policy: network_policy(shop, c),
                 pdb,
+                hpa: autoscaler(shop, rc),
                 deployment: deployment(shop, rc, hash),
             }
         })

@@ -281,11 +281,13 @@ async fn reconcile_steps(shop: &Shop, ctx: &Context) -> Result<Action, Failed> {
     let client = &ctx.client;
 
     let validated = validate(shop);
-    let desired: Vec<(Component, i32)> = match &validated {
+    // (component, pods asked for, whether an HPA owns the count: then the Deployment's own
+    // count, as the autoscaler last set it, is what the status waits for).
+    let desired: Vec<(Component, i32, bool)> = match &validated {
         Ok(v) => v
             .enabled
             .iter()
-            .map(|r| (r.component, r.replicas))
+            .map(|r| (r.component, r.min_replicas(), r.autoscaling.is_some()))
             .collect(),
         Err(_) => Vec::new(),
     };
@@ -422,10 +424,17 @@ async fn reconcile_steps(shop: &Shop, ctx: &Context) -> Result<Action, Failed> {
 
     let observed: Vec<Observed<'_>> = desired
         .iter()
-        .map(|(c, n)| Observed {
-            component: *c,
-            desired: *n,
-            deployment: workloads.deployments.get(c),
+        .map(|(c, n, autoscaled)| {
+            let deployment = workloads.deployments.get(c);
+            let scaled = deployment
+                .and_then(|d| d.spec.as_ref())
+                .and_then(|s| s.replicas)
+                .filter(|_| *autoscaled);
+            Observed {
+                component: *c,
+                desired: scaled.unwrap_or(*n),
+                deployment,
+            }
         })
         .collect();
     // Secrets are not watched (the operator may only read them by name), so a missing one is

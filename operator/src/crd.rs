@@ -172,6 +172,52 @@ pub struct ComponentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub node_port: Option<i32>,
+    /// A HorizontalPodAutoscaler (`autoscaling/v2`) owns the pod count between `minReplicas` and
+    /// `maxReplicas`: the operator creates it and stops setting `replicas` on the Deployment, so
+    /// the two never fight. Removing the section deletes the HPA and hands the count back to
+    /// `replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+}
+
+/// How a component's pod count follows its load.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas"))]
+#[x_kube(validation = Rule::new("has(self.targetCPUUtilization) || has(self.metric)").message("autoscaling needs targetCPUUtilization or metric (what to scale on)"))]
+pub struct AutoscalingSpec {
+    /// Fewest pods (also the PodDisruptionBudget's trigger: more than one gets one).
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub min_replicas: i32,
+    /// Most pods.
+    #[schemars(range(min = 1, max = 100))]
+    pub max_replicas: i32,
+    /// Average CPU use across the pods, in percent of their CPU request (needs metrics-server).
+    #[serde(
+        default,
+        rename = "targetCPUUtilization",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization: Option<i32>,
+    /// A per-pod metric the component exports (served to the HPA by a custom-metrics adapter
+    /// such as prometheus-adapter), e.g. `http_requests_in_flight` at an average of `20`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<PodMetricTarget>,
+}
+
+/// A per-pod metric and the average value to hold it at.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodMetricTarget {
+    /// Metric name as the custom-metrics API serves it.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z_:][a-zA-Z0-9_:]*$')").message("autoscaling.metric.name must be a Prometheus metric name"))]
+    pub name: String,
+    /// Target average per pod, a Kubernetes quantity (`20`, `500m`).
+    #[x_kube(validation = Rule::new("isQuantity(self)").message("autoscaling.metric.averageValue must be a quantity such as 20 or 500m"))]
+    pub average_value: String,
 }
 
 fn default_true() -> bool {
@@ -190,6 +236,7 @@ impl Default for ComponentSpec {
             resources: None,
             env: Vec::new(),
             node_port: None,
+            autoscaling: None,
         }
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -247,7 +248,8 @@ pub async fn run(
         .owns(api::<ServiceAccount>(&client, ns), owned.clone())
         .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
         .owns(api::<NetworkPolicy>(&client, ns), owned.clone())
-        .owns(api::<StatefulSet>(&client, ns), owned.clone());
+        .owns(api::<StatefulSet>(&client, ns), owned.clone())
+        .owns(api::<HorizontalPodAutoscaler>(&client, ns), owned.clone());
     if apis.ingress {
         controller = controller.owns(api::<Ingress>(&client, ns), owned.clone());
     }

@@ -12,10 +12,10 @@ use kube::ResourceExt;
 
 use crate::component::Component;
 use crate::crd::{
-    BackingServices, ComponentSpec, GatewaySpec, HttpRouteSpec, IngressSpec, JwtSpec,
-    MAX_INGRESS_ANNOTATIONS, MAX_PLACEMENT_ENTRIES, MAX_ROUTE_HOSTNAMES, MAX_ROUTE_PARENTS,
-    MAX_SHOP_NAME, PlacementSpec, PullPolicy, RateLimitSpec, SecretKeyRef, ServiceType, Shop,
-    StorageSpec, StoreMode, TolerationOperator,
+    AutoscalingSpec, BackingServices, ComponentSpec, GatewaySpec, HttpRouteSpec, IngressSpec,
+    JwtSpec, MAX_INGRESS_ANNOTATIONS, MAX_PLACEMENT_ENTRIES, MAX_ROUTE_HOSTNAMES,
+    MAX_ROUTE_PARENTS, MAX_SHOP_NAME, PlacementSpec, PullPolicy, RateLimitSpec, SecretKeyRef,
+    ServiceType, Shop, StorageSpec, StoreMode, TolerationOperator,
 };
 use crate::stores::{self, DEFAULT_STORAGE, ManagedStore, Store};
 
@@ -38,6 +38,14 @@ pub enum ValidationError {
         component: Component,
         /// The value given.
         replicas: i32,
+    },
+    /// An autoscaling section the HPA could not follow.
+    #[error("spec.components.{component}.autoscaling: {problem}")]
+    BadAutoscaling {
+        /// Component concerned.
+        component: Component,
+        /// What is wrong.
+        problem: &'static str,
     },
     /// An empty image repository/tag/override.
     #[error("{field} must not be empty")]
@@ -146,6 +154,18 @@ pub struct ResolvedComponent {
     pub env: Vec<EnvVar>,
     /// Fixed node port of the Service.
     pub node_port: Option<i32>,
+    /// When set, an HPA owns the pod count and `replicas` is not applied.
+    pub autoscaling: Option<AutoscalingSpec>,
+}
+
+impl ResolvedComponent {
+    /// The fewest pods this component runs: what decides whether it gets a
+    /// PodDisruptionBudget, and what the status expects before an autoscaler has acted.
+    pub fn min_replicas(&self) -> i32 {
+        self.autoscaling
+            .as_ref()
+            .map_or(self.replicas, |a| a.min_replicas)
+    }
 }
 
 /// Gateway-only settings.
@@ -648,6 +668,35 @@ fn component_spec(shop: &Shop, c: Component) -> &ComponentSpec {
     }
 }
 
+/// The schema's autoscaling rules again (see the module doc): an HPA with min > max or nothing
+/// to scale on is refused by the API server and would fail every apply.
+fn check_autoscaling(component: Component, a: &AutoscalingSpec) -> Result<(), ValidationError> {
+    let problem = if !(1..=100).contains(&a.min_replicas) || !(1..=100).contains(&a.max_replicas) {
+        Some("minReplicas and maxReplicas must be between 1 and 100")
+    } else if a.min_replicas > a.max_replicas {
+        Some("minReplicas must not exceed maxReplicas")
+    } else if a.target_cpu_utilization.is_none() && a.metric.is_none() {
+        Some("needs targetCPUUtilization or metric (what to scale on)")
+    } else if a
+        .target_cpu_utilization
+        .is_some_and(|t| !(1..=100).contains(&t))
+    {
+        Some("targetCPUUtilization must be between 1 and 100")
+    } else if a
+        .metric
+        .as_ref()
+        .is_some_and(|m| m.name.trim().is_empty() || m.average_value.trim().is_empty())
+    {
+        Some("metric needs a name and an averageValue")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(ValidationError::BadAutoscaling { component, problem }),
+        None => Ok(()),
+    }
+}
+
 /// Validates a Shop and resolves its defaults.
 pub fn validate(shop: &Shop) -> Result<ValidatedShop, ValidationError> {
     let name = shop.name_any();
@@ -696,6 +745,9 @@ pub fn validate(shop: &Shop) -> Result<ValidatedShop, ValidationError> {
         {
             return Err(ValidationError::BadNodePort { component: c, port });
         }
+        if let Some(a) = &cs.autoscaling {
+            check_autoscaling(c, a)?;
+        }
         let mut seen = BTreeSet::new();
         for e in &cs.env {
             if !seen.insert(e.name.as_str()) {
@@ -713,6 +765,7 @@ pub fn validate(shop: &Shop) -> Result<ValidatedShop, ValidationError> {
             resources: cs.resources.clone().unwrap_or_else(default_resources),
             env: cs.env.clone(),
             node_port: cs.node_port,
+            autoscaling: cs.autoscaling.clone(),
         });
     }
     let mut node_ports = BTreeSet::new();

@@ -309,6 +309,7 @@ fn pdb_only_above_one_replica_and_registry_has_headless_peers() {
     for cr in &res.components {
         let replicas = cr.deployment.spec.as_ref().unwrap().replicas.unwrap();
         assert_eq!(cr.pdb.is_some(), replicas > 1, "{}", cr.component);
+        assert!(cr.hpa.is_none(), "no autoscaling asked: no HPA");
         assert_eq!(
             cr.peer_service.is_some(),
             cr.component == Component::Registry
@@ -323,6 +324,112 @@ fn pdb_only_above_one_replica_and_registry_has_headless_peers() {
         gw.service.spec.as_ref().unwrap().type_.as_deref(),
         Some("LoadBalancer")
     );
+}
+
+#[test]
+fn an_autoscaled_component_gets_an_hpa_and_its_deployment_no_replica_count() {
+    let yaml = SAMPLE.replace(
+        "    order:\n",
+        "    order:\n      replicas: 5\n      autoscaling: {minReplicas: 2, maxReplicas: 6, targetCPUUtilization: 70, metric: {name: http_requests_in_flight, averageValue: \"20\"}}\n",
+    );
+    let res = render(&yaml);
+    let order = res
+        .components
+        .iter()
+        .find(|c| c.component == Component::Order)
+        .unwrap();
+    let d = &order.deployment;
+    assert_eq!(
+        d.spec.as_ref().unwrap().replicas,
+        None,
+        "the HPA owns the count: applying one would take it back"
+    );
+    assert_eq!(
+        d.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(build::AUTOSCALED_ANNOTATION))
+            .map(String::as_str),
+        Some("true")
+    );
+    let hpa = order.hpa.as_ref().expect("an HPA for the autoscaled order");
+    assert_eq!(hpa.metadata.name.as_deref(), Some("corner-order"));
+    assert_eq!(hpa.metadata.owner_references, d.metadata.owner_references);
+    assert_eq!(hpa.metadata.labels, d.metadata.labels);
+    let spec = &hpa.spec;
+    assert_eq!(spec.scale_target_ref.kind, "Deployment");
+    assert_eq!(spec.scale_target_ref.name, "corner-order");
+    assert_eq!(
+        spec.scale_target_ref.api_version.as_deref(),
+        Some("apps/v1")
+    );
+    assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 6));
+    let metrics = spec.metrics.as_ref().unwrap();
+    assert_eq!(metrics.len(), 2);
+    let cpu = metrics[0].resource.as_ref().unwrap();
+    assert_eq!(
+        (cpu.name.as_str(), cpu.target.average_utilization),
+        ("cpu", Some(70))
+    );
+    let pods = metrics[1].pods.as_ref().unwrap();
+    assert_eq!(pods.metric.name, "http_requests_in_flight");
+    assert_eq!(
+        pods.target.average_value.as_ref().map(|q| q.0.as_str()),
+        Some("20")
+    );
+    // min 2 > 1: a PDB, whatever `replicas` says.
+    assert!(order.pdb.is_some());
+    // Every other component keeps its count and has no HPA.
+    for cr in res
+        .components
+        .iter()
+        .filter(|c| c.component != Component::Order)
+    {
+        assert!(cr.hpa.is_none(), "{}", cr.component);
+        assert!(cr.deployment.spec.as_ref().unwrap().replicas.is_some());
+    }
+}
+
+#[test]
+fn an_autoscaler_with_a_minimum_of_one_gets_no_pdb_and_bad_ones_are_refused() {
+    let yaml = SAMPLE.replace(
+        "    order:\n",
+        "    order:\n      replicas: 3\n      autoscaling: {maxReplicas: 4, targetCPUUtilization: 50}\n",
+    );
+    let res = render(&yaml);
+    let order = res
+        .components
+        .iter()
+        .find(|c| c.component == Component::Order)
+        .unwrap();
+    assert_eq!(order.hpa.as_ref().unwrap().spec.min_replicas, Some(1));
+    assert!(order.pdb.is_none(), "a minimum of one pod cannot spare one");
+
+    for (section, problem) in [
+        (
+            "{minReplicas: 5, maxReplicas: 4, targetCPUUtilization: 50}",
+            "minReplicas must not exceed maxReplicas",
+        ),
+        (
+            "{minReplicas: 1, maxReplicas: 4}",
+            "needs targetCPUUtilization or metric",
+        ),
+        (
+            "{maxReplicas: 4, targetCPUUtilization: 150}",
+            "targetCPUUtilization must be between 1 and 100",
+        ),
+    ] {
+        let yaml = SAMPLE.replace(
+            "    order:\n",
+            &format!("    order:\n      autoscaling: {section}\n"),
+        );
+        let shop: Shop = serde_yaml::from_str(&yaml).unwrap();
+        let e = validate(&shop).unwrap_err().to_string();
+        assert!(
+            e.starts_with("spec.components.order.autoscaling: ") && e.contains(problem),
+            "{section}: {e}"
+        );
+    }
 }
 
 #[test]

@@ -276,6 +276,7 @@ where
 /// resourceVersion of every object carrying the Shop's labels, keyed by `Kind/name`.
 pub async fn resource_versions(client: &Client, ns: &str, shop: &str) -> BTreeMap<String, String> {
     use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
     use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
     use k8s_openapi::api::networking::v1::NetworkPolicy;
     use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -303,6 +304,7 @@ pub async fn resource_versions(client: &Client, ns: &str, shop: &str) -> BTreeMa
     collect!(NetworkPolicy, "NetworkPolicy");
     collect!(PodDisruptionBudget, "PodDisruptionBudget");
     collect!(StatefulSet, "StatefulSet");
+    collect!(HorizontalPodAutoscaler, "HorizontalPodAutoscaler");
     let s = Api::<Shop>::namespaced(client.clone(), ns)
         .get(shop)
         .await
