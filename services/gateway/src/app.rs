@@ -102,6 +102,12 @@ pub struct GatewayArgs {
     /// https port the redirects name, when clients reach the TLS port through another one (default: the TLS port; 443 is left out)
     #[arg(long, env = "SHOP_TLS_REDIRECT_HTTPS_PORT")]
     pub tls_redirect_https_port: Option<u16>,
+    /// Serve the storefront at / and the admin page at /admin on the paths no route takes (false: those paths are 404)
+    #[arg(long, env = "SHOP_STOREFRONT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub storefront: bool,
+    /// JSON file holding the Shop's status, served at /admin/status.json for the admin page (unset: 404)
+    #[arg(long, env = "SHOP_STATUS_FILE")]
+    pub status_file: Option<PathBuf>,
 }
 
 /// Subcommands.
@@ -284,20 +290,26 @@ pub async fn run(common: CommonArgs, args: GatewayArgs) -> anyhow::Result<()> {
         }
     }
     let limits = RateLimits::new(&cfg.rate_limit, &buckets);
-    let gw = Arc::new(Gateway::new(GatewayParts {
-        table,
-        auth,
-        limits,
-        discovery: discovery.clone(),
-        breaker: BreakerConfig {
-            open_wait: Duration::from_secs(args.breaker_open_secs.max(1)),
-            ..BreakerConfig::default()
-        },
-        metrics: metrics.clone(),
-        proxy: cfg.proxy.clone(),
-        cors: cfg.cors.clone(),
-        tracing_enabled: common.zipkin_endpoint.is_some(),
-    }));
+    let gw = Arc::new(
+        Gateway::new(GatewayParts {
+            table,
+            auth,
+            limits,
+            discovery: discovery.clone(),
+            breaker: BreakerConfig {
+                open_wait: Duration::from_secs(args.breaker_open_secs.max(1)),
+                ..BreakerConfig::default()
+            },
+            metrics: metrics.clone(),
+            proxy: cfg.proxy.clone(),
+            cors: cfg.cors.clone(),
+            tracing_enabled: common.zipkin_endpoint.is_some(),
+        })
+        .with_storefront(
+            args.storefront
+                .then(|| crate::storefront::Storefront::new(args.status_file.clone())),
+        ),
+    );
     discovery.spawn_refresh(shutdown.clone());
     {
         let gw = gw.clone();

@@ -12,6 +12,7 @@ pub mod ratelimit;
 pub mod redirect;
 pub mod routes;
 pub mod server;
+pub mod storefront;
 pub mod timer;
 pub mod tls;
 pub mod upstream;

@@ -284,6 +284,8 @@ pub struct Gateway {
     pool: PoolConfig,
     cors: CorsConfig,
     tracing_enabled: bool,
+    /// Answers the paths no route takes, when on (see `storefront`).
+    storefront: Option<crate::storefront::Storefront>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -682,7 +684,14 @@ impl Gateway {
             proxy: p.proxy,
             cors: p.cors,
             tracing_enabled: p.tracing_enabled,
+            storefront: None,
         }
+    }
+
+    /// Serves the storefront on the paths no configured route takes (None: those are 404).
+    pub fn with_storefront(mut self, storefront: Option<crate::storefront::Storefront>) -> Self {
+        self.storefront = storefront;
+        self
     }
 
     /// Closes this worker thread's idle upstream connections past the idle timeout (run
@@ -921,6 +930,13 @@ impl Gateway {
             let host_str = host.as_ref().and_then(|h| h.to_str().ok());
             let Some(route) = self.table.find(req.method(), host_str, req.uri().path()) else {
                 let path = req.uri().path();
+                // Boxed, like the other rare branches: keeps the per-request future small.
+                if let Some(sf) = &self.storefront
+                    && let Some(resp) =
+                        Box::pin(sf.respond(req.method(), path, req.headers())).await
+                {
+                    return (resp, "storefront");
+                }
                 let p = Problem::new(
                     StatusCode::NOT_FOUND,
                     "No route",
