@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs or builds every tool of the local stack, from package registries only (no Docker, no
 # prebuilt downloads). Each tool is cached under $CACHE_DIR/<tool>-<version>; a tool whose cache
-# directory holds a finished marker is not rebuilt. Usage: hack/tools.sh [all|k8s|kwok|helm|coredns|mongo|kafka|zipkin|apt|spring|spring-jar|schemathesis|schemathesis-bin|gateway-api|gateway-api-crds]...
+# directory holds a finished marker is not rebuilt. Usage: hack/tools.sh [all|k8s|kwok|helm|coredns|mongo|kafka|zipkin|apt|spring|spring-jar|schemathesis|schemathesis-bin|gateway-api|gateway-api-crds|prometheus-crds]...
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 GO_BUILD_FLAGS=(-trimpath)
@@ -222,6 +222,23 @@ tool_gateway_api() {
   touch "$out/.done"
 }
 
+# The Prometheus Operator's ServiceMonitor and PrometheusRule CRDs, which the operator's monitoring
+# test installs into the local API server (the operator creates a ServiceMonitor only where it is served).
+tool_prometheus_crds() {
+  local out=$CACHE_DIR/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION dir tmp
+  [[ -f $out/.done ]] && return 0
+  log "fetching the Prometheus Operator $PROMETHEUS_OPERATOR_VERSION CRDs from the Go module proxy"
+  tmp=$(mktemp -d)
+  dir=$(cd "$tmp" && go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  rm -rf "$tmp"
+  local crds=$dir/example/prometheus-operator-crd
+  [[ -f $crds/monitoring.coreos.com_servicemonitors.yaml ]] || die "go mod download prometheus-operator@$PROMETHEUS_OPERATOR_VERSION gave no ServiceMonitor CRD"
+  rm -rf "$out" && mkdir -p "$out"
+  cp "$crds"/monitoring.coreos.com_{servicemonitors,prometheusrules}.yaml "$out/"
+  chmod u+w "$out"/*.yaml
+  touch "$out/.done"
+}
+
 # Debian packages: MariaDB server; containerd, runc, the CNI plugins, iptables and conntrack for the
 # real node; umoci and skopeo to build images without Docker (and nginx, wrk, h2load and valgrind, used only
 # by `make bench`).
@@ -263,6 +280,7 @@ main() {
       gateway-api) tool_gateway_api ;;
       # fetched when missing, then the folder of the CRD files is printed (the operator's tests use it)
       gateway-api-crds) tool_gateway_api; printf '%s\n' "$CACHE_DIR/gateway-api-$GATEWAY_API_VERSION" ;;
+      prometheus-crds) tool_prometheus_crds; printf '%s\n' "$CACHE_DIR/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION" ;;
       *) die "unknown tool '$t'" ;;
     esac
   done

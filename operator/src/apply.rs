@@ -25,6 +25,7 @@ use crate::component::Component;
 use crate::error::Error;
 use crate::exposure::{Apis, ExposureObject, HttpRoute};
 use crate::metrics::Metrics;
+use crate::monitoring::ServiceMonitor;
 use crate::status::SecretCheck;
 use crate::stores::{self, Store, StoreCredentials, StoreResources};
 use crate::validate::ExternalStore;
@@ -146,6 +147,7 @@ fn kind_of<K: Child>() -> &'static str {
         "Ingress" => "Ingress",
         "HTTPRoute" => "HTTPRoute",
         "HorizontalPodAutoscaler" => "HorizontalPodAutoscaler",
+        "ServiceMonitor" => "ServiceMonitor",
         _ => "Object",
     }
 }
@@ -328,6 +330,10 @@ pub async fn apply_all(
         None => None,
     };
     applied.fingerprints.extend(exposure);
+    if let Some(sm) = &res.service_monitor {
+        let (k, f, _) = apply_one(client, ns, sm, metrics).await?;
+        applied.fingerprints.insert(k, f);
+    }
     Ok(applied)
 }
 
@@ -345,13 +351,19 @@ pub async fn discover_apis(client: &Client) -> Result<Apis, Error> {
             }),
         }
     }
-    let (ingress, http_route) = futures::try_join!(
+    let (ingress, http_route, service_monitor) = futures::try_join!(
         serves(client, crate::exposure::INGRESS_API_VERSION, "ingresses"),
         serves(client, crate::exposure::GATEWAY_API_VERSION, "httproutes"),
+        serves(
+            client,
+            crate::monitoring::MONITORING_API_VERSION,
+            "servicemonitors"
+        ),
     )?;
     Ok(Apis {
         ingress,
         http_route,
+        service_monitor,
     })
 }
 
@@ -439,6 +451,19 @@ pub async fn delete_orphans(
                 shop,
                 owner_uid,
                 keep_of(crate::exposure::ExposureKind::HttpRoute),
+                metrics,
+            )
+            .await?,
+        );
+    }
+    if apis.service_monitor {
+        deleted.extend(
+            delete_orphans_of::<ServiceMonitor>(
+                client,
+                ns,
+                shop,
+                owner_uid,
+                &names(res.service_monitor.iter()),
                 metrics,
             )
             .await?,
@@ -641,6 +666,10 @@ pub async fn observe(
     if apis.http_route {
         let routes = list_owned::<HttpRoute>(client, ns, shop, owner_uid).await?;
         fps.extend(routes.iter().map(|o| (key_of(o), fingerprint(o))));
+    }
+    if apis.service_monitor {
+        let monitors = list_owned::<ServiceMonitor>(client, ns, shop, owner_uid).await?;
+        fps.extend(monitors.iter().map(|o| (key_of(o), fingerprint(o))));
     }
     Ok(Observation {
         fingerprints: fps,

@@ -114,6 +114,10 @@ pub struct Resources {
     /// `.httpRoute`), applied after the gateway; the controller removes it (see
     /// [`crate::exposure::plan`]) when the cluster does not serve its API.
     pub exposure: Option<ExposureObject>,
+    /// The ServiceMonitor (`spec.monitoring.serviceMonitor`), applied after the components; the
+    /// controller removes it (see [`crate::monitoring::plan`]) when the cluster does not serve its
+    /// API.
+    pub service_monitor: Option<crate::monitoring::ServiceMonitor>,
 }
 
 /// Object name of a component's children.
@@ -257,6 +261,7 @@ pub fn desired_hash(res: &Resources) -> String {
             serde_json::to_string(&cr.peer_service),
             serde_json::to_string(&cr.network_policy),
             serde_json::to_string(&cr.pdb),
+            serde_json::to_string(&cr.hpa),
             serde_json::to_string(&cr.deployment),
         ];
         for p in parts {
@@ -271,6 +276,9 @@ pub fn desired_hash(res: &Resources) -> String {
             h.feed(serde_json::to_string(r).unwrap_or_default().as_bytes())
         }
         None => {}
+    }
+    if let Some(sm) = &res.service_monitor {
+        h.feed(serde_json::to_string(sm).unwrap_or_default().as_bytes());
     }
     format!("{:016x}", h.0)
 }
@@ -710,6 +718,27 @@ fn network_policy(shop: &ValidatedShop, c: Component) -> NetworkPolicy {
             ..Default::default()
         }]
     });
+    let port = || {
+        vec![NetworkPolicyPort {
+            port: Some(IntOrString::Int(c.port())),
+            protocol: Some("TCP".to_string()),
+            end_port: None,
+        }]
+    };
+    // `spec.monitoring.scrapeNamespace`: Prometheus's pods there may reach the port `/metrics`
+    // is served on. (The gateway's rule admits everyone already; the extra rule is harmless.)
+    let scrapers = shop.monitoring.scrape_namespace.as_ref().map(|ns| {
+        vec![NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(
+                    [("kubernetes.io/metadata.name".to_string(), ns.to_string())].into(),
+                ),
+                match_expressions: None,
+            }),
+            pod_selector: None,
+            ip_block: None,
+        }]
+    });
     NetworkPolicy {
         metadata: meta(shop, c, child_name(&shop.name, c)),
         spec: Some(NetworkPolicySpec {
@@ -718,14 +747,17 @@ fn network_policy(shop: &ValidatedShop, c: Component) -> NetworkPolicy {
                 match_expressions: None,
             }),
             policy_types: Some(vec!["Ingress".to_string()]),
-            ingress: Some(vec![NetworkPolicyIngressRule {
-                from,
-                ports: Some(vec![NetworkPolicyPort {
-                    port: Some(IntOrString::Int(c.port())),
-                    protocol: Some("TCP".to_string()),
-                    end_port: None,
-                }]),
-            }]),
+            ingress: Some(
+                std::iter::once(NetworkPolicyIngressRule {
+                    from,
+                    ports: Some(port()),
+                })
+                .chain(scrapers.map(|from| NetworkPolicyIngressRule {
+                    from: Some(from),
+                    ports: Some(port()),
+                }))
+                .collect(),
+            ),
             egress: None,
         }),
     }
@@ -823,5 +855,6 @@ pub fn build(shop: &ValidatedShop) -> Resources {
         stores,
         store_secret: None,
         exposure: exposure::render(shop),
+        service_monitor: crate::monitoring::render(shop),
     }
 }

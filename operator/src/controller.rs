@@ -24,6 +24,7 @@ use crate::crd::{Shop, ShopStatus};
 use crate::error::Error;
 use crate::exposure::{self, Apis, ExposureState};
 use crate::metrics::Metrics;
+use crate::monitoring::{self, MonitoringState};
 use crate::status::{self, Observed, ObservedStore, Outcome, SecretCheck, StoreState};
 use crate::stores::{self, StoreCredentials};
 use crate::validate::validate;
@@ -329,12 +330,15 @@ async fn reconcile_steps(shop: &Shop, ctx: &Context) -> Result<Action, Failed> {
 
     let uid = shop.uid().unwrap_or_default();
     let mut exposure_state: Option<ExposureState> = None;
+    let mut monitoring_state: Option<MonitoringState> = None;
     let (workloads, outcome, apply_error) = match resources {
         Some(mut resources) => {
             // An Ingress/HTTPRoute whose API the cluster does not serve is left out (the rest is
             // applied as usual) and reported in the `Exposed` condition.
             let apis = ctx.apis().await?;
             exposure_state = exposure::plan(&mut resources.exposure, apis);
+            monitoring_state =
+                monitoring::plan(&mut resources.service_monitor, apis.service_monitor);
             let desired_hash = build::desired_hash(&resources);
             let secret_name = resources
                 .store_secret
@@ -497,7 +501,17 @@ async fn reconcile_steps(shop: &Shop, ctx: &Context) -> Result<Action, Failed> {
             &now,
         ));
     }
-    let waits_for_api = matches!(exposure_state, Some(ExposureState::ApiMissing(_)));
+    if let Some(state) = &monitoring_state {
+        new_status.conditions.push(status::monitoring_condition(
+            state,
+            apply_error.is_none(),
+            generation,
+            shop.status.as_ref(),
+            &now,
+        ));
+    }
+    let waits_for_api = matches!(exposure_state, Some(ExposureState::ApiMissing(_)))
+        || monitoring_state == Some(MonitoringState::ApiMissing);
     let old_phase = shop.status.as_ref().and_then(|s| s.phase);
     if shop.status.as_ref() != Some(&new_status) {
         write_status(client, &ns, &name, &new_status, &ctx.metrics).await?;

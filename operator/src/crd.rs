@@ -59,6 +59,42 @@ pub struct ShopSpec {
     /// dedicated node pool.
     #[serde(default, skip_serializing_if = "PlacementSpec::is_empty")]
     pub placement: PlacementSpec,
+    /// How Prometheus reaches the components' `/metrics`: a ServiceMonitor, and the namespace
+    /// the NetworkPolicies admit scrapes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<MonitoringSpec>,
+}
+
+/// Scraping the components' metrics.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// A ServiceMonitor (`monitoring.coreos.com/v1`, the Prometheus Operator's) `<shop>` selecting
+    /// every component's Service; created only when the cluster serves that API (condition
+    /// `Monitored` says otherwise); removed when this section is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_monitor: Option<ServiceMonitorSpec>,
+    /// A namespace (e.g. `monitoring`) whose pods may connect to every component's port, so
+    /// Prometheus can scrape `/metrics` through the NetworkPolicies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("monitoring.scrapeNamespace must be a namespace name (a DNS label)"))]
+    pub scrape_namespace: Option<String>,
+}
+
+/// What the ServiceMonitor asks of Prometheus.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceMonitorSpec {
+    /// Scrape interval, a Prometheus duration (`15s`, `1m`); Prometheus's own default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$')").message("monitoring.serviceMonitor.interval must be a Prometheus duration such as 30s or 1m"))]
+    pub interval: Option<String>,
+    /// Extra labels on the ServiceMonitor, e.g. `release: kube-prometheus-stack`, so a
+    /// Prometheus's `serviceMonitorSelector` picks it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(length(max = 16))]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Image repository, tag and pull policy.

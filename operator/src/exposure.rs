@@ -178,13 +178,15 @@ impl ExposureKind {
     }
 }
 
-/// Which of the two APIs the cluster serves (from discovery).
+/// Which of the optional APIs the cluster serves (from discovery).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Apis {
     /// `networking.k8s.io/v1` `ingresses`.
     pub ingress: bool,
     /// `gateway.networking.k8s.io/v1` `httproutes`.
     pub http_route: bool,
+    /// `monitoring.coreos.com/v1` `servicemonitors` (see [`crate::monitoring`]).
+    pub service_monitor: bool,
 }
 
 impl Apis {
@@ -423,10 +425,12 @@ spec:
     const NO_GATEWAY_API: Apis = Apis {
         ingress: true,
         http_route: false,
+        service_monitor: false,
     };
     const BOTH: Apis = Apis {
         ingress: true,
         http_route: true,
+        service_monitor: false,
     };
 
     #[test]

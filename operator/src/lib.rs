@@ -16,6 +16,7 @@ pub mod error;
 pub mod exposure;
 pub mod lease;
 pub mod metrics;
+pub mod monitoring;
 pub mod operator;
 pub mod status;
 pub mod stores;

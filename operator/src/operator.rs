@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::monitoring::ServiceMonitor;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -254,7 +255,10 @@ pub async fn run(
         controller = controller.owns(api::<Ingress>(&client, ns), owned.clone());
     }
     if apis.http_route {
-        controller = controller.owns(api::<HttpRoute>(&client, ns), owned);
+        controller = controller.owns(api::<HttpRoute>(&client, ns), owned.clone());
+    }
+    if apis.service_monitor {
+        controller = controller.owns(api::<ServiceMonitor>(&client, ns), owned);
     }
     info!(
         ingress = apis.ingress,

@@ -6,7 +6,8 @@
 //! `ZipkinReady`, after the three Shop conditions, in that order); the Shop is `Available` only
 //! when its stores are ready too. A Shop asking for an Ingress or an HTTPRoute also gets
 //! `Exposed`, which only informs (see [`exposure_condition`]); one whose gateway serves TLS gets
-//! `GatewayTlsReady` last, naming a missing Secret (see [`gateway_tls_condition`]).
+//! `GatewayTlsReady`, naming a missing Secret (see [`gateway_tls_condition`]); one asking for a
+//! ServiceMonitor gets `Monitored` last, which only informs (see [`monitoring_condition`]).
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -14,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use crate::component::Component;
 use crate::crd::{ComponentStatus, Phase, SecretKeyRef, ShopStatus};
 use crate::exposure::{ExposureKind, ExposureState};
+use crate::monitoring::MonitoringState;
 use crate::stores::Store;
 
 /// Condition type: every enabled component has all its replicas ready on the current template.
@@ -26,6 +28,10 @@ pub const DEGRADED: &str = "Degraded";
 /// Condition type: the gateway's Ingress or HTTPRoute exists (only when the Shop asks for one).
 /// It never makes the Shop Degraded or unavailable: the Shop works inside the cluster either way.
 pub const EXPOSED: &str = "Exposed";
+
+/// Condition type: the ServiceMonitor exists (only when the Shop asks for one). Like `Exposed`
+/// it never makes the Shop Degraded: the shop works unscraped.
+pub const MONITORED: &str = "Monitored";
 
 /// Condition type: the Secret the gateway serves TLS from (`spec.components.gateway.tls`) exists
 /// with both keys (only when the Shop asks for TLS).
@@ -101,6 +107,38 @@ pub fn exposure_condition(
         ),
     };
     condition(EXPOSED, ok, reason, message, generation, previous, now)
+}
+
+/// The `Monitored` condition: whether the ServiceMonitor the Shop asks for was created.
+pub fn monitoring_condition(
+    state: &MonitoringState,
+    applied: bool,
+    generation: Option<i64>,
+    previous: Option<&ShopStatus>,
+    now: &Time,
+) -> Condition {
+    let (ok, reason, message) = match state {
+        MonitoringState::ApiMissing => (
+            false,
+            "ServiceMonitorApiMissing",
+            "spec.monitoring.serviceMonitor: the cluster does not serve monitoring.coreos.com/v1 \
+             ServiceMonitors (install the Prometheus Operator's CRDs); nothing was created"
+                .to_string(),
+        ),
+        MonitoringState::Planned(name) if applied => (
+            true,
+            "ServiceMonitorReady",
+            format!(
+                "ServiceMonitor {name} selects every component's Service (/metrics on port http)"
+            ),
+        ),
+        MonitoringState::Planned(name) => (
+            false,
+            "NotApplied",
+            format!("ServiceMonitor {name} is not applied yet"),
+        ),
+    };
+    condition(MONITORED, ok, reason, message, generation, previous, now)
 }
 
 /// What the reconcile achieved, besides the Deployments it observed.

@@ -14,8 +14,8 @@ use crate::component::Component;
 use crate::crd::{
     AutoscalingSpec, BackingServices, ComponentSpec, GatewaySpec, HttpRouteSpec, IngressSpec,
     JwtSpec, MAX_INGRESS_ANNOTATIONS, MAX_PLACEMENT_ENTRIES, MAX_ROUTE_HOSTNAMES,
-    MAX_ROUTE_PARENTS, MAX_SHOP_NAME, PlacementSpec, PullPolicy, RateLimitSpec, SecretKeyRef,
-    ServiceType, Shop, StorageSpec, StoreMode, TolerationOperator,
+    MAX_ROUTE_PARENTS, MAX_SHOP_NAME, MonitoringSpec, PlacementSpec, PullPolicy, RateLimitSpec,
+    SecretKeyRef, ServiceType, Shop, StorageSpec, StoreMode, TolerationOperator,
 };
 use crate::stores::{self, DEFAULT_STORAGE, ManagedStore, Store};
 
@@ -235,6 +235,8 @@ pub struct ValidatedShop {
     pub node_selector: BTreeMap<String, String>,
     /// Taints every pod tolerates (`spec.placement.tolerations`).
     pub tolerations: Vec<Toleration>,
+    /// `spec.monitoring` (empty when unset).
+    pub monitoring: MonitoringSpec,
 }
 
 /// A store the user runs, as the Shop points at it.
@@ -882,6 +884,7 @@ pub fn validate(shop: &Shop) -> Result<ValidatedShop, ValidationError> {
         },
         node_selector,
         tolerations,
+        monitoring: spec.monitoring.clone().unwrap_or_default(),
     })
 }
 

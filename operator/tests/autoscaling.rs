@@ -123,6 +123,24 @@ async fn the_hpa_owns_the_count_the_operator_does_not_fight_it_and_hands_it_back
         "the operator re-applied a Deployment although only the HPA changed it"
     );
 
+    // A changed bound reaches the HPA.
+    Api::<Shop>::namespaced(client.clone(), &n)
+        .patch(
+            "scaly",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"components": {"product": {"autoscaling": {"maxReplicas": 5}}}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually(30, "the HPA's maximum follows the Shop", || async {
+        hpa(&client, &n, "scaly-product")
+            .await
+            .is_some_and(|h| h.spec.max_replicas == 5)
+    })
+    .await;
+
     // A hand-deleted HPA comes back (owned watch).
     Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), &n)
         .delete("scaly-product", &DeleteParams::default())

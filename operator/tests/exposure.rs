@@ -123,50 +123,16 @@ async fn an_ingress_is_created_for_the_gateway_and_deleted_when_the_shop_drops_i
     ns.delete().await;
 }
 
-/// The standard-channel CRD files `hack/tools.sh gateway-api-crds` provides (fetched into the
-/// tool cache when missing).
-fn gateway_api_crd_dir() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = std::process::Command::new("bash")
-        .arg(root.join("hack/tools.sh"))
-        .arg("gateway-api-crds")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run hack/tools.sh gateway-api-crds: {e}"));
-    assert!(
-        out.status.success(),
-        "hack/tools.sh gateway-api-crds failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-    assert!(dir.is_dir(), "{} is not a directory", dir.display());
-    dir
-}
-
-/// Installs the Gateway API's HTTPRoute and Gateway CRDs into the local API server (idempotent,
-/// server-side apply) and waits until HTTPRoutes are served.
+/// Installs the Gateway API's HTTPRoute and Gateway CRDs (standard channel, from
+/// `hack/tools.sh gateway-api-crds`) into the local API server.
 async fn install_gateway_api(client: &Client) {
-    let dir = gateway_api_crd_dir();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for kind in ["httproutes", "gateways"] {
-        let path = dir.join(format!("gateway.networking.k8s.io_{kind}.yaml"));
-        let crd: CustomResourceDefinition =
-            serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let name = crd.metadata.name.clone().unwrap();
-        crds.patch(
-            &name,
-            &PatchParams::apply("shop-operator-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("the API server refused {}: {e}", path.display()));
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            await_condition(crds.clone(), &name, conditions::is_crd_established()),
-        )
-        .await
-        .expect("Gateway API CRD not established within 30 s")
-        .unwrap();
-    }
+    let dir = tool_dir("gateway-api-crds");
+    install_crds(
+        client,
+        &["httproutes", "gateways"]
+            .map(|k| dir.join(format!("gateway.networking.k8s.io_{k}.yaml"))),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -148,7 +148,7 @@ fn rendered_chart_carries_the_generated_crd_and_every_rbac_rule_is_commented() {
             );
         }
     }
-    assert_eq!(rules, 11);
+    assert_eq!(rules, 13);
 }
 
 use serde::Deserialize;

@@ -325,3 +325,50 @@ pub async fn shop_phase(client: &Client, ns: &str, name: &str) -> Option<String>
         .phase
         .map(|p| p.to_string())
 }
+
+/// The folder a test tool of `hack/tools.sh <tool>` lives in (fetched into the tool cache when
+/// missing), e.g. `gateway-api-crds`, `prometheus-crds`.
+pub fn tool_dir(tool: &str) -> std::path::PathBuf {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new("bash")
+        .arg(root.join("hack/tools.sh"))
+        .arg(tool)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run hack/tools.sh {tool}: {e}"));
+    assert!(
+        out.status.success(),
+        "hack/tools.sh {tool} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    assert!(dir.is_dir(), "{} is not a directory", dir.display());
+    dir
+}
+
+/// Installs CRDs from YAML files into the local API server (idempotent, server-side apply) and
+/// waits until each is established.
+pub async fn install_crds(client: &Client, files: &[std::path::PathBuf]) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    use kube::runtime::wait::{await_condition, conditions};
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for path in files {
+        let crd: CustomResourceDefinition =
+            serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply("shop-operator-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the API server refused {}: {e}", path.display()));
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("CRD {name} not established within 30 s"))
+        .unwrap();
+    }
+}
