@@ -11,7 +11,7 @@
 #
 # Each proxy runs alone under callgrind (nginx: one worker, `master_process off` so the worker is the
 # process valgrind follows; shop-gateway: one worker) in front of an nginx upstream answering `return
-# 200`, with the same proxy settings as gateway.sh. gateway-load sends WARM requests, the counters are
+# 200`, with the same proxy settings as gateway.sh. `shop-load gateway` sends WARM requests, the counters are
 # zeroed, then N requests at RATE/s over 32 keep-alive connections (every request wakes the proxy, as at
 # gateway.sh's fixed rate), and the counters are dumped: instructions / N, everything the process ran in
 # that window (event loop, timers, parsing, headers, allocation, its share of idle wake-ups).
@@ -29,7 +29,7 @@ command -v valgrind >/dev/null && command -v callgrind_control >/dev/null \
 (( N >= RATE && N % RATE == 0 )) || { echo "BENCH_INSTR_REQUESTS must be a multiple of BENCH_INSTR_RATE" >&2; exit 1; }
 
 cd "$ROOT"
-[[ -n ${BENCH_SKIP_BUILD:-} ]] || cargo build -q --release -p shop-gateway --bins >&2
+[[ -n ${BENCH_SKIP_BUILD:-} ]] || cargo build -q --release -p shop-gateway -p shop-load --bins >&2
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 
 # shellcheck source=../bench-lib.sh
@@ -50,9 +50,9 @@ count() { # name url command... -> instructions per request in PER_REQ[name]
   valgrind --tool=callgrind --callgrind-out-file="$TMP/$name.%p" "$@" >"$TMP/$name.log" 2>&1 </dev/null &
   local vp=$!; PIDS+=("$vp")
   wait_http "$url" 300 # slow to start under valgrind
-  "$BIN/gateway-load" "$url" "$RATE" $(( WARM / RATE )) 32 >/dev/null
+  "$BIN/shop-load" gateway "$url" "$RATE" $(( WARM / RATE )) 32 >/dev/null
   callgrind_control -z "$vp" >/dev/null 2>&1
-  local out; out=$("$BIN/gateway-load" "$url" "$RATE" $(( N / RATE )) 32)
+  local out; out=$("$BIN/shop-load" gateway "$url" "$RATE" $(( N / RATE )) 32)
   callgrind_control -d "$vp" >/dev/null 2>&1
   kill "$vp"; wait "$vp" 2>/dev/null || true
   local ok errors

@@ -8,7 +8,7 @@
 # The gateway runs with rate limiting off (a per-IP limit would turn the load into 429s) and its default
 # auth rules (GETs are public), so the figures are those of the proxy path.
 #  1. Max throughput: wrk -t2 -c64 -d${DUR}s --latency (closed loop), req/s and p50/p99.
-#  2. Latency at a fixed rate = half of the gateway's max: gateway-load (open loop, one thread driving its 32
+#  2. Latency at a fixed rate = half of the gateway's max: `shop-load gateway` (open loop, one thread driving its 32
 #     connections from an epoll loop with a timerfd per due time, latency measured from the scheduled send
 #     time, no coordinated omission; wrk2 is not available) for direct, nginx, gateway; the "added" latency
 #     is proxy minus direct within the same round.
@@ -40,7 +40,7 @@ command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"
 cd "$ROOT"
 # shellcheck source=../bench-lib.sh
 source "$ROOT/hack/bench-lib.sh"
-bench_build shop-gateway
+bench_build shop-gateway shop-load
 bench_scratch
 
 UP=$(free_port); NG=$(free_port "$UP"); GW=$(free_port "$UP" "$NG")
@@ -129,18 +129,18 @@ done
 
 RATE=$(( ${MRPS[gateway]:-0} / 2 ))
 (( RATE > 0 )) || { echo "no throughput measured" >&2; exit 1; }
-# The number at a top-level key of gateway-load's one-line flat JSON (our own tool; no nested objects).
+# The number at a top-level key of `shop-load gateway`'s one-line flat JSON (our own tool; no nested objects).
 json_num() { # key json
   local v
   v=$(grep -o "\"$1\": *-\?[0-9][0-9.eE+-]*" <<<"$2" | head -n1 | sed 's/.*: *//') && [[ -n $v ]] \
-    || { echo "no number \"$1\" in gateway-load output: $2" >&2; return 1; }
+    || { echo "no number \"$1\" in shop-load gateway output: $2" >&2; return 1; }
   echo "$v"
 }
 declare -A R50 R99 FR50 FR99 ADD50 ADD99 FRRPS FCPU FUP FTOOL FWAIT FBUSY
 run_fixed() { # name url -> R50/R99 of this round; appended to the per-target lists
   log "fixed rate $RATE/s $1 (${DUR}s)"
   snap "$1"
-  local out; out=$("$BIN/gateway-load" "$2" "$RATE" "$DUR" 32)
+  local out; out=$("$BIN/shop-load" gateway "$2" "$RATE" "$DUR" 32)
   echo "$1 $out" >> "$TMP/fixed.txt"
   local p50 p99 ok errors rps tool up px wait
   p50=$(json_num p50_us "$out"); p99=$(json_num p99_us "$out")
@@ -200,7 +200,7 @@ cat <<EOF
 Command: \`hack/bench/gateway.sh\` (BENCH_GATEWAY_SECS=$DUR, BENCH_GATEWAY_ROUNDS=$ROUNDS). Upstream: nginx \`return 200\` (1 worker).
 nginx proxy: 2 workers, upstream keepalive pool. shop-gateway: $PROFILE build, 2 workers, static route, rate limiting off,
 default auth (GET public). Throughput: \`wrk -t2 -c64 -d${DUR}s --latency\` (closed loop, after a 2 s warm-up). Fixed rate:
-\`gateway-load URL $RATE $DUR 32\` (open loop at half of the gateway's median max: one thread, 32 connections, an epoll
+\`shop-load gateway URL $RATE $DUR 32\` (open loop at half of the gateway's median max: one thread, 32 connections, an epoll
 loop with a timerfd per due time; latency from the scheduled send time). Each phase runs $ROUNDS rounds with the targets' order
 rotating and both proxies started afresh for every round (one process keeps the speed it started with); figures are medians over the rounds ("added" = proxy minus direct within a round, then the median). wrk, the upstream and the proxies share the same $(nproc) cores.
 
@@ -215,10 +215,10 @@ $(row gateway shop-gateway)
 - RSS after the last round: shop-gateway **$(( GW_RSS / 1024 )) MiB** (peak $(( GW_HWM / 1024 )) MiB); nginx proxy master + workers **$(( NG_RSS / 1024 )) MiB**.
 
 CPU per request (medians over the rounds; from the threads' schedstat): the proxy's at wrk's maximum, then at
-$RATE/s the upstream's, the proxy's and gateway-load's, how busy the $(nproc) cores were in all (upstream + proxy
+$RATE/s the upstream's, the proxy's and shop-load gateway's, how busy the $(nproc) cores were in all (upstream + proxy
 + load tool), and how long the proxy's threads waited for a CPU (ms per second of run).
 
-| target | proxy us/req @ max | upstream us/req @ $RATE/s | proxy us/req @ $RATE/s | gateway-load us/req | cores busy % | proxy run-queue wait ms/s |
+| target | proxy us/req @ max | upstream us/req @ $RATE/s | proxy us/req @ $RATE/s | shop-load gateway us/req | cores busy % | proxy run-queue wait ms/s |
 |---|---|---|---|---|---|---|
 | direct | ${CPUROW[direct]} |
 | nginx | ${CPUROW[nginx]} |

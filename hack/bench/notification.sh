@@ -24,7 +24,7 @@ done
 cd "$ROOT"
 # shellcheck source=../bench-lib.sh
 source "$ROOT/hack/bench-lib.sh"
-bench_build shop-notification
+bench_build shop-notification shop-load
 
 suffix=$(date +%s)-$$
 TOPIC=bench-orders-$suffix
@@ -34,7 +34,7 @@ PORT=$(free_port)
 URL=http://127.0.0.1:$PORT
 
 log "publishing $N events to $TOPIC"
-read -r _ PUB_S < <("$BIN/notification-load" --bootstrap "$KAFKA" --topic "$TOPIC" --count "$N")
+read -r _ PUB_S < <("$BIN/shop-load" notification --bootstrap "$KAFKA" --topic "$TOPIC" --count "$N")
 
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 # Progress comes from the service's own counter on /metrics, so polling puts no load on MongoDB;

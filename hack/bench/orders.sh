@@ -8,7 +8,7 @@
 #   1. warm-up: wrk, 3 s, 4 connections (discarded); shop-notification starts;
 #   2. paced: $PACED orders at $RATE/s, one at a time, and for each the delay between the order's
 #      occurredAt (shop-order's clock) and the notification's createdAt (shop-notification's clock;
-#      same host) -> p50/p99/max (order-paced: services/order/src/bin/order-paced.rs). First, while the
+#      same host) -> p50/p99/max (`shop-load order-paced`: services/load/src/order_paced.rs). First, while the
 #      notification store is small: FerretDB answers per-order lookups by scanning;
 #   3. whole pipeline through the gateway: wrk -t2 -c$CONNS for $DURATION s against shop-gateway (a route
 #      that needs a valid JWT, as the original's gateway secured /api/order) while shop-notification
@@ -21,7 +21,7 @@
 #   services, mariadbd, ferretdb, Kafka, wrk, and the rest of the machine from /proc/stat), so the table
 #   says where the 2 cores went and what one order costs in each process.
 # Usage: hack/bench/orders.sh   (needs `make up`; builds the release binaries of the three services,
-#        order-paced included)
+#        and shop-load, whose order-paced subcommand places the paced orders)
 # Knobs: BENCH_ORDERS_DURATION_S (20), BENCH_ORDERS_CONNECTIONS (32), BENCH_ORDERS_PACED (300),
 #        BENCH_ORDERS_RATE (50), BENCH_SKUS (20), BENCH_PROFILE (release), BENCH_ORDERS_ZIPKIN (0: no span export),
 #        BENCH_NO_BUILD (0; 1 uses the binaries already built).
@@ -48,12 +48,12 @@ cd "$ROOT"
 if [[ ${BENCH_NO_BUILD:-0} == 1 ]]; then
   log "BENCH_NO_BUILD=1: using the binaries already in target/$PROFILE"
 elif [[ $PROFILE == release ]]; then
-  cargo build -q --release -p shop-inventory -p shop-order -p shop-notification -p shop-gateway --bins >&2
+  cargo build -q --release -p shop-inventory -p shop-order -p shop-notification -p shop-gateway -p shop-load --bins >&2
 else
-  cargo build -q -p shop-inventory -p shop-order -p shop-notification -p shop-gateway --bins >&2
+  cargo build -q -p shop-inventory -p shop-order -p shop-notification -p shop-gateway -p shop-load --bins >&2
 fi
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE
-[[ -x $BIN/order-paced ]] || { echo "$BIN/order-paced is missing: cargo build --release -p shop-order --bins" >&2; exit 1; }
+[[ -x $BIN/shop-load ]] || { echo "$BIN/shop-load is missing: cargo build --release -p shop-load" >&2; exit 1; }
 
 suffix=$(date +%s)_$$
 INV_DB=bench_inv_$suffix
@@ -179,7 +179,7 @@ IDLE_NOT=$(rss_kb $NOT_PID)
 # The delay is measured first, while the notification store is small: FerretDB
 # (SQLite backend, no index used for lookups) answers the per-order lookups by scanning.
 log "paced: $PACED orders at $RATE/s"
-PACED_OUT=$("$BIN/order-paced" "$ORD" "$NOT" "$PACED" "$RATE" "$BENCH_SKUS")
+PACED_OUT=$("$BIN/shop-load" order-paced "$ORD" "$NOT" "$PACED" "$RATE" "$BENCH_SKUS")
 read -r D_N D_MISSING D_P50 D_P99 D_MAX <<<"$PACED_OUT"
 
 # load NAME URL: wrk -t2 -c$CONNS for $DURATION s at URL; leaves the output in $LOGS/wrk-NAME.txt, the wrk

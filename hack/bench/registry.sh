@@ -4,7 +4,7 @@
 # a new instance is visible and until a cancelled or crashed one leaves the client's view. Prints a markdown
 # section on stdout; progress goes to stderr.
 #
-# Method: registry-load (services/registry/src/bin/registry-load.rs) registers N instances, then renews
+# Method: `shop-load registry` (services/load/src/registry.rs) registers N instances, then renews
 # each every 30 s at the real rate (N/30 renewals per second) for BENCH_REGISTRY_REAL_S seconds while the
 # probes run, then repeats the renewals 10x faster for 20 s (time compressed, and labelled so) to show
 # headroom. CPU is (utime+stime) from /proc over the phase's wall time; RSS is VmRSS/VmHWM.
@@ -20,7 +20,7 @@ log() { printf '[bench:registry] %s\n' "$*" >&2; }
 cd "$ROOT"
 # shellcheck source=../bench-lib.sh
 source "$ROOT/hack/bench-lib.sh"
-bench_build shop-registry
+bench_build shop-registry shop-load
 PORT=$(free_port)
 LOGF=$(mktemp)
 REG_ARGS=(--bind 127.0.0.1 --port "$PORT" --log-format text --max-instances $((N + 100)))
@@ -33,7 +33,7 @@ for _ in $(seq 1 100); do
 done
 curl -fs "http://127.0.0.1:$PORT/health/ready" >/dev/null || { log "shop-registry did not start"; cat "$LOGF" >&2; exit 1; }
 
-LOAD_CMD=("$BIN/registry-load" --registry "http://127.0.0.1:$PORT/eureka" --pid "$REG_PID" --instances "$N"
+LOAD_CMD=("$BIN/shop-load" registry --registry "http://127.0.0.1:$PORT/eureka" --pid "$REG_PID" --instances "$N"
   --renew-ms 30000 --real-secs "$REAL_S" --compress 10 --compressed-secs "$COMPRESSED_S" --fetch-secs 5 --short-lease-secs 10)
 log "running ${LOAD_CMD[*]}"
 TABLE=$(timeout $((REAL_S + COMPRESSED_S + 400)) "${LOAD_CMD[@]}")
@@ -42,7 +42,7 @@ cat <<MD
 ## shop-registry (issue 3)
 
 Command: \`hack/bench/registry.sh\` → \`shop-registry ${REG_ARGS[*]}\` (defaults otherwise: expiry check every 5 s,
-self-preservation off) driven by \`registry-load --instances $N --renew-ms 30000 --real-secs $REAL_S --compress 10
+self-preservation off) driven by \`shop-load registry --instances $N --renew-ms 30000 --real-secs $REAL_S --compress 10
 --compressed-secs $COMPRESSED_S --fetch-secs 5 --short-lease-secs 10\`, all on 127.0.0.1, $PROFILE build.
 The client is shop_runtime's discovery client with its default 5 s refresh (full fetch). The first renewal
 phase runs at the real rate ($N instances every 30 s); the second is the same load with time compressed 10×.

@@ -1,4 +1,5 @@
-//! Load generator for `hack/bench/notification.sh`: publishes N distinct OrderPlaced events (the
+//! `shop-load notification` (formerly the notification crate's `notification-load` binary): the load
+//! generator of `hack/bench/notification.sh`. It publishes N distinct OrderPlaced events (the
 //! shop-order wire shape) to a topic as fast as the broker takes them, then exits.
 //!
 //! It exists so the benchmark measures shop-notification's consumption against real Kafka records
@@ -7,15 +8,13 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Parser;
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// Arguments.
-#[derive(Parser, Debug)]
-#[command(name = "notification-load", about)]
-struct Args {
+#[derive(clap::Args, Debug)]
+pub struct Args {
     /// Kafka bootstrap servers (loopback only in benchmarks).
     #[arg(long, default_value = "127.0.0.1:9092")]
     bootstrap: String,
@@ -27,9 +26,8 @@ struct Args {
     count: u64,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+/// Publishes the events and prints `<count> <seconds>`.
+pub async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.count <= 1_000_000, "--count is capped at 1,000,000");
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &args.bootstrap)

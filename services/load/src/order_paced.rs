@@ -1,4 +1,4 @@
-//! order-paced: the paced order client of `hack/bench/orders.sh` (phase 3).
+//! `shop-load order-paced` (formerly the order crate's `order-paced` binary): the paced order client of `hack/bench/orders.sh` (phase 3).
 //!
 //! Exists because the benchmark scripts must not carry Python (the product is Rust only): this is
 //! the Rust port of the paced client that used to be embedded in the script. It places `count`
@@ -11,14 +11,13 @@
 //! when nothing was found). Loopback targets only; bounded by `count` and by time (10 s per request,
 //! 90 s of polling).
 //!
-//! Usage: `order-paced <order-url> <notification-url> <count> <rate-per-sec> <skus>`.
+//! Usage: `shop-load order-paced <order-url> <notification-url> <count> <rate-per-sec> <skus>`.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use chrono::DateTime;
-use clap::Parser;
 use reqwest::Url;
 use serde_json::{Value, json};
 
@@ -36,12 +35,8 @@ const PAGE_SIZE: usize = 500;
 const MAX_RATE: f64 = 100_000.0;
 
 /// Arguments (positional, in the order the benchmark script passes them).
-#[derive(Parser, Debug)]
-#[command(
-    name = "order-paced",
-    about = "Paced orders, then the order->notification delay p50/p99/max (hack/bench/orders.sh)"
-)]
-struct Args {
+#[derive(clap::Args, Debug)]
+pub struct Args {
     /// Base URL of shop-order, e.g. http://127.0.0.1:8082 (loopback only).
     order_url: String,
     /// Base URL of shop-notification, e.g. http://127.0.0.1:8084 (loopback only).
@@ -70,7 +65,7 @@ fn loopback_base(raw: &str, what: &str) -> anyhow::Result<Url> {
             .is_ok_and(|ip| ip.is_loopback());
     ensure!(
         loopback,
-        "order-paced only targets loopback addresses; {what} URL is {raw:?}"
+        "shop-load order-paced only targets loopback addresses; {what} URL is {raw:?}"
     );
     Ok(url)
 }
@@ -133,9 +128,8 @@ async fn get_json(req: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Va
         .with_context(|| format!("{what}: JSON body"))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+/// Places the orders, polls for their notifications and prints the one result line.
+pub async fn run(args: Args) -> anyhow::Result<()> {
     ensure!(
         (1..=MAX_COUNT).contains(&args.count),
         "count must be in [1, {MAX_COUNT}]"

@@ -1,4 +1,5 @@
-//! gateway-load: a small open-loop load generator for `hack/bench/gateway.sh`.
+//! `shop-load gateway` (formerly the gateway crate's `gateway-load` binary): a small open-loop load
+//! generator for `hack/bench/gateway.sh`.
 //!
 //! Exists because wrk2 (fixed-rate wrk) is not available: to compare latency "at a fixed rate" the
 //! load must be sent on a fixed schedule, and each latency is measured from the request's
@@ -20,7 +21,8 @@
 //! included in the latency) and its own CPU time and run-queue wait (from
 //! `/proc/thread-self/schedstat`), so a busy or starved load generator shows in its own output.
 //!
-//! Usage: `gateway-load <url> <rate-per-sec> <seconds> <connections> [threads]`; prints one JSON line.
+//! Usage: `shop-load gateway <url> <rate-per-sec> <seconds> <connections> [threads]`; prints one JSON
+//! line.
 
 use std::{
     collections::VecDeque,
@@ -320,7 +322,7 @@ fn drive(plan: &Plan, k: usize, conns: usize) -> anyhow::Result<Outcome> {
                     }
                 }
                 Err(e) => {
-                    eprintln!("gateway-load: {e:#}");
+                    eprintln!("shop-load gateway: {e:#}");
                     if conn.inflight.take().is_some() {
                         inflight -= 1;
                     }
@@ -372,19 +374,26 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    if !(5..=6).contains(&args.len()) {
-        bail!("usage: gateway-load <url> <rate-per-sec> <seconds> <connections> [threads]");
-    }
-    let uri: http::Uri = args[1].parse().context("url")?;
-    let rate: f64 = args[2].parse().context("rate")?;
-    let secs: f64 = args[3].parse().context("seconds")?;
-    let conns: usize = args[4].parse().context("connections")?;
-    let threads: usize = match args.get(5) {
-        Some(t) => t.parse().context("threads")?,
-        None => 1,
-    };
+/// Arguments (positional, in the order `hack/bench/gateway.sh` passes them).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Target URL, `http://<loopback IP>:<port>/<path>`.
+    url: String,
+    /// Requests per second, in (0, 200000].
+    rate: f64,
+    /// Seconds of load, in (0, 120].
+    seconds: f64,
+    /// Keep-alive connections, in [1, 1024].
+    connections: usize,
+    /// Load threads, in [1, 16] and at most the connections.
+    #[arg(default_value_t = 1)]
+    threads: usize,
+}
+
+/// Runs the load and prints its one JSON line.
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let (rate, secs, conns, threads) = (args.rate, args.seconds, args.connections, args.threads);
+    let uri: http::Uri = args.url.parse().context("url")?;
     if uri.scheme_str() != Some("http") {
         bail!("only http:// URLs");
     }
@@ -394,7 +403,7 @@ fn main() -> anyhow::Result<()> {
         .parse()
         .context("host must be an IP:port")?;
     if !addr.ip().is_loopback() {
-        bail!("gateway-load only targets loopback addresses");
+        bail!("shop-load gateway only targets loopback addresses");
     }
     if !(rate > 0.0
         && rate <= 200_000.0

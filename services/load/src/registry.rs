@@ -1,10 +1,10 @@
-//! registry-load: the benchmark driver behind hack/bench/registry.sh. Simulates N instances registering
+//! `shop-load registry` (formerly the registry crate's `registry-load` binary): the benchmark driver
+//! behind hack/bench/registry.sh. Simulates N instances registering
 //! and renewing against a shop-registry on loopback, samples the registry's CPU and RSS from /proc, and
 //! measures, through the runtime's own discovery client, how long a new instance takes to become visible
 //! and how long a cancelled or crashed one takes to leave the client's view. Every loop is bounded.
 
 use anyhow::{Context, bail};
-use clap::Parser;
 use serde_json::json;
 use shop_runtime::discovery::{Discovery, DiscoveryConfig};
 use shop_runtime::eureka::InstanceInfo;
@@ -14,12 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "registry-load",
-    about = "Load and timing benchmark for shop-registry (loopback only)"
-)]
-struct Args {
+/// Arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
     /// Registry base URL (loopback only).
     #[arg(long, default_value = "http://127.0.0.1:8761/eureka")]
     registry: String,
@@ -191,9 +188,8 @@ fn stats(v: &[Duration]) -> String {
     format!("mean {mean:.2} s, max {max:.2} s ({} trials)", v.len())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let a = Args::parse();
+/// Runs the phases and prints the markdown table of measures.
+pub async fn run(a: Args) -> anyhow::Result<()> {
     let url = reqwest::Url::parse(&a.registry).context("--registry")?;
     let loopback = match url.host_str() {
         Some("localhost") => true,
@@ -205,7 +201,7 @@ async fn main() -> anyhow::Result<()> {
     };
     if !loopback {
         bail!(
-            "registry-load only targets loopback addresses, not {}",
+            "shop-load registry only targets loopback addresses, not {}",
             a.registry
         );
     }
