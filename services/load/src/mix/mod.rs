@@ -54,10 +54,10 @@ pub struct Args {
     #[arg(long, value_parser = spec::parse_duration)]
     duration: Duration,
     /// A gateway JWT (with the orders:write and products:write scopes) for orders and seeding.
-    #[arg(long, conflicts_with = "jwt_secret", hide_env_values = true)]
+    #[arg(long, conflicts_with = "jwt_secret")]
     token: Option<String>,
     /// Mint the JWT from the gateway's HS256 secret instead (its SHOP_JWT_SECRET).
-    #[arg(long, hide_env_values = true)]
+    #[arg(long)]
     jwt_secret: Option<String>,
     /// The routes and their weights: browse, search, order, stream (left out: 0).
     #[arg(long, default_value = "browse=60,search=20,order=15,stream=5", value_parser = parse_mix)]
