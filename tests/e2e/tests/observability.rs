@@ -36,73 +36,119 @@ const FOREIGN_METRICS: &[(&str, &str)] = &[(
     "kube-state-metrics: container restarts (the ShopPodRestarting alert)",
 )];
 
+/// Labels of kube-state-metrics' series that the queries may use.
+const FOREIGN_LABELS: &[&str] = &["namespace", "pod", "container", "uid"];
+
+/// Labels Prometheus attaches to every scraped series of a shop component: its target labels under
+/// a ServiceMonitor, and the `shop` and `component` the Shop's ServiceMonitor relabels from the
+/// Services' `app.kubernetes.io/instance` and `app.kubernetes.io/component` (docs/observability.md).
+const TARGET_LABELS: &[&str] = &[
+    "namespace",
+    "pod",
+    "service",
+    "job",
+    "instance",
+    "endpoint",
+    "container",
+    "shop",
+    "component",
+];
+
 // ---------------------------------------------------------------------------------------------
 // Metric names in PromQL.
 
 /// Grafana's built-in interval variables, replaced by a duration so the query parses as PromQL.
 const GRAFANA_INTERVALS: &[&str] = &["$__rate_interval", "$__interval", "$__range"];
 
-/// The metric names `query` selects. `query` is PromQL, possibly with Grafana variables
-/// (`$__rate_interval` as a range, `$namespace` inside label values) or Grafana's
-/// `label_values(selector, label)` template query. An error names what does not parse, or a
-/// selector whose metric name cannot be known (a regex on `__name__`).
-fn metric_names(query: &str) -> Result<BTreeSet<String>, String> {
+/// What a query reads: metric names, and label names (matchers, `by`/`without`, `on`/`ignoring`,
+/// `group_left`/`group_right`, the label of `label_values`).
+#[derive(Debug, Default)]
+struct Refs {
+    metrics: BTreeSet<String>,
+    labels: BTreeSet<String>,
+}
+
+/// What `query` reads. `query` is PromQL, possibly with Grafana variables (`$__rate_interval` as
+/// a range, `$namespace` inside label values) or Grafana's `label_values(selector, label)`
+/// template query. An error names what does not parse, or a selector whose metric name cannot be
+/// known (a regex on `__name__`).
+fn refs(query: &str) -> Result<Refs, String> {
     let mut q = query.trim().to_owned();
     for var in GRAFANA_INTERVALS {
         q = q.replace(var, "5m");
     }
+    let mut out = Refs::default();
     if let Some(inner) = q
         .strip_prefix("label_values(")
         .and_then(|s| s.strip_suffix(')'))
     {
         // label_values(selector, label): only the selector is PromQL.
-        let selector = inner.rsplit_once(',').map_or(inner, |(sel, _label)| sel);
+        let (selector, label) = inner
+            .rsplit_once(',')
+            .ok_or_else(|| format!("`{query}`: label_values needs a selector and a label"))?;
+        out.labels.insert(label.trim().to_owned());
         q = selector.trim().to_owned();
     }
     let expr = parser::parse(&q).map_err(|e| format!("`{query}` is not PromQL: {e}"))?;
-    let mut names = BTreeSet::new();
-    collect(&expr, &mut names).map_err(|e| format!("`{query}`: {e}"))?;
-    Ok(names)
+    collect(&expr, &mut out).map_err(|e| format!("`{query}`: {e}"))?;
+    Ok(out)
 }
 
-fn collect(expr: &Expr, names: &mut BTreeSet<String>) -> Result<(), String> {
+/// The metric names `query` selects.
+fn metric_names(query: &str) -> Result<BTreeSet<String>, String> {
+    refs(query).map(|r| r.metrics)
+}
+
+fn collect(expr: &Expr, out: &mut Refs) -> Result<(), String> {
     match expr {
-        Expr::VectorSelector(vs) => selector(vs, names),
-        Expr::MatrixSelector(ms) => selector(&ms.vs, names),
+        Expr::VectorSelector(vs) => selector(vs, out),
+        Expr::MatrixSelector(ms) => selector(&ms.vs, out),
         Expr::Aggregate(a) => {
-            if let Some(p) = &a.param {
-                collect(p, names)?;
+            if let Some(m) = &a.modifier {
+                out.labels.extend(m.labels().labels.iter().cloned());
             }
-            collect(&a.expr, names)
+            if let Some(p) = &a.param {
+                collect(p, out)?;
+            }
+            collect(&a.expr, out)
         }
-        Expr::Unary(u) => collect(&u.expr, names),
+        Expr::Unary(u) => collect(&u.expr, out),
         Expr::Binary(b) => {
-            collect(&b.lhs, names)?;
-            collect(&b.rhs, names)
+            if let Some(m) = &b.modifier {
+                if let Some(on) = &m.matching {
+                    out.labels.extend(on.labels().labels.iter().cloned());
+                }
+                if let Some(group) = m.card.labels() {
+                    out.labels.extend(group.labels.iter().cloned());
+                }
+            }
+            collect(&b.lhs, out)?;
+            collect(&b.rhs, out)
         }
-        Expr::Paren(p) => collect(&p.expr, names),
-        Expr::Subquery(s) => collect(&s.expr, names),
-        Expr::Call(c) => c.args.args.iter().try_for_each(|a| collect(a, names)),
+        Expr::Paren(p) => collect(&p.expr, out),
+        Expr::Subquery(s) => collect(&s.expr, out),
+        Expr::Call(c) => c.args.args.iter().try_for_each(|a| collect(a, out)),
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) => Ok(()),
         Expr::Extension(_) => Err("an extension expression".into()),
     }
 }
 
-fn selector(
-    vs: &promql_parser::parser::VectorSelector,
-    names: &mut BTreeSet<String>,
-) -> Result<(), String> {
+fn selector(vs: &promql_parser::parser::VectorSelector, out: &mut Refs) -> Result<(), String> {
     let mut named = vs.name.is_some();
-    names.extend(vs.name.iter().cloned());
+    out.metrics.extend(vs.name.iter().cloned());
     let all = vs
         .matchers
         .matchers
         .iter()
         .chain(vs.matchers.or_matchers.iter().flatten());
-    for m in all.filter(|m| m.name == "__name__") {
+    for m in all {
+        if m.name != "__name__" {
+            out.labels.insert(m.name.clone());
+            continue;
+        }
         match m.op {
             MatchOp::Equal => {
-                names.insert(m.value.clone());
+                out.metrics.insert(m.value.clone());
                 named = true;
             }
             _ => return Err(format!("`__name__` matched by {} (not a fixed name)", m.op)),
@@ -147,6 +193,20 @@ fn extractor_finds_metric_names_and_nothing_else() {
         metric_names("count_values(\"v\", g) + scalar(h) * time()").unwrap(),
         set(&["g", "h"])
     );
+    let r = refs(
+        r#"sum by (component, le) (rate(a_bucket{shop="$shop"}[5m])) / on (pod) group_left (reason) b or count without (verb) (c)"#,
+    )
+    .unwrap();
+    assert_eq!(
+        r.labels,
+        set(&["component", "le", "shop", "pod", "reason", "verb"])
+    );
+    assert_eq!(
+        refs(r#"label_values(x{namespace="$namespace"}, shop)"#)
+            .unwrap()
+            .labels,
+        set(&["namespace", "shop"])
+    );
     assert!(metric_names(r#"{__name__=~"http_.*"}"#).is_err());
     assert!(metric_names(r#"sum(rate(x[5m])"#).is_err(), "unbalanced");
 }
@@ -154,12 +214,12 @@ fn extractor_finds_metric_names_and_nothing_else() {
 // ---------------------------------------------------------------------------------------------
 // Metric names on /metrics.
 
-/// Every series name a Prometheus scraping `text` stores: the samples present, and for each
-/// `# TYPE` (also of families with no sample yet) the names its type is exposed under, as
-/// prometheus_client writes them (a counter `foo` as `foo_total`, a histogram as
-/// `foo_bucket`/`foo_sum`/`foo_count`).
-fn exposed_series(text: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
+/// Every series name a Prometheus scraping `text` stores, with the label names its samples carry:
+/// the samples present, and for each `# TYPE` (also of families with no sample yet) the names its
+/// type is exposed under, as prometheus_client writes them (a counter `foo` as `foo_total`, a
+/// histogram as `foo_bucket`/`foo_sum`/`foo_count`).
+fn exposed_series(text: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let mut parts = rest.split_whitespace();
@@ -173,26 +233,66 @@ fn exposed_series(text: &str) -> BTreeSet<String> {
                 "info" => &["_info"],
                 _ => &[""],
             };
-            out.extend(suffixes.iter().map(|s| format!("{name}{s}")));
+            for s in suffixes {
+                out.entry(format!("{name}{s}")).or_default();
+            }
         } else if !line.starts_with('#') && !line.trim().is_empty() {
             let end = line.find(['{', ' ']).unwrap_or(line.len());
-            out.insert(line[..end].to_owned());
+            let labels = out.entry(line[..end].to_owned()).or_default();
+            if let Some(set) = line[end..].strip_prefix('{') {
+                labels.extend(label_names(set));
+            }
         }
     }
     out
 }
 
+/// The label names of a sample's label set (`a="x",b="y\"}"} 1` without the opening brace):
+/// values are quoted and may hold `,`, `{`, `}` and escaped quotes (route templates do).
+fn label_names(set: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = set;
+    while let Some((name, after)) = rest.split_once("=\"") {
+        names.push(name.trim_start_matches(',').trim().to_owned());
+        let mut chars = after.char_indices();
+        let mut close = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => {
+                    close = i;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        rest = &after[(close + 1).min(after.len())..];
+        if rest.starts_with('}') {
+            break;
+        }
+    }
+    names
+}
+
 #[test]
 fn exposition_names_follow_the_metric_types() {
-    let text = "# HELP a Requests.\n# TYPE a counter\na_total{x=\"1\"} 2\n# TYPE b histogram\n\
-                # TYPE c gauge\nc 1\n# TYPE d counter\n# EOF\n";
+    let text = "# HELP a Requests.\n# TYPE a counter\na_total{x=\"1\",route=\"/p/{id},\\\"q\\\"\",z=\"\"} 2\n\
+                # TYPE b histogram\n# TYPE c gauge\nc 1\n# TYPE d counter\n# EOF\n";
     let got = exposed_series(text);
-    let want: BTreeSet<String> = ["a_total", "b_bucket", "b_sum", "b_count", "c", "d_total"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-    assert_eq!(got, want);
-    assert!(!got.contains("a"), "a counter is stored as a_total only");
+    let names: BTreeSet<&str> = got.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["a_total", "b_bucket", "b_sum", "b_count", "c", "d_total"])
+    );
+    assert!(
+        !got.contains_key("a"),
+        "a counter is stored as a_total only"
+    );
+    let a: Vec<&str> = got["a_total"].iter().map(String::as_str).collect();
+    assert_eq!(a, ["route", "x", "z"]);
+    assert!(got["c"].is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -590,10 +690,17 @@ async fn every_metric_the_dashboards_and_alerts_read_is_exported() {
             r["expr"].as_str().unwrap().to_owned(),
         ));
     }
+    let parsed: Vec<(&String, Refs)> = queries
+        .iter()
+        .map(|(place, q)| (place, refs(q).unwrap_or_else(|e| panic!("{place}: {e}"))))
+        .collect();
     let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (place, q) in &queries {
-        for name in metric_names(q).unwrap_or_else(|e| panic!("{place}: {e}")) {
-            wanted.entry(name).or_default().push(place.clone());
+    for (place, r) in &parsed {
+        for name in &r.metrics {
+            wanted
+                .entry(name.clone())
+                .or_default()
+                .push((*place).clone());
         }
     }
     assert!(
@@ -653,15 +760,18 @@ async fn every_metric_the_dashboards_and_alerts_read_is_exported() {
     )
     .await;
 
-    let mut exported: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // Series name -> the components exporting it, and the label names its samples carry.
+    let mut exported: BTreeMap<String, (Vec<String>, BTreeSet<String>)> = BTreeMap::new();
     let mut record = |component: &str, text: &str| {
         let series = exposed_series(text);
         assert!(
             !series.is_empty(),
             "{component}'s /metrics exposes nothing:\n{text}"
         );
-        for s in series {
-            exported.entry(s).or_default().push(component.to_owned());
+        for (s, labels) in series {
+            let e = exported.entry(s).or_default();
+            e.0.push(component.to_owned());
+            e.1.extend(labels);
         }
     };
     let components = [
@@ -713,6 +823,30 @@ async fn every_metric_the_dashboards_and_alerts_read_is_exported() {
 
     let foreign: BTreeMap<&str, &str> = FOREIGN_METRICS.iter().copied().collect();
 
+    // Every label a query filters or groups by is one Prometheus attaches to the target, or one
+    // a metric of that query carries on its samples (a typo such as `by (code)` for `status`
+    // draws one flat line and fails here).
+    let mut unknown_labels = Vec::new();
+    for (place, r) in &parsed {
+        let mut known: BTreeSet<&str> = TARGET_LABELS.iter().copied().collect();
+        for m in &r.metrics {
+            if let Some((_, labels)) = exported.get(m) {
+                known.extend(labels.iter().map(String::as_str));
+            }
+            if foreign.contains_key(m.as_str()) {
+                known.extend(FOREIGN_LABELS.iter().copied());
+            }
+        }
+        for l in r.labels.iter().filter(|l| !known.contains(l.as_str())) {
+            unknown_labels.push(format!("{l} (in {place}; known: {known:?})"));
+        }
+    }
+    assert!(
+        unknown_labels.is_empty(),
+        "the chart's queries use labels nothing attaches:\n  {}",
+        unknown_labels.join("\n  ")
+    );
+
     let missing: Vec<String> = wanted
         .iter()
         .filter(|(name, _)| !exported.contains_key(*name) && !foreign.contains_key(name.as_str()))
@@ -738,7 +872,7 @@ async fn every_metric_the_dashboards_and_alerts_read_is_exported() {
         assert!(wanted.contains_key(signal), "nothing reads {signal}");
     }
     let mut per_component: BTreeMap<&str, usize> = BTreeMap::new();
-    for (m, cs) in &exported {
+    for (m, (cs, _)) in &exported {
         if wanted.contains_key(m) {
             for c in cs.iter().collect::<BTreeSet<_>>() {
                 *per_component.entry(c.as_str()).or_default() += 1;
