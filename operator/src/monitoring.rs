@@ -55,7 +55,33 @@ pub struct Endpoint {
     /// Scrape interval; Prometheus's default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
+    /// Labels copied from the Service onto every series.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relabelings: Vec<Relabeling>,
 }
+
+/// `endpoints[].relabelings[]`: copies a target label (here a Service label) to a series label.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Relabeling {
+    /// The discovered labels read.
+    pub source_labels: Vec<String>,
+    /// The series label written.
+    pub target_label: String,
+}
+
+/// The series labels the chart's dashboards and alerts select by (`docs/observability.md`), and
+/// the Service labels they come from.
+pub const SERIES_LABELS: [(&str, &str); 2] = [
+    (
+        "__meta_kubernetes_service_label_app_kubernetes_io_instance",
+        "shop",
+    ),
+    (
+        "__meta_kubernetes_service_label_app_kubernetes_io_component",
+        "component",
+    ),
+];
 
 /// Renders the ServiceMonitor the Shop asks for, if any.
 pub fn render(shop: &ValidatedShop) -> Option<ServiceMonitor> {
@@ -69,6 +95,13 @@ pub fn render(shop: &ValidatedShop) -> Option<ServiceMonitor> {
         port: PORT_NAME.to_string(),
         path: "/metrics".to_string(),
         interval: sm.interval.clone(),
+        relabelings: SERIES_LABELS
+            .iter()
+            .map(|(from, to)| Relabeling {
+                source_labels: vec![from.to_string()],
+                target_label: to.to_string(),
+            })
+            .collect(),
     };
     // Every component's Service names its port `http`. A gateway with TLS on its port speaks
     // only https there, with a certificate Prometheus has no reason to trust: it is left out
@@ -176,6 +209,13 @@ mod tests {
             (e.port.as_str(), e.path.as_str(), e.interval.as_deref()),
             ("http", "/metrics", Some("15s"))
         );
+        // The dashboards select by `shop` and `component` (docs/observability.md).
+        let targets: Vec<&str> = e
+            .relabelings
+            .iter()
+            .map(|r| r.target_label.as_str())
+            .collect();
+        assert_eq!(targets, ["shop", "component"]);
         assert!(
             render(&shop("")).is_none(),
             "nothing asked, nothing rendered"

@@ -83,6 +83,8 @@ async fn a_service_monitor_is_created_scrapes_are_admitted_and_both_go_with_the_
     );
     assert_eq!(sm.spec.endpoints[0].path, "/metrics");
     assert_eq!(sm.spec.endpoints[0].interval.as_deref(), Some("30s"));
+    // The real CRD kept the relabelings the dashboards' `shop`/`component` labels come from.
+    assert_eq!(sm.spec.endpoints[0].relabelings.len(), 2);
     eventually(30, "Monitored=True", || async {
         condition(&client, &n, "watched", "Monitored").await
             == Some(("True".into(), "ServiceMonitorReady".into()))
@@ -121,7 +123,16 @@ async fn a_service_monitor_is_created_scrapes_are_admitted_and_both_go_with_the_
         },
     )
     .await;
-    assert_eq!(condition(&client, &n, "watched", "Monitored").await, None);
+    eventually(
+        30,
+        "the Monitored condition is gone with the section",
+        || async {
+            condition(&client, &n, "watched", "Monitored")
+                .await
+                .is_none()
+        },
+    )
+    .await;
 
     op.stop().await;
     ns.delete().await;
