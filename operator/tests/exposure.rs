@@ -9,14 +9,9 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use common::*;
 use k8s_openapi::api::networking::v1::Ingress;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client};
 use serde_json::json;
 use shop_operator::Shop;
