@@ -27,6 +27,7 @@ use promql_parser::parser::{self, Expr};
 use serde::Deserialize;
 use serde_json::json;
 use shop_operator::crd::PlacementSpec;
+use shop_operator::monitoring::SERIES_LABELS;
 use shop_testkit::host_shop::HostShop;
 use shop_testkit::{Service, cluster, free_port, helm_path, kubeconfig_path, repo_root};
 
@@ -39,10 +40,8 @@ const FOREIGN_METRICS: &[(&str, &str)] = &[(
 /// Labels of kube-state-metrics' series that the queries may use.
 const FOREIGN_LABELS: &[&str] = &["namespace", "pod", "container", "uid"];
 
-/// Labels Prometheus attaches to every scraped series of a shop component: its target labels under
-/// a ServiceMonitor, and the `shop` and `component` the Shop's ServiceMonitor relabels from the
-/// Services' `app.kubernetes.io/instance` and `app.kubernetes.io/component` (docs/observability.md).
-const TARGET_LABELS: &[&str] = &[
+/// Labels Prometheus attaches to every scraped series under a ServiceMonitor (target labels).
+const SCRAPE_LABELS: &[&str] = &[
     "namespace",
     "pod",
     "service",
@@ -50,9 +49,18 @@ const TARGET_LABELS: &[&str] = &[
     "instance",
     "endpoint",
     "container",
-    "shop",
-    "component",
 ];
+
+/// Labels every series of a shop component carries in Prometheus: the scrape's target labels and
+/// the ones the operator's ServiceMonitor relabels from the Services (`shop`, `component`), taken
+/// from the operator itself so the dashboards and the ServiceMonitor cannot drift apart.
+fn target_labels() -> BTreeSet<&'static str> {
+    SCRAPE_LABELS
+        .iter()
+        .copied()
+        .chain(SERIES_LABELS.iter().map(|(_, to)| *to))
+        .collect()
+}
 
 // ---------------------------------------------------------------------------------------------
 // Metric names in PromQL.
@@ -828,7 +836,7 @@ async fn every_metric_the_dashboards_and_alerts_read_is_exported() {
     // draws one flat line and fails here).
     let mut unknown_labels = Vec::new();
     for (place, r) in &parsed {
-        let mut known: BTreeSet<&str> = TARGET_LABELS.iter().copied().collect();
+        let mut known = target_labels();
         for m in &r.metrics {
             if let Some((_, labels)) = exported.get(m) {
                 known.extend(labels.iter().map(String::as_str));
