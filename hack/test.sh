@@ -63,6 +63,7 @@ cargo build --workspace --bins --locked
 # The platform as pods on the real node (operator by Helm, the example Shop): the real-node tests
 # in tests/e2e/tests/real_node*.rs run against it.
 hack/platform.sh up
+hack/tools.sh chromium  # the headless browser tests/e2e/tests/storefront.rs drives (Debian's chromium + chromedriver)
 hack/tools.sh spring  # the real Spring clients tests/e2e/tests/spring_clients.rs runs (built once per source hash)
 hack/tools.sh schemathesis >/dev/null  # the API fuzzer tests/e2e/tests/fuzz.rs runs (a venv, once per version)
 rm -f "$STATE_DIR/test-output.txt"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs or builds every tool of the local stack, from package registries only (no Docker, no
 # prebuilt downloads). Each tool is cached under $CACHE_DIR/<tool>-<version>; a tool whose cache
-# directory holds a finished marker is not rebuilt. Usage: hack/tools.sh [all|k8s|kwok|helm|coredns|mongo|kafka|zipkin|apt|spring|spring-jar|schemathesis|schemathesis-bin|gateway-api|gateway-api-crds|prometheus-crds]...
+# directory holds a finished marker is not rebuilt. Usage: hack/tools.sh [all|k8s|kwok|helm|coredns|mongo|kafka|zipkin|apt|spring|spring-jar|schemathesis|schemathesis-bin|chromium|gateway-api|gateway-api-crds|prometheus-crds]...
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 GO_BUILD_FLAGS=(-trimpath)
@@ -239,6 +239,16 @@ tool_prometheus_crds() {
   touch "$out/.done"
 }
 
+# Chromium and its WebDriver, from Debian: the real headless browser tests/e2e/tests/storefront.rs drives
+# (a test tool, never product code). Installed only when one of them is missing.
+tool_chromium() {
+  command -v chromium >/dev/null && command -v chromedriver >/dev/null && return 0
+  log "apt-get install chromium chromium-driver (the storefront's browser test)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+}
+
 # Debian packages: MariaDB server; containerd, runc, the CNI plugins, iptables and conntrack for the
 # real node; umoci and skopeo to build images without Docker (and nginx, wrk, h2load and valgrind, used only
 # by `make bench`).
@@ -274,6 +284,7 @@ main() {
       all) tool_apt; tool_kafka; tool_zipkin; tool_mongo; tool_kwok; tool_helm; tool_k8s; tool_coredns; tool_gateway_api ;;
       k8s|kwok|helm|mongo|kafka|zipkin|apt|coredns) "tool_$t" ;;
       spring) tool_spring ;;
+      chromium) tool_chromium ;; # the storefront's browser test (tests/e2e/tests/storefront.rs)
       spring-jar) printf '%s/spring-clients.jar\n' "$(spring_dir)" ;; # where the tests find the jar
       schemathesis) tool_schemathesis ;; # installed when missing; prints its `st`
       schemathesis-bin) printf '%s/bin/st\n' "$(schemathesis_dir)" ;; # where the fuzz test finds `st`

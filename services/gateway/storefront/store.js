@@ -66,8 +66,9 @@ async function order(p, form) {
     if (r.res.ok) {
       pending = null;
       mine.add(r.body.orderNumber);
+      document.querySelector(`#notifications li[data-order="${CSS.escape(r.body.orderNumber)}"]`)?.classList.add('mine');
       say(`Order ${r.body.orderNumber} placed: ${quantity} × ${p.name}, total $${r.body.total}.`, 'ok');
-    } else if (r.res.status >= 500 || r.res.status === 429) {
+    } else if (r.res.status >= 500 || r.res.status === 429 || String(r.body?.type).endsWith('idempotency-key-in-flight')) {
       say(`Not placed yet: ${problemText(r.res, r.body)}. Order again to retry; it is sent with the same Idempotency-Key, so it cannot be placed twice.`, 'bad');
     } else {
       pending = null;
@@ -91,8 +92,7 @@ function listen() {
     try { n = JSON.parse(ev.data); } catch { return; }
     const when = new Date(n.createdAt || Date.now()).toLocaleTimeString();
     const item = el('li', { 'data-order': n.orderNumber, class: mine.has(n.orderNumber) ? 'mine' : undefined },
-      el('time', { datetime: n.createdAt }, when), ' ', n.message || `Order ${n.orderNumber}`,
-      n.total ? ` (total $${n.total})` : '');
+      el('time', { datetime: n.createdAt }, when), ' ', n.message || `Order ${n.orderNumber} placed`);
     const list = $('notifications');
     list.prepend(item);
     while (list.children.length > 20) list.lastElementChild.remove();
