@@ -58,6 +58,11 @@ pub struct Endpoint {
     /// Labels copied from the Service onto every series.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relabelings: Vec<Relabeling>,
+    /// The series' own labels win over target labels of the same name: the breaker metrics'
+    /// `service` (the service called) would otherwise become `exported_service`, and the
+    /// dashboards' breaker panels would show the Service scraped instead.
+    #[serde(default)]
+    pub honor_labels: bool,
 }
 
 /// `endpoints[].relabelings[]`: copies a target label (here a Service label) to a series label.
@@ -102,6 +107,7 @@ pub fn render(shop: &ValidatedShop) -> Option<ServiceMonitor> {
                 target_label: to.to_string(),
             })
             .collect(),
+        honor_labels: true,
     };
     // Every component's Service names its port `http`. A gateway with TLS on its port speaks
     // only https there, with a certificate Prometheus has no reason to trust: it is left out
@@ -216,6 +222,7 @@ mod tests {
             .map(|r| r.target_label.as_str())
             .collect();
         assert_eq!(targets, ["shop", "component"]);
+        assert!(e.honor_labels, "the breakers' own `service` label must win");
         assert!(
             render(&shop("")).is_none(),
             "nothing asked, nothing rendered"

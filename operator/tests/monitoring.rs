@@ -85,6 +85,7 @@ async fn a_service_monitor_is_created_scrapes_are_admitted_and_both_go_with_the_
     assert_eq!(sm.spec.endpoints[0].interval.as_deref(), Some("30s"));
     // The real CRD kept the relabelings the dashboards' `shop`/`component` labels come from.
     assert_eq!(sm.spec.endpoints[0].relabelings.len(), 2);
+    assert!(sm.spec.endpoints[0].honor_labels);
     eventually(30, "Monitored=True", || async {
         condition(&client, &n, "watched", "Monitored").await
             == Some(("True".into(), "ServiceMonitorReady".into()))
