@@ -238,7 +238,7 @@ pub struct AutoscalingSpec {
     #[schemars(range(min = 1, max = 100))]
     pub target_cpu_utilization: Option<i32>,
     /// A per-pod metric the component exports (served to the HPA by a custom-metrics adapter
-    /// such as prometheus-adapter), e.g. `http_requests_in_flight` at an average of `20`.
+    /// such as prometheus-adapter), e.g. `http_server_requests_in_flight` at an average of `20`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric: Option<PodMetricTarget>,
 }

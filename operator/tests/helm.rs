@@ -434,3 +434,63 @@ async fn an_operator_without_rbac_refuses_to_start_and_names_the_missing_permiss
     assert!(all.contains("not allowed to list Shop"), "{all}");
     ns.delete().await;
 }
+
+/// Where the Prometheus Operator is installed, the chart renders a PrometheusRule and a
+/// ServiceMonitor; `helm install` then fails if the CRDs' own schemas refuse them. The other
+/// tests install those CRDs into the shared cluster (operator/tests/monitoring.rs), so this is
+/// also what keeps every later install on this cluster working. Server-side dry run: validated
+/// by the real CRD schema, nothing stored.
+#[tokio::test]
+async fn the_charts_prometheus_objects_pass_the_prometheus_operators_own_crd_schemas() {
+    let (client, ns) = setup("helm-prom-").await;
+    let dir = tool_dir("prometheus-crds");
+    install_crds(
+        &client,
+        &["servicemonitors", "prometheusrules"]
+            .map(|k| dir.join(format!("monitoring.coreos.com_{k}.yaml"))),
+    )
+    .await;
+    let c = chart();
+    let o = helm(&[
+        "template",
+        "shop",
+        c.to_str().unwrap(),
+        "--kube-version",
+        "1.36.0",
+        "--namespace",
+        &ns.name,
+        "--api-versions",
+        "monitoring.coreos.com/v1/PrometheusRule",
+        "--api-versions",
+        "monitoring.coreos.com/v1/ServiceMonitor",
+        "--set",
+        "networkPolicy.scrapeNamespace=monitoring,monitoring.prometheusRule.labels.release=prom",
+    ]);
+    assert!(o.status.success(), "helm template: {}", text(&o));
+    let rendered = String::from_utf8(o.stdout).unwrap();
+    let mut kinds = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&rendered) {
+        let v = serde_json::Value::deserialize(doc).unwrap();
+        let kind = v["kind"].as_str().unwrap_or_default().to_string();
+        if !matches!(kind.as_str(), "PrometheusRule" | "ServiceMonitor") {
+            continue;
+        }
+        let obj: kube::core::DynamicObject = serde_json::from_value(v).unwrap();
+        let gvk = kube::core::GroupVersionKind::gvk("monitoring.coreos.com", "v1", &kind);
+        let ar = kube::core::ApiResource::from_gvk(&gvk);
+        let api: Api<kube::core::DynamicObject> =
+            Api::namespaced_with(client.clone(), &ns.name, &ar);
+        let name = obj.metadata.name.clone().unwrap();
+        api.patch(
+            &name,
+            &PatchParams::apply("shop-helm-test").dry_run(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the {kind} CRD refuses the chart's {name}: {e}"));
+        kinds.push(kind);
+    }
+    kinds.sort();
+    assert_eq!(kinds, ["PrometheusRule", "ServiceMonitor"], "{rendered}");
+    ns.delete().await;
+}
