@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, ClientBuilder, Locator, key::Key};
 use serde_json::{Value, json};
 use shop_testkit::{
     free_port, fresh_name,
@@ -321,14 +321,12 @@ async fn shop_like_a_user(c: Client, s: Scene) {
         t == "live"
     })
     .await;
+    assert_accessible(&c, "the store").await;
 
     // Search by a word of the lamp's description: only the lamp is left.
     let q = c.find(Locator::Id("q")).await.unwrap();
-    q.send_keys(&s.word).await.unwrap();
-    c.find(Locator::Css("#search button"))
-        .await
-        .unwrap()
-        .click()
+    // From the keyboard: the word, then Enter.
+    q.send_keys(&format!("{}{}", s.word, char::from(Key::Enter)))
         .await
         .unwrap();
     wait_text(&c, "#results-status", "the search summary", |t| {
@@ -474,6 +472,7 @@ async fn shop_like_a_user(c: Client, s: Scene) {
     // The admin page: the lamp's stock is down by two, every service is registered, the Shop is Ready.
     c.goto(&format!("{}/admin", s.gateway)).await.unwrap();
     let row = format!("#stock tr[data-sku=\"{}\"] td.num", s.sku);
+    assert_accessible(&c, "the admin page").await;
     wait_text(&c, &row, "the lamp's stock on the admin page", |t| t == "2").await;
     let instances = wait_text(&c, "#instances", "the registered instances", |t| {
         ["INVENTORY", "PRODUCT", "ORDER", "NOTIFICATION"]
@@ -487,6 +486,41 @@ async fn shop_like_a_user(c: Client, s: Scene) {
     println!(
         "storefront: load, search, order, live notification and admin checked in {} ms",
         started.elapsed().as_millis()
+    );
+}
+
+/// What a screen-reader or keyboard user needs of a page: one `main` landmark, a label for every
+/// field, a name for every button, and an `aria-live` region or status for what changes.
+async fn assert_accessible(c: &Client, page: &str) {
+    let report = c
+        .execute(
+            r#"const unnamed = (els) => [...els].filter((e) => !(e.labels?.length || e.getAttribute('aria-label') || e.textContent.trim())).map((e) => e.id || e.outerHTML.slice(0, 60));
+               return {
+                 main: document.querySelectorAll('main').length,
+                 lang: document.documentElement.lang,
+                 unlabelled: unnamed(document.querySelectorAll('input')),
+                 unnamedButtons: unnamed(document.querySelectorAll('button')),
+                 live: document.querySelectorAll('[aria-live], [role=status]').length,
+               };"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(report["main"], 1, "{page}: {report}");
+    assert_eq!(report["lang"], "en", "{page}: {report}");
+    assert_eq!(
+        report["unlabelled"],
+        json!([]),
+        "{page}: fields without a label: {report}"
+    );
+    assert_eq!(
+        report["unnamedButtons"],
+        json!([]),
+        "{page}: buttons without a name: {report}"
+    );
+    assert!(
+        report["live"].as_u64() >= Some(1),
+        "{page}: nothing announces changes: {report}"
     );
 }
 
