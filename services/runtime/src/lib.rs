@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod discovery;
 pub mod eureka;
+pub mod faults;
 pub mod health;
 pub mod kafka;
 pub mod metrics;
