@@ -3,4 +3,5 @@
 
 pub mod api;
 pub mod batch;
+pub mod faults;
 pub mod store;

@@ -10,7 +10,11 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use anyhow::Context;
 use clap::Parser;
 use shop_inventory::api::{ApiDoc, AppState, router};
-use shop_runtime::{CommonArgs, Runtime, batch::BatchConfig};
+use shop_runtime::{
+    CommonArgs, Runtime,
+    batch::BatchConfig,
+    faults::{FaultArgs, Faults},
+};
 use utoipa::OpenApi;
 
 /// Command line / environment configuration.
@@ -34,6 +38,8 @@ struct Args {
     /// Reservation transactions that may run at the same time.
     #[arg(long, env = "RESERVE_BATCH_WORKERS", default_value_t = 8)]
     reserve_batch_workers: usize,
+    #[command(flatten)]
+    faults: FaultArgs,
 }
 
 #[tokio::main]
@@ -61,7 +67,13 @@ async fn main() -> anyhow::Result<()> {
         "Reservations written per database transaction",
         state.reservations.batch_sizes(),
     );
-    rt.serve(router(state).merge(shop_runtime::openapi::route(&ApiDoc::openapi())))
+    // Fault flags (spec.faults) wrap the API routes only: health, metrics and the OpenAPI
+    // document are added outside them. Unset SHOP_FAULTS_FILE: no wrapper at all.
+    let mut api = router(state);
+    if let Some(faults) = Faults::from_args(&args.faults, &rt.metrics(), rt.shutdown_token()) {
+        api = shop_inventory::faults::wrap(api, faults);
+    }
+    rt.serve(api.merge(shop_runtime::openapi::route(&ApiDoc::openapi())))
         .await?;
     pool.close().await;
     Ok(())
