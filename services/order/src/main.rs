@@ -20,7 +20,10 @@ use shop_order::{
     relay::{self, Relay, RelayConfig, RelayStats},
     store,
 };
-use shop_runtime::{BreakerConfig, ClientConfig, CommonArgs, Runtime, ServiceClient};
+use shop_runtime::{
+    BreakerConfig, ClientConfig, CommonArgs, Runtime, ServiceClient,
+    faults::{FaultArgs, Faults},
+};
 
 use utoipa::OpenApi;
 
@@ -94,6 +97,8 @@ struct Args {
     /// Order-write transactions (and batched reservation calls) that may run at the same time.
     #[arg(long, env = "ORDER_WRITE_WORKERS", default_value_t = 8)]
     order_write_workers: usize,
+    #[command(flatten)]
+    faults: FaultArgs,
 }
 
 #[tokio::main]
@@ -185,7 +190,11 @@ async fn main() -> anyhow::Result<()> {
     // The relay outlives the HTTP drain: orders committed while draining are still published.
     let relay_stop = tokio_util::sync::CancellationToken::new();
     let relay_task = {
-        let relay = Relay::new(pool.clone(), producer, lane_rx, relay_cfg, stats);
+        // Fault flags (spec.faults): kafkaPublishFailureRatio fails publishes; None when
+        // SHOP_FAULTS_FILE is unset.
+        let faults = Faults::from_args(&args.faults, &rt.metrics(), rt.shutdown_token());
+        let relay =
+            Relay::new(pool.clone(), producer, lane_rx, relay_cfg, stats).with_faults(faults);
         let (migrated, stop) = (migrated.clone(), relay_stop.clone());
         tokio::spawn(async move {
             tokio::select! {

@@ -11,6 +11,10 @@
 //! earlier process left behind, events the fast lane could not deliver (Kafka down) and events
 //! dropped from a full lane. `sweep_after` exceeds the Kafka message timeout, so the sweeper
 //! does not take a row the fast lane is still sending.
+//!
+//! The fault flag `kafkaPublishFailureRatio` (`shop_runtime::faults`) fails that share of the
+//! publishes before they reach the producer, as a real publish failure: the row stays unsent in
+//! the outbox and the sweeper retries it, so an event is delayed, never lost or duplicated.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -24,6 +28,7 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord, Producer},
     util::Timeout,
 };
+use shop_runtime::faults::{Fault, Faults};
 use sqlx::{MySqlPool, Row};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -172,6 +177,7 @@ pub struct Relay {
     lane: mpsc::Receiver<Committed>,
     cfg: RelayConfig,
     stats: Arc<RelayStats>,
+    faults: Option<Faults>,
 }
 
 struct Pending {
@@ -197,7 +203,15 @@ impl Relay {
             lane,
             cfg,
             stats,
+            faults: None,
         }
+    }
+
+    /// Fails publishes as the fault flag `kafkaPublishFailureRatio` asks (None: never).
+    #[must_use]
+    pub fn with_faults(mut self, faults: Option<Faults>) -> Self {
+        self.faults = faults;
+        self
     }
 
     /// Runs until `shutdown`, then publishes what is still in the fast lane and flushes.
@@ -269,7 +283,17 @@ impl Relay {
         key: &str,
         payload: &str,
         headers: &BTreeMap<String, String>,
-    ) -> rdkafka::producer::future_producer::OwnedDeliveryResult {
+    ) -> Result<(), KafkaError> {
+        if self
+            .faults
+            .as_ref()
+            .is_some_and(|f| f.roll(Fault::KafkaPublishFailure))
+        {
+            // Injected before the producer sees the record: exactly what a failed delivery
+            // looks like to the callers (the row stays unsent and is retried).
+            tracing::debug!(%key, "fault injected: kafkaPublishFailureRatio");
+            return Err(KafkaError::MessageProduction(RDKafkaErrorCode::Fail));
+        }
         let mut owned = OwnedHeaders::new_with_capacity(headers.len());
         for (k, v) in headers {
             owned = owned.insert(Header {
@@ -284,6 +308,8 @@ impl Relay {
         self.producer
             .send(record, Timeout::After(self.cfg.message_timeout))
             .await
+            .map(|_| ())
+            .map_err(|(e, _)| e)
     }
 
     /// Publishes events from the fast lane and marks the acknowledged ones sent. Events that fail,
@@ -310,7 +336,7 @@ impl Relay {
         for (c, r) in events.iter().zip(results) {
             match r {
                 Ok(_) => sent.push(&c.event_id),
-                Err((e, _)) => {
+                Err(e) => {
                     failed += 1;
                     first_err.get_or_insert_with(|| e.to_string());
                 }
@@ -398,7 +424,7 @@ impl Relay {
         for (p, r) in pending.iter().zip(results) {
             match r {
                 Ok(_) => sent.push(p.id),
-                Err((e, _)) => {
+                Err(e) => {
                     first_err.get_or_insert_with(|| e.to_string());
                     failed.push(p.id);
                 }
