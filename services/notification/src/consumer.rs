@@ -11,6 +11,15 @@
 //! * a MongoDB outage is not a property of the record, so it is retried with capped backoff (never
 //!   dead-lettered, never committed) until the database returns or the service stops.
 //!
+//! While the fault flag `notificationConsumerPaused` (`shop_runtime::faults`) is on, the loop
+//! takes no records: it stops polling between batches, so nothing is fetched into processing and
+//! no offset moves; records wait in Kafka (or librdkafka's local queue) and are processed, once
+//! each, when the flag is removed. Not polling was chosen over librdkafka's `pause`: for a
+//! partition this process has not read from yet, `pause` discards the prefetched records and
+//! `resume` goes on fetching after them (librdkafka 2.12, `rd_kafka_toppar_pause_resume`). A pause longer than `max.poll.interval.ms` (5 min) makes the member leave the group;
+//! it rejoins at the next poll and starts from the committed offsets, so nothing is lost then
+//! either (redelivery is de-duplicated).
+//!
 //! The span of each record continues the trace carried in the Kafka headers, so the notification
 //! joins the order's trace in Zipkin.
 
@@ -27,6 +36,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use shop_runtime::faults::{Fault, Faults};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -155,6 +165,9 @@ pub fn make_producer(bootstrap: &str) -> Result<FutureProducer, ConsumerError> {
         .create()?)
 }
 
+/// How often the fault flags are looked at while waiting for records (only with fault flags).
+const FAULT_CHECK: Duration = Duration::from_millis(200);
+
 /// Consume until `shutdown`; then commit what is done, synchronously.
 ///
 /// Records are taken in batches: the first is awaited, then whatever else librdkafka already has
@@ -165,15 +178,43 @@ pub async fn run(
     consumer: StreamConsumer,
     producer: FutureProducer,
     pipeline: Arc<Pipeline>,
+    faults: Option<Faults>,
     shutdown: CancellationToken,
 ) {
+    let mut paused = false;
     let mut done: HashMap<(String, i32), i64> = HashMap::new();
     tracing::info!(topic = %cfg.topic, group = %cfg.group, "consuming OrderPlaced events");
     loop {
+        // Fault flag: while paused take nothing, between batches (the previous one is done and
+        // committed), and look again shortly.
+        if let Some(faults) = &faults {
+            let want = faults.flags().notification_consumer_paused;
+            if want != paused {
+                paused = want;
+                if paused {
+                    faults.count(Fault::NotificationConsumerPaused);
+                    tracing::warn!(
+                        "consumer paused by the fault flag notificationConsumerPaused; records wait in Kafka"
+                    );
+                } else {
+                    tracing::info!(
+                        "consumer resumed: the fault flag notificationConsumerPaused is off"
+                    );
+                }
+            }
+            if paused {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(FAULT_CHECK) => continue,
+                }
+            }
+        }
         let first = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
             m = consumer.recv() => m,
+            // recv() is cancel-safe: a record is only taken when it is returned.
+            () = tokio::time::sleep(FAULT_CHECK), if faults.is_some() => continue,
         };
         let first = match first {
             Ok(m) => m,

@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use shop_runtime::{CommonArgs, Runtime};
+use shop_runtime::{
+    CommonArgs, Runtime,
+    faults::{FaultArgs, Faults},
+};
 
 /// Command-line / environment configuration of shop-notification.
 #[derive(Parser, Debug)]
@@ -90,6 +93,9 @@ struct Args {
     /// Buffered notifications per stream subscriber before it is told it lagged.
     #[arg(long, env = "SHOP_SSE_BUFFER", default_value_t = 1024)]
     sse_buffer: usize,
+
+    #[command(flatten)]
+    faults: FaultArgs,
 }
 
 #[tokio::main]
@@ -158,6 +164,8 @@ async fn main() -> anyhow::Result<()> {
         kafka,
         producer,
         pipeline,
+        // Fault flags (spec.faults): notificationConsumerPaused; None when SHOP_FAULTS_FILE is unset.
+        Faults::from_args(&args.faults, &rt.metrics(), shutdown.clone()),
         shutdown.clone(),
     ));
     let state = Arc::new(api::AppState {
