@@ -294,6 +294,9 @@ pub async fn apply_all(
     metrics: &Metrics,
 ) -> Result<Applied, Error> {
     let mut applied = Applied::default();
+    // The fault flags before any pod that mounts them.
+    let (k, f, _) = apply_one(client, ns, &res.faults, metrics).await?;
+    applied.fingerprints.insert(k, f);
     if let Some(secret) = &res.store_secret {
         let (k, f, _) = apply_one(client, ns, &secret.0, metrics).await?;
         applied.fingerprints.insert(k, f);
@@ -335,6 +338,16 @@ pub async fn apply_all(
         applied.fingerprints.insert(k, f);
     }
     Ok(applied)
+}
+
+/// Writes the Shop's status ConfigMap (see [`crate::build::status_config_map`]) for its gateway.
+pub async fn publish_status(
+    client: &Client,
+    ns: &str,
+    config_map: &ConfigMap,
+    metrics: &Metrics,
+) -> Result<(), Error> {
+    apply_one(client, ns, config_map, metrics).await.map(|_| ())
 }
 
 /// Which of the exposure APIs the cluster serves: one discovery request per API group
@@ -545,7 +558,8 @@ pub async fn delete_orphans(
             &names(
                 c.iter()
                     .map(|r| &r.config_map)
-                    .chain(res.stores.iter().filter_map(|s| s.config_map.as_ref())),
+                    .chain(res.stores.iter().filter_map(|s| s.config_map.as_ref()))
+                    .chain(std::iter::once(&res.faults)),
             ),
             metrics,
         )

@@ -12,10 +12,11 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricIdentifier, MetricSpec, MetricTarget, PodsMetricSource, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource,
-    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapEnvSource, ConfigMapVolumeSource, Container, ContainerPort,
+    EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -60,6 +61,16 @@ pub const PORT_NAME: &str = "http";
 /// Where the gateway's TLS Secret (`spec.components.gateway.tls`) is mounted; the gateway reads
 /// `tls.crt` and `tls.key` there and reloads them when the kubelet swaps in a renewed Secret.
 pub const TLS_MOUNT_PATH: &str = "/etc/shop/tls";
+/// Where the Shop's fault flags (`spec.faults`, ConfigMap `<shop>-faults`) are mounted in the
+/// inventory, order and notification pods; they re-read `faults.json` there without a restart.
+pub const FAULTS_MOUNT_PATH: &str = "/etc/shop/faults";
+/// Where the Shop's status (ConfigMap `<shop>-status`) is mounted in the gateway pods, which serve
+/// it to the storefront's admin page at `/admin/status.json`.
+pub const STATUS_MOUNT_PATH: &str = "/etc/shop/status";
+/// Key (and file name) of the fault flags in `<shop>-faults`.
+pub const FAULTS_KEY: &str = "faults.json";
+/// Key (and file name) of the status in `<shop>-status`.
+pub const STATUS_KEY: &str = "status.json";
 /// Port every Service also exposes (to the component's own port), so that the runtime's single
 /// DNS fallback pattern `http://<shop>-{service}.<ns>.svc:80` reaches any component.
 pub const DNS_FALLBACK_PORT: i32 = 80;
@@ -114,6 +125,9 @@ pub struct Resources {
     /// `.httpRoute`), applied after the gateway; the controller removes it (see
     /// [`crate::exposure::plan`]) when the cluster does not serve its API.
     pub exposure: Option<ExposureObject>,
+    /// `<shop>-faults`: the fault flags as the components read them (`{}` when none), applied
+    /// before the components (their pods mount it).
+    pub faults: ConfigMap,
     /// The ServiceMonitor (`spec.monitoring.serviceMonitor`), applied after the components; the
     /// controller removes it (see [`crate::monitoring::plan`]) when the cluster does not serve its
     /// API.
@@ -280,6 +294,11 @@ pub fn desired_hash(res: &Resources) -> String {
     if let Some(sm) = &res.service_monitor {
         h.feed(serde_json::to_string(sm).unwrap_or_default().as_bytes());
     }
+    h.feed(
+        serde_json::to_string(&res.faults)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
     format!("{:016x}", h.0)
 }
 
@@ -363,7 +382,82 @@ pub fn config_data(shop: &ValidatedShop, c: Component) -> BTreeMap<String, Strin
         }
         _ => {}
     }
+    match c {
+        Component::Inventory | Component::Order | Component::Notification => {
+            d.insert(
+                "SHOP_FAULTS_FILE".to_string(),
+                format!("{FAULTS_MOUNT_PATH}/{FAULTS_KEY}"),
+            );
+        }
+        Component::Gateway => {
+            d.insert(
+                "SHOP_STATUS_FILE".to_string(),
+                format!("{STATUS_MOUNT_PATH}/{STATUS_KEY}"),
+            );
+        }
+        _ => {}
+    }
     d
+}
+
+/// Name of the ConfigMap holding the Shop's fault flags.
+pub fn faults_config_name(shop: &str) -> String {
+    format!("{shop}-faults")
+}
+
+/// Name of the ConfigMap holding the Shop's status for its gateway.
+pub fn status_config_name(shop: &str) -> String {
+    format!("{shop}-status")
+}
+
+/// `<shop>-faults`: the flags of `spec.faults` as the components read them (camelCase, only the
+/// flags that are set; `{}` when none). Always rendered, and always mounted (optionally), so
+/// turning a flag on or off changes a file, never a pod template: nothing restarts.
+fn faults_config_map(shop: &ValidatedShop) -> ConfigMap {
+    let mut flags = shop
+        .faults
+        .as_ref()
+        .and_then(|f| serde_json::to_value(f).ok())
+        .unwrap_or_else(|| serde_json::json!({}));
+    if let Some(o) = flags.as_object_mut() {
+        o.remove("allowInProduction");
+    }
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(faults_config_name(&shop.name)),
+            namespace: Some(shop.namespace.clone()),
+            labels: Some(named_labels(shop, "faults")),
+            owner_references: Some(vec![shop.owner.clone()]),
+            ..Default::default()
+        },
+        data: Some([(FAULTS_KEY.to_string(), flags.to_string())].into()),
+        ..Default::default()
+    }
+}
+
+/// `<shop>-status`: the Shop's status as JSON for its gateway's admin page. It carries the Shop's
+/// labels but not `managed-by`, so the operator's owned watches, fingerprints and orphan cleanup
+/// (all selected by `managed-by`) never see it: it is written after each status change, not
+/// applied with the children. The owner reference still removes it with the Shop.
+pub fn status_config_map(
+    shop: &str,
+    namespace: &str,
+    owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    body: &serde_json::Value,
+) -> ConfigMap {
+    let mut l = named_selector(shop, "status");
+    l.insert(labels::PART_OF.into(), APP_NAME.into());
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(status_config_name(shop)),
+            namespace: Some(namespace.to_string()),
+            labels: Some(l),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        data: Some([(STATUS_KEY.to_string(), body.to_string())].into()),
+        ..Default::default()
+    }
 }
 
 /// The database of a MySQL-backed component on the shared server (the original's names).
@@ -542,6 +636,32 @@ fn deployment(shop: &ValidatedShop, rc: &ResolvedComponent, config_hash: String)
         }),
         ..Default::default()
     }];
+    // The live files (fault flags, the Shop's status): optional, so a pod never waits for them,
+    // and mounted whether or not anything is in them, so a change never touches the template.
+    let live = match c {
+        Component::Inventory | Component::Order | Component::Notification => {
+            Some(("faults", faults_config_name(&shop.name), FAULTS_MOUNT_PATH))
+        }
+        Component::Gateway => Some(("status", status_config_name(&shop.name), STATUS_MOUNT_PATH)),
+        _ => None,
+    };
+    if let Some((volume, config_map, path)) = live {
+        mounts.push(VolumeMount {
+            name: volume.to_string(),
+            mount_path: path.to_string(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        volumes.push(Volume {
+            name: volume.to_string(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map,
+                optional: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     if let Some(secret) = tls_secret {
         mounts.push(VolumeMount {
             name: "tls".to_string(),
@@ -856,5 +976,6 @@ pub fn build(shop: &ValidatedShop) -> Resources {
         store_secret: None,
         exposure: exposure::render(shop),
         service_monitor: crate::monitoring::render(shop),
+        faults: faults_config_map(shop),
     }
 }

@@ -300,6 +300,7 @@ async fn reconcile_steps(shop: &Shop, ctx: &Context) -> Result<Action, Failed> {
         .as_ref()
         .ok()
         .and_then(|v| v.gateway.tls_secret.clone());
+    let faults = validated.as_ref().ok().and_then(|v| v.faults.clone());
     let (resources, outcome): (Option<Resources>, Outcome) = match validated {
         Err(e) => {
             ctx.event(
@@ -501,6 +502,14 @@ async fn reconcile_steps(shop: &Shop, ctx: &Context) -> Result<Action, Failed> {
             &now,
         ));
     }
+    if let Some(faults) = &faults {
+        new_status.conditions.push(status::faults_condition(
+            faults,
+            generation,
+            shop.status.as_ref(),
+            &now,
+        ));
+    }
     if let Some(state) = &monitoring_state {
         new_status.conditions.push(status::monitoring_condition(
             state,
@@ -515,6 +524,21 @@ async fn reconcile_steps(shop: &Shop, ctx: &Context) -> Result<Action, Failed> {
     let old_phase = shop.status.as_ref().and_then(|s| s.phase);
     if shop.status.as_ref() != Some(&new_status) {
         write_status(client, &ns, &name, &new_status, &ctx.metrics).await?;
+        // The same status for the gateway's admin page (`/admin/status.json`), which reads it
+        // from a mounted ConfigMap: the gateway pods have no API credentials.
+        if let Some(owner) = shop.controller_owner_ref(&()) {
+            let body = json!({
+                "name": name,
+                "namespace": ns,
+                "generation": generation,
+                "status": new_status,
+            });
+            let cm = build::status_config_map(&name, &ns, owner, &body);
+            if let Err(e) = apply::publish_status(client, &ns, &cm, &ctx.metrics).await {
+                // The Shop's own status is written; the copy catches up on the next change.
+                warn!(shop = %name, namespace = %ns, error = %e, "could not publish the status for the gateway");
+            }
+        }
         if let Some(phase) = new_status.phase.filter(|p| old_phase != Some(*p)) {
             info!(shop = %name, namespace = %ns, %phase, "phase changed");
             let type_ = if phase.is_warning() {

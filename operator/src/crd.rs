@@ -39,6 +39,7 @@ pub const MAX_SHOP_NAME: usize = 48;
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("size(self.metadata.name) <= 48").message("metadata.name must be at most 48 characters: child names such as <name>-registry-peers must fit a 63-character DNS label"),
+    validation = Rule::new("!has(self.spec.faults) || (has(self.spec.environment) && self.spec.environment == 'Development') || (has(self.spec.faults.allowInProduction) && self.spec.faults.allowInProduction)").message("spec.faults injects failures: only a Development Shop (spec.environment: Development) takes them, unless spec.faults.allowInProduction is true"),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter) because it prefixes Service names")
 )]
 #[serde(rename_all = "camelCase")]
@@ -59,10 +60,74 @@ pub struct ShopSpec {
     /// dedicated node pool.
     #[serde(default, skip_serializing_if = "PlacementSpec::is_empty")]
     pub placement: PlacementSpec,
+    /// What the Shop is for: `Production` (the default) refuses `faults` unless they are
+    /// explicitly allowed; `Development` takes them.
+    #[serde(default)]
+    pub environment: Environment,
+    /// Failures injected into the running components (chaos drills, demos of the breakers and the
+    /// outbox). They reach the pods through a mounted file, so changing them restarts nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<FaultsSpec>,
     /// How Prometheus reaches the components' `/metrics`: a ServiceMonitor, and the namespace
     /// the NetworkPolicies admit scrapes from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitoring: Option<MonitoringSpec>,
+}
+
+/// What a Shop is for.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Environment {
+    /// Real customers: fault flags are refused unless `faults.allowInProduction`.
+    #[default]
+    Production,
+    /// A developer's or a test's Shop: fault flags are welcome.
+    Development,
+}
+
+/// Fault flags, each off when unset. The components re-read them within seconds of the kubelet
+/// updating the mounted file (about a minute after the change on a default kubelet).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultsSpec {
+    /// Every inventory API request waits this long first (milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 60000))]
+    pub inventory_latency_ms: Option<u32>,
+    /// Share of inventory API requests answered `503` without touching the store (0 to 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub inventory_error_ratio: Option<f64>,
+    /// The notification consumer takes no records while true (they wait in Kafka).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification_consumer_paused: Option<bool>,
+    /// Share of the order outbox's Kafka publishes that fail (the events stay in the outbox and
+    /// are retried: nothing is lost) (0 to 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub kafka_publish_failure_ratio: Option<f64>,
+    /// Take these flags although the Shop is not `environment: Development`.
+    #[serde(default)]
+    pub allow_in_production: bool,
+}
+
+impl FaultsSpec {
+    /// The flags that are on, as `name=value` (for the status and the logs).
+    pub fn active(&self) -> Vec<String> {
+        let mut on = Vec::new();
+        if let Some(ms) = self.inventory_latency_ms.filter(|ms| *ms > 0) {
+            on.push(format!("inventoryLatencyMs={ms}"));
+        }
+        if let Some(r) = self.inventory_error_ratio.filter(|r| *r > 0.0) {
+            on.push(format!("inventoryErrorRatio={r}"));
+        }
+        if self.notification_consumer_paused == Some(true) {
+            on.push("notificationConsumerPaused=true".to_string());
+        }
+        if let Some(r) = self.kafka_publish_failure_ratio.filter(|r| *r > 0.0) {
+            on.push(format!("kafkaPublishFailureRatio={r}"));
+        }
+        on
+    }
 }
 
 /// Scraping the components' metrics.

@@ -6,14 +6,15 @@
 //! `ZipkinReady`, after the three Shop conditions, in that order); the Shop is `Available` only
 //! when its stores are ready too. A Shop asking for an Ingress or an HTTPRoute also gets
 //! `Exposed`, which only informs (see [`exposure_condition`]); one whose gateway serves TLS gets
-//! `GatewayTlsReady`, naming a missing Secret (see [`gateway_tls_condition`]); one asking for a
+//! `GatewayTlsReady`, naming a missing Secret (see [`gateway_tls_condition`]); one with fault flags
+//! gets `FaultsActive` (see [`faults_condition`]); one asking for a
 //! ServiceMonitor gets `Monitored` last, which only informs (see [`monitoring_condition`]).
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::component::Component;
-use crate::crd::{ComponentStatus, Phase, SecretKeyRef, ShopStatus};
+use crate::crd::{ComponentStatus, FaultsSpec, Phase, SecretKeyRef, ShopStatus};
 use crate::exposure::{ExposureKind, ExposureState};
 use crate::monitoring::MonitoringState;
 use crate::stores::Store;
@@ -32,6 +33,10 @@ pub const EXPOSED: &str = "Exposed";
 /// Condition type: the ServiceMonitor exists (only when the Shop asks for one). Like `Exposed`
 /// it never makes the Shop Degraded: the shop works unscraped.
 pub const MONITORED: &str = "Monitored";
+
+/// Condition type: fault flags are injected (only when the Shop has `spec.faults`). It only
+/// informs: a drill is not a degraded Shop.
+pub const FAULTS_ACTIVE: &str = "FaultsActive";
 
 /// Condition type: the Secret the gateway serves TLS from (`spec.components.gateway.tls`) exists
 /// with both keys (only when the Shop asks for TLS).
@@ -107,6 +112,37 @@ pub fn exposure_condition(
         ),
     };
     condition(EXPOSED, ok, reason, message, generation, previous, now)
+}
+
+/// The `FaultsActive` condition: which fault flags the components are told to inject.
+pub fn faults_condition(
+    faults: &FaultsSpec,
+    generation: Option<i64>,
+    previous: Option<&ShopStatus>,
+    now: &Time,
+) -> Condition {
+    let on = faults.active();
+    let (ok, reason, message) = if on.is_empty() {
+        (false, "NoFaults", "spec.faults sets no flag".to_string())
+    } else {
+        (
+            true,
+            "FaultsInjected",
+            format!(
+                "injecting {} (the pods pick them up when the kubelet refreshes <shop>-faults)",
+                on.join(", ")
+            ),
+        )
+    };
+    condition(
+        FAULTS_ACTIVE,
+        ok,
+        reason,
+        message,
+        generation,
+        previous,
+        now,
+    )
 }
 
 /// The `Monitored` condition: whether the ServiceMonitor the Shop asks for was created.

@@ -12,10 +12,11 @@ use kube::ResourceExt;
 
 use crate::component::Component;
 use crate::crd::{
-    AutoscalingSpec, BackingServices, ComponentSpec, GatewaySpec, HttpRouteSpec, IngressSpec,
-    JwtSpec, MAX_INGRESS_ANNOTATIONS, MAX_PLACEMENT_ENTRIES, MAX_ROUTE_HOSTNAMES,
-    MAX_ROUTE_PARENTS, MAX_SHOP_NAME, MonitoringSpec, PlacementSpec, PullPolicy, RateLimitSpec,
-    SecretKeyRef, ServiceType, Shop, StorageSpec, StoreMode, TolerationOperator,
+    AutoscalingSpec, BackingServices, ComponentSpec, Environment, FaultsSpec, GatewaySpec,
+    HttpRouteSpec, IngressSpec, JwtSpec, MAX_INGRESS_ANNOTATIONS, MAX_PLACEMENT_ENTRIES,
+    MAX_ROUTE_HOSTNAMES, MAX_ROUTE_PARENTS, MAX_SHOP_NAME, MonitoringSpec, PlacementSpec,
+    PullPolicy, RateLimitSpec, SecretKeyRef, ServiceType, Shop, StorageSpec, StoreMode,
+    TolerationOperator,
 };
 use crate::stores::{self, DEFAULT_STORAGE, ManagedStore, Store};
 
@@ -38,6 +39,19 @@ pub enum ValidationError {
         component: Component,
         /// The value given.
         replicas: i32,
+    },
+    /// Fault flags on a Shop that is not for development.
+    #[error(
+        "spec.faults injects failures: only a Development Shop (spec.environment: Development) takes them, unless spec.faults.allowInProduction is true"
+    )]
+    FaultsNotAllowed,
+    /// A fault ratio outside 0..=1 or a latency over a minute.
+    #[error("spec.faults.{field}: {problem}")]
+    BadFault {
+        /// The flag.
+        field: &'static str,
+        /// What is wrong.
+        problem: &'static str,
     },
     /// An autoscaling section the HPA could not follow.
     #[error("spec.components.{component}.autoscaling: {problem}")]
@@ -237,6 +251,8 @@ pub struct ValidatedShop {
     pub tolerations: Vec<Toleration>,
     /// `spec.monitoring` (empty when unset).
     pub monitoring: MonitoringSpec,
+    /// `spec.faults`, allowed for this Shop (`None` when unset).
+    pub faults: Option<FaultsSpec>,
 }
 
 /// A store the user runs, as the Shop points at it.
@@ -885,7 +901,35 @@ pub fn validate(shop: &Shop) -> Result<ValidatedShop, ValidationError> {
         node_selector,
         tolerations,
         monitoring: spec.monitoring.clone().unwrap_or_default(),
+        faults: check_faults(spec.environment, spec.faults.as_ref())?,
     })
+}
+
+/// The schema's fault rules again (see the module doc).
+fn check_faults(
+    env: Environment,
+    faults: Option<&FaultsSpec>,
+) -> Result<Option<FaultsSpec>, ValidationError> {
+    let Some(f) = faults else { return Ok(None) };
+    if env != Environment::Development && !f.allow_in_production {
+        return Err(ValidationError::FaultsNotAllowed);
+    }
+    let ratio = |field, r: Option<f64>| match r {
+        Some(r) if !(0.0..=1.0).contains(&r) => Err(ValidationError::BadFault {
+            field,
+            problem: "must be between 0 and 1",
+        }),
+        _ => Ok(()),
+    };
+    ratio("inventoryErrorRatio", f.inventory_error_ratio)?;
+    ratio("kafkaPublishFailureRatio", f.kafka_publish_failure_ratio)?;
+    if f.inventory_latency_ms.is_some_and(|ms| ms > 60_000) {
+        return Err(ValidationError::BadFault {
+            field: "inventoryLatencyMs",
+            problem: "must be at most 60000",
+        });
+    }
+    Ok(Some(f.clone()))
 }
 
 #[cfg(test)]

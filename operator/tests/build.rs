@@ -81,6 +81,78 @@ fn every_rendered_object_matches_its_snapshot() {
             insta::assert_yaml_snapshot!(format!("{c}-pdb"), p);
         }
     }
+    insta::assert_yaml_snapshot!("faults-configmap", res.faults);
+}
+
+#[test]
+fn fault_flags_are_a_mounted_file_so_changing_them_changes_no_pod_template() {
+    let dev = SAMPLE.replace(
+        "  components:\n",
+        "  environment: Development\n  components:\n",
+    );
+    let plain = render(&dev);
+    let faulty = render(&dev.replace(
+        "  environment: Development\n",
+        "  environment: Development\n  faults: {inventoryErrorRatio: 0.5, inventoryLatencyMs: 200, notificationConsumerPaused: true}\n",
+    ));
+    let flags = |r: &Resources| -> serde_json::Value {
+        serde_json::from_str(&r.faults.data.as_ref().unwrap()[build::FAULTS_KEY]).unwrap()
+    };
+    assert_eq!(flags(&plain), serde_json::json!({}));
+    assert_eq!(
+        flags(&faulty),
+        serde_json::json!({"inventoryErrorRatio": 0.5, "inventoryLatencyMs": 200, "notificationConsumerPaused": true}),
+        "the flags as the services read them, without allowInProduction"
+    );
+    assert_eq!(plain.faults.metadata.name.as_deref(), Some("corner-faults"));
+    for (a, b) in plain.components.iter().zip(&faulty.components) {
+        assert_eq!(
+            a.deployment, b.deployment,
+            "{}: a flag must not roll the pods",
+            a.component
+        );
+        assert_eq!(a.config_map, b.config_map);
+    }
+    assert_ne!(build::desired_hash(&plain), build::desired_hash(&faulty));
+    let inventory = deployment(&faulty, Component::Inventory);
+    let pod = inventory
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let vol = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "faults")
+        .unwrap();
+    let cm = vol.config_map.as_ref().unwrap();
+    assert_eq!(
+        (cm.name.as_str(), cm.optional),
+        ("corner-faults", Some(true))
+    );
+    // Production Shops refuse them unless allowed.
+    let prod = SAMPLE.replace(
+        "  components:\n",
+        "  faults: {inventoryErrorRatio: 0.5}\n  components:\n",
+    );
+    let shop: Shop = serde_yaml::from_str(&prod).unwrap();
+    assert!(
+        validate(&shop)
+            .unwrap_err()
+            .to_string()
+            .starts_with("spec.faults injects failures")
+    );
+    let allowed = prod.replace(
+        "inventoryErrorRatio: 0.5}",
+        "inventoryErrorRatio: 0.5, allowInProduction: true}",
+    );
+    let shop: Shop = serde_yaml::from_str(&allowed).unwrap();
+    assert!(validate(&shop).unwrap().faults.is_some());
 }
 
 #[test]
@@ -1127,7 +1199,17 @@ fn gateway_tls_mounts_the_secret_sets_the_files_and_probes_over_https() {
             .spec
             .as_ref()
             .unwrap();
-        assert_eq!(pod.volumes.as_ref().unwrap().len(), 1, "{}", cr.component);
+        // `/tmp`, plus the fault flags for the three services that read them.
+        let live = matches!(
+            cr.component,
+            Component::Inventory | Component::Order | Component::Notification
+        );
+        assert_eq!(
+            pod.volumes.as_ref().unwrap().len(),
+            1 + usize::from(live),
+            "{}",
+            cr.component
+        );
         let probe = pod.containers[0].readiness_probe.as_ref().unwrap();
         assert_eq!(
             probe.http_get.as_ref().unwrap().scheme.as_deref(),

@@ -51,13 +51,13 @@ async fn applied_shop_gets_every_child_and_becomes_available() {
     let n = ns.name.clone();
     eventually(
         20,
-        "6 Deployments, 7 Services, 6 ConfigMaps/SAs/NetworkPolicies, 1 PDB",
+        "6 Deployments, 7 Services, 7 ConfigMaps (6 + faults), 6 SAs/NetworkPolicies, 1 PDB",
         || {
             let (c, n) = (client.clone(), n.clone());
             async move {
                 count::<Deployment>(&c, &n, "mall").await == 6
                     && count::<Service>(&c, &n, "mall").await == 7
-                    && count::<ConfigMap>(&c, &n, "mall").await == 6
+                    && count::<ConfigMap>(&c, &n, "mall").await == 7
                     && count::<ServiceAccount>(&c, &n, "mall").await == 6
                     && count::<NetworkPolicy>(&c, &n, "mall").await == 6
                     && count::<PodDisruptionBudget>(&c, &n, "mall").await == 1
@@ -651,7 +651,9 @@ async fn a_restarted_operator_writes_nothing() {
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = resource_versions(&client, &ns.name, "steady").await;
-    assert_eq!(before.len(), 7 + 6 * 3 + 6 + 1 + 1, "{before:?}");
+    // Services, ConfigMaps/SAs/NetworkPolicies per component, Deployments, the faults ConfigMap,
+    // the PDB, the Shop.
+    assert_eq!(before.len(), 7 + 6 * 3 + 6 + 1 + 1 + 1, "{before:?}");
     assert_eq!(before, after, "a restart must not change any object");
     assert_eq!(
         op.counter("shop_operator_api_writes_total", "verb=\"status\""),
