@@ -558,3 +558,54 @@ fn rand_u128() -> u128 {
     h.write_u64(hi);
     (u128::from(hi) << 64) | u128::from(h.finish())
 }
+
+/// `make up`'s Shop serves its storefront through the gateway's node port, and the admin page's
+/// status comes from the operator: the Shop's status published to `<shop>-status`, mounted into
+/// the gateway pods (refreshed by the kubelet's sync, so allow it a while).
+#[tokio::test]
+async fn the_demo_gateway_serves_the_storefront_and_the_shops_status_from_the_operator() {
+    let client = cluster::client().await;
+    require_real_node(&client).await;
+    let http = Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let page = http.get(format!("{DEMO_GATEWAY}/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.text().await.unwrap().contains("<main"));
+
+    let shop = cluster::shops(&client, DEMO_NAMESPACE)
+        .get(DEMO_SHOP)
+        .await
+        .unwrap();
+    let phase = shop.data["status"]["phase"].clone();
+    let url = format!("{DEMO_GATEWAY}/admin/status.json");
+    let last = std::sync::Mutex::new(None);
+    let seen = wait_until(Duration::from_secs(150), || {
+        let (http, url, phase, last) = (http.clone(), url.clone(), phase.clone(), &last);
+        async move {
+            let Ok(r) = http.get(&url).send().await else {
+                return false;
+            };
+            let status = r.status();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            let ok = status == StatusCode::OK
+                && body["name"] == DEMO_SHOP
+                && body["status"]["phase"] == phase;
+            *last.lock().unwrap() = Some((status, body));
+            ok
+        }
+    })
+    .await;
+    assert!(
+        seen,
+        "the gateway never served the Shop's status (phase {phase}); last answer: {:?}",
+        last.lock().unwrap()
+    );
+}
