@@ -171,6 +171,7 @@ urls() {
 
   shopkeeper is up: the operator, the Shop's four stores and its six components run as pods on the local node.
   Gateway      http://127.0.0.1:8080      (e.g. curl http://127.0.0.1:8080/api/product)
+  Storefront   http://127.0.0.1:8080/     (admin: http://127.0.0.1:8080/admin; paste a dev token to order)
   Registry     http://127.0.0.1:8761      (dashboard; Eureka API under /eureka)
   Zipkin       $(zipkin_url)   (the Shop's own Zipkin: one trace per request)
   Kubernetes   export KUBECONFIG=$KUBECONFIG_PATH
