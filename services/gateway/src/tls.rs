@@ -14,10 +14,9 @@
 //! server serves each connection with the protocol it negotiated (see `server`).
 
 use std::{
-    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     sync::Arc,
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use arc_swap::ArcSwap;
@@ -29,6 +28,8 @@ use rustls::{
     server::{ClientHello, ResolvesServerCert},
     sign::CertifiedKey,
 };
+// The file-change rule (mtime, size, inode) shared with the fault flags.
+use shop_runtime::filewatch::FileStamp as Stamp;
 use tokio_util::sync::CancellationToken;
 
 /// Application protocols offered through ALPN with HTTP/2 on, most preferred first.
@@ -162,26 +163,6 @@ pub fn load_certified_key(
         key: files.key.clone(),
         source,
     })
-}
-
-/// What identifies one version of a file without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
-}
-
-impl Stamp {
-    /// The stamp of the file at `path` (following symlinks); None when it cannot be read.
-    fn of(path: &Path) -> Option<Self> {
-        let m = std::fs::metadata(path).ok()?;
-        Some(Self {
-            modified: m.modified().ok(),
-            len: m.len(),
-            inode: m.ino(),
-        })
-    }
 }
 
 /// Stamps of the certificate and the key files.

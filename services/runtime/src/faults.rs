@@ -23,11 +23,10 @@
 //!   `shop_faults_injected_total{fault}` counts the failures injected.
 
 use std::fmt;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -39,6 +38,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::Metrics;
+use crate::filewatch::FileStamp as Stamp;
 
 /// The longest injectable inventory latency, in milliseconds.
 pub const MAX_LATENCY_MS: u64 = 60_000;
@@ -269,27 +269,6 @@ pub fn read(path: &Path) -> Result<FaultFlags, FaultsError> {
         field: e.field,
         reason: e.reason,
     })
-}
-
-/// What identifies one version of a file without reading it (a ConfigMap volume replaces its
-/// files through a symlink swap: the inode changes even when size and mtime do not).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
-}
-
-impl Stamp {
-    /// The stamp of the file at `path` (following symlinks); None when it is not there.
-    fn of(path: &Path) -> Option<Self> {
-        let m = std::fs::metadata(path).ok()?;
-        Some(Self {
-            modified: m.modified().ok(),
-            len: m.len(),
-            inode: m.ino(),
-        })
-    }
 }
 
 /// The outcome of one look at the file.

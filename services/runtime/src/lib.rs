@@ -10,6 +10,7 @@ pub mod config;
 pub mod discovery;
 pub mod eureka;
 pub mod faults;
+pub mod filewatch;
 pub mod health;
 pub mod kafka;
 pub mod metrics;
