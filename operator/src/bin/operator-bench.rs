@@ -29,8 +29,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-/// Deployments, Services (+ the registry peers Service), ConfigMaps, ServiceAccounts, NetworkPolicies.
-const CHILDREN_PER_SHOP: usize = 6 + 7 + 6 + 6 + 6;
+/// Deployments, Services (+ the registry peers Service), ConfigMaps (+ the fault flags'),
+/// ServiceAccounts, NetworkPolicies.
+const CHILDREN_PER_SHOP: usize = 6 + 7 + 7 + 6 + 6;
 /// The operator-managed kinds that are counted: (group, version, kind, plural).
 const KINDS: [(&str, &str, &str, &str); 5] = [
     ("apps", "v1", "Deployment", "deployments"),
