@@ -36,8 +36,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use shop_runtime::faults::{Fault, Faults};
-use tokio::sync::broadcast;
+use shop_runtime::faults::{Fault, FaultFlags, Faults};
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -165,8 +165,15 @@ pub fn make_producer(bootstrap: &str) -> Result<FutureProducer, ConsumerError> {
         .create()?)
 }
 
-/// How often the fault flags are looked at while waiting for records (only with fault flags).
-const FAULT_CHECK: Duration = Duration::from_millis(200);
+/// Resolves when the fault flags change; never without fault flags (or once their poller is gone).
+async fn flags_changed(changes: &mut Option<watch::Receiver<FaultFlags>>) {
+    if let Some(rx) = changes
+        && rx.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending::<()>().await;
+}
 
 /// Consume until `shutdown`; then commit what is done, synchronously.
 ///
@@ -182,11 +189,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut paused = false;
+    let mut changes = faults.as_ref().map(Faults::subscribe);
     let mut done: HashMap<(String, i32), i64> = HashMap::new();
     tracing::info!(topic = %cfg.topic, group = %cfg.group, "consuming OrderPlaced events");
     loop {
         // Fault flag: while paused take nothing, between batches (the previous one is done and
-        // committed), and look again shortly.
+        // committed), until the flags change.
         if let Some(faults) = &faults {
             let want = faults.flags().notification_consumer_paused;
             if want != paused {
@@ -205,16 +213,17 @@ pub async fn run(
             if paused {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(FAULT_CHECK) => continue,
+                    () = flags_changed(&mut changes) => continue,
                 }
             }
         }
         let first = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
+            // Before recv(): a pause that arrives with a record wins. recv() is cancel-safe (a
+            // record is only taken when it is returned).
+            () = flags_changed(&mut changes) => continue,
             m = consumer.recv() => m,
-            // recv() is cancel-safe: a record is only taken when it is returned.
-            () = tokio::time::sleep(FAULT_CHECK), if faults.is_some() => continue,
         };
         let first = match first {
             Ok(m) => m,

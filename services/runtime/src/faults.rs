@@ -296,6 +296,8 @@ struct FaultLabels {
 struct Inner {
     path: PathBuf,
     current: ArcSwap<FaultFlags>,
+    /// Wakes the tasks that act on a change at once (the notification consumer's pause).
+    changes: tokio::sync::watch::Sender<FaultFlags>,
     seen: Mutex<Option<Stamp>>,
     active: Family<FaultLabels, Gauge<f64, AtomicU64>>,
     injected: Family<FaultLabels, Counter>,
@@ -324,6 +326,7 @@ impl Faults {
             inner: Arc::new(Inner {
                 path,
                 current: ArcSwap::from_pointee(flags),
+                changes: tokio::sync::watch::Sender::new(flags),
                 seen: Mutex::new(seen),
                 active: Family::default(),
                 injected: Family::default(),
@@ -373,6 +376,12 @@ impl Faults {
     /// The file the flags come from.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// A receiver that is told each time the file changes (`changed()`), for a task that must
+    /// act on a change at once rather than at its next look at [`Faults::flags`].
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<FaultFlags> {
+        self.inner.changes.subscribe()
     }
 
     /// The active flags (one atomic load).
@@ -426,6 +435,9 @@ impl Faults {
         match read(&self.inner.path) {
             Ok(new) => {
                 let old = *self.inner.current.swap(Arc::new(new));
+                // Waiters first, then the gauge: whoever sees the gauge changed may rely on the
+                // tasks that wait for changes having been woken.
+                self.inner.changes.send_replace(new);
                 self.publish(&new);
                 Reload::Changed { old, new }
             }
@@ -547,8 +559,11 @@ mod tests {
         assert!(faults.flags().is_none());
         assert!(matches!(faults.reload_if_changed(), Reload::Unchanged));
 
+        let mut changes = faults.subscribe();
         swap(&path, r#"{"inventoryErrorRatio": 1.0}"#);
         assert!(matches!(faults.reload_if_changed(), Reload::Changed { .. }));
+        assert!(changes.has_changed().unwrap());
+        assert!((changes.borrow_and_update().inventory_error_ratio - 1.0).abs() < f64::EPSILON);
         assert!((faults.flags().inventory_error_ratio - 1.0).abs() < f64::EPSILON);
         assert!(faults.roll(Fault::InventoryError));
         assert!(!faults.roll(Fault::KafkaPublishFailure));
