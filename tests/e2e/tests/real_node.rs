@@ -609,3 +609,78 @@ async fn the_demo_gateway_serves_the_storefront_and_the_shops_status_from_the_op
         last.lock().unwrap()
     );
 }
+
+/// The value of `shop_fault_active{fault="<fault>"}` on a component's `/metrics`, if it answers.
+async fn fault_gauge(http: &Client, metrics_url: &str, fault: &str) -> Option<f64> {
+    let text = http.get(metrics_url).send().await.ok()?.text().await.ok()?;
+    let name = format!("shop_fault_active{{fault=\"{fault}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&name)?.trim().parse().ok())
+}
+
+/// A fault flag set on `make up`'s Shop reaches the inventory pod through the mounted
+/// `<shop>-faults` file (the kubelet refreshes it on its pod sync, about a minute), without a
+/// restart, and goes when the Shop drops it. The flag is a 1 ms latency: harmless to the tests
+/// that use the demo Shop meanwhile.
+#[tokio::test]
+async fn a_fault_flag_on_the_demo_shop_reaches_the_inventory_pod_without_a_restart() {
+    let client = cluster::client().await;
+    require_real_node(&client).await;
+    let http = Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let selector = cluster::component_selector(DEMO_SHOP, "inventory");
+    let identity = |pods: Vec<Pod>| -> Vec<(String, i32)> {
+        pods.into_iter()
+            .map(|p| {
+                let restarts = p
+                    .status
+                    .and_then(|s| s.container_statuses)
+                    .map_or(0, |c| c.iter().map(|c| c.restart_count).sum());
+                (p.metadata.uid.unwrap_or_default(), restarts)
+            })
+            .collect()
+    };
+    let before = identity(cluster::pods(&client, DEMO_NAMESPACE, &selector).await);
+    let metrics = format!(
+        "{}/metrics",
+        cluster::service_url(&client, DEMO_NAMESPACE, &format!("{DEMO_SHOP}-inventory")).await
+    );
+    let shops = cluster::shops(&client, DEMO_NAMESPACE);
+    let set = |faults: Value| {
+        let shops = shops.clone();
+        async move {
+            shops
+                .patch(
+                    DEMO_SHOP,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(json!({"spec": {"faults": faults}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+
+    set(json!({"inventoryLatencyMs": 1})).await;
+    let on = wait_until(Duration::from_secs(180), || async {
+        fault_gauge(&http, &metrics, "inventory_latency_ms").await == Some(1.0)
+    })
+    .await;
+    // Taken off whatever happened, so the demo Shop is left as examples/shop.yaml has it.
+    set(Value::Null).await;
+    assert!(
+        on,
+        "the inventory pod never reported inventoryLatencyMs=1 within 180 s ({metrics})"
+    );
+    let off = wait_until(Duration::from_secs(180), || async {
+        fault_gauge(&http, &metrics, "inventory_latency_ms").await == Some(0.0)
+    })
+    .await;
+    assert!(off, "the flag stayed on after the Shop dropped it");
+    assert_eq!(
+        identity(cluster::pods(&client, DEMO_NAMESPACE, &selector).await),
+        before,
+        "a fault flag must not restart or replace the inventory pod"
+    );
+}
