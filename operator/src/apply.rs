@@ -341,13 +341,32 @@ pub async fn apply_all(
 }
 
 /// Writes the Shop's status ConfigMap (see [`crate::build::status_config_map`]) for its gateway.
+/// Counted as a status write (`verb="status"`), not an apply: it is not a child.
 pub async fn publish_status(
     client: &Client,
     ns: &str,
     config_map: &ConfigMap,
     metrics: &Metrics,
 ) -> Result<(), Error> {
-    apply_one(client, ns, config_map, metrics).await.map(|_| ())
+    let name = config_map
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::Unnamed("ConfigMap"))?;
+    metrics.write("ConfigMap", "status");
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(config_map),
+        )
+        .await
+        .map_err(|source| Error::Apply {
+            kind: "ConfigMap",
+            name,
+            source,
+        })?;
+    Ok(())
 }
 
 /// Which of the exposure APIs the cluster serves: one discovery request per API group

@@ -366,7 +366,13 @@ async fn a_rolling_update_of_replicas_and_image_tag_fails_no_request_of_a_steady
                     Ok(r) if r.status() == StatusCode::OK => {
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok(r) => errors.lock().unwrap().push(format!("{}", r.status())),
+                    Ok(r) => {
+                        // The body says which 503 it was (no instance, breaker, the service's own).
+                        let status = r.status();
+                        let body = r.text().await.unwrap_or_default();
+                        let detail: String = body.chars().take(240).collect();
+                        errors.lock().unwrap().push(format!("{status} {detail}"));
+                    }
                     Err(e) => errors.lock().unwrap().push(error_chain(&e)),
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -403,9 +409,14 @@ async fn a_rolling_update_of_replicas_and_image_tag_fails_no_request_of_a_steady
     );
     let errors = errors.lock().unwrap().clone();
     let ok = ok.load(Ordering::Relaxed);
+    // Each distinct failure once, with how often it came.
+    let mut kinds: std::collections::BTreeMap<&str, usize> = Default::default();
+    for e in &errors {
+        *kinds.entry(e.as_str()).or_default() += 1;
+    }
     assert!(
         errors.is_empty(),
-        "{} of {} requests failed during the rolling update: {errors:?}",
+        "{} of {} requests failed during the rolling update: {kinds:#?}",
         errors.len(),
         ok + errors.len() as u64
     );
