@@ -45,7 +45,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let rt = Runtime::init("inventory", 8083, &args.common).await?;
+    let rt = Runtime::init("inventory", &args.common).await?;
+    let listener = rt.bind(8083).await?;
     // Starts unready and prepares the database in the background (created if missing, migrated),
     // so a database that is not there yet makes the pod wait, not crash-loop.
     let (pool, _migrated) = shop_runtime::mysql::open_store(
@@ -73,8 +74,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(faults) = Faults::from_args(&args.faults, &rt.metrics(), rt.shutdown_token()) {
         api = shop_inventory::faults::wrap(api, faults);
     }
-    rt.serve(api.merge(shop_runtime::openapi::route(&ApiDoc::openapi())))
-        .await?;
+    rt.serve(
+        listener,
+        api.merge(shop_runtime::openapi::route(&ApiDoc::openapi())),
+    )
+    .await?;
     pool.close().await;
     Ok(())
 }

@@ -101,9 +101,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let rt = Runtime::init("notification", 8084, &args.common)
+    let rt = Runtime::init("notification", &args.common)
         .await
         .context("starting the runtime")?;
+    let listener = rt.bind(8084).await.context("binding the listener")?;
     let store = store::NotificationStore::connect(&args.mongo_url, &args.mongo_db)
         .await
         .with_context(|| format!("connecting to MongoDB at {}", args.mongo_url))?;
@@ -174,10 +175,12 @@ async fn main() -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
         keep_alive: Duration::from_secs(args.sse_keep_alive_secs.max(1)),
     });
-    tracing::info!(addr = %rt.local_addr(), "shop-notification listening");
-    rt.serve(api::router(state).merge(shop_runtime::openapi::route(
-        &<api::ApiDoc as utoipa::OpenApi>::openapi(),
-    )))
+    rt.serve(
+        listener,
+        api::router(state).merge(shop_runtime::openapi::route(
+            &<api::ApiDoc as utoipa::OpenApi>::openapi(),
+        )),
+    )
     .await
     .context("serving HTTP")?;
     // serve returns after the shutdown signal; let the consumer commit its final offsets.

@@ -104,7 +104,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let rt = Runtime::init("order", 8082, &args.common).await?;
+    let rt = Runtime::init("order", &args.common).await?;
+    let listener = rt.bind(8082).await?;
     // Starts unready and prepares the database in the background (created if missing, migrated),
     // so a database that is not there yet makes the pod wait, not crash-loop.
     // The relay, the purge and the reconciler start once the tables exist (`migrated`).
@@ -259,7 +260,10 @@ async fn main() -> anyhow::Result<()> {
         writes,
     };
     let served = rt
-        .serve(router(state).merge(shop_runtime::openapi::route(&api::ApiDoc::openapi())))
+        .serve(
+            listener,
+            router(state).merge(shop_runtime::openapi::route(&api::ApiDoc::openapi())),
+        )
         .await;
     lease_stop.cancel();
     let _ = lease_task.await;

@@ -66,9 +66,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let rt = Runtime::init("product", 8081, &args.common)
+    let rt = Runtime::init("product", &args.common)
         .await
         .context("starting the runtime")?;
+    let listener = rt.bind(8081).await.context("binding the listener")?;
     let store = store::ProductStore::connect(&args.mongo_url, &args.mongo_db)
         .await
         .with_context(|| format!("connecting to MongoDB at {}", args.mongo_url))?;
@@ -118,8 +119,7 @@ async fn main() -> anyhow::Result<()> {
         .merge(shop_runtime::openapi::route(
             &<api::ApiDoc as utoipa::OpenApi>::openapi(),
         ));
-    tracing::info!(addr = %rt.local_addr(), "shop-product listening");
-    rt.serve(router).await.context("serving HTTP")?;
+    rt.serve(listener, router).await.context("serving HTTP")?;
     retry.abort();
     indexer.abort();
     store.close(Duration::from_secs(2)).await;

@@ -100,10 +100,11 @@ fn is_self(url: &str, own_port: u16, advertise: &str) -> bool {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let rt = Runtime::init("registry", 8761, &args.common)
+    let rt = Runtime::init("registry", &args.common)
         .await
         .context("starting the runtime")?;
-    let local = rt.local_addr();
+    let listener = rt.bind(8761).await.context("binding the listener")?;
+    let local = listener.local_addr().context("local address")?;
     let store = Arc::new(Store::new(StoreConfig {
         default_lease_duration: Duration::from_secs(args.default_lease_secs.max(1)),
         default_renewal_interval: Duration::from_secs(args.common.lease_renewal_secs.max(1)),
@@ -240,7 +241,7 @@ async fn main() -> anyhow::Result<()> {
         args.max_body_bytes,
     )
     .merge(shop_runtime::openapi::route(&api::ApiDoc::openapi()));
-    rt.serve(router).await.context("serving")?;
+    rt.serve(listener, router).await.context("serving")?;
     replicator.stop();
     Ok(())
 }

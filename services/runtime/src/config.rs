@@ -2,6 +2,7 @@
 //! flags (`--help`), the same env variable names and the same defaults without repeating them.
 
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Output format of the log lines.
@@ -32,6 +33,11 @@ pub struct CommonArgs {
     /// Port to listen on (default: the service's own port; 0 picks a free one).
     #[arg(long, env = "SHOP_PORT")]
     pub port: Option<u16>,
+
+    /// File the bound port is written to once listening (one line, written whole), so a process
+    /// started with port 0 tells its starter which port it got (the tests use it). Off when unset.
+    #[arg(long, env = "SHOP_PORT_FILE")]
+    pub port_file: Option<PathBuf>,
 
     /// Log line format.
     #[arg(long, env = "SHOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
@@ -99,6 +105,7 @@ impl Default for CommonArgs {
         Self {
             bind: IpAddr::from([127, 0, 0, 1]),
             port: Some(0),
+            port_file: None,
             log_format: LogFormat::Json,
             log_filter: None,
             zipkin_endpoint: None,
@@ -159,6 +166,16 @@ impl CommonArgs {
     }
 }
 
+/// Writes `port` and a newline to `path` through a sibling temporary file renamed into place, so a
+/// reader polling for `path` never sees it half written.
+pub fn write_port_file(path: &Path, port: u16) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, format!("{port}\n"))?;
+    std::fs::rename(&tmp, path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +197,7 @@ mod tests {
             "zone=a,bad,k = v",
         ]);
         assert_eq!(a.common.port, None);
+        assert_eq!(a.common.port_file, None);
         assert_eq!(a.common.lease_renewal_secs, 5);
         assert_eq!(a.common.lease_duration_secs, 15);
         assert_eq!(a.common.log_format, LogFormat::Json);
@@ -190,6 +208,21 @@ mod tests {
         assert_eq!(
             a.common.metadata_pairs(),
             vec![("zone".into(), "a".into()), ("k".into(), "v".into())]
+        );
+    }
+
+    #[test]
+    fn port_file_holds_the_port_and_replaces_an_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("svc.port");
+        std::fs::write(&path, "1\n").unwrap();
+        write_port_file(&path, 43123).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "43123\n");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(
+            left.len(),
+            1,
+            "the temporary file is renamed, not left behind"
         );
     }
 }

@@ -43,6 +43,15 @@ use tokio_util::sync::CancellationToken;
 /// Errors starting or running a service.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// The bound port could not be written to `SHOP_PORT_FILE`.
+    #[error("cannot write the bound port to {path}: {source}")]
+    PortFile {
+        /// The file asked for.
+        path: std::path::PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -63,7 +72,13 @@ pub enum RuntimeError {
     Signal(#[source] std::io::Error),
 }
 
-/// One running service: listener, telemetry, health, metrics, discovery and shutdown wiring.
+/// One running service: telemetry, health, metrics, discovery and shutdown wiring, and the server
+/// loop over a listener it is handed.
+///
+/// Set-up ([`Runtime::init`]) is apart from binding ([`Runtime::bind`]) and serving
+/// ([`Runtime::serve`] takes the bound listener), as in mini-redis's `server::run(listener, …)`:
+/// a test can serve on a listener it bound itself on port 0, and a service that serves with its
+/// own connection loop (the gateway) uses the rest of the runtime without a listener to drop.
 ///
 /// ```no_run
 /// use clap::Parser;
@@ -78,18 +93,17 @@ pub enum RuntimeError {
 /// #[tokio::main]
 /// async fn main() -> Result<(), shop_runtime::RuntimeError> {
 ///     let args = Args::parse();
-///     let rt = Runtime::init("product", 8081, &args.common).await?;
+///     let rt = Runtime::init("product", &args.common).await?;
+///     let listener = rt.bind(8081).await?;
 ///     rt.readiness().add("mysql", || async { Ok(()) });
 ///     let router = axum::Router::new().route("/api/product", axum::routing::get(|| async { "[]" }));
-///     rt.serve(router).await
+///     rt.serve(listener, router).await
 /// }
 /// ```
 #[derive(Debug)]
 pub struct Runtime {
     app: &'static str,
     args: CommonArgs,
-    listener: TcpListener,
-    local_addr: SocketAddr,
     metrics: Metrics,
     readiness: Readiness,
     discovery: Discovery,
@@ -98,26 +112,15 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Sets up logging (JSON by default) and tracing, metrics, discovery, a SIGTERM/SIGINT handler, and binds
-    /// the listener (so [`Runtime::local_addr`] is known even with port 0).
-    pub async fn init(
-        app: &'static str,
-        default_port: u16,
-        args: &CommonArgs,
-    ) -> Result<Runtime, RuntimeError> {
+    /// Sets up logging (JSON by default) and tracing, metrics, discovery and a SIGTERM/SIGINT
+    /// handler. Binds nothing: see [`Runtime::bind`].
+    pub async fn init(app: &'static str, args: &CommonArgs) -> Result<Runtime, RuntimeError> {
         telemetry::init(
             app,
             args.log_format,
             args.log_filter.as_deref(),
             args.zipkin_endpoint.as_deref(),
         )?;
-        let addr = SocketAddr::new(args.bind, args.port.unwrap_or(default_port));
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| RuntimeError::Bind { addr, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| RuntimeError::Bind { addr, source })?;
         let metrics = Metrics::new();
         let discovery = Discovery::new(DiscoveryConfig {
             registry_urls: args.registry_urls(),
@@ -129,12 +132,9 @@ impl Runtime {
             ServiceClient::new(discovery.clone(), metrics.clone(), ClientConfig::default());
         let shutdown = CancellationToken::new();
         spawn_signal_handler(shutdown.clone()).map_err(RuntimeError::Signal)?;
-        tracing::info!(app, %local_addr, "listening");
         Ok(Runtime {
             app,
             args: args.clone(),
-            listener,
-            local_addr,
             metrics,
             readiness: Readiness::default(),
             discovery,
@@ -143,9 +143,35 @@ impl Runtime {
         })
     }
 
-    /// Address the listener is bound to.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    /// Binds `--bind`:`--port` (`default_port` when no port is given; 0 picks a free one) and
+    /// announces it (see [`Runtime::listening`]).
+    pub async fn bind(&self, default_port: u16) -> Result<TcpListener, RuntimeError> {
+        let addr = SocketAddr::new(self.args.bind, self.args.port.unwrap_or(default_port));
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| RuntimeError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| RuntimeError::Bind { addr, source })?;
+        self.listening(local_addr)?;
+        Ok(listener)
+    }
+
+    /// Announces the address the service accepts on: the `listening` log line, and the port
+    /// written to `SHOP_PORT_FILE` when set, so whoever started the process with port 0 (the
+    /// tests) learns the port the OS picked. For a listener bound elsewhere than
+    /// [`Runtime::bind`].
+    pub fn listening(&self, local_addr: SocketAddr) -> Result<(), RuntimeError> {
+        tracing::info!(app = self.app, %local_addr, "listening");
+        match &self.args.port_file {
+            Some(path) => config::write_port_file(path, local_addr.port()).map_err(|source| {
+                RuntimeError::PortFile {
+                    path: path.clone(),
+                    source,
+                }
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Client for calls to other services.
@@ -192,9 +218,8 @@ impl Runtime {
         stop
     }
 
-    /// The instance this process announces to the registry.
-    pub fn instance_info(&self) -> InstanceInfo {
-        let port = self.local_addr.port();
+    /// The instance this process announces to the registry, serving on `port`.
+    pub fn instance_info(&self, port: u16) -> InstanceInfo {
         let id = self
             .args
             .instance_id
@@ -212,7 +237,12 @@ impl Runtime {
     /// keeps serving for the shutdown delay (see [`Runtime::stop_accepting_token`]) and until no new
     /// connection arrived for a second (see [`Arrivals`]), then the listener
     /// stops accepting, in-flight requests drain within the grace period, spans are flushed.
-    pub async fn serve(self, router: axum::Router) -> Result<(), RuntimeError> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        router: axum::Router,
+    ) -> Result<(), RuntimeError> {
+        let port = listener.local_addr().map_err(RuntimeError::Serve)?.port();
         let state = server::ServerState {
             metrics: self.metrics.clone(),
             readiness: self.readiness.clone(),
@@ -223,7 +253,7 @@ impl Runtime {
         let registrar = (!self.discovery.registry_urls().is_empty()).then(|| Registrar {
             http: self.discovery.http().clone(),
             registry_urls: self.discovery.registry_urls().to_vec(),
-            instance: self.instance_info(),
+            instance: self.instance_info(port),
             renewal: self.args.lease_renewal(),
         });
         let reg_task = registrar
@@ -254,7 +284,7 @@ impl Runtime {
         };
         let listener = {
             use axum::serve::ListenerExt;
-            self.listener.tap_io(move |_| tap.arrived())
+            listener.tap_io(move |_| tap.arrived())
         };
         let server =
             axum::serve(listener, app.into_make_service()).with_graceful_shutdown(graceful);

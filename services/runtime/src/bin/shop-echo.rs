@@ -90,10 +90,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // Leaked once at startup: the runtime wants a 'static app name.
     let app: &'static str = Box::leak(args.app.to_ascii_lowercase().into_boxed_str());
-    let rt = Runtime::init(app, 0, &args.common).await?;
+    let rt = Runtime::init(app, &args.common).await?;
+    let listener = rt.bind(0).await?;
     let state = AppState {
         app,
-        port: rt.local_addr().port(),
+        port: listener.local_addr()?.port(),
         client: rt.client(),
     };
     let router = Router::new()
@@ -102,6 +103,6 @@ async fn main() -> anyhow::Result<()> {
         .route("/status/{code}", get(status))
         .route("/call/{service}/{*path}", get(call))
         .with_state(state);
-    rt.serve(router).await?;
+    rt.serve(listener, router).await?;
     Ok(())
 }
