@@ -245,13 +245,10 @@ pub fn mint_token(args: &GatewayArgs, cmd: &Command) -> anyhow::Result<String> {
 pub async fn run(common: CommonArgs, args: GatewayArgs) -> anyhow::Result<()> {
     let cfg = load_config(&args).context("invalid gateway configuration")?;
     let tls = load_tls(&args, cfg.proxy.http2).context("invalid TLS configuration")?;
-    // The runtime sets up logs, tracing, metrics, discovery and the signal handler; its own listener
-    // is bound on a throw-away loopback port and closed, because the gateway serves with its own
-    // connection loop (peer addresses, no router on the hot path).
-    let mut rt_args = common.clone();
-    rt_args.bind = std::net::IpAddr::from([127, 0, 0, 1]);
-    rt_args.port = Some(0);
-    let rt = Runtime::init("gateway", DEFAULT_PORT, &rt_args)
+    // The runtime sets up logs, tracing, metrics, discovery and the signal handler; the gateway
+    // binds its own listener (SO_REUSEPORT) and serves with its own connection loop (peer
+    // addresses, no router on the hot path).
+    let rt = Runtime::init("gateway", &common)
         .await
         .context("runtime start-up")?;
     let discovery = rt.discovery();
@@ -260,12 +257,14 @@ pub async fn run(common: CommonArgs, args: GatewayArgs) -> anyhow::Result<()> {
     // The gateway is unready at SIGTERM and stops accepting after the shutdown delay, so that
     // kube-proxy stops sending it connections first.
     let shutdown = rt.stop_accepting_token();
-    drop(rt);
 
     let addr = SocketAddr::new(common.bind, common.port.unwrap_or(DEFAULT_PORT));
     let listener =
         crate::server::bind_reuseport(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr().context("local address")?;
+    // The `listening` line, and the port in SHOP_PORT_FILE for a gateway started on port 0.
+    rt.listening(local).context("announcing the listener")?;
+    drop(rt);
     let redirect = match args.tls_redirect_port {
         Some(port) => {
             let addr = SocketAddr::new(common.bind, port);
