@@ -14,6 +14,7 @@ use shop_runtime::{
     CommonArgs, Runtime,
     batch::BatchConfig,
     faults::{FaultArgs, Faults},
+    mysql::MysqlArgs,
 };
 use utoipa::OpenApi;
 
@@ -23,15 +24,13 @@ use utoipa::OpenApi;
     name = "shop-inventory",
     about = "Stock on MySQL with atomic, idempotent reservations"
 )]
+#[command(mut_arg("database_url", |a| a
+    .help("MySQL URL, e.g. mysql://shop:shop@127.0.0.1:3306/inventory_service")))]
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
-    /// MySQL URL, e.g. mysql://shop:shop@127.0.0.1:3306/inventory_service
-    #[arg(long, env = "DATABASE_URL")]
-    database_url: String,
-    /// Maximum pooled MySQL connections.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
-    database_max_connections: u32,
+    #[command(flatten)]
+    mysql: MysqlArgs,
     /// Most reservations written in one transaction (1 = no batching).
     #[arg(long, env = "RESERVE_BATCH_MAX", default_value_t = 64)]
     reserve_batch_max: usize,
@@ -49,14 +48,14 @@ async fn main() -> anyhow::Result<()> {
     let listener = rt.bind(8083).await?;
     // Starts unready and prepares the database in the background (created if missing, migrated),
     // so a database that is not there yet makes the pod wait, not crash-loop.
-    let (pool, _migrated) = shop_runtime::mysql::open_store(
-        &args.database_url,
-        args.database_max_connections,
-        &shop_inventory::store::MIGRATOR,
-        &rt.readiness(),
-        rt.shutdown_token(),
-    )
-    .context("DATABASE_URL")?;
+    let (pool, _migrated) = args
+        .mysql
+        .open_store(
+            &shop_inventory::store::MIGRATOR,
+            &rt.readiness(),
+            rt.shutdown_token(),
+        )
+        .context("DATABASE_URL")?;
     let batch = BatchConfig {
         max_batch: args.reserve_batch_max.max(1),
         workers: args.reserve_batch_workers.max(1),

@@ -22,21 +22,16 @@ use shop_runtime::{
 /// Command-line / environment configuration of shop-notification.
 #[derive(Parser, Debug)]
 #[command(name = "shop-notification", version, about)]
+#[command(mut_arg("mongo_db", |a| a
+    .required(false)
+    .default_value("notification-service")
+    .help("MongoDB database")))]
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
 
-    /// MongoDB connection string.
-    #[arg(
-        long,
-        env = "SHOP_MONGO_URL",
-        default_value = "mongodb://127.0.0.1:27017/?directConnection=true"
-    )]
-    mongo_url: String,
-
-    /// MongoDB database.
-    #[arg(long, env = "SHOP_MONGO_DB", default_value = "notification-service")]
-    mongo_db: String,
+    #[command(flatten)]
+    mongo: shop_runtime::mongo::MongoArgs,
 
     /// Kafka bootstrap servers.
     #[arg(long, env = "SHOP_KAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092")]
@@ -105,16 +100,16 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("starting the runtime")?;
     let listener = rt.bind(8084).await.context("binding the listener")?;
-    let store = store::NotificationStore::connect(&args.mongo_url, &args.mongo_db)
+    let store = store::NotificationStore::connect(&args.mongo.mongo_url, &args.mongo.mongo_db)
         .await
-        .with_context(|| format!("connecting to MongoDB at {}", args.mongo_url))?;
+        .with_context(|| format!("connecting to MongoDB at {}", args.mongo.mongo_url))?;
     // Starts unready and creates the indexes in the background, so a MongoDB that is not there
     // yet makes the pod wait, not crash-loop.
     {
         let indexes = store.clone();
         shop_runtime::mongo::prepare(
             &rt.readiness(),
-            shop_runtime::mongo::describe(&args.mongo_url, &args.mongo_db).await,
+            args.mongo.describe().await,
             store.client(),
             move || {
                 let store = indexes.clone();

@@ -23,6 +23,7 @@ use shop_order::{
 use shop_runtime::{
     BreakerConfig, ClientConfig, CommonArgs, Runtime, ServiceClient,
     faults::{FaultArgs, Faults},
+    mysql::MysqlArgs,
 };
 
 use utoipa::OpenApi;
@@ -33,15 +34,13 @@ use utoipa::OpenApi;
     name = "shop-order",
     about = "Orders with idempotency keys and a transactional outbox"
 )]
+#[command(mut_arg("database_url", |a| a
+    .help("MySQL URL, e.g. mysql://shop:shop@127.0.0.1:3306/order_service")))]
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
-    /// MySQL URL, e.g. mysql://shop:shop@127.0.0.1:3306/order_service
-    #[arg(long, env = "DATABASE_URL")]
-    database_url: String,
-    /// Maximum pooled MySQL connections.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
-    database_max_connections: u32,
+    #[command(flatten)]
+    mysql: MysqlArgs,
     /// Kafka bootstrap servers.
     #[arg(long, env = "SHOP_KAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092")]
     kafka_bootstrap: String,
@@ -109,14 +108,10 @@ async fn main() -> anyhow::Result<()> {
     // Starts unready and prepares the database in the background (created if missing, migrated),
     // so a database that is not there yet makes the pod wait, not crash-loop.
     // The relay, the purge and the reconciler start once the tables exist (`migrated`).
-    let (pool, migrated) = shop_runtime::mysql::open_store(
-        &args.database_url,
-        args.database_max_connections,
-        &store::MIGRATOR,
-        &rt.readiness(),
-        rt.shutdown_token(),
-    )
-    .context("DATABASE_URL")?;
+    let (pool, migrated) = args
+        .mysql
+        .open_store(&store::MIGRATOR, &rt.readiness(), rt.shutdown_token())
+        .context("DATABASE_URL")?;
 
     let timeout = Duration::from_millis(args.inventory_timeout_ms.max(1));
     let client = ServiceClient::new(

@@ -20,21 +20,16 @@ use shop_runtime::{CommonArgs, Runtime};
 /// Command-line / environment configuration of shop-product.
 #[derive(Parser, Debug)]
 #[command(name = "shop-product", version, about)]
+#[command(mut_arg("mongo_db", |a| a
+    .required(false)
+    .default_value("product-service")
+    .help("MongoDB database (the original's `product-service`)")))]
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
 
-    /// MongoDB connection string.
-    #[arg(
-        long,
-        env = "SHOP_MONGO_URL",
-        default_value = "mongodb://127.0.0.1:27017/?directConnection=true"
-    )]
-    mongo_url: String,
-
-    /// MongoDB database (the original's `product-service`).
-    #[arg(long, env = "SHOP_MONGO_DB", default_value = "product-service")]
-    mongo_db: String,
+    #[command(flatten)]
+    mongo: shop_runtime::mongo::MongoArgs,
 
     /// Interval between retries of stock not yet confirmed by inventory, in milliseconds.
     #[arg(long, env = "SHOP_STOCK_RETRY_MS", default_value_t = 1000)]
@@ -70,16 +65,16 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("starting the runtime")?;
     let listener = rt.bind(8081).await.context("binding the listener")?;
-    let store = store::ProductStore::connect(&args.mongo_url, &args.mongo_db)
+    let store = store::ProductStore::connect(&args.mongo.mongo_url, &args.mongo.mongo_db)
         .await
-        .with_context(|| format!("connecting to MongoDB at {}", args.mongo_url))?;
+        .with_context(|| format!("connecting to MongoDB at {}", args.mongo.mongo_url))?;
     // Starts unready and creates the indexes in the background, so a MongoDB that is not there
     // yet makes the pod wait, not crash-loop.
     {
         let indexes = store.clone();
         shop_runtime::mongo::prepare(
             &rt.readiness(),
-            shop_runtime::mongo::describe(&args.mongo_url, &args.mongo_db).await,
+            args.mongo.describe().await,
             store.client(),
             move || {
                 let store = indexes.clone();

@@ -13,6 +13,42 @@ use tokio_util::sync::CancellationToken;
 
 use crate::health::Readiness;
 
+/// The MongoDB flags of a service, flattened into its `clap::Parser` so every Mongo service has
+/// the same names, variables and URL default. The database's default differs per service, so
+/// it is set with `mut_arg` on the service's parser:
+///
+/// ```
+/// #[derive(clap::Parser)]
+/// #[command(mut_arg("mongo_db", |a| a.required(false).default_value("product-service")))]
+/// struct Args {
+///     #[command(flatten)]
+///     mongo: shop_runtime::mongo::MongoArgs,
+/// }
+/// let args = <Args as clap::Parser>::parse_from(["product"]);
+/// assert_eq!(args.mongo.mongo_db, "product-service");
+/// ```
+#[derive(clap::Args, Clone, Debug)]
+pub struct MongoArgs {
+    /// MongoDB connection string.
+    #[arg(
+        long,
+        env = "SHOP_MONGO_URL",
+        default_value = "mongodb://127.0.0.1:27017/?directConnection=true"
+    )]
+    pub mongo_url: String,
+
+    /// MongoDB database.
+    #[arg(long, env = "SHOP_MONGO_DB")]
+    pub mongo_db: String,
+}
+
+impl MongoArgs {
+    /// [`describe`] of these flags.
+    pub async fn describe(&self) -> String {
+        describe(&self.mongo_url, &self.mongo_db).await
+    }
+}
+
 /// A client of `url` named `app` (shown in the server's logs). Connects lazily: this fails only
 /// for a URL that cannot be parsed (or whose SRV record cannot be resolved). Defaults: 3 s to
 /// connect, 5 s to select a server, unless the URL says otherwise.

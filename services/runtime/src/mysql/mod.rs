@@ -13,6 +13,49 @@ use tokio_util::sync::CancellationToken;
 
 use crate::health::Readiness;
 
+/// The MySQL flags of a service, flattened into its `clap::Parser` so every MySQL service has the
+/// same names and variables. The URL's example names the service's own database, so its help is
+/// set with `mut_arg` on the service's parser (see [`MysqlArgs::open_store`] for the use):
+///
+/// ```
+/// #[derive(clap::Parser)]
+/// #[command(mut_arg("database_url", |a| a.help("MySQL URL of the order database")))]
+/// struct Args {
+///     #[command(flatten)]
+///     mysql: shop_runtime::mysql::MysqlArgs,
+/// }
+/// let args = <Args as clap::Parser>::parse_from(["order", "--database-url", "mysql://h/o"]);
+/// assert_eq!(args.mysql.database_max_connections, 16);
+/// ```
+#[derive(clap::Args, Clone, Debug)]
+pub struct MysqlArgs {
+    /// MySQL URL, e.g. mysql://shop:shop@127.0.0.1:3306/<service>_service
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+
+    /// Maximum pooled MySQL connections.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+}
+
+impl MysqlArgs {
+    /// [`open_store`] with these flags.
+    pub fn open_store(
+        &self,
+        migrator: &'static sqlx::migrate::Migrator,
+        readiness: &Readiness,
+        stop: CancellationToken,
+    ) -> Result<(MySqlPool, CancellationToken), sqlx::Error> {
+        open_store(
+            &self.database_url,
+            self.database_max_connections,
+            migrator,
+            readiness,
+            stop,
+        )
+    }
+}
+
 /// A pool whose sessions use READ COMMITTED (no gap locks, so stock updates and outbox claims never
 /// block inserts) and a 5 s lock wait (a bounded stall instead of the server's 50 s default).
 ///
