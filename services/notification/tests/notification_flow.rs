@@ -14,9 +14,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
-use shop_testkit::{
-    Service, free_port, fresh_name, kafka_bootstrap, mongo_url, wait_until, zipkin_url,
-};
+use shop_testkit::{Service, fresh_name, kafka_bootstrap, mongo_url, wait_until, zipkin_url};
 
 struct Setup {
     topic: String,
@@ -58,7 +56,7 @@ impl Setup {
             ("SHOP_SSE_KEEP_ALIVE_SECS", "1"),
         ];
         envs.extend_from_slice(extra);
-        Service::spawn("shop-notification", &[], &envs, free_port()).await
+        Service::spawn("shop-notification", &[], &envs, 0).await
     }
 
     async fn produce(&self, key: &str, payload: &[u8], event_id: Option<&str>) {

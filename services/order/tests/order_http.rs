@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Opts, Shop, consume, spawn_order, start_order};
+use common::{Opts, Shop, consume, order_env, spawn_order};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shop_testkit::{Service, free_port, fresh_mysql_database, fresh_name, kafka_bootstrap};
@@ -282,6 +282,7 @@ async fn unreachable_inventory_gives_503_within_the_timeout_then_fast_once_the_b
 async fn orders_are_accepted_while_kafka_is_unreachable_and_each_is_published_once_after() {
     // The shared broker must keep serving other tests, so this order process is first pointed at
     // a port where no broker listens, then restarted against the real broker on the same database.
+    // (A port that was free a moment ago: nothing of ours is started on it.)
     let dead_kafka = format!("127.0.0.1:{}", free_port());
     let mut shop = Shop::start(Opts {
         kafka: dead_kafka,
@@ -563,10 +564,11 @@ async fn orders_arriving_together_are_each_stored_whole_with_one_event() {
 async fn order_creates_its_topic_with_the_configured_partitions_at_start() {
     let order_db = fresh_mysql_database("ordtest_topic").await;
     let topic = fresh_name("orders-parts-");
-    let (port, mut envs) = start_order(&order_db, free_port(), &topic, &Opts::default());
+    // No inventory is called in this test: its address is a port that was free a moment ago.
+    let mut envs = order_env(&order_db, free_port(), &topic, &Opts::default());
     envs.push(("SHOP_KAFKA_PARTITIONS".to_owned(), "4".to_owned()));
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let _order = Service::spawn("shop-order", &[], &envs, port).await;
+    let _order = Service::spawn("shop-order", &[], &envs, 0).await;
     let bootstrap = kafka_bootstrap();
     let partitions = || {
         let (bootstrap, topic) = (bootstrap.clone(), topic.clone());

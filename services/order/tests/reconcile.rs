@@ -9,11 +9,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Opts, count, start_order};
+use common::{Opts, count, order_env};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use shop_testkit::{
-    Service, free_port, fresh_mysql_database, fresh_name,
+    Service, fresh_mysql_database, fresh_name,
     lossy_link::{Loss, LossyLink},
     mysql_url, wait_until,
 };
@@ -42,12 +42,12 @@ async fn spawn_order_with(
         breaker_open_secs: 1,
         ..Opts::default()
     };
-    let (port, mut envs) = start_order(order_db, inventory_port, topic, &opts);
+    let mut envs = order_env(order_db, inventory_port, topic, &opts);
     for (k, v) in extra {
         envs.push(((*k).to_owned(), (*v).to_owned()));
     }
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    Service::spawn("shop-order", &[], &envs, port).await
+    Service::spawn("shop-order", &[], &envs, 0).await
 }
 
 fn reconciling(grace: &str) -> [(&'static str, String); 3] {
@@ -72,7 +72,7 @@ impl Rig {
             "shop-inventory",
             &[],
             &[("DATABASE_URL", inv_db.as_str())],
-            free_port(),
+            0,
         )
         .await;
         let order_db_url = match link {

@@ -30,9 +30,9 @@ impl Product {
         let mongo = mongo_url();
         // Inventory is found through the DNS fallback of the runtime's discovery, pointed at a
         // loopback port (no registry in these tests).
+        // The port is known before inventory starts (or never does), so it is chosen up front.
         let inv = inventory_port.unwrap_or_else(free_port);
         let pattern = format!("http://127.0.0.1:{inv}");
-        let port = free_port();
         let svc = Service::spawn(
             "shop-product",
             &[],
@@ -44,7 +44,7 @@ impl Product {
                 ("SHOP_STOCK_RETRY_MAX_MS", "500"),
                 ("SHOP_INVENTORY_TIMEOUT_MS", "1000"),
             ],
-            port,
+            0,
         )
         .await;
         Product {
@@ -351,6 +351,8 @@ async fn invalid_bodies_name_the_field_and_write_nothing() {
 }
 
 /// A real shop-inventory process on `port` with a fresh MariaDB database.
+/// Inventory on `port`, chosen with `free_port` because product is pointed at it before it starts
+/// (or while it is down, or across its restart).
 async fn start_inventory(port: u16, database_url: &str) -> Service {
     Service::spawn(
         "shop-inventory",

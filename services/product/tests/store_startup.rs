@@ -13,6 +13,7 @@ use shop_testkit::{Service, free_port, fresh_name, lossy_link::LossyLink, mongo_
 async fn product_waits_unready_for_its_mongodb_then_serves_with_its_index() {
     let real = mongo_url(); // the real server; fails loudly when it is down
     assert!(real.contains("127.0.0.1:27017"), "{real}");
+    // Where MongoDB will appear later (a server not ours, started after product): chosen up front.
     let mongo_port = free_port();
     let url = format!("mongodb://127.0.0.1:{mongo_port}/?directConnection=true");
     let db = fresh_name("late-");
@@ -20,7 +21,7 @@ async fn product_waits_unready_for_its_mongodb_then_serves_with_its_index() {
         "shop-product",
         &[],
         &[("SHOP_MONGO_URL", &url), ("SHOP_MONGO_DB", &db)],
-        free_port(),
+        0,
     );
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))

@@ -17,6 +17,7 @@ fn peer(port: u16) -> String {
 
 #[tokio::test]
 async fn two_replicas_converge_on_register_status_and_cancel() {
+    // Each replica's --peers names the other, so both ports are chosen before either starts.
     let (p1, p2) = (free_port(), free_port());
     let peers = format!("{},{}", peer(p1), peer(p2));
     let r1 = spawn_registry_on(p1, &["--peers", &peers]).await;
@@ -74,6 +75,7 @@ async fn two_replicas_converge_on_register_status_and_cancel() {
 
 #[tokio::test]
 async fn restarted_replica_catches_up_from_its_peer() {
+    // Each replica's --peers names the other, so both ports are chosen before either starts.
     let (p1, p2) = (free_port(), free_port());
     let peers = format!("{},{}", peer(p1), peer(p2));
     let r1 = spawn_registry_on(p1, &["--peers", &peers]).await;
@@ -96,6 +98,7 @@ async fn restarted_replica_catches_up_from_its_peer() {
 
 #[tokio::test]
 async fn replica_stays_available_while_its_peer_is_down() {
+    // A peer that never starts: a port that was free a moment ago.
     let dead = free_port();
     let reg = spawn_registry(&["--peers", &peer(dead)]).await;
     let e = eureka_url(&reg);

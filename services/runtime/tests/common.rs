@@ -2,12 +2,12 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use shop_testkit::registry::eureka_url;
-use shop_testkit::{Service, free_port, wait_until};
+use shop_testkit::{Service, wait_until};
 use std::time::Duration;
 
 /// Starts shop-echo as `app`, registered with `registry` (if any), with 1 s lease and fetch intervals.
 pub async fn echo(app: &str, registry: Option<&Service>, extra_env: &[(&str, &str)]) -> Service {
-    echo_on(free_port(), app, registry, extra_env).await
+    echo_on(0, app, registry, extra_env).await
 }
 
 /// [`echo`] on a given port.

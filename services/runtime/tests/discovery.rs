@@ -102,7 +102,8 @@ async fn with_the_registry_gone_a_replaced_instance_is_found_through_dns() {
     let mut reg = spawn_registry(&[]).await;
     let b = fresh_name("b");
     let mut b1 = echo(&b, Some(&reg), &[]).await;
-    // Where the replacement will listen: the "Service" the DNS pattern names.
+    // Where the replacement will listen: the "Service" the DNS pattern names, known before the
+    // replacement starts, so chosen up front.
     let next_port = free_port();
     let pattern = format!("http://127.0.0.1:{next_port}");
     let a = echo(

@@ -25,6 +25,7 @@ async fn a_topic_is_created_with_its_partitions_once_and_an_existing_one_is_left
 
 #[tokio::test]
 async fn an_unreachable_broker_is_an_error_in_bounded_time() {
+    // No broker: a port that was free a moment ago.
     let nowhere = format!("127.0.0.1:{}", free_port());
     let r = tokio::time::timeout(
         Duration::from_secs(40),

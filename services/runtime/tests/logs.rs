@@ -3,16 +3,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::Value;
-use shop_testkit::{binary_path, free_port, wait_until};
+use shop_testkit::{binary_path, wait_until};
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 #[tokio::test]
 async fn json_log_lines_carry_the_request_trace_id() {
-    let port = free_port();
+    // Port 0: the service writes the port it bound to SHOP_PORT_FILE.
+    let dir = tempfile::tempdir().unwrap();
+    let port_file = dir.path().join("echo.port");
     let mut child = Command::new(binary_path("shop-echo"))
-        .env("SHOP_PORT", port.to_string())
+        .env("SHOP_PORT", "0")
+        .env("SHOP_PORT_FILE", &port_file)
         .env("SHOP_BIND", "127.0.0.1")
         .env_remove("SHOP_LOG_FORMAT")
         .env_remove("SHOP_REGISTRY_URL")
@@ -20,6 +23,13 @@ async fn json_log_lines_carry_the_request_trace_id() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
+        .unwrap();
+    let written = wait_until(Duration::from_secs(20), || async { port_file.exists() }).await;
+    assert!(written, "shop-echo did not write {}", port_file.display());
+    let port: u16 = std::fs::read_to_string(&port_file)
+        .unwrap()
+        .trim()
+        .parse()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let ready = wait_until(Duration::from_secs(20), || async {
@@ -59,6 +69,15 @@ async fn json_log_lines_carry_the_request_trace_id() {
             "{l}"
         );
     }
+    let listening = lines
+        .iter()
+        .find(|l| l["message"] == "listening")
+        .unwrap_or_else(|| panic!("no 'listening' line in:\n{out}"));
+    assert_eq!(
+        listening["local_addr"],
+        format!("127.0.0.1:{port}").as_str(),
+        "the listening line names the address bound, the port the port file holds"
+    );
     let hello = lines
         .iter()
         .find(|l| l["message"] == "hello served")

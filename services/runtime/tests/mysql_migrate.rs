@@ -61,6 +61,7 @@ async fn a_second_start_finds_nothing_to_do() {
 async fn a_store_that_is_not_there_yet_keeps_the_service_unready_then_is_created_and_migrated() {
     let server = shop_testkit::mysql_url(); // the real MariaDB; also fails loudly when it is down
     assert!(server.ends_with("@127.0.0.1:3306"), "{server}");
+    // Where MariaDB will appear later (a link started after the service): chosen up front.
     let port = shop_testkit::free_port();
     let database = shop_testkit::fresh_name("late_");
     let url = format!("mysql://shop:shop@127.0.0.1:{port}/{database}");

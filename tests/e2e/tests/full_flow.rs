@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use shop_testkit::get_json;
 use shop_testkit::sse::{SseReader, span_service};
 use shop_testkit::{
-    Service, free_port, fresh_mysql_database, fresh_name, kafka_bootstrap, mongo_url,
+    Service, fresh_mysql_database, fresh_name, kafka_bootstrap, mongo_url,
     registry::{eureka_url, instance_ids, spawn_registry},
     wait_until, zipkin_url,
 };
@@ -75,7 +75,7 @@ async fn product_with_stock_then_order_then_event_notification_stream_and_one_tr
     };
     async fn spawn(bin: &str, envs: Vec<(String, String)>) -> Service {
         let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        Service::spawn(bin, &[], &envs, free_port()).await
+        Service::spawn(bin, &[], &envs, 0).await
     }
 
     let inv_db = fresh_mysql_database("e2e_inv").await;

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shop_testkit::{
-    Service, free_port, fresh_mysql_database, fresh_name, kafka_bootstrap, mongo_url,
+    Service, fresh_mysql_database, fresh_name, kafka_bootstrap, mongo_url,
     registry::{eureka_url, instance_ids},
     repo_root, wait_until, zipkin_url,
 };
@@ -341,7 +341,7 @@ async fn spawn(
 ) -> Process {
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let log = logs.join(format!("{name}.log"));
-    let service = Service::spawn_logged(bin, args, &envs, free_port(), &log).await;
+    let service = Service::spawn_logged(bin, args, &envs, 0, &log).await;
     Process { name, service, log }
 }
 

@@ -724,6 +724,8 @@ async fn every_metric_the_dashboards_and_alerts_read_is_exported() {
     let mut shop = HostShop::start().await;
     let client = cluster::client().await;
     let ns = ScratchNamespace::create(&client).await;
+    // The operator's admin address is a flag of its own (it is not a runtime service and writes
+    // no port file): chosen up front.
     let operator_port = free_port();
     let admin = format!("127.0.0.1:{operator_port}");
     let kubeconfig = kubeconfig_path();

@@ -282,11 +282,12 @@ async fn spring_eureka_clients_register_renew_discover_each_other_are_routed_and
             ("SHOP_REGISTRY_URL", eureka.as_str()),
             ("SHOP_REGISTRY_FETCH_SECS", "1"),
         ],
-        free_port(),
+        0,
     )
     .await;
 
     // 1. The caller first: once its own registration is in its local copy, it fetches deltas only.
+    // The Java apps are not ours (no port file): their ports are chosen up front.
     let caller_port = free_port();
     let mut caller = JavaApp::start(
         "spring-caller",
@@ -483,7 +484,7 @@ async fn spring_kafka_consumer_reads_order_placed_events_into_the_tutorials_reco
             "DATABASE_URL",
             fresh_mysql_database("spring_inv").await.as_str(),
         )],
-        free_port(),
+        0,
     )
     .await;
     let order_db = fresh_mysql_database("spring_ord").await;
@@ -498,7 +499,7 @@ async fn spring_kafka_consumer_reads_order_placed_events_into_the_tutorials_reco
             ("ORDER_TOPIC", topic.as_str()),
             ("OUTBOX_POLL_MS", "100"),
         ],
-        free_port(),
+        0,
     )
     .await;
 

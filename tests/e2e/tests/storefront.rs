@@ -55,6 +55,7 @@ struct Driver {
 impl Driver {
     async fn start() -> Driver {
         let bin = tool("chromedriver");
+        // chromedriver is not ours (no port file): its port is chosen up front.
         let port = free_port();
         let child = Command::new(&bin)
             .arg(format!("--port={port}"))
@@ -213,7 +214,8 @@ async fn a_shopper_searches_orders_and_sees_the_notification_live_and_the_admin_
     )
     .unwrap();
     // The gateway reaches the order service through a link that can lose one answer: an order
-    // the shop placed while the browser never heard so.
+    // the shop placed while the browser never heard so. The gateway is told the link's address
+    // before the link starts (it needs the order service's), so the port is chosen up front.
     let link_port = free_port();
     let shop = HostShop::start_with(HostShopOptions {
         gateway_env: vec![

@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use crate::registry::{eureka_url, instance_ids};
 use crate::{
-    Service, free_port, fresh_mysql_database, fresh_name, kafka_bootstrap, mongo_url, wait_until,
-    zipkin_url,
+    Service, fresh_mysql_database, fresh_name, kafka_bootstrap, mongo_url, wait_until, zipkin_url,
 };
 
 /// The JWT secret of a [`HostShop`]'s gateway (tests mint tokens with [`HostShop::token`]).
@@ -245,7 +244,7 @@ async fn spawn(
     match logs {
         Some(dir) => {
             let log = dir.join(format!("{name}.log"));
-            let service = Service::spawn_logged(bin, args, &env, free_port(), &log).await;
+            let service = Service::spawn_logged(bin, args, &env, 0, &log).await;
             Component {
                 name,
                 service,
@@ -254,7 +253,7 @@ async fn spawn(
         }
         None => Component {
             name,
-            service: Service::spawn(bin, args, &env, free_port()).await,
+            service: Service::spawn(bin, args, &env, 0).await,
             log: None,
         },
     }

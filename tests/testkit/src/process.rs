@@ -3,6 +3,13 @@
 //! Tests of cross-service behaviour (registration, failover, breakers, restarts) need the real
 //! executables, not in-process fakes. `make test` builds every binary before running tests; a test
 //! that finds one missing says so and how to build it.
+//!
+//! Port 0 is the normal way to start one: the process binds a port the OS picks and writes it to
+//! `SHOP_PORT_FILE` (see `shop_runtime::Runtime::listening`), which [`Service::start`] reads. A
+//! port chosen by the test with [`free_port`] is free only until the test lets go of it, so another
+//! process can take it before the service binds; it is kept for ports that must be known before
+//! the process starts (peers naming each other, a restart at the same address) and for servers
+//! that are not ours.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -12,7 +19,8 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// A port that was free a moment ago (bind to 0, read, release).
+/// A port that was free a moment ago (bind to 0, read, release). Racy by nature: prefer port 0
+/// with [`Service::spawn`]; use this only for a port that must be known before its server starts.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -47,7 +55,8 @@ pub struct Service {
 }
 
 impl Service {
-    /// Starts `bin` with `args` and extra `envs`, listening on `port`, and waits up to 30 s for
+    /// Starts `bin` with `args` and extra `envs`, listening on `port` (0: a port the OS picks, read
+    /// back from the process, see [`Service::start`]), and waits up to 30 s for
     /// `GET /health/ready` to answer 200. Logs go to the test's stderr, prefixed by nothing, so
     /// a failing test shows them.
     pub async fn spawn(bin: &str, args: &[&str], envs: &[(&str, &str)], port: u16) -> Service {
@@ -101,7 +110,10 @@ impl Service {
         svc
     }
 
-    /// Starts the process without waiting for readiness.
+    /// Starts the process without waiting for readiness. With `port` 0 it waits (up to 30 s, a
+    /// blocking poll of a few milliseconds in practice) for the process to bind and write the port
+    /// it got to `SHOP_PORT_FILE`, so [`Service::port`] is the real one; panics when the process
+    /// exits first.
     pub fn start(bin: &str, args: &[&str], envs: &[(&str, &str)], port: u16) -> Service {
         Service::start_with(bin, args, envs, port, Stdio::inherit(), Stdio::inherit())
     }
@@ -115,7 +127,18 @@ impl Service {
         stderr: Stdio,
     ) -> Service {
         let path = binary_path(bin);
+        let port_file = (port == 0).then(|| {
+            std::env::temp_dir().join(format!(
+                "shop-port-{}-{}-{}",
+                bin,
+                std::process::id(),
+                uuid::Uuid::new_v4().simple()
+            ))
+        });
         let mut cmd = Command::new(&path);
+        if let Some(f) = &port_file {
+            cmd.env("SHOP_PORT_FILE", f);
+        }
         cmd.args(args)
             .env("SHOP_PORT", port.to_string())
             .env("SHOP_BIND", "127.0.0.1")
@@ -129,10 +152,43 @@ impl Service {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
-        Service {
+        let mut svc = Service {
             name: bin.to_string(),
             port,
             child: Some(child),
+        };
+        if let Some(f) = port_file {
+            svc.port = svc.bound_port(&f);
+        }
+        svc
+    }
+
+    /// Waits for the port the process writes to `file` once it listens; removes the file.
+    fn bound_port(&mut self, file: &std::path::Path) -> u16 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            // The runtime renames a complete file into place, so what is there parses.
+            if let Some(port) = std::fs::read_to_string(file)
+                .ok()
+                .and_then(|s| s.trim().parse::<u16>().ok())
+            {
+                let _ = std::fs::remove_file(file);
+                return port;
+            }
+            if let Some(status) = self.exit_status() {
+                panic!(
+                    "{} exited before listening ({status}); its log is above (or in its log file)",
+                    self.name
+                );
+            }
+            if std::time::Instant::now() >= deadline {
+                panic!(
+                    "{} did not write its port to {} within 30 s",
+                    self.name,
+                    file.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 

@@ -1,15 +1,15 @@
 //! Helpers for tests that talk to shop-registry: start a registry process with short test intervals,
 //! build registration bodies shaped exactly like the Java Eureka client's, and read instance ids back.
 
-use crate::{Service, free_port};
+use crate::Service;
 use serde_json::{Value, json};
 
-/// Starts shop-registry on a free port with a 200 ms expiry check and the given extra flags.
+/// Starts shop-registry on a port the OS picks with a 200 ms expiry check and the given extra flags.
 pub async fn spawn_registry(extra: &[&str]) -> Service {
-    spawn_registry_on(free_port(), extra).await
+    spawn_registry_on(0, extra).await
 }
 
-/// Starts shop-registry on `port` (e.g. to restart it at the same address).
+/// Starts shop-registry on `port` (e.g. to restart it at the same address; 0: any).
 pub async fn spawn_registry_on(port: u16, extra: &[&str]) -> Service {
     let mut args = vec!["--eviction-interval-ms", "200"];
     args.extend_from_slice(extra);

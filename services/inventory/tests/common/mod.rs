@@ -5,7 +5,7 @@
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use shop_testkit::get_json;
-use shop_testkit::{Service, free_port, fresh_mysql_database};
+use shop_testkit::{Service, fresh_mysql_database};
 
 pub struct Inv {
     pub svc: Service,
@@ -15,13 +15,7 @@ pub struct Inv {
 impl Inv {
     pub async fn start() -> Inv {
         let db = fresh_mysql_database("inv").await;
-        let svc = Service::spawn(
-            "shop-inventory",
-            &[],
-            &[("DATABASE_URL", db.as_str())],
-            free_port(),
-        )
-        .await;
+        let svc = Service::spawn("shop-inventory", &[], &[("DATABASE_URL", db.as_str())], 0).await;
         Inv {
             svc,
             http: Client::new(),

@@ -13,7 +13,7 @@ use rdkafka::{
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use shop_testkit::get_json;
-use shop_testkit::{Service, free_port, fresh_mysql_database, fresh_name, kafka_bootstrap};
+use shop_testkit::{Service, fresh_mysql_database, fresh_name, kafka_bootstrap};
 use sqlx::{Connection, MySqlConnection};
 
 /// One Kafka record as the test sees it.
@@ -104,14 +104,14 @@ impl Default for Opts {
     }
 }
 
-pub fn start_order(
+/// The environment of a shop-order process for these tests (it listens on a port the OS picks).
+pub fn order_env(
     order_db: &str,
     inventory_port: u16,
     topic: &str,
     opts: &Opts,
-) -> (u16, Vec<(String, String)>) {
-    let port = free_port();
-    let envs = vec![
+) -> Vec<(String, String)> {
+    vec![
         ("DATABASE_URL".to_owned(), order_db.to_owned()),
         (
             "SHOP_DNS_PATTERN".to_owned(),
@@ -131,14 +131,13 @@ pub fn start_order(
         ("OUTBOX_POLL_MS".to_owned(), "100".to_owned()),
         // Rows the fast lane could not deliver are swept after 2.5 s instead of 6.5 s.
         ("OUTBOX_SWEEP_AFTER_MS".to_owned(), "2500".to_owned()),
-    ];
-    (port, envs)
+    ]
 }
 
 pub async fn spawn_order(order_db: &str, inventory_port: u16, topic: &str, opts: &Opts) -> Service {
-    let (port, envs) = start_order(order_db, inventory_port, topic, opts);
+    let envs = order_env(order_db, inventory_port, topic, opts);
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    Service::spawn("shop-order", &[], &envs, port).await
+    Service::spawn("shop-order", &[], &envs, 0).await
 }
 
 impl Shop {
@@ -150,7 +149,7 @@ impl Shop {
             "shop-inventory",
             &[],
             &[("DATABASE_URL", inv_db.as_str())],
-            free_port(),
+            0,
         )
         .await;
         let order = spawn_order(&order_db, inventory.port(), &topic, &opts).await;
