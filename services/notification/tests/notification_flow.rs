@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 use shop_testkit::{Service, fresh_name, kafka_bootstrap, mongo_url, wait_until, zipkin_url};
@@ -136,38 +135,12 @@ impl Setup {
 
     /// Every record currently on the dead-letter topic (read with a fresh group from the start).
     async fn dead_letters(&self, want: usize) -> Vec<(Vec<u8>, Vec<(String, String)>)> {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .set("group.id", fresh_name("dlt-reader-"))
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        consumer
-            .subscribe(&[&format!("{}.DLT", self.topic)])
-            .unwrap();
-        let mut out = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while out.len() < want && Instant::now() < deadline {
-            if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|x| {
-                                (
-                                    x.key.to_owned(),
-                                    String::from_utf8_lossy(x.value.unwrap_or_default())
-                                        .into_owned(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push((m.payload().unwrap_or_default().to_vec(), headers));
-            }
-        }
-        out
+        let dlt = format!("{}.DLT", self.topic);
+        shop_testkit::kafka::consume(&dlt, want, Duration::ZERO, Duration::from_secs(20))
+            .await
+            .into_iter()
+            .map(|r| (r.payload, r.headers.into_iter().collect()))
+            .collect()
     }
 }
 

@@ -8,9 +8,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Opts, Shop, consume, order_env, spawn_order};
+use common::{Opts, Shop, order_env, spawn_order};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use shop_testkit::kafka::consume;
 use shop_testkit::{Service, free_port, fresh_mysql_database, fresh_name, kafka_bootstrap};
 use shop_testkit::{Signal, get_json};
 

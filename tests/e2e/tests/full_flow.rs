@@ -7,47 +7,16 @@
 
 use std::time::Duration;
 
-use rdkafka::{
-    ClientConfig, Message,
-    consumer::{Consumer, StreamConsumer},
-};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use shop_testkit::get_json;
+use shop_testkit::kafka::record_keyed;
 use shop_testkit::sse::{SseReader, span_service};
 use shop_testkit::{
     Service, fresh_mysql_database, fresh_name, kafka_bootstrap, mongo_url,
     registry::{eureka_url, instance_ids, spawn_registry},
     wait_until, zipkin_url,
 };
-
-/// Reads `topic` from the beginning until a record keyed `key` arrives; returns its value.
-async fn kafka_record(topic: &str, key: &str, timeout: Duration) -> Option<Value> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_bootstrap())
-        .set("group.id", fresh_name("e2e-reader-"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("allow.auto.create.topics", "true")
-        .set("topic.metadata.refresh.interval.ms", "500")
-        .create()
-        .expect("Kafka consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    let deadline = tokio::time::Instant::now() + timeout;
-    while tokio::time::Instant::now() < deadline {
-        let left = deadline - tokio::time::Instant::now();
-        match tokio::time::timeout(left, consumer.recv()).await {
-            Err(_) => break,
-            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
-            Ok(Ok(m)) => {
-                if m.key() == Some(key.as_bytes()) {
-                    return serde_json::from_slice(m.payload().unwrap_or_default()).ok();
-                }
-            }
-        }
-    }
-    None
-}
 
 #[tokio::test]
 async fn product_with_stock_then_order_then_event_notification_stream_and_one_trace() {
@@ -178,9 +147,10 @@ async fn product_with_stock_then_order_then_event_notification_stream_and_one_tr
     );
 
     // 4. The event is in Kafka.
-    let event = kafka_record(&topic, &number, Duration::from_secs(20))
+    let event = record_keyed(&topic, &number, Duration::from_secs(20))
         .await
-        .expect("OrderPlaced in Kafka");
+        .expect("OrderPlaced in Kafka")
+        .value;
     assert_eq!(event["eventType"], "OrderPlaced");
     assert_eq!(event["total"], "2400.00");
 

@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod host_shop;
+pub mod kafka;
 pub mod lossy_link;
 pub mod openapi;
 pub mod process;

@@ -1,82 +1,13 @@
 //! Helpers shared by shop-order's integration tests: start inventory + order as real processes
-//! on fresh databases and a fresh topic, read the topic with a real Kafka consumer, stop/resume
+//! on fresh databases and a fresh topic (the topic is read with `shop_testkit::kafka`), stop/resume
 //! a process to make it unresponsive.
 #![allow(dead_code)]
 
-use std::{collections::BTreeMap, time::Duration};
-
-use rdkafka::{
-    ClientConfig, Message,
-    consumer::{Consumer, StreamConsumer},
-    message::Headers,
-};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use shop_testkit::get_json;
 use shop_testkit::{Service, fresh_mysql_database, fresh_name, kafka_bootstrap};
 use sqlx::{Connection, MySqlConnection};
-
-/// One Kafka record as the test sees it.
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub key: String,
-    pub value: Value,
-    pub headers: BTreeMap<String, String>,
-}
-
-/// Reads `topic` from the beginning until `want` records arrived (then `settle` longer, to catch
-/// duplicates) or `timeout` passed.
-pub async fn consume(topic: &str, want: usize, settle: Duration, timeout: Duration) -> Vec<Record> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_bootstrap())
-        .set("group.id", fresh_name("test-reader-"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("allow.auto.create.topics", "true")
-        .set("topic.metadata.refresh.interval.ms", "500")
-        .create()
-        .expect("Kafka consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut settle_until: Option<tokio::time::Instant> = None;
-    loop {
-        let now = tokio::time::Instant::now();
-        let until = settle_until.map_or(deadline, |s| s.min(deadline));
-        if now >= until {
-            break;
-        }
-        match tokio::time::timeout(until - now, consumer.recv()).await {
-            Err(_) => break,
-            Ok(Err(e)) => {
-                // Unknown topic until the first event creates it: keep polling.
-                eprintln!("consumer: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Ok(Ok(m)) => {
-                let mut headers = BTreeMap::new();
-                if let Some(h) = m.headers() {
-                    for hd in h.iter() {
-                        headers.insert(
-                            hd.key.to_owned(),
-                            String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
-                        );
-                    }
-                }
-                out.push(Record {
-                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                    value: serde_json::from_slice(m.payload().unwrap_or_default())
-                        .unwrap_or(Value::Null),
-                    headers,
-                });
-                if out.len() >= want && settle_until.is_none() {
-                    settle_until = Some(tokio::time::Instant::now() + settle);
-                }
-            }
-        }
-    }
-    out
-}
 
 /// inventory + order processes on fresh databases and a fresh topic.
 pub struct Shop {
