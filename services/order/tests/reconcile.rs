@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::{Opts, count, order_env};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
+use shop_testkit::clients::Inventory;
 use shop_testkit::{
     Service, fresh_mysql_database, fresh_name,
     lossy_link::{Loss, LossyLink},
@@ -98,23 +99,15 @@ impl Rig {
     }
 
     async fn set_stock(&self, sku: &str, q: i64) {
-        let r = self
-            .http
-            .put(self.inv(&format!("/api/inventory/{sku}")))
-            .json(&json!({"quantity": q}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
+        Inventory::new(self.inventory.base_url())
+            .set_stock(sku, q)
+            .await;
     }
 
     async fn stock(&self, sku: &str) -> i64 {
-        let v: Value = get_json(
-            &self.http,
-            self.inv(&format!("/api/inventory?skuCode={sku}")),
-        )
-        .await;
-        v[0]["availableQuantity"].as_i64().unwrap()
+        Inventory::new(self.inventory.base_url())
+            .available(sku)
+            .await
     }
 
     /// Reserves straight in inventory, as a shop-order that died before storing the order did.

@@ -4,6 +4,7 @@
 //! server is missing (never skipping), isolate themselves with fresh databases and names, and start
 //! our real binaries as child processes. Nothing here fakes a server: it only locates real ones.
 
+pub mod clients;
 pub mod cluster;
 pub mod host_shop;
 pub mod kafka;

@@ -5,7 +5,7 @@
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use shop_testkit::get_json;
+use shop_testkit::clients::Inventory;
 use shop_testkit::{Service, fresh_mysql_database, fresh_name, kafka_bootstrap};
 use sqlx::{Connection, MySqlConnection};
 
@@ -98,23 +98,15 @@ impl Shop {
     }
 
     pub async fn set_stock(&self, sku: &str, q: i64) {
-        let r = self
-            .http
-            .put(format!("{}/api/inventory/{sku}", self.inventory.base_url()))
-            .json(&json!({"quantity": q}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
+        Inventory::new(self.inventory.base_url())
+            .set_stock(sku, q)
+            .await;
     }
 
     pub async fn stock(&self, sku: &str) -> i64 {
-        let v: Value = get_json(
-            &self.http,
-            format!("{}/api/inventory?skuCode={sku}", self.inventory.base_url()),
-        )
-        .await;
-        v[0]["availableQuantity"].as_i64().unwrap()
+        Inventory::new(self.inventory.base_url())
+            .available(sku)
+            .await
     }
 
     /// POSTs an order with the original's body; returns status, headers and JSON body.
