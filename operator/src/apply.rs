@@ -50,6 +50,29 @@ pub const FIELD_MANAGER: &str = "shop-operator";
 /// computed from. Only this module makes one — from an apply ([`Applied::into_children`]) or, when
 /// nothing may be written, from reading ([`Applier::hold`]) — so a status cannot be computed from
 /// rendered objects.
+///
+/// ```compile_fail
+/// // Not constructible outside the applier:
+/// let children = shop_operator::apply::Children {
+///     deployments: Default::default(),
+///     statefulsets: Default::default(),
+/// };
+/// ```
+///
+/// ```compile_fail
+/// // Rendered resources have no children to compute a status from; only applied ones do.
+/// fn children(r: shop_operator::build::Resources) -> shop_operator::apply::Children {
+///     r.into_state().into_children()
+/// }
+/// ```
+///
+/// ```
+/// // ...while applied ones do.
+/// use shop_operator::apply::{Applied, Children};
+/// fn children(r: shop_operator::build::Resources<Applied>) -> Children {
+///     r.into_state().into_children()
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Children {
     deployments: BTreeMap<Component, Deployment>,

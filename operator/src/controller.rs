@@ -1,4 +1,5 @@
-//! The reconciler: glues validate → build → apply → status together for one Shop, publishes
+//! The reconciler: runs validate → build → apply → status for one Shop as a pipeline of named
+//! steps (see `reconcile_steps`), each failing with its own [`ReconcileError`] variant, publishes
 //! Events through one shared `Recorder`, and implements the per-object exponential backoff that
 //! kube's `error_policy` alone does not give (it is not told about successes).
 
