@@ -1,13 +1,23 @@
-//! Step 3 of the pipeline (client): server-side applies every rendered object with the operator's
-//! field manager (forced, so a hand edit of a field we own is reverted), component by component in
-//! start order — registry first, gateway last — and deletes this Shop's objects that are no longer
-//! rendered (a component disabled, replicas down to one so no PDB, the gateway's Ingress or
-//! HTTPRoute dropped from the spec). Managed stores go first (their
-//! credentials Secret, then each store's Service and StatefulSet): the components connect to
-//! them. PersistentVolumeClaims and the credentials Secret are never deleted here: they hold data.
+//! Step 3 of the pipeline (client), in the shape of operator-rs's `ClusterResources`: one
+//! [`Applier`] owns every write the operator makes for a Shop — the field manager (forced
+//! server-side apply, so a hand edit of a field we own is reverted), the stage order, the set of
+//! what one reconcile applied, the fingerprint cache that lets a steady state write nothing, and
+//! the pause strategy ([`Applier::hold`]: read, never write) — and deletes the complement of what
+//! it applied over one list of kinds (a component disabled, replicas down to one so no PDB, the
+//! gateway's Ingress or HTTPRoute dropped from the spec).
+//!
+//! Order: the fault flags and the managed stores first (their credentials Secret, then each
+//! store's Service and StatefulSet: the components connect to them), then the components in start
+//! order — registry first, gateway last — then the Ingress/HTTPRoute and the ServiceMonitor.
+//! PersistentVolumeClaims and the credentials Secret are never deleted here: they hold data.
+//!
+//! It is also the typestate's only door: [`Applier::apply`] turns `Resources<Prepared>` into
+//! `Resources<Applied>`, and [`Children`] — what the status is computed from — can only be made
+//! here, from what the API server returned.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -15,14 +25,17 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::json;
+use tracing::info;
 
-use crate::build::{ComponentResources, Resources, shop_selector};
+use crate::build::{self, ComponentResources, Prepared, Resources, shop_selector};
 use crate::component::Component;
-use crate::error::Error;
+use crate::crd::{Shop, ShopStatus};
+use crate::error::{Error, ReconcileError};
 use crate::exposure::{Apis, ExposureObject, HttpRoute};
 use crate::metrics::Metrics;
 use crate::monitoring::ServiceMonitor;
@@ -33,18 +46,113 @@ use crate::validate::ExternalStore;
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "shop-operator";
 
-/// What the apply step returns: the Deployments as the API server has them now (with status),
-/// and a fingerprint of every object it applied.
-#[derive(Debug, Default)]
-pub struct Applied {
-    /// By component.
-    pub deployments: BTreeMap<Component, Deployment>,
-    /// Managed stores' StatefulSets, by store.
-    pub statefulsets: BTreeMap<Store, StatefulSet>,
-    /// `Kind/name` -> fingerprint of every applied object.
-    pub fingerprints: Fingerprints,
+/// A Shop's Deployments and StatefulSets as the API server returned them: what the status is
+/// computed from. Only this module makes one — from an apply ([`Applied::into_children`]) or, when
+/// nothing may be written, from reading ([`Applier::hold`]) — so a status cannot be computed from
+/// rendered objects.
+///
+/// ```compile_fail
+/// // Not constructible outside the applier:
+/// let children = shop_operator::apply::Children {
+///     deployments: Default::default(),
+///     statefulsets: Default::default(),
+/// };
+/// ```
+///
+/// ```compile_fail
+/// // Rendered resources have no children to compute a status from; only applied ones do.
+/// fn children(r: shop_operator::build::Resources) -> shop_operator::apply::Children {
+///     r.into_state().into_children()
+/// }
+/// ```
+///
+/// ```
+/// // ...while applied ones do.
+/// use shop_operator::apply::{Applied, Children};
+/// fn children(r: shop_operator::build::Resources<Applied>) -> Children {
+///     r.into_state().into_children()
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Children {
+    deployments: BTreeMap<Component, Deployment>,
+    statefulsets: BTreeMap<Store, StatefulSet>,
 }
 
+impl Children {
+    fn none() -> Self {
+        Self {
+            deployments: BTreeMap::new(),
+            statefulsets: BTreeMap::new(),
+        }
+    }
+
+    /// A component's Deployment, if it exists.
+    pub fn deployment(&self, c: Component) -> Option<&Deployment> {
+        self.deployments.get(&c)
+    }
+
+    /// A managed store's StatefulSet, if it exists.
+    pub fn statefulset(&self, s: Store) -> Option<&StatefulSet> {
+        self.statefulsets.get(&s)
+    }
+}
+
+/// Typestate of [`Resources`] once the applier has run (see [`crate::build::Prepared`]): the
+/// children as the API server returned them, and what it pruned. Private fields: only
+/// [`Applier::apply`] makes one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Applied {
+    children: Children,
+    deleted: Vec<String>,
+    written: bool,
+}
+
+impl Applied {
+    /// The Deployments and StatefulSets, for the status.
+    pub fn children(&self) -> &Children {
+        &self.children
+    }
+
+    /// The same, consumed.
+    pub fn into_children(self) -> Children {
+        self.children
+    }
+
+    /// `Kind/name` of every child deleted because the spec no longer renders it.
+    pub fn deleted(&self) -> &[String] {
+        &self.deleted
+    }
+
+    /// Whether anything was written: false when the desired state and the children's
+    /// fingerprints were those of the last apply.
+    pub fn written(&self) -> bool {
+        self.written
+    }
+}
+
+/// Whose children: the Shop's namespace, its name (labels select by it) and its uid (only objects
+/// it controls are ever deleted; the fingerprint cache is keyed by it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// Namespace of the Shop and of every child.
+    pub namespace: String,
+    /// Shop name.
+    pub name: String,
+    /// Shop uid.
+    pub uid: String,
+}
+
+impl Owner {
+    /// The owner of a Shop's children.
+    pub fn of(shop: &Shop) -> Self {
+        Self {
+            namespace: shop.namespace().unwrap_or_default(),
+            name: shop.name_any(),
+            uid: shop.uid().unwrap_or_default(),
+        }
+    }
+}
 /// `Kind/name` -> fingerprint (see [`fingerprint`]) of a Shop's children.
 pub type Fingerprints = BTreeMap<String, String>;
 
@@ -112,27 +220,6 @@ impl<K> Child for K where
 {
 }
 
-async fn apply_one<K: Child>(
-    client: &Client,
-    ns: &str,
-    obj: &K,
-    metrics: &Metrics,
-) -> Result<(String, String, K), Error> {
-    let kind = kind_of::<K>();
-    let name = obj.meta().name.clone().ok_or(Error::Unnamed(kind))?;
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    metrics.write(kind, "apply");
-    let applied = api
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(obj),
-        )
-        .await
-        .map_err(|source| Error::Apply { kind, name, source })?;
-    Ok((key_of(&applied), fingerprint(&applied), applied))
-}
-
 fn kind_of<K: Child>() -> &'static str {
     // The kinds we manage; a static str keeps metric labels and errors allocation-free.
     match K::kind(&()).as_ref() {
@@ -150,68 +237,6 @@ fn kind_of<K: Child>() -> &'static str {
         "ServiceMonitor" => "ServiceMonitor",
         _ => "Object",
     }
-}
-
-/// Applies one component: its identity, config, Services, NetworkPolicy and PDB concurrently,
-/// then its Deployment, so a pod never starts without its ConfigMap or ServiceAccount, then its
-/// HPA (which scales that Deployment).
-async fn apply_component(
-    client: &Client,
-    ns: &str,
-    cr: &ComponentResources,
-    metrics: &Metrics,
-) -> Result<(Component, Deployment, Fingerprints), Error> {
-    // Destructured without `..`: a new kind of child that is not applied fails to compile.
-    let ComponentResources {
-        component,
-        service_account,
-        config_map,
-        service,
-        peer_service,
-        network_policy,
-        pdb,
-        hpa,
-        deployment,
-    } = cr;
-    let (sa, cm, svc, np, peers, pdb) = futures::try_join!(
-        apply_one(client, ns, service_account, metrics),
-        apply_one(client, ns, config_map, metrics),
-        async {
-            apply_one(client, ns, service, metrics)
-                .await
-                .map_err(|e| blame_node_port(e, *component, service))
-        },
-        apply_one(client, ns, network_policy, metrics),
-        async {
-            match peer_service {
-                Some(p) => apply_one(client, ns, p, metrics).await.map(Some),
-                None => Ok(None),
-            }
-        },
-        async {
-            match pdb {
-                Some(p) => apply_one(client, ns, p, metrics).await.map(Some),
-                None => Ok(None),
-            }
-        },
-    )?;
-    let (dk, df, d) = apply_one(client, ns, deployment, metrics).await?;
-    let hpa = match hpa {
-        Some(h) => Some(apply_one(client, ns, h, metrics).await?),
-        None => None,
-    };
-    let mut fps: Fingerprints = [
-        (sa.0, sa.1),
-        (cm.0, cm.1),
-        (svc.0, svc.1),
-        (np.0, np.1),
-        (dk, df),
-    ]
-    .into();
-    fps.extend(peers.map(|p| (p.0, p.1)));
-    fps.extend(pdb.map(|p| (p.0, p.1)));
-    fps.extend(hpa.map(|h| (h.0, h.1)));
-    Ok((*component, d, fps))
 }
 
 /// A Service refused because of its node port becomes an error naming the Shop's field
@@ -258,115 +283,468 @@ fn stage(c: Component) -> u8 {
     }
 }
 
-/// Applies one managed store: its init ConfigMap and Service, then its StatefulSet.
-async fn apply_store(
-    client: &Client,
-    ns: &str,
-    sr: &StoreResources,
-    metrics: &Metrics,
-) -> Result<(Store, StatefulSet, Fingerprints), Error> {
-    // Destructured without `..`: a new kind of child that is not applied fails to compile.
-    let StoreResources {
-        store,
-        config_map,
-        service,
-        statefulset,
-    } = sr;
-    let (svc, cm) = futures::try_join!(apply_one(client, ns, service, metrics), async {
-        match config_map {
-            Some(c) => apply_one(client, ns, c, metrics).await.map(Some),
-            None => Ok(None),
-        }
-    })?;
-    let (sk, sf, sts) = apply_one(client, ns, statefulset, metrics).await?;
-    let mut fps: Fingerprints = [(svc.0, svc.1), (sk, sf)].into();
-    fps.extend(cm.map(|c| (c.0, c.1)));
-    Ok((*store, sts, fps))
+/// Writes a Shop's children and status, and remembers what it applied (see the module doc).
+pub struct Applier {
+    client: Client,
+    field_manager: &'static str,
+    metrics: Arc<Metrics>,
+    /// Per Shop uid: hash of the last desired state applied and the fingerprints of the objects
+    /// the API server returned. When both still match, a reconcile only reads.
+    cache: Mutex<HashMap<String, (String, Fingerprints)>>,
 }
 
-/// Applies every object stage by stage (components of one stage concurrently), the managed
-/// stores before every component. Stops at the first failing stage: later stages depend on
-/// earlier ones; the error policy retries with backoff.
-pub async fn apply_all(
-    client: &Client,
-    ns: &str,
-    res: &Resources,
-    metrics: &Metrics,
-) -> Result<Applied, Error> {
-    let mut applied = Applied::default();
-    // The fault flags before any pod that mounts them.
-    let (k, f, _) = apply_one(client, ns, &res.faults, metrics).await?;
-    applied.fingerprints.insert(k, f);
-    if let Some(secret) = &res.store_secret {
-        let (k, f, _) = apply_one(client, ns, &secret.0, metrics).await?;
-        applied.fingerprints.insert(k, f);
-    }
-    let stores = res
-        .stores
-        .iter()
-        .map(|sr| apply_store(client, ns, sr, metrics));
-    for (store, sts, fps) in futures::future::try_join_all(stores).await? {
-        applied.statefulsets.insert(store, sts);
-        applied.fingerprints.extend(fps);
-    }
-    for s in 0..=2u8 {
-        let batch = res
-            .components
-            .iter()
-            .filter(|cr| stage(cr.component) == s)
-            .map(|cr| apply_component(client, ns, cr, metrics));
-        for (c, d, fps) in futures::future::try_join_all(batch).await? {
-            applied.deployments.insert(c, d);
-            applied.fingerprints.extend(fps);
+impl Applier {
+    /// An applier writing as [`FIELD_MANAGER`], counting its writes in `metrics`.
+    pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
+        Self {
+            client,
+            field_manager: FIELD_MANAGER,
+            metrics,
+            cache: Mutex::new(HashMap::new()),
         }
     }
-    // After the gateway: the route points at its Service.
-    let exposure = match &res.exposure {
-        Some(ExposureObject::Ingress(i)) => {
-            let (k, f, _) = apply_one(client, ns, i, metrics).await?;
-            Some((k, f))
-        }
-        Some(ExposureObject::HttpRoute(r)) => {
-            let (k, f, _) = apply_one(client, ns, r, metrics).await?;
-            Some((k, f))
-        }
-        None => None,
-    };
-    applied.fingerprints.extend(exposure);
-    if let Some(sm) = &res.service_monitor {
-        let (k, f, _) = apply_one(client, ns, sm, metrics).await?;
-        applied.fingerprints.insert(k, f);
-    }
-    Ok(applied)
-}
 
-/// Writes the Shop's status ConfigMap (see [`crate::build::status_config_map`]) for its gateway.
-/// Counted as a status write (`verb="status"`), not an apply: it is not a child.
-pub async fn publish_status(
-    client: &Client,
-    ns: &str,
-    config_map: &ConfigMap,
-    metrics: &Metrics,
-) -> Result<(), Error> {
-    let name = config_map
-        .metadata
-        .name
-        .clone()
-        .ok_or(Error::Unnamed("ConfigMap"))?;
-    metrics.write("ConfigMap", "status");
-    Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .patch(
+    fn cache(&self) -> MutexGuard<'_, HashMap<String, (String, Fingerprints)>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets what was applied for a Shop, so its next apply writes everything.
+    pub fn forget(&self, uid: &str) {
+        self.cache().remove(uid);
+    }
+
+    /// The one write path: a forced server-side apply as the field manager, counted as a write
+    /// of `verb` (`apply` for a child, `status` for the gateway's copy of the status).
+    async fn patch<K: Child>(&self, ns: &str, obj: &K, verb: &'static str) -> Result<K, Error> {
+        let kind = kind_of::<K>();
+        let name = obj.meta().name.clone().ok_or(Error::Unnamed(kind))?;
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        self.metrics.write(kind, verb);
+        api.patch(
             &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(config_map),
+            &PatchParams::apply(self.field_manager).force(),
+            &Patch::Apply(obj),
         )
         .await
-        .map_err(|source| Error::Apply {
-            kind: "ConfigMap",
-            name,
-            source,
-        })?;
-    Ok(())
+        .map_err(|source| Error::Apply { kind, name, source })
+    }
+
+    /// The default strategy: applies every rendered object stage by stage, then deletes this
+    /// Shop's children that were not applied. When the desired state and the children's
+    /// fingerprints are those of the last apply, nothing is written (one read per kind instead).
+    /// A failed apply forgets the fingerprints (the next reconcile writes everything again).
+    pub async fn apply(
+        &self,
+        owner: &Owner,
+        res: Resources<Prepared>,
+        apis: Apis,
+    ) -> Result<Resources<Applied>, ReconcileError> {
+        let hash = build::desired_hash(&res);
+        let cached = self.cache().get(&owner.uid).cloned();
+        if let Some((last_hash, last)) = cached
+            && last_hash == hash
+        {
+            let secret = res
+                .store_secret
+                .as_ref()
+                .and_then(|s| s.0.metadata.name.as_deref());
+            let (now, children) = self
+                .observe(owner, secret, apis)
+                .await
+                .map_err(ReconcileError::Observe)?;
+            if now == last {
+                // Same desired state and nobody touched the children: nothing to write.
+                let applied = Applied {
+                    children,
+                    deleted: Vec::new(),
+                    written: false,
+                };
+                return Ok(res.into_applied(applied));
+            }
+            let changed: Vec<&String> = last
+                .iter()
+                .filter(|(k, v)| now.get(*k) != Some(*v))
+                .map(|(k, _)| k)
+                .chain(now.keys().filter(|k| !last.contains_key(*k)))
+                .collect();
+            info!(shop = %owner.name, namespace = %owner.namespace, ?changed, "children changed since the last apply; re-applying");
+        }
+        let run = Run {
+            applier: self,
+            ns: &owner.namespace,
+            applied: Mutex::new(Fingerprints::new()),
+        };
+        let children = match run.all(&res).await {
+            Ok(children) => children,
+            Err(e) => {
+                self.forget(&owner.uid);
+                return Err(ReconcileError::Apply(e));
+            }
+        };
+        let applied = run.applied.into_inner().unwrap_or_else(|p| p.into_inner());
+        let deleted = self
+            .prune(owner, &applied, apis)
+            .await
+            .map_err(ReconcileError::Prune)?;
+        self.cache().insert(owner.uid.clone(), (hash, applied));
+        Ok(res.into_applied(Applied {
+            children,
+            deleted,
+            written: true,
+        }))
+    }
+
+    /// The pause strategy (a paused Shop, and an invalid one): nothing is written and nothing
+    /// deleted; the Deployments and StatefulSets are read as they are, and the fingerprints are
+    /// forgotten, so the apply after it writes everything.
+    pub async fn hold(&self, owner: &Owner) -> Result<Children, Error> {
+        self.forget(&owner.uid);
+        self.workloads(owner).await
+    }
+
+    /// After a failed apply: the Deployments and StatefulSets as they are, or none when they
+    /// cannot be read either (the status then reports the apply error alone).
+    pub async fn after_failure(&self, owner: &Owner) -> Children {
+        self.workloads(owner)
+            .await
+            .unwrap_or_else(|_| Children::none())
+    }
+
+    /// Writes the Shop's status subresource (counted as `Shop`/`status`).
+    pub async fn write_status(&self, owner: &Owner, status: &ShopStatus) -> Result<(), Error> {
+        let api: Api<Shop> = Api::namespaced(self.client.clone(), &owner.namespace);
+        let patch = json!({
+            "apiVersion": format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION),
+            "kind": "Shop",
+            "status": status,
+        });
+        self.metrics.write("Shop", "status");
+        api.patch_status(
+            &owner.name,
+            &PatchParams::apply(self.field_manager).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::Status)?;
+        Ok(())
+    }
+
+    /// Writes the Shop's status ConfigMap (see [`crate::build::status_config_map`]) for its
+    /// gateway through the one apply path, counted as a status write (`verb="status"`): it is not
+    /// a child, so it is neither fingerprinted nor pruned.
+    pub async fn publish_status(&self, ns: &str, config_map: &ConfigMap) -> Result<(), Error> {
+        self.patch(ns, config_map, "status").await.map(|_| ())
+    }
+
+    /// Deletes this Shop's children that were not applied (`applied`: `Kind/name`). Returns
+    /// `Kind/name` of what was deleted. Every kind is listed at once (metadata only; one round
+    /// trip, not eleven in a row: this runs after every apply), then the orphans are deleted in
+    /// the order of [`pruned_kinds`]. Kinds whose API the cluster does not serve are skipped.
+    async fn prune(
+        &self,
+        owner: &Owner,
+        applied: &Fingerprints,
+        apis: Apis,
+    ) -> Result<Vec<String>, Error> {
+        let kinds: Vec<Pruned> = pruned_kinds(apis)
+            .into_iter()
+            .filter(|k| k.served)
+            .collect();
+        let orphans =
+            futures::future::try_join_all(kinds.iter().map(|k| self.orphans(owner, k, applied)))
+                .await?;
+        let mut deleted = Vec::new();
+        for (k, names) in kinds.iter().zip(orphans) {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), &owner.namespace, &k.resource);
+            for name in names {
+                self.metrics.write(k.kind, "delete");
+                match api.delete(&name, &DeleteParams::background()).await {
+                    Ok(_) => deleted.push(format!("{}/{name}", k.kind)),
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(source) => {
+                        return Err(Error::Delete {
+                            kind: k.kind,
+                            name,
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// The names of this Shop's objects of one kind that were not applied: one metadata LIST.
+    async fn orphans(
+        &self,
+        owner: &Owner,
+        k: &Pruned,
+        applied: &Fingerprints,
+    ) -> Result<Vec<String>, Error> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &owner.namespace, &k.resource);
+        let list = api
+            .list_metadata(&ListParams::default().labels(&shop_selector(&owner.name)))
+            .await
+            .map_err(|source| Error::List {
+                kind: k.kind,
+                source,
+            })?;
+        Ok(list
+            .items
+            .into_iter()
+            // Only objects this Shop (this uid) controls: a same-named Shop re-created, or an
+            // object someone labelled by hand, is never touched.
+            .filter(|o| controlled_by(o, &owner.uid) && o.metadata.deletion_timestamp.is_none())
+            .map(|o| o.name_any())
+            .filter(|name| !applied.contains_key(&format!("{}/{name}", k.kind)))
+            .collect())
+    }
+
+    async fn list_owned<K: Child>(&self, owner: &Owner) -> Result<Vec<K>, Error> {
+        Ok(self
+            .list_labelled::<K>(owner)
+            .await?
+            .into_iter()
+            .filter(|o| controlled_by(o, &owner.uid))
+            .collect())
+    }
+
+    async fn list_labelled<K: Child>(&self, owner: &Owner) -> Result<Vec<K>, Error> {
+        let api: Api<K> = Api::namespaced(self.client.clone(), &owner.namespace);
+        Ok(api
+            .list(&ListParams::default().labels(&shop_selector(&owner.name)))
+            .await
+            .map_err(|source| Error::List {
+                kind: kind_of::<K>(),
+                source,
+            })?
+            .items)
+    }
+
+    /// Every child of a Shop as it is now: fingerprints, Deployments and StatefulSets. Eight
+    /// lists (and a get of the stores' Secret when one is rendered: the operator may not list
+    /// Secrets; Ingresses, HTTPRoutes and ServiceMonitors when the cluster serves them), used to
+    /// skip re-applying when nothing changed since the last apply (the steady state makes no
+    /// writes).
+    async fn observe(
+        &self,
+        owner: &Owner,
+        store_secret: Option<&str>,
+        apis: Apis,
+    ) -> Result<(Fingerprints, Children), Error> {
+        let (deps, svcs, cms, sas, nps, pdbs, sets, hpas) = futures::try_join!(
+            self.list_owned::<Deployment>(owner),
+            self.list_owned::<Service>(owner),
+            self.list_owned::<ConfigMap>(owner),
+            self.list_owned::<ServiceAccount>(owner),
+            self.list_owned::<NetworkPolicy>(owner),
+            self.list_owned::<PodDisruptionBudget>(owner),
+            self.list_owned::<StatefulSet>(owner),
+            self.list_owned::<HorizontalPodAutoscaler>(owner),
+        )?;
+        let mut fps = Fingerprints::new();
+        if let Some(name) = store_secret
+            && let Some(secret) = get_secret(&self.client, &owner.namespace, name).await?
+        {
+            fps.insert(key_of(&secret), fingerprint(&secret));
+        }
+        fps.extend(svcs.iter().map(|o| (key_of(o), fingerprint(o))));
+        fps.extend(cms.iter().map(|o| (key_of(o), fingerprint(o))));
+        fps.extend(sas.iter().map(|o| (key_of(o), fingerprint(o))));
+        fps.extend(nps.iter().map(|o| (key_of(o), fingerprint(o))));
+        fps.extend(pdbs.iter().map(|o| (key_of(o), fingerprint(o))));
+        fps.extend(deps.iter().map(|o| (key_of(o), fingerprint(o))));
+        fps.extend(sets.iter().map(|o| (key_of(o), fingerprint(o))));
+        fps.extend(hpas.iter().map(|o| (key_of(o), fingerprint(o))));
+        if apis.ingress {
+            let ingresses = self.list_owned::<Ingress>(owner).await?;
+            fps.extend(ingresses.iter().map(|o| (key_of(o), fingerprint(o))));
+        }
+        if apis.http_route {
+            let routes = self.list_owned::<HttpRoute>(owner).await?;
+            fps.extend(routes.iter().map(|o| (key_of(o), fingerprint(o))));
+        }
+        if apis.service_monitor {
+            let monitors = self.list_owned::<ServiceMonitor>(owner).await?;
+            fps.extend(monitors.iter().map(|o| (key_of(o), fingerprint(o))));
+        }
+        Ok((
+            fps,
+            Children {
+                deployments: by_component(deps),
+                statefulsets: by_store(sets),
+            },
+        ))
+    }
+
+    /// The Shop's Deployments and StatefulSets as they are (by label, whoever controls them).
+    async fn workloads(&self, owner: &Owner) -> Result<Children, Error> {
+        let (deps, sets) = futures::try_join!(
+            self.list_labelled::<Deployment>(owner),
+            self.list_labelled::<StatefulSet>(owner),
+        )?;
+        Ok(Children {
+            deployments: by_component(deps),
+            statefulsets: by_store(sets),
+        })
+    }
+}
+
+fn controlled_by<K: Resource>(obj: &K, uid: &str) -> bool {
+    obj.meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == uid && o.controller == Some(true))
+}
+
+/// A kind the applier prunes.
+struct Pruned {
+    kind: &'static str,
+    resource: ApiResource,
+    served: bool,
+}
+
+/// Every kind of child the applier deletes when it was not applied, in deletion order: the
+/// routes first (they point at the gateway's Service); the autoscaler before its Deployment's
+/// count is applied again (the two never both own it); workloads before their config and
+/// identity, so pods stop first. A store's StatefulSet goes when the store is no longer managed;
+/// its PVC stays unless `keepData: false` (then the StatefulSet's retention policy has the garbage
+/// collector remove it). Secrets are not here: the operator may not list them, and the only one it
+/// writes holds the stores' passwords.
+fn pruned_kinds(apis: Apis) -> [Pruned; 11] {
+    fn of<K: Child>(served: bool) -> Pruned {
+        Pruned {
+            kind: kind_of::<K>(),
+            resource: ApiResource::erase::<K>(&()),
+            served,
+        }
+    }
+    [
+        of::<HttpRoute>(apis.http_route),
+        of::<Ingress>(apis.ingress),
+        of::<ServiceMonitor>(apis.service_monitor),
+        of::<HorizontalPodAutoscaler>(true),
+        of::<StatefulSet>(true),
+        of::<Deployment>(true),
+        of::<PodDisruptionBudget>(true),
+        of::<Service>(true),
+        of::<NetworkPolicy>(true),
+        of::<ConfigMap>(true),
+        of::<ServiceAccount>(true),
+    ]
+}
+
+/// One apply of one Shop: the objects written so far (`Kind/name` -> fingerprint), which is
+/// what the prune keeps.
+struct Run<'a> {
+    applier: &'a Applier,
+    ns: &'a str,
+    applied: Mutex<Fingerprints>,
+}
+
+impl Run<'_> {
+    async fn one<K: Child>(&self, obj: &K) -> Result<K, Error> {
+        let applied = self.applier.patch(self.ns, obj, "apply").await?;
+        self.applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key_of(&applied), fingerprint(&applied));
+        Ok(applied)
+    }
+
+    async fn optional<K: Child>(&self, obj: Option<&K>) -> Result<Option<K>, Error> {
+        match obj {
+            Some(o) => self.one(o).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies one component: its identity, config, Services, NetworkPolicy and PDB
+    /// concurrently, then its Deployment, so a pod never starts without its ConfigMap or
+    /// ServiceAccount, then its HPA (which scales that Deployment).
+    async fn component(&self, cr: &ComponentResources) -> Result<(Component, Deployment), Error> {
+        // Destructured without `..`: a new kind of child that is not applied fails to compile.
+        let ComponentResources {
+            component,
+            service_account,
+            config_map,
+            service,
+            peer_service,
+            network_policy,
+            pdb,
+            hpa,
+            deployment,
+        } = cr;
+        futures::try_join!(
+            self.one(service_account),
+            self.one(config_map),
+            async {
+                self.one(service)
+                    .await
+                    .map_err(|e| blame_node_port(e, *component, service))
+            },
+            self.one(network_policy),
+            self.optional(peer_service.as_ref()),
+            self.optional(pdb.as_ref()),
+        )?;
+        let d = self.one(deployment).await?;
+        self.optional(hpa.as_ref()).await?;
+        Ok((*component, d))
+    }
+
+    /// Applies one managed store: its init ConfigMap and Service, then its StatefulSet.
+    async fn store(&self, sr: &StoreResources) -> Result<(Store, StatefulSet), Error> {
+        // Destructured without `..`: a new kind of child that is not applied fails to compile.
+        let StoreResources {
+            store,
+            config_map,
+            service,
+            statefulset,
+        } = sr;
+        futures::try_join!(self.one(service), self.optional(config_map.as_ref()))?;
+        Ok((*store, self.one(statefulset).await?))
+    }
+
+    /// Applies every object stage by stage (components of one stage concurrently), the managed
+    /// stores before every component. Stops at the first failing stage: later stages depend on
+    /// earlier ones; the error policy retries with backoff.
+    async fn all(&self, res: &Resources<Prepared>) -> Result<Children, Error> {
+        let mut children = Children::none();
+        // The fault flags before any pod that mounts them.
+        self.one(&res.faults).await?;
+        if let Some(secret) = &res.store_secret {
+            self.one(&secret.0).await?;
+        }
+        let stores = res.stores.iter().map(|sr| self.store(sr));
+        children
+            .statefulsets
+            .extend(futures::future::try_join_all(stores).await?);
+        for s in 0..=2u8 {
+            let batch = res
+                .components
+                .iter()
+                .filter(|cr| stage(cr.component) == s)
+                .map(|cr| self.component(cr));
+            children
+                .deployments
+                .extend(futures::future::try_join_all(batch).await?);
+        }
+        // After the gateway: the route points at its Service.
+        match &res.exposure {
+            Some(ExposureObject::Ingress(i)) => {
+                self.one(i).await?;
+            }
+            Some(ExposureObject::HttpRoute(r)) => {
+                self.one(r).await?;
+            }
+            None => {}
+        }
+        self.optional(res.service_monitor.as_ref()).await?;
+        Ok(children)
+    }
 }
 
 /// Which of the exposure APIs the cluster serves: one discovery request per API group
@@ -399,196 +777,6 @@ pub async fn discover_apis(client: &Client) -> Result<Apis, Error> {
     })
 }
 
-fn names<'a, K: Resource + 'a>(objs: impl IntoIterator<Item = &'a K>) -> BTreeSet<String> {
-    objs.into_iter()
-        .filter_map(|o| o.meta().name.clone())
-        .collect()
-}
-
-/// The names of this Shop's objects of kind `K` that are not in `keep`: one LIST.
-async fn orphans_of<K: Child>(
-    client: &Client,
-    ns: &str,
-    shop: &str,
-    owner_uid: &str,
-    keep: &BTreeSet<String>,
-) -> Result<Vec<String>, Error> {
-    let kind = kind_of::<K>();
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    let list = api
-        .list(&ListParams::default().labels(&shop_selector(shop)))
-        .await
-        .map_err(|source| Error::List { kind, source })?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|obj| {
-            // Only objects this Shop (this uid) controls: a same-named Shop re-created, or an
-            // object someone labelled by hand, is never touched.
-            let ours = obj
-                .owner_references()
-                .iter()
-                .any(|o| o.uid == owner_uid && o.controller == Some(true));
-            ours && obj.meta().deletion_timestamp.is_none()
-        })
-        .map(|obj| obj.name_any())
-        .filter(|name| !keep.contains(name))
-        .collect())
-}
-
-/// [`orphans_of`] when the cluster serves the kind's API, else nothing (nothing the operator
-/// could have made, and nothing to list).
-async fn orphans_if<K: Child>(
-    served: bool,
-    client: &Client,
-    ns: &str,
-    shop: &str,
-    owner_uid: &str,
-    keep: &BTreeSet<String>,
-) -> Result<Vec<String>, Error> {
-    if served {
-        orphans_of::<K>(client, ns, shop, owner_uid, keep).await
-    } else {
-        Ok(Vec::new())
-    }
-}
-
-/// Deletes the named objects of kind `K`; returns `Kind/name` of each one deleted.
-async fn delete_named<K: Child>(
-    client: &Client,
-    ns: &str,
-    names: Vec<String>,
-    metrics: &Metrics,
-) -> Result<Vec<String>, Error> {
-    let kind = kind_of::<K>();
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    let mut deleted = Vec::new();
-    for name in names {
-        metrics.write(kind, "delete");
-        match api.delete(&name, &DeleteParams::background()).await {
-            Ok(_) => deleted.push(format!("{kind}/{name}")),
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(source) => return Err(Error::Delete { kind, name, source }),
-        }
-    }
-    Ok(deleted)
-}
-
-/// Deletes this Shop's children that the current spec no longer renders. Returns `Kind/name` of
-/// what was deleted. Every kind is listed at once (one round trip, not eleven in a row: this runs
-/// after every apply), then the orphans are deleted in dependency order. Ingresses, HTTPRoutes
-/// and ServiceMonitors are looked at only when the cluster serves their API (`apis`).
-pub async fn delete_orphans(
-    client: &Client,
-    ns: &str,
-    shop: &str,
-    owner_uid: &str,
-    res: &Resources,
-    apis: Apis,
-    metrics: &Metrics,
-) -> Result<Vec<String>, Error> {
-    let c = &res.components;
-    let exposed: BTreeSet<String> = res.exposure.iter().map(|e| e.name().to_string()).collect();
-    let no_keep = BTreeSet::new();
-    let keep_of = |kind| match &res.exposure {
-        Some(e) if e.kind() == kind => &exposed,
-        _ => &no_keep,
-    };
-    let keep_routes = keep_of(crate::exposure::ExposureKind::HttpRoute);
-    let keep_ingresses = keep_of(crate::exposure::ExposureKind::Ingress);
-    let keep_monitors = names(res.service_monitor.iter());
-    let keep_hpas = names(c.iter().filter_map(|r| r.hpa.as_ref()));
-    let keep_sets = names(res.stores.iter().map(|s| &s.statefulset));
-    let keep_deployments = names(c.iter().map(|r| &r.deployment));
-    let keep_pdbs = names(c.iter().filter_map(|r| r.pdb.as_ref()));
-    let keep_services = names(
-        c.iter()
-            .flat_map(|r| std::iter::once(&r.service).chain(r.peer_service.as_ref()))
-            .chain(res.stores.iter().map(|s| &s.service)),
-    );
-    let keep_policies = names(c.iter().map(|r| &r.network_policy));
-    let keep_config_maps = names(
-        c.iter()
-            .map(|r| &r.config_map)
-            .chain(res.stores.iter().filter_map(|s| s.config_map.as_ref()))
-            .chain(std::iter::once(&res.faults)),
-    );
-    let keep_accounts = names(c.iter().map(|r| &r.service_account));
-    let (routes, ingresses, monitors, hpas, sets, deployments, pdbs, services, policies, cms, sas) =
-        futures::try_join!(
-            orphans_if::<HttpRoute>(apis.http_route, client, ns, shop, owner_uid, keep_routes),
-            orphans_if::<Ingress>(apis.ingress, client, ns, shop, owner_uid, keep_ingresses),
-            orphans_if::<ServiceMonitor>(
-                apis.service_monitor,
-                client,
-                ns,
-                shop,
-                owner_uid,
-                &keep_monitors
-            ),
-            orphans_of::<HorizontalPodAutoscaler>(client, ns, shop, owner_uid, &keep_hpas),
-            orphans_of::<StatefulSet>(client, ns, shop, owner_uid, &keep_sets),
-            orphans_of::<Deployment>(client, ns, shop, owner_uid, &keep_deployments),
-            orphans_of::<PodDisruptionBudget>(client, ns, shop, owner_uid, &keep_pdbs),
-            orphans_of::<Service>(client, ns, shop, owner_uid, &keep_services),
-            orphans_of::<NetworkPolicy>(client, ns, shop, owner_uid, &keep_policies),
-            orphans_of::<ConfigMap>(client, ns, shop, owner_uid, &keep_config_maps),
-            orphans_of::<ServiceAccount>(client, ns, shop, owner_uid, &keep_accounts),
-        )?;
-    let mut deleted = Vec::new();
-    // The routes first: they point at the gateway's Service. The autoscaler before its
-    // Deployment's count is applied again: the two never both own it. Workloads before their
-    // config and identity, so pods stop first. A store's StatefulSet goes when the store is no
-    // longer managed; its PVC stays unless `keepData: false` (then the StatefulSet's retention
-    // policy has the garbage collector remove it).
-    deleted.extend(delete_named::<HttpRoute>(client, ns, routes, metrics).await?);
-    deleted.extend(delete_named::<Ingress>(client, ns, ingresses, metrics).await?);
-    deleted.extend(delete_named::<ServiceMonitor>(client, ns, monitors, metrics).await?);
-    deleted.extend(delete_named::<HorizontalPodAutoscaler>(client, ns, hpas, metrics).await?);
-    deleted.extend(delete_named::<StatefulSet>(client, ns, sets, metrics).await?);
-    deleted.extend(delete_named::<Deployment>(client, ns, deployments, metrics).await?);
-    deleted.extend(delete_named::<PodDisruptionBudget>(client, ns, pdbs, metrics).await?);
-    deleted.extend(delete_named::<Service>(client, ns, services, metrics).await?);
-    deleted.extend(delete_named::<NetworkPolicy>(client, ns, policies, metrics).await?);
-    deleted.extend(delete_named::<ConfigMap>(client, ns, cms, metrics).await?);
-    deleted.extend(delete_named::<ServiceAccount>(client, ns, sas, metrics).await?);
-    Ok(deleted)
-}
-
-async fn list_owned<K: Child>(
-    client: &Client,
-    ns: &str,
-    shop: &str,
-    owner_uid: &str,
-) -> Result<Vec<K>, Error> {
-    let kind = kind_of::<K>();
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    let list = api
-        .list(&ListParams::default().labels(&shop_selector(shop)))
-        .await
-        .map_err(|source| Error::List { kind, source })?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|o| {
-            o.owner_references()
-                .iter()
-                .any(|r| r.uid == owner_uid && r.controller == Some(true))
-        })
-        .collect())
-}
-
-/// Every child of a Shop as it is now.
-#[derive(Debug, Default)]
-pub struct Observation {
-    /// `Kind/name` -> fingerprint.
-    pub fingerprints: Fingerprints,
-    /// By component.
-    pub deployments: BTreeMap<Component, Deployment>,
-    /// Managed stores' StatefulSets, by store.
-    pub statefulsets: BTreeMap<Store, StatefulSet>,
-}
-
 fn by_component(deps: Vec<Deployment>) -> BTreeMap<Component, Deployment> {
     deps.into_iter()
         .filter_map(|d| {
@@ -611,91 +799,6 @@ fn by_store(sets: Vec<StatefulSet>) -> BTreeMap<Store, StatefulSet> {
             Some((store, s))
         })
         .collect()
-}
-
-/// Every child of a Shop as it is now: fingerprints, Deployments and StatefulSets. Eight lists
-/// (and a get of the stores' Secret when one is rendered: the operator may not list Secrets;
-/// Ingresses and HTTPRoutes when the cluster serves them), used to skip re-applying when
-/// nothing changed since the last apply (the steady state makes no writes).
-pub async fn observe(
-    client: &Client,
-    ns: &str,
-    shop: &str,
-    owner_uid: &str,
-    store_secret: Option<&str>,
-    apis: Apis,
-) -> Result<Observation, Error> {
-    let (deps, svcs, cms, sas, nps, pdbs, sets, hpas) = futures::try_join!(
-        list_owned::<Deployment>(client, ns, shop, owner_uid),
-        list_owned::<Service>(client, ns, shop, owner_uid),
-        list_owned::<ConfigMap>(client, ns, shop, owner_uid),
-        list_owned::<ServiceAccount>(client, ns, shop, owner_uid),
-        list_owned::<NetworkPolicy>(client, ns, shop, owner_uid),
-        list_owned::<PodDisruptionBudget>(client, ns, shop, owner_uid),
-        list_owned::<StatefulSet>(client, ns, shop, owner_uid),
-        list_owned::<HorizontalPodAutoscaler>(client, ns, shop, owner_uid),
-    )?;
-    let mut fps = Fingerprints::new();
-    if let Some(name) = store_secret
-        && let Some(secret) = get_secret(client, ns, name).await?
-    {
-        fps.insert(key_of(&secret), fingerprint(&secret));
-    }
-    fps.extend(svcs.iter().map(|o| (key_of(o), fingerprint(o))));
-    fps.extend(cms.iter().map(|o| (key_of(o), fingerprint(o))));
-    fps.extend(sas.iter().map(|o| (key_of(o), fingerprint(o))));
-    fps.extend(nps.iter().map(|o| (key_of(o), fingerprint(o))));
-    fps.extend(pdbs.iter().map(|o| (key_of(o), fingerprint(o))));
-    fps.extend(deps.iter().map(|o| (key_of(o), fingerprint(o))));
-    fps.extend(sets.iter().map(|o| (key_of(o), fingerprint(o))));
-    fps.extend(hpas.iter().map(|o| (key_of(o), fingerprint(o))));
-    if apis.ingress {
-        let ingresses = list_owned::<Ingress>(client, ns, shop, owner_uid).await?;
-        fps.extend(ingresses.iter().map(|o| (key_of(o), fingerprint(o))));
-    }
-    if apis.http_route {
-        let routes = list_owned::<HttpRoute>(client, ns, shop, owner_uid).await?;
-        fps.extend(routes.iter().map(|o| (key_of(o), fingerprint(o))));
-    }
-    if apis.service_monitor {
-        let monitors = list_owned::<ServiceMonitor>(client, ns, shop, owner_uid).await?;
-        fps.extend(monitors.iter().map(|o| (key_of(o), fingerprint(o))));
-    }
-    Ok(Observation {
-        fingerprints: fps,
-        deployments: by_component(deps),
-        statefulsets: by_store(sets),
-    })
-}
-
-async fn list_labelled<K: Child>(client: &Client, ns: &str, shop: &str) -> Result<Vec<K>, Error> {
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    Ok(api
-        .list(&ListParams::default().labels(&shop_selector(shop)))
-        .await
-        .map_err(|source| Error::List {
-            kind: kind_of::<K>(),
-            source,
-        })?
-        .items)
-}
-
-/// The Shop's Deployments and StatefulSets as they are (used when paused or when the spec is
-/// invalid).
-pub async fn observe_workloads(
-    client: &Client,
-    ns: &str,
-    shop: &str,
-) -> Result<Observation, Error> {
-    let (deps, sets) = futures::try_join!(
-        list_labelled::<Deployment>(client, ns, shop),
-        list_labelled::<StatefulSet>(client, ns, shop),
-    )?;
-    Ok(Observation {
-        fingerprints: Fingerprints::new(),
-        deployments: by_component(deps),
-        statefulsets: by_store(sets),
-    })
 }
 
 async fn get_secret(client: &Client, ns: &str, name: &str) -> Result<Option<Secret>, Error> {

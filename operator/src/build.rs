@@ -111,9 +111,17 @@ pub struct ComponentResources {
     pub deployment: Deployment,
 }
 
-/// Every child of a Shop, components in apply order (registry first, gateway last).
+/// Typestate of [`Resources`] as rendered: nothing is known about the cluster yet, so there is
+/// nothing to compute a status from (only [`crate::apply::Applier::apply`] turns it into
+/// `Resources<Applied>`, which has the children as the API server returned them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Prepared;
+
+/// Every child of a Shop, components in apply order (registry first, gateway last). `S` is where
+/// it stands: [`Prepared`] (rendered) or [`crate::apply::Applied`] (applied, with what the API
+/// server returned).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Resources {
+pub struct Resources<S = Prepared> {
     /// Enabled components.
     pub components: Vec<ComponentResources>,
     /// Managed stores (`spec.backing.<store>.mode: managed`), applied before the components.
@@ -132,6 +140,47 @@ pub struct Resources {
     /// controller removes it (see [`crate::monitoring::plan`]) when the cluster does not serve its
     /// API.
     pub service_monitor: Option<crate::monitoring::ServiceMonitor>,
+    /// Where these resources stand (private: only [`Resources::into_applied`] changes it).
+    state: S,
+}
+
+impl Resources<Prepared> {
+    /// The same resources once applied. `Applied` can only be made by the apply step, so this is
+    /// the only way to a `Resources<Applied>`.
+    pub fn into_applied(self, applied: crate::apply::Applied) -> Resources<crate::apply::Applied> {
+        let Resources {
+            components,
+            stores,
+            store_secret,
+            exposure,
+            faults,
+            service_monitor,
+            state: Prepared,
+        } = self;
+        Resources {
+            components,
+            stores,
+            store_secret,
+            exposure,
+            faults,
+            service_monitor,
+            state: applied,
+        }
+    }
+}
+
+impl<S> Resources<S> {
+    /// Where these resources stand.
+    pub fn state(&self) -> &S {
+        &self.state
+    }
+}
+
+impl Resources<crate::apply::Applied> {
+    /// What the apply step found, consumed (the status is computed from its children).
+    pub fn into_state(self) -> crate::apply::Applied {
+        self.state
+    }
 }
 
 /// Object name of a component's children.
@@ -977,5 +1026,6 @@ pub fn build(shop: &ValidatedShop) -> Resources {
         exposure: exposure::render(shop),
         service_monitor: crate::monitoring::render(shop),
         faults: faults_config_map(shop),
+        state: Prepared,
     }
 }

@@ -1,33 +1,33 @@
-//! The reconciler: glues validate → build → apply → status together for one Shop, publishes
+//! The reconciler: runs validate → build → apply → status for one Shop as a pipeline of named
+//! steps (see `reconcile_steps`), each failing with its own [`ReconcileError`] variant, publishes
 //! Events through one shared `Recorder`, and implements the per-object exponential backoff that
 //! kube's `error_policy` alone does not give (it is not told about successes).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Client, Resource};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::apply::{self, FIELD_MANAGER, Fingerprints};
-use crate::build::{self, Resources};
+use crate::apply::{self, Applied, Applier, Children, Owner};
+use crate::build::{self, Prepared, Resources};
 use crate::component::Component;
-use crate::crd::{Shop, ShopStatus};
-use crate::error::Error;
+use crate::crd::{FaultsSpec, Shop, ShopStatus};
+use crate::error::{Error, ReconcileError};
 use crate::exposure::{self, Apis, ExposureState};
 use crate::metrics::Metrics;
 use crate::monitoring::{self, MonitoringState};
 use crate::status::{self, Observed, ObservedStore, Outcome, SecretCheck, StoreState};
-use crate::stores::{self, StoreCredentials};
-use crate::validate::validate;
+use crate::stores::{self, ManagedStore, Store, StoreCredentials};
+use crate::validate::{ExternalStore, ValidatedShop, validate};
 
 /// How soon a Shop whose external store's Secret is missing looks again (Secrets are not watched).
 pub const SECRET_RECHECK: Duration = Duration::from_secs(10);
@@ -69,9 +69,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per Shop uid.
     failures: Mutex<HashMap<String, u32>>,
-    /// Per Shop uid: hash of the last desired state applied and the fingerprints of the objects
-    /// the API server returned. When both still match, a reconcile only reads.
-    applied: Mutex<HashMap<String, (String, Fingerprints)>>,
+    /// Every write to a Shop's children and status, and the fingerprints of what it applied.
+    pub applier: Applier,
     /// The last discovery of the optional APIs, and when it was made.
     apis: Mutex<Option<(Instant, Apis)>>,
     /// Tunables.
@@ -87,11 +86,11 @@ impl Context {
         settings: ReconcileSettings,
     ) -> Self {
         Self {
+            applier: Applier::new(client.clone(), metrics.clone()),
             client,
             recorder,
             metrics,
             failures: Mutex::new(HashMap::new()),
-            applied: Mutex::new(HashMap::new()),
             apis: Mutex::new(None),
             settings,
         }
@@ -99,10 +98,6 @@ impl Context {
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
         self.failures.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn applied(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Fingerprints)>> {
-        self.applied.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Which optional APIs the cluster serves, rediscovered at most every [`API_DISCOVERY_TTL`].
@@ -116,6 +111,18 @@ impl Context {
         let apis = apply::discover_apis(&self.client).await?;
         *self.apis.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), apis));
         Ok(apis)
+    }
+
+    async fn event_on(
+        &self,
+        shop: &Shop,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        self.event(&shop.object_ref(&()), type_, reason, action, note)
+            .await;
     }
 
     async fn event(
@@ -159,7 +166,11 @@ fn key(obj: &DeserializeGuard<Shop>) -> String {
 }
 
 /// The controller's error policy: count, then retry this object with exponential backoff.
-pub fn error_policy(obj: Arc<DeserializeGuard<Shop>>, err: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(
+    obj: Arc<DeserializeGuard<Shop>>,
+    err: &ReconcileError,
+    ctx: Arc<Context>,
+) -> Action {
     ctx.metrics.failure(err.metric_label());
     let n = {
         let mut f = ctx.failures();
@@ -182,7 +193,7 @@ pub fn error_policy(obj: Arc<DeserializeGuard<Shop>>, err: &Error, ctx: Arc<Cont
 pub async fn reconcile(
     obj: Arc<DeserializeGuard<Shop>>,
     ctx: Arc<Context>,
-) -> Result<Action, Error> {
+) -> Result<Action, ReconcileError> {
     ctx.metrics.reconciles.inc();
     let started = Instant::now();
     let result = match &obj.0 {
@@ -228,209 +239,284 @@ fn now() -> Time {
     Time(Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH))
 }
 
-/// A reconcile that failed, and whether its status already says so (a refused apply writes
-/// `Degraded: ApplyFailed` with what it observed).
-struct Failed {
-    error: Error,
-    status_written: bool,
-}
-
-impl From<Error> for Failed {
-    fn from(error: Error) -> Self {
-        Self {
-            error,
-            status_written: false,
-        }
-    }
-}
-
 /// Runs the steps; when one fails before the status was written (discovery, listing children,
 /// reading a Secret), the status still says which step failed (best effort: that write may fail
-/// for the same reason), so a Shop never sits without a status while the operator retries.
-async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, Error> {
-    match reconcile_steps(shop, ctx).await {
-        Ok(action) => Ok(action),
-        Err(Failed {
-            error,
-            status_written: true,
-        }) => Err(error),
-        Err(Failed { error, .. }) => {
-            let ns = shop.namespace().unwrap_or_default();
-            let name = shop.name_any();
-            let status = status::reconcile_failed(
-                shop.metadata.generation,
-                error.to_string(),
-                shop.status.as_ref(),
-                &now(),
-            );
-            if matches!(error, Error::Status(_)) || shop.status.as_ref() == Some(&status) {
-                return Err(error);
-            }
-            if let Err(e) = write_status(&ctx.client, &ns, &name, &status, &ctx.metrics).await {
-                warn!(shop = %name, namespace = %ns, error = %e, "could not report the failed step in the status");
-            }
-            Err(error)
-        }
+/// for the same reason), so a Shop never sits without a status while the operator retries. A
+/// refused apply has already written `Degraded: ApplyFailed` with what it observed.
+async fn reconcile_shop(shop: &Shop, ctx: &Context) -> Result<Action, ReconcileError> {
+    let error = match reconcile_steps(shop, ctx).await {
+        Ok(action) => return Ok(action),
+        Err(e @ (ReconcileError::Apply(_) | ReconcileError::Status(_))) => return Err(e),
+        Err(e) => e,
+    };
+    let owner = Owner::of(shop);
+    let status = status::reconcile_failed(
+        shop.metadata.generation,
+        error.to_string(),
+        shop.status.as_ref(),
+        &now(),
+    );
+    if shop.status.as_ref() != Some(&status)
+        && let Err(e) = ctx.applier.write_status(&owner, &status).await
+    {
+        warn!(shop = %owner.name, namespace = %owner.namespace, error = %e, "could not report the failed step in the status");
     }
+    Err(error)
 }
 
-async fn reconcile_steps(shop: &Shop, ctx: &Context) -> Result<Action, Failed> {
-    let ns = shop.namespace().unwrap_or_default();
-    let name = shop.name_any();
-    let reference = shop.object_ref(&());
-    let generation = shop.metadata.generation;
-    let client = &ctx.client;
-
+/// The reconcile as a pipeline of named steps: validate → converge (hold, or credentials,
+/// render, plan, apply, prune) → check Secrets → compute the status → publish it → when to look
+/// again. Each step's failure is its own [`ReconcileError`] variant.
+async fn reconcile_steps(shop: &Shop, ctx: &Context) -> Result<Action, ReconcileError> {
+    let owner = Owner::of(shop);
     let validated = validate(shop);
-    // (component, pods asked for, whether an HPA owns the count: then the Deployment's own
-    // count, as the autoscaler last set it, is what the status waits for).
-    let desired: Vec<(Component, i32, bool)> = match &validated {
-        Ok(v) => v
-            .enabled
-            .iter()
-            .map(|r| (r.component, r.min_replicas(), r.autoscaling.is_some()))
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    let (managed_stores, external_stores) = match &validated {
-        Ok(v) => (v.managed_stores.clone(), v.external_stores.clone()),
-        Err(_) => (Vec::new(), Vec::new()),
-    };
-    let tls_secret = validated
-        .as_ref()
-        .ok()
-        .and_then(|v| v.gateway.tls_secret.clone());
-    let faults = validated.as_ref().ok().and_then(|v| v.faults.clone());
-    let (resources, outcome): (Option<Resources>, Outcome) = match validated {
+    let wants = Wants::of(validated.as_ref().ok());
+    let converged = converge(shop, &owner, validated, ctx).await?;
+    let secrets = check_secrets(&owner, &wants, ctx)
+        .await
+        .map_err(ReconcileError::Secrets)?;
+    let new_status = compute_status(shop, &wants, &converged, &secrets);
+    publish_status(shop, &owner, new_status, ctx).await?;
+    if let Some(error) = converged.failed {
+        return Err(error);
+    }
+    Ok(match converged.outcome {
+        Outcome::Invalid(_) => Action::await_change(),
+        _ if secrets.waiting() => Action::requeue(ctx.settings.requeue.min(SECRET_RECHECK)),
+        _ if converged.plans.waits_for_api() => {
+            Action::requeue(ctx.settings.requeue.min(API_RECHECK))
+        }
+        _ => Action::requeue(ctx.settings.requeue),
+    })
+}
+
+/// Where the children stand after the converge step.
+struct Converged {
+    /// As the applier returned or read them.
+    children: Children,
+    outcome: Outcome,
+    plans: Plans,
+    /// A refused apply: returned (for the retry) once the status says so.
+    failed: Option<ReconcileError>,
+}
+
+/// An invalid or paused Shop is held (read, nothing written); a valid one is prepared and
+/// applied. A refused apply is not an error here: the status reports it first.
+async fn converge(
+    shop: &Shop,
+    owner: &Owner,
+    validated: Result<ValidatedShop, crate::validate::ValidationError>,
+    ctx: &Context,
+) -> Result<Converged, ReconcileError> {
+    let (outcome, plans) = match validated {
         Err(e) => {
-            ctx.event(
-                &reference,
+            let message = e.to_string();
+            ctx.event_on(
+                shop,
                 EventType::Warning,
                 "InvalidSpec",
                 "Validating",
+                message.clone(),
+            )
+            .await;
+            (Outcome::Invalid(message), Plans::default())
+        }
+        Ok(v) if v.paused => (Outcome::Paused, Plans::default()),
+        Ok(v) => {
+            let (resources, plans) = prepare(&v, owner, ctx).await?;
+            let (children, outcome, failed) =
+                match apply(shop, owner, resources, plans.apis, ctx).await {
+                    Ok(applied) => (applied.into_state().into_children(), Outcome::Applied, None),
+                    Err(ReconcileError::Apply(e)) => (
+                        ctx.applier.after_failure(owner).await,
+                        Outcome::Failed(e.to_string()),
+                        Some(ReconcileError::Apply(e)),
+                    ),
+                    Err(e) => return Err(e),
+                };
+            return Ok(Converged {
+                children,
+                outcome,
+                plans,
+                failed,
+            });
+        }
+    };
+    let children = ctx
+        .applier
+        .hold(owner)
+        .await
+        .map_err(ReconcileError::Observe)?;
+    Ok(Converged {
+        children,
+        outcome,
+        plans,
+        failed: None,
+    })
+}
+
+/// What a valid spec asks for that the status reports on (nothing for an invalid one).
+#[derive(Default)]
+struct Wants {
+    /// (component, pods asked for, whether an HPA owns the count: then the Deployment's own
+    /// count, as the autoscaler last set it, is what the status waits for).
+    components: Vec<(Component, i32, bool)>,
+    managed_stores: Vec<ManagedStore>,
+    external_stores: Vec<ExternalStore>,
+    tls_secret: Option<String>,
+    faults: Option<FaultsSpec>,
+}
+
+impl Wants {
+    fn of(v: Option<&ValidatedShop>) -> Self {
+        let Some(v) = v else {
+            return Self::default();
+        };
+        Self {
+            components: v
+                .enabled
+                .iter()
+                .map(|r| (r.component, r.min_replicas(), r.autoscaling.is_some()))
+                .collect(),
+            managed_stores: v.managed_stores.clone(),
+            external_stores: v.external_stores.clone(),
+            tls_secret: v.gateway.tls_secret.clone(),
+            faults: v.faults.clone(),
+        }
+    }
+}
+
+/// How the optional objects (Ingress/HTTPRoute, ServiceMonitor) were planned against the APIs
+/// the cluster serves.
+#[derive(Default)]
+struct Plans {
+    apis: Apis,
+    exposure: Option<ExposureState>,
+    monitoring: Option<MonitoringState>,
+}
+
+impl Plans {
+    /// A Shop asking for an object whose API is missing looks again after [`API_RECHECK`].
+    fn waits_for_api(&self) -> bool {
+        matches!(self.exposure, Some(ExposureState::ApiMissing(_)))
+            || self.monitoring == Some(MonitoringState::ApiMissing)
+    }
+}
+
+/// Credentials, render, and the plan against the served APIs: an Ingress/HTTPRoute or
+/// ServiceMonitor whose API the cluster does not serve is left out (the rest is applied as
+/// usual) and reported in its condition.
+async fn prepare(
+    v: &ValidatedShop,
+    owner: &Owner,
+    ctx: &Context,
+) -> Result<(Resources<Prepared>, Plans), ReconcileError> {
+    // Read back (or generate once) before rendering: the pure build never invents a password,
+    // so a reconcile cannot rotate one.
+    let creds = if stores::needs_secret(&v.managed_stores) {
+        apply::store_credentials(&ctx.client, &owner.namespace, &owner.name)
+            .await
+            .map_err(ReconcileError::Credentials)?
+    } else {
+        StoreCredentials::default()
+    };
+    let mut resources = build::build_with_credentials(v, &creds);
+    let apis = ctx.apis().await.map_err(ReconcileError::Discovery)?;
+    let plans = Plans {
+        apis,
+        exposure: exposure::plan(&mut resources.exposure, apis),
+        monitoring: monitoring::plan(&mut resources.service_monitor, apis.service_monitor),
+    };
+    Ok((resources, plans))
+}
+
+/// Applies through the [`Applier`], with an Event for what it pruned or why it failed.
+async fn apply(
+    shop: &Shop,
+    owner: &Owner,
+    resources: Resources<Prepared>,
+    apis: Apis,
+    ctx: &Context,
+) -> Result<Resources<Applied>, ReconcileError> {
+    match ctx.applier.apply(owner, resources, apis).await {
+        Ok(applied) => {
+            let deleted = applied.state().deleted();
+            if !deleted.is_empty() {
+                info!(shop = %owner.name, namespace = %owner.namespace, ?deleted, "deleted objects no longer in the spec");
+                let note = format!("deleted {}", deleted.join(", "));
+                ctx.event_on(shop, EventType::Normal, "Deleted", "Pruning", note)
+                    .await;
+            }
+            Ok(applied)
+        }
+        Err(ReconcileError::Apply(e)) => {
+            ctx.event_on(
+                shop,
+                EventType::Warning,
+                "ApplyFailed",
+                "Applying",
                 e.to_string(),
             )
             .await;
-            (None, Outcome::Invalid(e.to_string()))
+            Err(ReconcileError::Apply(e))
         }
-        Ok(v) if v.paused => (None, Outcome::Paused),
-        Ok(v) => {
-            // Read back (or generate once) before rendering: the pure build never invents a
-            // password, so a reconcile cannot rotate one.
-            let creds = if stores::needs_secret(&v.managed_stores) {
-                apply::store_credentials(client, &ns, &name).await?
-            } else {
-                StoreCredentials::default()
-            };
-            (
-                Some(build::build_with_credentials(&v, &creds)),
-                Outcome::Applied,
-            )
-        }
-    };
+        Err(e) => Err(e),
+    }
+}
 
-    let uid = shop.uid().unwrap_or_default();
-    let mut exposure_state: Option<ExposureState> = None;
-    let mut monitoring_state: Option<MonitoringState> = None;
-    let (workloads, outcome, apply_error) = match resources {
-        Some(mut resources) => {
-            // An Ingress/HTTPRoute whose API the cluster does not serve is left out (the rest is
-            // applied as usual) and reported in the `Exposed` condition.
-            let apis = ctx.apis().await?;
-            exposure_state = exposure::plan(&mut resources.exposure, apis);
-            monitoring_state =
-                monitoring::plan(&mut resources.service_monitor, apis.service_monitor);
-            let desired_hash = build::desired_hash(&resources);
-            let secret_name = resources
-                .store_secret
+/// What was found for the Secrets the Shop points at. Secrets are not watched (the operator may
+/// only read them by name), so a missing one is looked at again after a short requeue: a Shop
+/// recovers on its own when it appears.
+struct Secrets {
+    external: BTreeMap<Store, SecretCheck>,
+    tls: Option<(String, SecretCheck)>,
+}
+
+impl Secrets {
+    fn waiting(&self) -> bool {
+        self.external.values().any(|c| *c != SecretCheck::Present)
+            || self
+                .tls
                 .as_ref()
-                .and_then(|s| s.0.metadata.name.clone());
-            let cached = ctx.applied().get(&uid).cloned();
-            let mut unchanged = None;
-            if let Some((hash, fps)) = cached
-                && hash == desired_hash
-            {
-                let now =
-                    apply::observe(client, &ns, &name, &uid, secret_name.as_deref(), apis).await?;
-                if now.fingerprints == fps {
-                    unchanged = Some(now);
-                } else {
-                    let changed: Vec<&String> = fps
-                        .iter()
-                        .filter(|(k, v)| now.fingerprints.get(*k) != Some(*v))
-                        .map(|(k, _)| k)
-                        .chain(now.fingerprints.keys().filter(|k| !fps.contains_key(*k)))
-                        .collect();
-                    info!(shop = %name, namespace = %ns, ?changed, "children changed since the last apply; re-applying");
-                }
-            }
-            match unchanged {
-                // Same desired state and nobody touched the children: nothing to write.
-                Some(observation) => (observation, outcome, None),
-                None => match apply::apply_all(client, &ns, &resources, &ctx.metrics).await {
-                    Ok(applied) => {
-                        let deleted = apply::delete_orphans(
-                            client,
-                            &ns,
-                            &name,
-                            &uid,
-                            &resources,
-                            apis,
-                            &ctx.metrics,
-                        )
-                        .await?;
-                        if !deleted.is_empty() {
-                            info!(shop = %name, namespace = %ns, ?deleted, "deleted objects no longer in the spec");
-                            ctx.event(
-                                &reference,
-                                EventType::Normal,
-                                "Deleted",
-                                "Pruning",
-                                format!("deleted {}", deleted.join(", ")),
-                            )
-                            .await;
-                        }
-                        ctx.applied()
-                            .insert(uid.clone(), (desired_hash, applied.fingerprints));
-                        let observation = apply::Observation {
-                            fingerprints: Fingerprints::new(),
-                            deployments: applied.deployments,
-                            statefulsets: applied.statefulsets,
-                        };
-                        (observation, outcome, None)
-                    }
-                    Err(e) => {
-                        ctx.applied().remove(&uid);
-                        ctx.event(
-                            &reference,
-                            EventType::Warning,
-                            "ApplyFailed",
-                            "Applying",
-                            e.to_string(),
-                        )
-                        .await;
-                        let observed = apply::observe_workloads(client, &ns, &name)
-                            .await
-                            .unwrap_or_default();
-                        (observed, Outcome::Failed(e.to_string()), Some(e))
-                    }
-                },
-            }
-        }
-        None => {
-            ctx.applied().remove(&uid);
-            (
-                apply::observe_workloads(client, &ns, &name).await?,
-                outcome,
-                None,
-            )
-        }
-    };
+                .is_some_and(|(_, c)| *c != SecretCheck::Present)
+    }
+}
 
-    let observed: Vec<Observed<'_>> = desired
+async fn check_secrets(owner: &Owner, wants: &Wants, ctx: &Context) -> Result<Secrets, Error> {
+    let ns = &owner.namespace;
+    let external = apply::check_external_secrets(&ctx.client, ns, &wants.external_stores).await?;
+    let tls = match &wants.tls_secret {
+        Some(secret) => Some((
+            secret.clone(),
+            apply::check_tls_secret(&ctx.client, ns, secret).await?,
+        )),
+        None => None,
+    };
+    Ok(Secrets { external, tls })
+}
+
+/// The status, from the children the applier returned (or read, when it held): the only place
+/// [`status::compute`] is called, and [`Children`] can only come from the applier.
+fn compute_status(
+    shop: &Shop,
+    wants: &Wants,
+    converged: &Converged,
+    secrets: &Secrets,
+) -> ShopStatus {
+    let Converged {
+        children,
+        outcome,
+        plans,
+        failed,
+    } = converged;
+    let applied = failed.is_none();
+    let generation = shop.metadata.generation;
+    let previous = shop.status.as_ref();
+    let observed: Vec<Observed<'_>> = wants
+        .components
         .iter()
         .map(|(c, n, autoscaled)| {
-            let deployment = workloads.deployments.get(c);
+            let deployment = children.deployment(*c);
             let scaled = deployment
                 .and_then(|d| d.spec.as_ref())
                 .and_then(|s| s.replicas)
@@ -442,28 +528,21 @@ async fn reconcile_steps(shop: &Shop, ctx: &Context) -> Result<Action, Failed> {
             }
         })
         .collect();
-    // Secrets are not watched (the operator may only read them by name), so a missing one is
-    // looked at again after a short requeue: a Shop recovers on its own when it appears.
-    let checks = apply::check_external_secrets(client, &ns, &external_stores).await?;
-    let tls_check = match &tls_secret {
-        Some(secret) => Some((secret, apply::check_tls_secret(client, &ns, secret).await?)),
-        None => None,
-    };
-    let waits_for_secret = checks.values().any(|c| *c != SecretCheck::Present)
-        || tls_check.is_some_and(|(_, c)| c != SecretCheck::Present);
-    let observed_stores: Vec<ObservedStore<'_>> = managed_stores
+    let observed_stores: Vec<ObservedStore<'_>> = wants
+        .managed_stores
         .iter()
         .map(|m| ObservedStore {
             store: m.store,
-            state: StoreState::Managed(workloads.statefulsets.get(&m.store)),
+            state: StoreState::Managed(children.statefulset(m.store)),
         })
-        .chain(external_stores.iter().map(|e| {
+        .chain(wants.external_stores.iter().map(|e| {
             ObservedStore {
                 store: e.store,
                 state: match (&e.secret, &e.address) {
                     (Some(secret), _) => StoreState::ExternalSecret {
                         secret: secret.clone(),
-                        check: checks
+                        check: secrets
+                            .external
                             .get(&e.store)
                             .copied()
                             .unwrap_or(SecretCheck::Missing),
@@ -476,121 +555,81 @@ async fn reconcile_steps(shop: &Shop, ctx: &Context) -> Result<Action, Failed> {
         }))
         .collect();
     let now = now();
-    let mut new_status = status::compute(
+    let mut status = status::compute(
         generation,
         &observed,
         &observed_stores,
-        &outcome,
-        shop.status.as_ref(),
+        outcome,
+        previous,
         &now,
     );
-    if let Some(state) = &exposure_state {
-        new_status.conditions.push(status::exposure_condition(
-            state,
-            apply_error.is_none(),
-            generation,
-            shop.status.as_ref(),
-            &now,
-        ));
+    if let Some(state) = &plans.exposure {
+        let c = status::exposure_condition(state, applied, generation, previous, &now);
+        status.conditions.push(c);
     }
-    if let Some((secret, check)) = tls_check {
-        new_status.conditions.push(status::gateway_tls_condition(
-            secret,
-            check,
-            generation,
-            shop.status.as_ref(),
-            &now,
-        ));
+    if let Some((secret, check)) = &secrets.tls {
+        let c = status::gateway_tls_condition(secret, *check, generation, previous, &now);
+        status.conditions.push(c);
     }
-    if let Some(faults) = &faults {
-        new_status.conditions.push(status::faults_condition(
-            faults,
-            generation,
-            shop.status.as_ref(),
-            &now,
-        ));
+    if let Some(faults) = &wants.faults {
+        let c = status::faults_condition(faults, generation, previous, &now);
+        status.conditions.push(c);
     }
-    if let Some(state) = &monitoring_state {
-        new_status.conditions.push(status::monitoring_condition(
-            state,
-            apply_error.is_none(),
-            generation,
-            shop.status.as_ref(),
-            &now,
-        ));
+    if let Some(state) = &plans.monitoring {
+        let c = status::monitoring_condition(state, applied, generation, previous, &now);
+        status.conditions.push(c);
     }
-    let waits_for_api = matches!(exposure_state, Some(ExposureState::ApiMissing(_)))
-        || monitoring_state == Some(MonitoringState::ApiMissing);
-    let old_phase = shop.status.as_ref().and_then(|s| s.phase);
-    if shop.status.as_ref() != Some(&new_status) {
-        write_status(client, &ns, &name, &new_status, &ctx.metrics).await?;
-        // The same status for the gateway's admin page (`/admin/status.json`), which reads it
-        // from a mounted ConfigMap: the gateway pods have no API credentials.
-        if let Some(owner) = shop.controller_owner_ref(&()) {
-            let body = json!({
-                "name": name,
-                "namespace": ns,
-                "generation": generation,
-                "status": new_status,
-            });
-            let cm = build::status_config_map(&name, &ns, owner, &body);
-            if let Err(e) = apply::publish_status(client, &ns, &cm, &ctx.metrics).await {
-                // The Shop's own status is written; the copy catches up on the next change.
-                warn!(shop = %name, namespace = %ns, error = %e, "could not publish the status for the gateway");
-            }
-        }
-        if let Some(phase) = new_status.phase.filter(|p| old_phase != Some(*p)) {
-            info!(shop = %name, namespace = %ns, %phase, "phase changed");
-            let type_ = if phase.is_warning() {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            };
-            let note = new_status
-                .conditions
-                .iter()
-                .map(|c| format!("{}={}: {}", c.type_, c.status, c.message))
-                .collect::<Vec<_>>()
-                .join("; ");
-            ctx.event(&reference, type_, phase.as_str(), "Reconciling", note)
-                .await;
-        }
-    }
-    if let Some(error) = apply_error {
-        return Err(Failed {
-            error,
-            status_written: true,
-        });
-    }
-    Ok(match outcome {
-        Outcome::Invalid(_) => Action::await_change(),
-        _ if waits_for_secret => Action::requeue(ctx.settings.requeue.min(SECRET_RECHECK)),
-        _ if waits_for_api => Action::requeue(ctx.settings.requeue.min(API_RECHECK)),
-        _ => Action::requeue(ctx.settings.requeue),
-    })
+    status
 }
 
-async fn write_status(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    status: &ShopStatus,
-    metrics: &Metrics,
-) -> Result<(), Error> {
-    let api: Api<Shop> = Api::namespaced(client.clone(), ns);
-    let patch = json!({
-        "apiVersion": format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION),
-        "kind": "Shop",
-        "status": status,
-    });
-    metrics.write("Shop", "status");
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::Status)?;
+/// Writes the status when it changed, its copy for the gateway's admin page, and an Event when
+/// the phase changed.
+async fn publish_status(
+    shop: &Shop,
+    owner: &Owner,
+    new_status: ShopStatus,
+    ctx: &Context,
+) -> Result<(), ReconcileError> {
+    if shop.status.as_ref() == Some(&new_status) {
+        return Ok(());
+    }
+    let (ns, name) = (&owner.namespace, &owner.name);
+    ctx.applier
+        .write_status(owner, &new_status)
+        .await
+        .map_err(ReconcileError::Status)?;
+    // The same status for the gateway's admin page (`/admin/status.json`), which reads it from a
+    // mounted ConfigMap: the gateway pods have no API credentials.
+    if let Some(controller) = shop.controller_owner_ref(&()) {
+        let body = json!({
+            "name": name,
+            "namespace": ns,
+            "generation": shop.metadata.generation,
+            "status": new_status,
+        });
+        let cm = build::status_config_map(name, ns, controller, &body);
+        if let Err(e) = ctx.applier.publish_status(ns, &cm).await {
+            // The Shop's own status is written; the copy catches up on the next change.
+            warn!(shop = %name, namespace = %ns, error = %e, "could not publish the status for the gateway");
+        }
+    }
+    let old_phase = shop.status.as_ref().and_then(|s| s.phase);
+    if let Some(phase) = new_status.phase.filter(|p| old_phase != Some(*p)) {
+        info!(shop = %name, namespace = %ns, %phase, "phase changed");
+        let type_ = if phase.is_warning() {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        let note = new_status
+            .conditions
+            .iter()
+            .map(|c| format!("{}={}: {}", c.type_, c.status, c.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        ctx.event_on(shop, type_, phase.as_str(), "Reconciling", note)
+            .await;
+    }
     Ok(())
 }
 

@@ -101,3 +101,66 @@ impl Error {
         }
     }
 }
+
+/// Which step of a Shop's reconcile failed, and why: the variant names the step (it is in the
+/// message, so a `Degraded: ReconcileFailed` condition says where the operator stopped), the
+/// inner [`Error`] names the object and the API server's reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// Reading (or creating) the managed stores' credentials Secret.
+    #[error("credentials step: {0}")]
+    Credentials(#[source] Error),
+    /// Discovering which optional APIs (Ingress, Gateway API, ServiceMonitor) the cluster serves.
+    #[error("discovery step: {0}")]
+    Discovery(#[source] Error),
+    /// Reading the children as they are (the unchanged check, a paused or invalid Shop).
+    #[error("observe step: {0}")]
+    Observe(#[source] Error),
+    /// Server-side applying the rendered children. Its status is `Degraded: ApplyFailed` with the
+    /// inner message only (see [`ReconcileError::cause`]).
+    #[error("apply step: {0}")]
+    Apply(#[source] Error),
+    /// Deleting the children the spec no longer renders.
+    #[error("prune step: {0}")]
+    Prune(#[source] Error),
+    /// Reading the Secrets the Shop points at (external stores, the gateway's TLS).
+    #[error("secrets step: {0}")]
+    Secrets(#[source] Error),
+    /// Writing the Shop's status.
+    #[error("status step: {0}")]
+    Status(#[source] Error),
+}
+
+impl ReconcileError {
+    /// The failure of the step itself, without the step's name.
+    pub fn cause(&self) -> &Error {
+        match self {
+            Self::Credentials(e)
+            | Self::Discovery(e)
+            | Self::Observe(e)
+            | Self::Apply(e)
+            | Self::Prune(e)
+            | Self::Secrets(e)
+            | Self::Status(e) => e,
+        }
+    }
+
+    /// The step's name, as in the message.
+    pub fn step(&self) -> &'static str {
+        match self {
+            Self::Credentials(_) => "credentials",
+            Self::Discovery(_) => "discovery",
+            Self::Observe(_) => "observe",
+            Self::Apply(_) => "apply",
+            Self::Prune(_) => "prune",
+            Self::Secrets(_) => "secrets",
+            Self::Status(_) => "status",
+        }
+    }
+
+    /// Stable label for the failures metric: the inner error's (what failed, not where), so the
+    /// metric keeps its meaning.
+    pub fn metric_label(&self) -> &'static str {
+        self.cause().metric_label()
+    }
+}

@@ -2,8 +2,10 @@
 //!
 //! The reconcile is a pipeline with one module per step:
 //! [`validate`] (pure) → [`build`] (pure, no client; the managed backing stores come from
-//! [`stores`], the gateway's Ingress or HTTPRoute from [`exposure`]) → [`apply`] (server-side apply, orphan cleanup) → [`status`] (pure,
-//! deterministic). [`controller`] glues the steps together and
+//! [`stores`], the gateway's Ingress or HTTPRoute from [`exposure`]) → [`apply`] (the `Applier`:
+//! server-side apply, orphan cleanup, `Resources<Prepared>` → `Resources<Applied>`) → [`status`]
+//! (pure, deterministic, computed from what the `Applier` returned). [`controller`] runs the steps
+//! as a short pipeline (each failure a [`error::ReconcileError`] naming its step) and
 //! [`operator`] runs the kube `Controller` with start-up checks and leader election.
 
 pub mod admin;
