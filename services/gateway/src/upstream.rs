@@ -21,35 +21,24 @@ use std::{
     net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use futures::future::Either;
 use http::{HeaderValue, Method, Request, Response, Uri, header};
-use http_body::{Body, Frame, SizeHint};
-use hyper::{body::Incoming, client::conn::http1::SendRequest};
+use http_body::Body;
 use hyper_util::rt::TokioIo;
 
+pub use crate::pool::PoolConfig;
 use crate::{
+    body::{PooledBody, ProxyBody, Sender},
     h1,
-    proxy::{BoxError, Outgoing, ProxyBody},
+    outgoing::Outgoing,
+    pool::Lease,
 };
 
 /// Response header and body of an upstream; the body hands the connection back when it ends.
 pub type UpstreamResponse = Response<PooledBody>;
-
-/// How upstream connections are made and kept.
-#[derive(Debug, Clone, Copy)]
-pub struct PoolConfig {
-    /// TCP connect timeout (name resolution included).
-    pub connect_timeout: Duration,
-    /// Idle connections kept per upstream base URL and worker (0: no keep-alive reuse).
-    pub max_idle_per_host: usize,
-    /// Idle connections older than this are closed.
-    pub idle_timeout: Duration,
-}
 
 /// Why an upstream call failed.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +73,6 @@ impl UpstreamError {
     }
 }
 
-type Sender = SendRequest<ProxyBody>;
 type H2Sender = hyper::client::conn::http2::SendRequest<ProxyBody>;
 
 /// How to reach one upstream base URL; computed once per worker and base.
@@ -274,35 +262,21 @@ fn put_back<C>(
     });
 }
 
-/// A connection that goes back to the pool once its response is complete.
-#[derive(Debug)]
-struct Lease {
-    sender: Sender,
-    key: Arc<str>,
-    cfg: PoolConfig,
-}
-
-impl Lease {
-    fn release(self) {
-        let Lease {
-            mut sender,
-            key,
-            cfg,
-        } = self;
-        if sender.is_closed() {
-            return;
-        }
-        if sender.is_ready() {
-            put_idle(&key, sender, &cfg);
-        } else if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            // Rare: the connection has not finished its exchange yet (e.g. a request body still
-            // being sent); return it once it is ready, on this same worker runtime.
-            rt.spawn(async move {
-                if sender.ready().await.is_ok() {
-                    put_idle(&key, sender, &cfg);
-                }
-            });
-        }
+/// Takes a connection of hyper's client home once its response is complete (see [`Lease`]).
+fn release_hyper(mut sender: Sender, key: Arc<str>, cfg: PoolConfig) {
+    if sender.is_closed() {
+        return;
+    }
+    if sender.is_ready() {
+        put_idle(&key, sender, &cfg);
+    } else if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        // Rare: the connection has not finished its exchange yet (e.g. a request body still
+        // being sent); return it once it is ready, on this same worker runtime.
+        rt.spawn(async move {
+            if sender.ready().await.is_ok() {
+                put_idle(&key, sender, &cfg);
+            }
+        });
     }
 }
 
@@ -433,11 +407,7 @@ async fn send_hyper(
     loop {
         match sender.try_send_request(req).await {
             Ok(resp) => {
-                let lease = Lease {
-                    sender,
-                    key,
-                    cfg: *cfg,
-                };
+                let lease = Lease::new(sender, key, *cfg, release_hyper);
                 return Ok(resp.map(|body| PooledBody::hyper(body, lease)));
             }
             Err(mut e) => match e.take_message() {
@@ -497,7 +467,7 @@ async fn send_h2(
     };
     sender.ready().await?;
     let resp = sender.send_request(req).await?;
-    Ok(resp.map(|body| PooledBody(Inner::H2(body))))
+    Ok(resp.map(|body| PooledBody::h2(body)))
 }
 
 /// A new HTTP/2 connection (prior knowledge) to an upstream, driven by a task of this worker.
@@ -589,7 +559,7 @@ async fn send_lean(
                 let body = h1::body(conn, head.framing, head.reusable, move |c| {
                     put_lean_idle(&key, c, &cfg);
                 });
-                return Ok(head.response.map(|()| PooledBody(Inner::Lean(body))));
+                return Ok(head.response.map(|()| PooledBody::lean(body)));
             }
             Err(e) if reused && e.nothing_received() => {
                 tracing::debug!(error = %e, "pooled upstream connection was closed; reconnecting");
@@ -597,90 +567,6 @@ async fn send_lean(
                 reused = false;
             }
             Err(e) => return Err(UpstreamError::Lean(e)),
-        }
-    }
-}
-
-/// The upstream's response body; hands the connection back to the pool when it ends.
-#[derive(Debug)]
-pub struct PooledBody(Inner);
-
-#[derive(Debug)]
-enum Inner {
-    /// From hyper's client.
-    Hyper {
-        inner: Incoming,
-        lease: Option<Lease>,
-    },
-    /// From the lean client (which returns its connection itself).
-    Lean(h1::Body),
-    /// From an HTTP/2 upstream (its connection is shared, nothing to hand back).
-    H2(Incoming),
-}
-
-impl PooledBody {
-    fn hyper(inner: Incoming, lease: Lease) -> Self {
-        let end = inner.is_end_stream();
-        let mut b = Self(Inner::Hyper {
-            inner,
-            lease: Some(lease),
-        });
-        if end {
-            b.release();
-        }
-        b
-    }
-
-    fn release(&mut self) {
-        if let Inner::Hyper { lease, .. } = &mut self.0
-            && let Some(l) = lease.take()
-        {
-            l.release();
-        }
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        match &mut this.0 {
-            Inner::Lean(b) => Pin::new(b)
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map_err(BoxError::from))),
-            Inner::H2(b) => Pin::new(b)
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map_err(BoxError::from))),
-            Inner::Hyper { inner, lease } => {
-                let polled = Pin::new(&mut *inner).poll_frame(cx);
-                match &polled {
-                    Poll::Ready(None) => this.release(),
-                    Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => this.release(),
-                    // A broken body: the connection is not reusable.
-                    Poll::Ready(Some(Err(_))) => *lease = None,
-                    _ => {}
-                }
-                polled.map(|f| f.map(|r| r.map_err(BoxError::from)))
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.0 {
-            Inner::Hyper { inner, .. } | Inner::H2(inner) => inner.is_end_stream(),
-            Inner::Lean(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.0 {
-            Inner::Hyper { inner, .. } | Inner::H2(inner) => inner.size_hint(),
-            Inner::Lean(b) => b.size_hint(),
         }
     }
 }
