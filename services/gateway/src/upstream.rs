@@ -467,7 +467,7 @@ async fn send_h2(
     };
     sender.ready().await?;
     let resp = sender.send_request(req).await?;
-    Ok(resp.map(|body| PooledBody::h2(body)))
+    Ok(resp.map(PooledBody::h2))
 }
 
 /// A new HTTP/2 connection (prior knowledge) to an upstream, driven by a task of this worker.
