@@ -82,6 +82,7 @@ impl<C: Reusable> Pool<C> {
     /// The most recently used idle connection that is usable (it is the least likely to have been
     /// closed by the upstream); unusable ones met on the way are dropped, and all of them when the
     /// most recent is past `idle_timeout` (so are the others). `now` is read only if one is idle.
+    #[inline]
     pub fn checkout(&mut self, now: impl Fn() -> Instant, idle_timeout: Duration) -> Option<C> {
         let mut at = None;
         while let Some((mut conn, since)) = self.idle.pop_back() {
@@ -99,6 +100,7 @@ impl<C: Reusable> Pool<C> {
 
     /// Keeps `conn` as idle since `now`, after dropping the oldest ones while they are expired or
     /// closed; drops `conn` instead when it is closed or `max_idle_per_host` are idle already.
+    #[inline]
     pub fn put(&mut self, conn: C, now: Instant, cfg: &PoolConfig) {
         if cfg.max_idle_per_host == 0 || conn.is_closed() {
             return;

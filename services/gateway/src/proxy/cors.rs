@@ -20,6 +20,7 @@ impl Gateway {
     }
 
     /// Phase *respond*: the CORS headers of an allowed origin's response.
+    #[inline]
     pub(super) fn cors_response_headers(&self, origin: &HeaderValue, h: &mut HeaderMap) {
         if !self.cors_allows(origin) {
             return;
@@ -52,6 +53,7 @@ impl Gateway {
     /// Phase *cors*: a CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`)
     /// is answered here, 204 with the allowed methods and headers when the origin is allowed (and
     /// without them when not), before any route is looked up.
+    #[inline]
     pub(super) fn preflight(&self, req: &Request<Incoming>) -> Option<Response<ResponseBody>> {
         if req.method() != Method::OPTIONS || self.cors.allowed_origins.is_empty() {
             return None;

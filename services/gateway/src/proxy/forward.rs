@@ -24,6 +24,7 @@ use crate::{
 impl Gateway {
     /// The headers to send upstream: the client's, less hop-by-hop and forged ones, with the
     /// gateway's `X-User-Id`, `X-Forwarded-*`, request id and trace context.
+    #[inline]
     pub(super) fn upstream_headers<'a>(
         &self,
         incoming: &'a HeaderMap,

@@ -16,6 +16,7 @@ impl Gateway {
     /// Phase *rate limit*: on an allowed request, the limit's state for the response headers is
     /// kept in `ctx.rate`. Short-circuits with 429 over the limit and with 503 when the limiter
     /// cannot check (full, failing closed). The key is built only when limits are on.
+    #[inline]
     pub(super) fn rate_limit(
         &self,
         route: &Route,

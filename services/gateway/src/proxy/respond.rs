@@ -16,6 +16,7 @@ use crate::{
 impl Gateway {
     /// Phase *respond*, for an upstream's answer: its hop-by-hop headers removed, sent as
     /// HTTP/1.1 (whatever the upstream spoke), with the client's rate-limit state.
+    #[inline]
     pub(super) fn upstream_response(
         &self,
         mut resp: Response<ResponseBody>,
@@ -31,6 +32,7 @@ impl Gateway {
 
     /// Phase *respond*, for every response: the request id and CORS headers, and the request's
     /// metrics recorded once its body has been sent.
+    #[inline]
     pub(super) fn respond(
         &self,
         mut resp: Response<ResponseBody>,
