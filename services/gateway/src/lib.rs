@@ -4,9 +4,12 @@
 
 pub mod app;
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod h1;
 pub mod openapi;
+pub mod outgoing;
+pub mod pool;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redirect;

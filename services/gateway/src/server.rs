@@ -43,7 +43,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    proxy::{Gateway, Peer, ResponseBody},
+    body::ResponseBody,
+    proxy::{Gateway, Peer},
     timer::CoarseTimer,
 };
 
@@ -435,7 +436,7 @@ struct Counted {
 
 impl hyper::body::Body for Counted {
     type Data = Bytes;
-    type Error = crate::proxy::BoxError;
+    type Error = crate::body::BoxError;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,

@@ -24,7 +24,7 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 
-use crate::proxy::ResponseBody;
+use crate::body::ResponseBody;
 
 /// The Content-Security-Policy of every storefront answer: nothing inline, nothing from elsewhere.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \

@@ -11,45 +11,35 @@
 //! replaced by a fresh one transparently, as the legacy client did.
 //!
 //! Idempotent requests without a body (most reads) take the lean client in `h1` instead, on raw
-//! connections pooled the same way: one task and no channel hops per request. Routes whose
-//! upstream speaks HTTP/2 (h2c: gRPC servers) share one multiplexed connection per upstream and
-//! worker instead (`send_h2`).
+//! connections pooled by the same rules (each endpoint has one `pool::Pool` per client): one task
+//! and no channel hops per request. Routes whose upstream speaks HTTP/2 (h2c: gRPC servers) share
+//! one multiplexed connection per upstream and worker instead (`send_h2`).
 
 use std::{
     cell::{Cell, RefCell},
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use futures::future::Either;
 use http::{HeaderValue, Method, Request, Response, Uri, header};
-use http_body::{Body, Frame, SizeHint};
-use hyper::{body::Incoming, client::conn::http1::SendRequest};
+use http_body::Body;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
+pub use crate::pool::PoolConfig;
 use crate::{
+    body::{PooledBody, ProxyBody, Sender},
     h1,
-    proxy::{BoxError, Outgoing, ProxyBody},
+    outgoing::Outgoing,
+    pool::{Lease, Pool, Reusable},
 };
 
 /// Response header and body of an upstream; the body hands the connection back when it ends.
 pub type UpstreamResponse = Response<PooledBody>;
-
-/// How upstream connections are made and kept.
-#[derive(Debug, Clone, Copy)]
-pub struct PoolConfig {
-    /// TCP connect timeout (name resolution included).
-    pub connect_timeout: Duration,
-    /// Idle connections kept per upstream base URL and worker (0: no keep-alive reuse).
-    pub max_idle_per_host: usize,
-    /// Idle connections older than this are closed.
-    pub idle_timeout: Duration,
-}
 
 /// Why an upstream call failed.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +74,6 @@ impl UpstreamError {
     }
 }
 
-type Sender = SendRequest<ProxyBody>;
 type H2Sender = hyper::client::conn::http2::SendRequest<ProxyBody>;
 
 /// How to reach one upstream base URL; computed once per worker and base.
@@ -101,9 +90,10 @@ struct Endpoint {
     /// The base URL's path (`http://h/ctx` -> `/ctx`), prepended to every request target.
     path_prefix: Option<Arc<str>>,
     dial: Dial,
-    idle: VecDeque<(Sender, Instant)>,
+    /// Idle connections of hyper's client.
+    hyper: Pool<Sender>,
     /// Idle connections of the lean client.
-    lean_idle: VecDeque<(h1::Conn, Instant)>,
+    lean: Pool<h1::Conn>,
     /// The HTTP/2 connection (routes with an h2c upstream): one, shared by all requests.
     h2: Option<H2Sender>,
 }
@@ -138,8 +128,8 @@ impl Endpoint {
                 port,
                 addr,
             },
-            idle: VecDeque::new(),
-            lean_idle: VecDeque::new(),
+            hyper: Pool::default(),
+            lean: Pool::default(),
             h2: None,
         })
     }
@@ -153,20 +143,6 @@ impl Endpoint {
             key: self.key.clone(),
             path_prefix: self.path_prefix.clone(),
         }
-    }
-}
-
-/// Drops the oldest idle connections while they are past `idle_timeout` (or `closed`).
-fn drop_expired<C>(
-    idle: &mut VecDeque<(C, Instant)>,
-    now: Instant,
-    idle_timeout: Duration,
-    closed: impl Fn(&C) -> bool,
-) {
-    while idle.front().is_some_and(|(c, since)| {
-        closed(c) || now.saturating_duration_since(*since) >= idle_timeout
-    }) {
-        idle.pop_front();
     }
 }
 
@@ -214,21 +190,27 @@ struct Checkout<C> {
     dial: Option<Dial>,
 }
 
-fn checkout(base: &str, cfg: &PoolConfig) -> Result<Checkout<Sender>, UpstreamError> {
+/// Which of an endpoint's pools holds a client's connections.
+type PoolOf<C> = fn(&mut Endpoint) -> &mut Pool<C>;
+
+fn hyper_pool(ep: &mut Endpoint) -> &mut Pool<Sender> {
+    &mut ep.hyper
+}
+
+fn lean_pool(ep: &mut Endpoint) -> &mut Pool<h1::Conn> {
+    &mut ep.lean
+}
+
+/// Takes an idle connection of this worker for `base` from the pool `of` picks (None in the
+/// checkout: connect with its dial).
+fn checkout<C: Reusable>(
+    base: &str,
+    cfg: &PoolConfig,
+    of: PoolOf<C>,
+) -> Result<Checkout<C>, UpstreamError> {
     with_endpoint(base, |ep| {
-        // Most recently used first: it is the least likely to have been closed by the upstream.
-        let mut now = None;
-        while let Some((sender, since)) = ep.idle.pop_back() {
-            let now = *now.get_or_insert_with(pool_now);
-            if now.saturating_duration_since(since) >= cfg.idle_timeout {
-                ep.idle.clear();
-                break;
-            }
-            if sender.is_ready() && !sender.is_closed() {
-                return ep.checkout(Some(sender));
-            }
-        }
-        ep.checkout(None)
+        let idle = of(ep).checkout(pool_now, cfg.idle_timeout);
+        ep.checkout(idle)
     })
 }
 
@@ -239,22 +221,9 @@ fn dial_of(key: &str) -> Result<Dial, UpstreamError> {
     })
 }
 
-/// Puts an idle connection back into this thread's pool (or drops it when the pool is full).
-fn put_idle(key: &str, sender: Sender, cfg: &PoolConfig) {
-    if !sender.is_closed() {
-        put_back(key, sender, cfg, |ep| &mut ep.idle, Sender::is_closed);
-    }
-}
-
-/// Puts a connection back into the idle list `list` picks of this thread's endpoint for `key`,
-/// after dropping the expired (or `closed`) ones; drops it when that list is full.
-fn put_back<C>(
-    key: &str,
-    conn: C,
-    cfg: &PoolConfig,
-    list: impl FnOnce(&mut Endpoint) -> &mut VecDeque<(C, Instant)>,
-    closed: impl Fn(&C) -> bool,
-) {
+/// Puts an idle connection back into the pool `of` picks of this thread's endpoint for `key` (or
+/// drops it, see [`Pool::put`]).
+fn put_idle<C: Reusable>(key: &str, conn: C, cfg: &PoolConfig, of: PoolOf<C>) {
     if cfg.max_idle_per_host == 0 {
         return;
     }
@@ -264,45 +233,47 @@ fn put_back<C>(
             return;
         };
         if let Some(ep) = pool.get_mut(key) {
-            let now = pool_now();
-            let idle = list(ep);
-            drop_expired(idle, now, cfg.idle_timeout, closed);
-            if idle.len() < cfg.max_idle_per_host {
-                idle.push_back((conn, now));
-            }
+            of(ep).put(conn, pool_now(), cfg);
         }
     });
 }
 
-/// A connection that goes back to the pool once its response is complete.
-#[derive(Debug)]
-struct Lease {
-    sender: Sender,
-    key: Arc<str>,
-    cfg: PoolConfig,
+impl Reusable for Sender {
+    fn is_closed(&self) -> bool {
+        SendRequest::is_closed(self)
+    }
+
+    fn is_usable(&mut self) -> bool {
+        self.is_ready() && !SendRequest::is_closed(self)
+    }
 }
 
-impl Lease {
-    fn release(self) {
-        let Lease {
-            mut sender,
-            key,
-            cfg,
-        } = self;
-        if sender.is_closed() {
-            return;
-        }
-        if sender.is_ready() {
-            put_idle(&key, sender, &cfg);
-        } else if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            // Rare: the connection has not finished its exchange yet (e.g. a request body still
-            // being sent); return it once it is ready, on this same worker runtime.
-            rt.spawn(async move {
-                if sender.ready().await.is_ok() {
-                    put_idle(&key, sender, &cfg);
-                }
-            });
-        }
+impl Reusable for h1::Conn {
+    /// Not known without a look at the socket, which [`h1::Conn::is_quiet`] takes at checkout.
+    fn is_closed(&self) -> bool {
+        false
+    }
+
+    fn is_usable(&mut self) -> bool {
+        self.is_quiet()
+    }
+}
+
+/// Takes a connection of hyper's client home once its response is complete (see [`Lease`]).
+fn release_hyper(mut sender: Sender, key: Arc<str>, cfg: PoolConfig) {
+    if sender.is_closed() {
+        return;
+    }
+    if sender.is_ready() {
+        put_idle(&key, sender, &cfg, hyper_pool);
+    } else if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        // Rare: the connection has not finished its exchange yet (e.g. a request body still
+        // being sent); return it once it is ready, on this same worker runtime.
+        rt.spawn(async move {
+            if sender.ready().await.is_ok() {
+                put_idle(&key, sender, &cfg, hyper_pool);
+            }
+        });
     }
 }
 
@@ -313,11 +284,8 @@ pub fn sweep_idle(idle_timeout: Duration) {
     let _ = POOL.try_with(|pool| {
         if let Ok(mut pool) = pool.try_borrow_mut() {
             for ep in pool.values_mut() {
-                ep.idle.retain(|(s, since)| {
-                    !s.is_closed() && now.saturating_duration_since(*since) < idle_timeout
-                });
-                ep.lean_idle
-                    .retain(|(_, since)| now.saturating_duration_since(*since) < idle_timeout);
+                ep.hyper.sweep(now, idle_timeout);
+                ep.lean.sweep(now, idle_timeout);
             }
         }
     });
@@ -413,7 +381,7 @@ async fn send_hyper(
     headers: &Outgoing<'_>,
     cfg: &PoolConfig,
 ) -> Result<UpstreamResponse, UpstreamError> {
-    let co = checkout(base, cfg)?;
+    let co = checkout(base, cfg, hyper_pool)?;
     *req.headers_mut() = headers.to_map();
     req.headers_mut().insert(header::HOST, co.host);
     if let Some(prefix) = &co.path_prefix {
@@ -433,11 +401,7 @@ async fn send_hyper(
     loop {
         match sender.try_send_request(req).await {
             Ok(resp) => {
-                let lease = Lease {
-                    sender,
-                    key,
-                    cfg: *cfg,
-                };
+                let lease = Lease::new(sender, key, *cfg, release_hyper);
                 return Ok(resp.map(|body| PooledBody::hyper(body, lease)));
             }
             Err(mut e) => match e.take_message() {
@@ -497,7 +461,7 @@ async fn send_h2(
     };
     sender.ready().await?;
     let resp = sender.send_request(req).await?;
-    Ok(resp.map(|body| PooledBody(Inner::H2(body))))
+    Ok(resp.map(PooledBody::h2))
 }
 
 /// A new HTTP/2 connection (prior knowledge) to an upstream, driven by a task of this worker.
@@ -518,32 +482,6 @@ async fn connect_h2(dial: &Dial, cfg: &PoolConfig) -> Result<H2Sender, UpstreamE
     Ok(sender)
 }
 
-/// Takes an idle lean connection of this worker for `base` (None: connect with the returned dial).
-fn checkout_lean(base: &str, cfg: &PoolConfig) -> Result<Checkout<h1::Conn>, UpstreamError> {
-    with_endpoint(base, |ep| {
-        let now = pool_now();
-        let mut idle = None;
-        while let Some((mut c, since)) = ep.lean_idle.pop_back() {
-            if now.saturating_duration_since(since) >= cfg.idle_timeout {
-                // The most recent one is too old: so are all the others.
-                ep.lean_idle.clear();
-                break;
-            }
-            // One the upstream closed or wrote to while it was idle is dropped here.
-            if c.is_quiet() {
-                idle = Some(c);
-                break;
-            }
-        }
-        ep.checkout(idle)
-    })
-}
-
-/// Puts a lean connection back into this thread's pool (or drops it when the pool is full).
-fn put_lean_idle(key: &str, conn: h1::Conn, cfg: &PoolConfig) {
-    put_back(key, conn, cfg, |ep| &mut ep.lean_idle, |_| false);
-}
-
 /// `send` for a request the lean client carries (see `h1::eligible`). A pooled connection that
 /// fails before any byte of a response arrives (closed by the upstream while idle) is replaced by
 /// a new one and the request sent again: it is idempotent and has no body.
@@ -554,7 +492,7 @@ async fn send_lean(
     headers: &Outgoing<'_>,
     cfg: &PoolConfig,
 ) -> Result<UpstreamResponse, UpstreamError> {
-    let co = checkout_lean(base, cfg)?;
+    let co = checkout(base, cfg, lean_pool)?;
     let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let prefixed;
     let target = match &co.path_prefix {
@@ -587,9 +525,9 @@ async fn send_lean(
             Ok(head) => {
                 let cfg = *cfg;
                 let body = h1::body(conn, head.framing, head.reusable, move |c| {
-                    put_lean_idle(&key, c, &cfg);
+                    put_idle(&key, c, &cfg, lean_pool);
                 });
-                return Ok(head.response.map(|()| PooledBody(Inner::Lean(body))));
+                return Ok(head.response.map(|()| PooledBody::lean(body)));
             }
             Err(e) if reused && e.nothing_received() => {
                 tracing::debug!(error = %e, "pooled upstream connection was closed; reconnecting");
@@ -597,90 +535,6 @@ async fn send_lean(
                 reused = false;
             }
             Err(e) => return Err(UpstreamError::Lean(e)),
-        }
-    }
-}
-
-/// The upstream's response body; hands the connection back to the pool when it ends.
-#[derive(Debug)]
-pub struct PooledBody(Inner);
-
-#[derive(Debug)]
-enum Inner {
-    /// From hyper's client.
-    Hyper {
-        inner: Incoming,
-        lease: Option<Lease>,
-    },
-    /// From the lean client (which returns its connection itself).
-    Lean(h1::Body),
-    /// From an HTTP/2 upstream (its connection is shared, nothing to hand back).
-    H2(Incoming),
-}
-
-impl PooledBody {
-    fn hyper(inner: Incoming, lease: Lease) -> Self {
-        let end = inner.is_end_stream();
-        let mut b = Self(Inner::Hyper {
-            inner,
-            lease: Some(lease),
-        });
-        if end {
-            b.release();
-        }
-        b
-    }
-
-    fn release(&mut self) {
-        if let Inner::Hyper { lease, .. } = &mut self.0
-            && let Some(l) = lease.take()
-        {
-            l.release();
-        }
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        match &mut this.0 {
-            Inner::Lean(b) => Pin::new(b)
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map_err(BoxError::from))),
-            Inner::H2(b) => Pin::new(b)
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map_err(BoxError::from))),
-            Inner::Hyper { inner, lease } => {
-                let polled = Pin::new(&mut *inner).poll_frame(cx);
-                match &polled {
-                    Poll::Ready(None) => this.release(),
-                    Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => this.release(),
-                    // A broken body: the connection is not reusable.
-                    Poll::Ready(Some(Err(_))) => *lease = None,
-                    _ => {}
-                }
-                polled.map(|f| f.map(|r| r.map_err(BoxError::from)))
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.0 {
-            Inner::Hyper { inner, .. } | Inner::H2(inner) => inner.is_end_stream(),
-            Inner::Lean(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.0 {
-            Inner::Hyper { inner, .. } | Inner::H2(inner) => inner.size_hint(),
-            Inner::Lean(b) => b.size_hint(),
         }
     }
 }
