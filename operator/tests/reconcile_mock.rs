@@ -6,6 +6,8 @@
 //! `cluster.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -228,21 +230,12 @@ fn context(client: Client) -> Arc<Context> {
 /// A Shop with external stores (their Secrets exist in the fake), as the API server would hand
 /// it to the operator (uid, generation), stored in the fake.
 fn shop(fake: &Mutex<FakeApi>, name: &str, extra_spec: &str) -> Shop {
-    let yaml = format!(
-        r#"
-apiVersion: shopkeeper.dev/v1alpha1
-kind: Shop
-metadata: {{name: {name}, namespace: {NS}, uid: {UID}, generation: 1}}
-spec:
-  image: {{repository: registry.example/shops, tag: "1.0.0"}}
-  backing:
-    mysql: {{urlSecretRef: {{name: db, key: url}}}}
-    mongodb: {{urlSecretRef: {{name: mongo, key: url}}}}
-    kafka: {{bootstrapServers: "kafka:9092"}}
-    zipkin: {{endpoint: "http://zipkin:9411/api/v2/spans"}}
-{extra_spec}"#
-    );
-    let shop: Shop = serde_yaml::from_str(&yaml).unwrap();
+    // The cluster tests' sample Shop, placed in the mock's namespace with the identity the API
+    // server would have given it.
+    let mut shop = common::sample_shop(name, extra_spec);
+    shop.metadata.namespace = Some(NS.into());
+    shop.metadata.uid = Some(UID.into());
+    shop.metadata.generation = Some(1);
     let mut f = fake.lock().unwrap();
     for secret in ["db", "mongo"] {
         f.objects
