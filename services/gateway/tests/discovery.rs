@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{Gateway, Upstream};
 use shop_runtime::eureka::InstanceInfo;
-use shop_testkit::{Service, free_port};
+use shop_testkit::Service;
 
 async fn register(registry: &str, app: &str, up: &Upstream) {
     let info = InstanceInfo::new(
@@ -34,7 +34,7 @@ async fn register(registry: &str, app: &str, up: &Upstream) {
 
 #[tokio::test]
 async fn routes_by_service_name_through_the_registry_with_balancing_and_failover() {
-    let registry = Service::spawn("shop-registry", &[], &[], free_port()).await;
+    let registry = Service::spawn("shop-registry", &[], &[], 0).await;
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
     register(&registry.base_url(), "catalog", &a).await;

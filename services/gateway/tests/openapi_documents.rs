@@ -8,18 +8,13 @@ mod common;
 
 use common::Gateway;
 use shop_testkit::openapi::Spec;
-use shop_testkit::{Service, free_port, fresh_mysql_database};
+use shop_testkit::{Service, fresh_mysql_database};
 
 #[tokio::test]
 async fn service_documents_are_forwarded_and_the_gateways_own_document_conforms() {
     let db = fresh_mysql_database("gwoas").await;
-    let inventory = Service::spawn(
-        "shop-inventory",
-        &[],
-        &[("DATABASE_URL", db.as_str())],
-        free_port(),
-    )
-    .await;
+    let inventory =
+        Service::spawn("shop-inventory", &[], &[("DATABASE_URL", db.as_str())], 0).await;
     let pattern = inventory.base_url();
     let secret = "openapi-documents-secret-0123456789";
     let gw = Gateway::start(

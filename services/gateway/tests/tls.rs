@@ -127,12 +127,12 @@ impl TlsGateway {
             ("SHOP_TLS_RELOAD_SECS", "1"),
         ];
         all.extend_from_slice(envs);
-        let port = free_port();
+        // Port 0: `Service::start` waits for the port the gateway reports once it listens.
         let svc = Service::start(
             "shop-gateway",
             &["--routes", routes.path().to_str().unwrap()],
             &all,
-            port,
+            0,
         );
         let gw = TlsGateway {
             svc,
@@ -483,6 +483,7 @@ async fn the_redirect_port_sends_plain_http_to_https() {
     let ca = Ca::new();
     let files = Files::new(&ca.leaf("gateway-one"));
     let product = Upstream::start("product").await;
+    // The redirect listener's port goes into the gateway's own settings, so it is chosen first.
     let redirect_port = free_port();
     let rp = redirect_port.to_string();
     let gw = TlsGateway::start(
@@ -531,7 +532,8 @@ async fn the_redirect_port_sends_plain_http_to_https() {
 /// Runs the gateway with `envs` and expects it to stop at start-up; returns its stderr.
 fn start_fails(envs: &[(&str, &Path)]) -> String {
     let mut cmd = Command::new(binary_path("shop-gateway"));
-    cmd.env("SHOP_PORT", free_port().to_string())
+    // It must fail before it listens, so any port does.
+    cmd.env("SHOP_PORT", "0")
         .env("SHOP_BIND", "127.0.0.1")
         .env("SHOP_LOG_FORMAT", "text")
         .stdin(Stdio::null())

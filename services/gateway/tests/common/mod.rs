@@ -33,7 +33,7 @@ use hyper_util::{
 use jsonwebtoken::jwk::JwkSet;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
-use shop_testkit::{Service, free_port};
+use shop_testkit::Service;
 use tokio::{net::TcpListener, sync::Notify, task::JoinSet};
 
 /// A real HTTP server on 127.0.0.1 that can be killed hard (listener and all connections dropped).
@@ -312,8 +312,8 @@ impl Gateway {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(yaml.as_bytes()).unwrap();
         let path = f.path().to_str().unwrap().to_owned();
-        let port = free_port();
-        let svc = Service::spawn("shop-gateway", &["--routes", &path], envs, port).await;
+        // Port 0: the gateway binds, then reports the port it got (no race for a free port).
+        let svc = Service::spawn("shop-gateway", &["--routes", &path], envs, 0).await;
         Gateway { svc, _routes: f }
     }
 
