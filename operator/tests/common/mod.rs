@@ -372,3 +372,53 @@ pub async fn install_crds(client: &Client, files: &[std::path::PathBuf]) {
         .unwrap();
     }
 }
+
+/// How many objects of kind `K` carry Shop `shop`'s labels in `ns`.
+pub async fn count<K>(client: &Client, ns: &str, shop: &str) -> usize
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), ns)
+        .list(&kube::api::ListParams::default().labels(&shop_operator::build::shop_selector(shop)))
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or(0)
+}
+
+/// The Deployment `name` in `ns`, if it exists.
+pub async fn deployment(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Option<k8s_openapi::api::apps::v1::Deployment> {
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .unwrap()
+}
+
+/// A Shop with the given `spec.backing` (YAML lines indented four spaces), on the kwok node.
+pub fn shop_with_backing(name: &str, backing: &str) -> Shop {
+    let yaml = format!(
+        "apiVersion: shopkeeper.dev/v1alpha1\nkind: Shop\nmetadata: {{name: {name}}}\nspec:\n  image: {{repository: registry.example/shops, tag: \"1.0.0\"}}\n  backing:\n{backing}"
+    );
+    let mut shop: Shop = serde_yaml::from_str(&yaml).unwrap();
+    shop.spec.placement = shop_operator::crd::PlacementSpec::kwok();
+    shop
+}
+
+/// The Shop's condition of type `type_`, if it has one.
+pub fn condition(
+    shop: &Shop,
+    type_: &str,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    shop.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .cloned()
+}
