@@ -5,6 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+#[macro_use]
+pub mod cases;
+
 use std::{
     net::SocketAddr,
     sync::{
