@@ -2,7 +2,10 @@
 //! local stack, the CRD installed, a fresh namespace per test and the operator run in-process,
 //! scoped to that namespace so tests stay parallel-safe. Every Shop and chart pod they create is
 //! placed on the kwok fake node (the cluster also has a real node, where they could not run).
+//! The pure build tests need none of that: their fixtures are in [`rendered`].
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod rendered;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
