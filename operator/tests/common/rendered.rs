@@ -64,13 +64,13 @@ pub fn component(res: &Resources, c: Component) -> &ComponentResources {
 }
 
 /// The pod template's spec of a Deployment.
-pub fn pod(d: &Deployment) -> &PodSpec {
+pub fn pod_spec(d: &Deployment) -> &PodSpec {
     d.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
 }
 
 /// The (only) container of a Deployment's pods.
 pub fn container(d: &Deployment) -> &Container {
-    &pod(d).containers[0]
+    &pod_spec(d).containers[0]
 }
 
 /// Asserts what the restricted Pod Security Standard asks of every container the operator
