@@ -1,23 +1,19 @@
-//! Pure tests of the build step: golden snapshots of every object rendered for a sample Shop,
-//! plus explicit assertions on what must never regress (labels, selectors, probes, security).
+//! Pure tests of what the build step renders for each component of a Shop: golden snapshots of
+//! its ServiceAccount, ConfigMap, Service, NetworkPolicy and Deployment (and the fault flags'
+//! ConfigMap), plus explicit assertions on what must never regress (order, labels, selectors,
+//! owner reference, probes, security, environment, config-hash rollout, fault flags that roll
+//! no pod). The stores, the network and the pod counts have their own `build_*.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use common::rendered::{SAMPLE, render};
-use k8s_openapi::api::apps::v1::Deployment;
+use common::rendered::{
+    SAMPLE, assert_memory_bounded, assert_restricted, component, container, pod_spec, render,
+};
 use shop_operator::Shop;
 use shop_operator::build::{self, Resources, labels};
 use shop_operator::component::Component;
 use shop_operator::validate::validate;
-
-fn deployment(res: &Resources, c: Component) -> &Deployment {
-    &res.components
-        .iter()
-        .find(|r| r.component == c)
-        .unwrap()
-        .deployment
-}
 
 #[test]
 fn every_rendered_object_matches_its_snapshot() {
@@ -69,15 +65,7 @@ fn fault_flags_are_a_mounted_file_so_changing_them_changes_no_pod_template() {
         assert_eq!(a.config_map, b.config_map);
     }
     assert_ne!(build::desired_hash(&plain), build::desired_hash(&faulty));
-    let inventory = deployment(&faulty, Component::Inventory);
-    let pod = inventory
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap();
+    let pod = pod_spec(&component(&faulty, Component::Inventory).deployment);
     let vol = pod
         .volumes
         .as_ref()
@@ -178,16 +166,9 @@ fn labels_selectors_and_owner_reference() {
 fn probes_ports_and_restricted_security_context() {
     let res = render(SAMPLE);
     for cr in &res.components {
-        let pod = cr
-            .deployment
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap();
+        let pod = pod_spec(&cr.deployment);
         let c = &pod.containers[0];
+        let what = cr.component.to_string();
         assert_eq!(
             c.ports.as_ref().unwrap()[0].container_port,
             cr.component.port()
@@ -204,36 +185,22 @@ fn probes_ports_and_restricted_security_context() {
         };
         assert_eq!(path(&c.readiness_probe), "/health/ready");
         assert_eq!(path(&c.liveness_probe), "/health/live");
+        assert_restricted(c, &what);
         let sc = c.security_context.as_ref().unwrap();
-        assert_eq!(sc.run_as_non_root, Some(true));
-        assert_eq!(sc.read_only_root_filesystem, Some(true));
-        assert_eq!(sc.allow_privilege_escalation, Some(false));
-        assert_eq!(
-            sc.capabilities.as_ref().unwrap().drop.as_deref(),
-            Some(&["ALL".to_string()][..])
-        );
-        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{what}");
         assert_eq!(
             pod.security_context.as_ref().unwrap().run_as_non_root,
             Some(true)
         );
         assert_eq!(pod.automount_service_account_token, Some(false));
-        let r = c.resources.as_ref().unwrap();
-        assert!(
-            r.requests.as_ref().unwrap().contains_key("memory")
-                && r.limits.as_ref().unwrap().contains_key("memory")
-        );
+        assert_memory_bounded(c, &what);
     }
 }
 
 #[test]
 fn pods_get_registry_url_dns_pattern_pod_ip_and_secrets() {
     let res = render(SAMPLE);
-    let order = res
-        .components
-        .iter()
-        .find(|r| r.component == Component::Order)
-        .unwrap();
+    let order = component(&res, Component::Order);
     let data = order.config_map.data.as_ref().unwrap();
     assert_eq!(
         data["SHOP_REGISTRY_URL"],
@@ -250,15 +217,7 @@ fn pods_get_registry_url_dns_pattern_pod_ip_and_secrets() {
         data["SHOP_ZIPKIN_ENDPOINT"],
         "http://zipkin.obs.svc:9411/api/v2/spans"
     );
-    let c = &deployment(&res, Component::Order)
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
+    let c = container(&order.deployment);
     let env = c.env.as_ref().unwrap();
     let server = env
         .iter()
@@ -301,15 +260,7 @@ fn pods_get_registry_url_dns_pattern_pod_ip_and_secrets() {
         "corner-order"
     );
     // Product gets Mongo, not MySQL; the downward API gives the others their pod IP.
-    let p = &deployment(&res, Component::Product)
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
+    let p = container(&component(&res, Component::Product).deployment);
     let penv = p.env.as_ref().unwrap();
     assert!(penv.iter().any(|e| e.name == "SHOP_MONGO_URL"));
     assert!(!penv.iter().any(|e| e.name == "DATABASE_URL"));
@@ -335,7 +286,8 @@ fn a_config_change_changes_the_pod_template_hash_and_nothing_else_does() {
     let a = render(SAMPLE);
     let b = render(&SAMPLE.replace("kafka-0.kafka:9092", "kafka-1.kafka:9092"));
     let hash = |r: &Resources, c| {
-        deployment(r, c)
+        component(r, c)
+            .deployment
             .spec
             .as_ref()
             .unwrap()
