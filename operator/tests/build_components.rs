@@ -9,6 +9,7 @@ mod common;
 
 use common::rendered::{
     SAMPLE, assert_memory_bounded, assert_restricted, component, container, pod_spec, render,
+    secret_ref,
 };
 use shop_operator::Shop;
 use shop_operator::build::{self, Resources, labels};
@@ -235,14 +236,7 @@ fn pods_get_registry_url_dns_pattern_pod_ip_and_secrets() {
         db.value.as_deref(),
         Some("$(SHOP_MYSQL_SERVER_URL)/order_service")
     );
-    let sk = server
-        .value_from
-        .as_ref()
-        .unwrap()
-        .secret_key_ref
-        .as_ref()
-        .unwrap();
-    assert_eq!((sk.name.as_str(), sk.key.as_str()), ("db", "url"));
+    assert_eq!(secret_ref(server), ("db".to_string(), "url".to_string()));
     // The user's override replaced POD_IP in place and the extra variable was appended.
     let pod_ip: Vec<_> = env.iter().filter(|e| e.name == "POD_IP").collect();
     assert_eq!(pod_ip.len(), 1);

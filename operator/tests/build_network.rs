@@ -7,17 +7,17 @@ mod common;
 
 use common::rendered::{SAMPLE, component, pod_spec, render};
 use shop_operator::Shop;
-use shop_operator::build::{self, labels};
+use shop_operator::build::{self, Resources, labels};
 use shop_operator::component::Component;
 use shop_operator::exposure::ExposureObject;
 use shop_operator::validate::validate;
 
-/// SAMPLE's gateway with an exposure section added.
-fn with_gateway_exposure(exposure: &str) -> String {
-    SAMPLE.replace(
+/// What is rendered for SAMPLE with `exposure` (YAML) added to its gateway's section.
+fn render_exposed(exposure: &str) -> Resources {
+    render(&SAMPLE.replace(
         "      rateLimit: {requestsPerSecond: 50, burst: 100}\n",
         &format!("      rateLimit: {{requestsPerSecond: 50, burst: 100}}\n      {exposure}\n"),
-    )
+    ))
 }
 
 #[test]
@@ -95,10 +95,9 @@ fn a_fixed_node_port_makes_the_service_a_node_port_and_duplicates_are_refused() 
 
 #[test]
 fn an_ingress_routes_every_path_on_its_host_to_the_gateway_service_with_tls() {
-    let yaml = with_gateway_exposure(
+    let res = render_exposed(
         "ingress: {className: nginx, host: shop.example.com, tlsSecretName: shop-tls, annotations: {nginx.ingress.kubernetes.io/proxy-body-size: 8m}}",
     );
-    let res = render(&yaml);
     let Some(ExposureObject::Ingress(ing)) = &res.exposure else {
         panic!("expected an Ingress, got {:?}", res.exposure)
     };
@@ -153,7 +152,7 @@ fn an_ingress_routes_every_path_on_its_host_to_the_gateway_service_with_tls() {
     );
 
     // Without a Secret there is no TLS section, and no annotations means none on the object.
-    let res = render(&with_gateway_exposure("ingress: {host: shop.example.com}"));
+    let res = render_exposed("ingress: {host: shop.example.com}");
     let Some(ExposureObject::Ingress(ing)) = &res.exposure else {
         panic!("expected an Ingress")
     };
@@ -164,10 +163,9 @@ fn an_ingress_routes_every_path_on_its_host_to_the_gateway_service_with_tls() {
 
 #[test]
 fn an_http_route_attaches_to_its_gateways_and_sends_everything_to_the_gateway_service() {
-    let yaml = with_gateway_exposure(
+    let res = render_exposed(
         "httpRoute: {parentRefs: [{name: public, namespace: infra, sectionName: https}, {name: internal}], hostnames: [shop.example.com, '*.shop.example.com']}",
     );
-    let res = render(&yaml);
     let Some(ExposureObject::HttpRoute(route)) = &res.exposure else {
         panic!("expected an HTTPRoute, got {:?}", res.exposure)
     };
@@ -202,13 +200,13 @@ fn an_http_route_attaches_to_its_gateways_and_sends_everything_to_the_gateway_se
 fn no_exposure_is_rendered_unless_asked_and_it_changes_the_desired_state() {
     let plain = render(SAMPLE);
     assert!(plain.exposure.is_none());
-    let exposed = render(&with_gateway_exposure("ingress: {host: shop.example.com}"));
+    let exposed = render_exposed("ingress: {host: shop.example.com}");
     assert_ne!(
         build::desired_hash(&plain),
         build::desired_hash(&exposed),
         "adding an Ingress must make the operator apply"
     );
-    let other_host = render(&with_gateway_exposure("ingress: {host: other.example.com}"));
+    let other_host = render_exposed("ingress: {host: other.example.com}");
     assert_ne!(
         build::desired_hash(&exposed),
         build::desired_hash(&other_host)
@@ -219,10 +217,8 @@ fn no_exposure_is_rendered_unless_asked_and_it_changes_the_desired_state() {
 
 #[test]
 fn gateway_tls_mounts_the_secret_sets_the_files_and_probes_over_https() {
-    let yaml = with_gateway_exposure(
-        "tls: {secretName: shop-cert}\n      ingress: {host: shop.example.com}",
-    );
-    let res = render(&yaml);
+    let res =
+        render_exposed("tls: {secretName: shop-cert}\n      ingress: {host: shop.example.com}");
     let gateway = component(&res, Component::Gateway);
     let pod = pod_spec(&gateway.deployment);
     let c = &pod.containers[0];

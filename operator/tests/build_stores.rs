@@ -7,9 +7,8 @@
 mod common;
 
 use common::rendered::{
-    SAMPLE, assert_memory_bounded, assert_restricted, component, container, render,
+    SAMPLE, assert_memory_bounded, assert_restricted, component, container, render, secret_ref,
 };
-use k8s_openapi::api::core::v1::EnvVar;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use shop_operator::Shop;
 use shop_operator::build::{self, Resources, labels};
@@ -55,17 +54,6 @@ fn render_managed(yaml: &str, creds: &StoreCredentials) -> Resources {
 /// Store `s`'s objects.
 fn store(res: &Resources, s: Store) -> &StoreResources {
     res.stores.iter().find(|r| r.store == s).unwrap()
-}
-
-fn secret_ref(e: &EnvVar) -> (String, String) {
-    let r = e
-        .value_from
-        .as_ref()
-        .unwrap()
-        .secret_key_ref
-        .as_ref()
-        .unwrap();
-    (r.name.clone(), r.key.clone())
 }
 
 #[test]

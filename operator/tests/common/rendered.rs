@@ -4,7 +4,7 @@
 //! used to spell out).
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
 use shop_operator::Shop;
 use shop_operator::build::{self, ComponentResources, Resources};
 use shop_operator::component::Component;
@@ -71,6 +71,18 @@ pub fn pod_spec(d: &Deployment) -> &PodSpec {
 /// The (only) container of a Deployment's pods.
 pub fn container(d: &Deployment) -> &Container {
     &pod_spec(d).containers[0]
+}
+
+/// The Secret (name, key) an environment variable is read from.
+pub fn secret_ref(e: &EnvVar) -> (String, String) {
+    let r = e
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    (r.name.clone(), r.key.clone())
 }
 
 /// Asserts what the restricted Pod Security Standard asks of every container the operator
