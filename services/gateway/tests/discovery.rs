@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::{Gateway, Upstream};
 use shop_runtime::eureka::InstanceInfo;
 use shop_testkit::Service;
+use shop_testkit::clients::Eureka;
 
 async fn register(registry: &str, app: &str, up: &Upstream) {
     let info = InstanceInfo::new(
@@ -20,16 +21,12 @@ async fn register(registry: &str, app: &str, up: &Upstream) {
         "127.0.0.1",
         up.addr.port(),
     );
-    let r = reqwest::Client::new()
-        .post(format!(
-            "{registry}/eureka/apps/{}",
-            app.to_ascii_uppercase()
-        ))
-        .json(&serde_json::json!({"instance": info.to_value()}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "register {app}: {}", r.status());
+    Eureka::new(format!("{registry}/eureka"))
+        .register(
+            &app.to_ascii_uppercase(),
+            &serde_json::json!({"instance": info.to_value()}),
+        )
+        .await;
 }
 
 #[tokio::test]

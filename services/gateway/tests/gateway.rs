@@ -15,6 +15,7 @@ use common::cases::*;
 use common::{Gateway, Upstream, header, rss_kib};
 use futures::StreamExt;
 use serde_json::{Value, json};
+use shop_testkit::send;
 
 both!(routes_by_prefix_rewrites_and_sets_forwarding_headers);
 async fn routes_by_prefix_rewrites_and_sets_forwarding_headers(proto: Proto) {
@@ -74,10 +75,10 @@ routes:
     );
 
     // A request id is generated when the client sends none, and is the same on both sides.
-    let r = c.get(gw.url("/api/product")).send().await.unwrap();
-    let rid = header(r.headers(), "x-request-id").to_owned();
+    let r = send(c.get(gw.url("/api/product"))).await;
+    let rid = header(&r.headers, "x-request-id").to_owned();
     assert_eq!(rid.len(), 36, "uuid expected, got {rid:?}");
-    assert_eq!(json_of(r).await["headers"]["x-request-id"], rid);
+    assert_eq!(r.json["headers"]["x-request-id"], rid);
 
     // Dashboard is rewritten to `/`, the Eureka API is passed as is.
     let body = json_of(c.get(gw.url("/eureka/web")).send().await.unwrap()).await;
@@ -90,13 +91,13 @@ routes:
 
     // No route: 404 problem naming the path, nothing proxied; `/api/products` is not `/api/product`.
     for p in ["/nothing", "/api/products"] {
-        let r = c.get(gw.url(p)).send().await.unwrap();
-        assert_eq!(r.status(), 404);
+        let r = send(c.get(gw.url(p))).await;
+        assert_eq!(r.status, 404);
         assert_eq!(
-            header(r.headers(), "content-type"),
+            header(&r.headers, "content-type"),
             "application/problem+json"
         );
-        let b = json_of(r).await;
+        let b = r.json;
         assert_eq!(b["field"], "path");
     }
     assert_eq!(product.hits(), 2);
@@ -128,20 +129,15 @@ async fn balances_round_robin_and_fails_over_when_an_instance_dies(proto: Proto)
     let b_hits = b.hits.clone();
     b.kill().await;
     for i in 0..10 {
-        let r = c.get(gw.url("/api/svc/x")).send().await.unwrap();
-        assert_eq!(r.status(), 200, "request {i} after b died");
-        assert_eq!(json_of(r).await["upstream"], "a");
+        let r = send(c.get(gw.url("/api/svc/x"))).await;
+        assert_eq!(r.status, 200, "request {i} after b died");
+        assert_eq!(r.json["upstream"], "a");
     }
     // A small POST is replayed on the live instance when the dead one refuses the connection.
     for i in 0..4 {
-        let r = c
-            .post(gw.url("/api/svc/orders"))
-            .body("{\"n\":1}")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "POST {i} after b died");
-        assert_eq!(json_of(r).await["body_len"], 7);
+        let r = send(c.post(gw.url("/api/svc/orders")).body("{\"n\":1}")).await;
+        assert_eq!(r.status, 200, "POST {i} after b died");
+        assert_eq!(r.json["body_len"], 7);
     }
     assert_eq!(a.hits(), 5 + 10 + 4);
     assert_eq!(b_hits.load(std::sync::atomic::Ordering::SeqCst), 5);
@@ -164,10 +160,10 @@ proxy: {{retries: 0}}
     );
     let gw = Gateway::start(&yaml, &[("SHOP_BREAKER_OPEN_SECS", "30")]).await;
     let c = client(proto);
-    let r = c.get(gw.url("/gone")).send().await.unwrap();
-    assert_eq!(r.status(), 502);
+    let r = send(c.get(gw.url("/gone"))).await;
+    assert_eq!(r.status, 502);
     assert_eq!(
-        header(r.headers(), "content-type"),
+        header(&r.headers, "content-type"),
         "application/problem+json"
     );
 
@@ -175,23 +171,16 @@ proxy: {{retries: 0}}
     for _ in 0..5 {
         assert_eq!(c.get(gw.url("/fail")).send().await.unwrap().status(), 500);
     }
-    let r = c.get(gw.url("/fail")).send().await.unwrap();
-    assert_eq!(r.status(), 503);
-    assert!(header(r.headers(), "retry-after").parse::<u64>().unwrap() >= 1);
-    assert_eq!(json_of(r).await["title"], "Upstream circuit open");
+    let r = send(c.get(gw.url("/fail"))).await;
+    assert_eq!(r.status, 503);
+    assert!(header(&r.headers, "retry-after").parse::<u64>().unwrap() >= 1);
+    assert_eq!(r.json["title"], "Upstream circuit open");
     assert_eq!(
         failing.hits(),
         5,
         "the open breaker must not call the upstream"
     );
-    let metrics = c
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = shop_testkit::metrics(&c, &gw.url("")).await;
     assert!(
         metrics.contains("circuit_breaker_state{service=\"route:failing\"} 1"),
         "{metrics}"
@@ -249,14 +238,7 @@ async fn an_instance_dropping_connections_is_ejected_and_the_breaker_stays_close
         "the dropping instance was not skipped after its first failure: {statuses:?}"
     );
     assert!(dropped.load(std::sync::atomic::Ordering::SeqCst) <= 1);
-    let metrics = c
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = shop_testkit::metrics(&c, &gw.url("")).await;
     assert!(
         metrics.contains("circuit_breaker_state{service=\"route:pair\"} 0"),
         "{metrics}"
@@ -275,21 +257,15 @@ async fn idempotent_get_is_retried_on_another_instance_but_post_is_not(proto: Pr
     let gw = Gateway::start(&yaml, &[]).await;
     let c = client(proto);
     // Both instances answer 500 on /fail: a GET is tried on 3 attempts (1 + 2 retries), a POST once.
-    let r = c.get(gw.url("/fail")).send().await.unwrap();
-    assert_eq!(r.status(), 500);
+    let r = send(c.get(gw.url("/fail"))).await;
+    assert_eq!(r.status, 500);
     assert_eq!(ok.hits() + bad.hits(), 3, "GET retried twice");
     let token = hs256(&claims(json!({})), SECRET.as_bytes());
     drop(gw);
     let gw = Gateway::start(&yaml, &auth_env()).await;
     let before = ok.hits() + bad.hits();
-    let r = c
-        .post(gw.url("/fail"))
-        .bearer_auth(&token)
-        .body("x")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 500);
+    let r = send(c.post(gw.url("/fail")).bearer_auth(&token).body("x")).await;
+    assert_eq!(r.status, 500);
     assert_eq!(
         ok.hits() + bad.hits() - before,
         1,
@@ -351,14 +327,13 @@ async fn large_streamed_upload_and_download_do_not_grow_gateway_memory(proto: Pr
     let chunk = bytes::Bytes::from(vec![b'u'; 256 * 1024]);
     let n = SIZE / chunk.len() as u64;
     let body = futures::stream::iter((0..n).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
-    let r = c
-        .post(gw.url("/upload"))
-        .body(reqwest::Body::wrap_stream(body))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(json_of(r).await["received"], SIZE);
+    let r = send(
+        c.post(gw.url("/upload"))
+            .body(reqwest::Body::wrap_stream(body)),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json["received"], SIZE);
 
     let r = c
         .get(gw.url(&format!("/download?bytes={SIZE}")))
@@ -409,13 +384,12 @@ routes:
     let chunks = futures::stream::iter(
         (0..20).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![1u8; 100]))),
     );
-    let r = c
-        .post(gw.url("/upload"))
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 413);
+    let r = send(
+        c.post(gw.url("/upload"))
+            .body(reqwest::Body::wrap_stream(chunks)),
+    )
+    .await;
+    assert_eq!(r.status, 413);
     // Within the limit: passes.
     let r = c
         .post(gw.url("/upload"))
@@ -425,10 +399,10 @@ routes:
         .unwrap();
     assert_eq!(json_of(r).await["received"], 900);
 
-    let r = c.get(gw.url("/slow")).send().await.unwrap();
-    assert_eq!(r.status(), 504);
+    let r = send(c.get(gw.url("/slow"))).await;
+    assert_eq!(r.status, 504);
     assert_eq!(
-        header(r.headers(), "content-type"),
+        header(&r.headers, "content-type"),
         "application/problem+json"
     );
 }
@@ -446,35 +420,32 @@ cors: {{allowed_origins: ["https://shop.example"], max_age_secs: 600}}
     );
     let gw = Gateway::start(&yaml, &[]).await;
     let c = client(proto);
-    let r = c
-        .request(reqwest::Method::OPTIONS, gw.url("/api/p"))
-        .header("origin", "https://shop.example")
-        .header("access-control-request-method", "POST")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let r = send(
+        c.request(reqwest::Method::OPTIONS, gw.url("/api/p"))
+            .header("origin", "https://shop.example")
+            .header("access-control-request-method", "POST"),
+    )
+    .await;
+    assert_eq!(r.status, 204);
     assert_eq!(
-        header(r.headers(), "access-control-allow-origin"),
+        header(&r.headers, "access-control-allow-origin"),
         "https://shop.example"
     );
-    assert!(header(r.headers(), "access-control-allow-methods").contains("POST"));
-    assert_eq!(header(r.headers(), "access-control-max-age"), "600");
-    let r = c
-        .get(gw.url("/api/p"))
-        .header("origin", "https://evil.example")
-        .send()
-        .await
-        .unwrap();
-    assert!(r.headers().get("access-control-allow-origin").is_none());
-    let r = c
-        .get(gw.url("/api/p"))
-        .header("origin", "https://shop.example")
-        .send()
-        .await
-        .unwrap();
+    assert!(header(&r.headers, "access-control-allow-methods").contains("POST"));
+    assert_eq!(header(&r.headers, "access-control-max-age"), "600");
+    let r = send(
+        c.get(gw.url("/api/p"))
+            .header("origin", "https://evil.example"),
+    )
+    .await;
+    assert!(r.headers.get("access-control-allow-origin").is_none());
+    let r = send(
+        c.get(gw.url("/api/p"))
+            .header("origin", "https://shop.example"),
+    )
+    .await;
     assert_eq!(
-        header(r.headers(), "access-control-allow-origin"),
+        header(&r.headers, "access-control-allow-origin"),
         "https://shop.example"
     );
     assert_eq!(up.hits(), 2, "preflight is answered by the gateway");

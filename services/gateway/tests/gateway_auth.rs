@@ -12,6 +12,7 @@ use common::cases::*;
 use common::{Gateway, JwksServer, Upstream, header};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::JwkSet};
 use serde_json::json;
+use shop_testkit::send;
 
 both!(jwt_hs256_cases);
 async fn jwt_hs256_cases(proto: Proto) {
@@ -58,15 +59,9 @@ routes:
 
     // Valid token: subject forwarded as X-User-Id.
     let good = hs256(&claims(json!({})), SECRET.as_bytes());
-    let r = c
-        .post(gw.url("/api/order"))
-        .bearer_auth(&good)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(json_of(r).await["headers"]["x-user-id"], "alice");
+    let r = send(c.post(gw.url("/api/order")).bearer_auth(&good).body("{}")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json["headers"]["x-user-id"], "alice");
 
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
@@ -124,13 +119,8 @@ routes:
         .unwrap();
     assert_eq!(r.status(), 403);
     assert!(header(r.headers(), "www-authenticate").contains(r#"scope="orders.admin""#));
-    let r = c
-        .get(gw.url("/api/admin"))
-        .bearer_auth(&good)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
+    let r = send(c.get(gw.url("/api/admin")).bearer_auth(&good)).await;
+    assert_eq!(r.status, 403);
     let admin = hs256(
         &claims(json!({"roles": ["admin"], "scope": "orders.admin"})),
         SECRET.as_bytes(),
@@ -295,14 +285,9 @@ async fn jwks_key_rotation_is_picked_up_on_unknown_kid(proto: Proto) {
         &other,
         &claims(json!({"sub": "rotated"})),
     );
-    let r = c
-        .post(gw.url("/api/order"))
-        .bearer_auth(&tok_new)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(json_of(r).await["headers"]["x-user-id"], "rotated");
+    let r = send(c.post(gw.url("/api/order")).bearer_auth(&tok_new)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json["headers"]["x-user-id"], "rotated");
 }
 
 both!(hs_tokens_refused_when_only_jwks_is_configured);
@@ -324,19 +309,9 @@ async fn hs_tokens_refused_when_only_jwks_is_configured(proto: Proto) {
         &EncodingKey::from_secret(include_bytes!("fixtures/rsa-public.pem")),
     )
     .unwrap();
-    let r = client(proto)
-        .post(gw.url("/api/order"))
-        .bearer_auth(forged)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    assert!(
-        json_of(r).await["detail"]
-            .as_str()
-            .unwrap()
-            .contains("not accepted")
-    );
+    let r = send(client(proto).post(gw.url("/api/order")).bearer_auth(forged)).await;
+    assert_eq!(r.status, 401);
+    assert!(r.json["detail"].as_str().unwrap().contains("not accepted"));
 }
 
 both!(mint_token_subcommand_produces_a_token_the_gateway_accepts);
@@ -360,14 +335,9 @@ async fn mint_token_subcommand_produces_a_token_the_gateway_accepts(proto: Proto
         up.url()
     );
     let gw = Gateway::start(&yaml, &auth_env()).await;
-    let r = client(proto)
-        .post(gw.url("/api/order"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(json_of(r).await["headers"]["x-user-id"], "bob");
+    let r = send(client(proto).post(gw.url("/api/order")).bearer_auth(&token)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json["headers"]["x-user-id"], "bob");
 }
 
 both!(rate_limit_429_with_headers_per_client);
@@ -385,37 +355,27 @@ routes:
     let alice = hs256(&claims(json!({})), SECRET.as_bytes());
     let bob = hs256(&claims(json!({"sub": "bob"})), SECRET.as_bytes());
     for expect_remaining in [2, 1, 0] {
-        let r = c
-            .get(gw.url("/api/p"))
-            .bearer_auth(&alice)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        assert_eq!(header(r.headers(), "x-ratelimit-limit"), "3");
+        let r = send(c.get(gw.url("/api/p")).bearer_auth(&alice)).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(header(&r.headers, "x-ratelimit-limit"), "3");
         assert_eq!(
-            header(r.headers(), "x-ratelimit-remaining"),
+            header(&r.headers, "x-ratelimit-remaining"),
             expect_remaining.to_string()
         );
         assert!(
-            header(r.headers(), "x-ratelimit-reset")
+            header(&r.headers, "x-ratelimit-reset")
                 .parse::<u64>()
                 .unwrap()
                 >= 1
         );
     }
-    let r = c
-        .get(gw.url("/api/p"))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 429);
-    let retry: u64 = header(r.headers(), "retry-after").parse().unwrap();
+    let r = send(c.get(gw.url("/api/p")).bearer_auth(&alice)).await;
+    assert_eq!(r.status, 429);
+    let retry: u64 = header(&r.headers, "retry-after").parse().unwrap();
     assert!((1..=5).contains(&retry), "retry-after {retry}");
-    assert_eq!(header(r.headers(), "x-ratelimit-remaining"), "0");
+    assert_eq!(header(&r.headers, "x-ratelimit-remaining"), "0");
     assert_eq!(
-        header(r.headers(), "content-type"),
+        header(&r.headers, "content-type"),
         "application/problem+json"
     );
     // Bob (another subject) and an anonymous caller (keyed by IP) have their own buckets.
@@ -459,19 +419,14 @@ rate_limit: {{max_keys: 1, client: {{per_second: 0.01, burst: 100}}}}
                 .status(),
             200
         );
-        let r = c
-            .get(gw.url("/api/p"))
-            .bearer_auth(&bob)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), expect, "mode {mode}");
+        let r = send(c.get(gw.url("/api/p")).bearer_auth(&bob)).await;
+        assert_eq!(r.status.as_u16(), expect, "mode {mode}");
         if expect == 503 {
-            assert_eq!(header(r.headers(), "retry-after"), "1");
-            assert_eq!(json_of(r).await["title"], "Rate limit unavailable");
+            assert_eq!(header(&r.headers, "retry-after"), "1");
+            assert_eq!(r.json["title"], "Rate limit unavailable");
         } else {
             assert!(
-                r.headers().get("x-ratelimit-limit").is_none(),
+                r.headers.get("x-ratelimit-limit").is_none(),
                 "unchecked request has no limit headers"
             );
         }

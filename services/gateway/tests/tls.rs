@@ -127,13 +127,14 @@ impl TlsGateway {
             ("SHOP_TLS_RELOAD_SECS", "1"),
         ];
         all.extend_from_slice(envs);
-        // Port 0: `Service::start` waits for the port the gateway reports once it listens.
-        let svc = Service::start(
+        // Port 0: `Service::launch` waits for the port the gateway reports once it listens.
+        let svc = Service::launch(
             "shop-gateway",
             &["--routes", routes.path().to_str().unwrap()],
             &all,
             0,
-        );
+        )
+        .await;
         let gw = TlsGateway {
             svc,
             _routes: routes,

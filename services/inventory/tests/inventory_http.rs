@@ -416,15 +416,7 @@ async fn reservations_arriving_together_keep_every_rule_of_a_single_reservation(
     assert_eq!(answers[36].1["unavailable"][0]["skuCode"], "ghost");
 
     // They really shared transactions (otherwise this test proves nothing about batches).
-    let metrics = inv
-        .http
-        .get(inv.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = shop_testkit::metrics(&inv.http, &inv.url("")).await;
     let count = |name: &str| shop_testkit::metric_value(&metrics, name);
     let (sum, calls) = (
         count("inventory_reservation_batch_size_sum"),

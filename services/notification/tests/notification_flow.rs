@@ -13,6 +13,7 @@ use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
+use shop_testkit::clients::Notification;
 use shop_testkit::{Service, fresh_name, kafka_bootstrap, mongo_url, wait_until, zipkin_url};
 
 struct Setup {
@@ -112,25 +113,11 @@ impl Setup {
     }
 
     async fn list(&self, svc: &Service, query: &str) -> (Vec<Value>, u64) {
-        let r = self
-            .http
-            .get(format!("{}/api/notifications?{query}", svc.base_url()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), reqwest::StatusCode::OK);
-        let total = r.headers()["x-total-count"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        (r.json::<Vec<Value>>().await.unwrap(), total)
+        Notification::new(svc.base_url()).list(query).await
     }
 
     async fn count_for(&self, svc: &Service, order: &str) -> u64 {
-        self.list(svc, &format!("orderNumber={order}&size=1"))
-            .await
-            .1
+        Notification::new(svc.base_url()).count_for(order).await
     }
 
     /// Every record currently on the dead-letter topic (read with a fresh group from the start).

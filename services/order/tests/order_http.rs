@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use common::{Opts, Shop, order_env, spawn_order};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use shop_testkit::Signal;
 use shop_testkit::kafka::consume;
 use shop_testkit::{Service, free_port, fresh_mysql_database, fresh_name, kafka_bootstrap};
-use shop_testkit::{Signal, get_json};
 
 #[tokio::test]
 async fn an_order_reserves_stock_and_publishes_one_order_placed_event() {
@@ -42,9 +42,9 @@ async fn an_order_reserves_stock_and_publishes_one_order_placed_event() {
     assert_eq!(shop.stock("iphone_13").await, 3);
     assert_eq!(shop.stock("case").await, 9);
 
-    let got: Value = get_json(&shop.http, shop.order_url(&format!("/api/order/{number}"))).await;
+    let got: Value = shop.orders().get(&number).await;
     assert_eq!(got, body, "GET returns what POST answered");
-    let page: Value = get_json(&shop.http, shop.order_url("/api/order?page=0&size=10")).await;
+    let page: Value = shop.orders().list("page=0&size=10").await;
     assert_eq!(page["totalElements"], 1);
     assert_eq!(page["content"][0]["orderNumber"], number.as_str());
 
@@ -157,18 +157,10 @@ async fn idempotency_key_replays_refuses_a_different_body_and_detects_in_flight(
     // Same key while the first is in flight: freeze inventory so the first request waits.
     shop.inventory.signal(Signal::SIGSTOP);
     let first = {
-        let http = shop.http.clone();
-        let url = shop.order_url("/api/order");
-        let lines = lines.clone();
+        let (orders, lines) = (shop.orders(), lines.clone());
         tokio::spawn(async move {
-            let r = http
-                .post(url)
-                .header("Idempotency-Key", "key-2")
-                .json(&json!({"orderLineItemsDtoList": lines}))
-                .send()
-                .await
-                .unwrap();
-            (r.status(), r.json::<Value>().await.unwrap())
+            let a = orders.place(&lines, Some("key-2")).await;
+            (a.status, a.json)
         })
     };
     // Until the first request holds the key (a fixed wait lost the race on a loaded machine: the
@@ -487,8 +479,7 @@ async fn orders_arriving_together_are_each_stored_whole_with_one_event() {
         assert_eq!(*s, StatusCode::CREATED, "order {i}: {body}");
         want_a += 1 + i % 3;
         let number = body["orderNumber"].as_str().unwrap();
-        let got: Value =
-            get_json(&shop.http, shop.order_url(&format!("/api/order/{number}"))).await;
+        let got: Value = shop.orders().get(number).await;
         assert_eq!(&got, body, "order {i} is stored as answered");
         assert_eq!(got["lines"][0]["price"], format!("{i}.50"));
     }
@@ -539,15 +530,7 @@ async fn orders_arriving_together_are_each_stored_whole_with_one_event() {
         "40 orders in {calls} transactions: no batch formed"
     );
     // Their reservations went to inventory in shared calls too.
-    let inv_metrics = shop
-        .http
-        .get(format!("{}/metrics", shop.inventory.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let inv_metrics = shop_testkit::metrics(&shop.http, &shop.inventory.base_url()).await;
     assert!(
         inv_metrics
             .lines()

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{Opts, count, order_env};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use shop_testkit::clients::Inventory;
+use shop_testkit::clients::{Inventory, Order};
 use shop_testkit::{
     Service, fresh_mysql_database, fresh_name,
     lossy_link::{Loss, LossyLink},
@@ -94,77 +94,41 @@ impl Rig {
         }
     }
 
-    fn inv(&self, path: &str) -> String {
-        format!("{}{path}", self.inventory.base_url())
+    /// A typed client of the inventory process.
+    fn inventory(&self) -> Inventory {
+        Inventory::new(self.inventory.base_url())
     }
 
     async fn set_stock(&self, sku: &str, q: i64) {
-        Inventory::new(self.inventory.base_url())
-            .set_stock(sku, q)
-            .await;
+        self.inventory().set_stock(sku, q).await;
     }
 
     async fn stock(&self, sku: &str) -> i64 {
-        Inventory::new(self.inventory.base_url())
-            .available(sku)
-            .await
+        self.inventory().available(sku).await
     }
 
     /// Reserves straight in inventory, as a shop-order that died before storing the order did.
     async fn reserve_directly(&self, order_number: &str, sku: &str, q: i64) {
-        let r = self
-            .http
-            .post(self.inv("/api/inventory/reservations"))
-            .json(&json!({"orderNumber": order_number, "lines": [{"skuCode": sku, "quantity": q}]}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            r.status(),
-            StatusCode::CREATED,
-            "{}",
-            r.text().await.unwrap()
-        );
+        let (status, body) = self
+            .inventory()
+            .reserve(order_number, json!([{"skuCode": sku, "quantity": q}]))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
     }
 
     /// The reservation's status in inventory (None when inventory has none).
     async fn reservation(&self, order_number: &str) -> Option<String> {
-        let r = self
-            .http
-            .get(self.inv(&format!("/api/inventory/reservations/{order_number}")))
-            .send()
-            .await
-            .unwrap();
-        if r.status() == StatusCode::NOT_FOUND {
-            return None;
-        }
-        let v: Value = r.json().await.unwrap();
-        v["status"].as_str().map(str::to_owned)
+        self.inventory().reservation_status(order_number).await
     }
 
     async fn order(&self, order: &Service, sku: &str, q: i64, key: &str) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .post(format!("{}/api/order", order.base_url()))
-            .header("Idempotency-Key", key)
-            .json(&json!({"orderLineItemsDtoList": [{"skuCode": sku, "price": "10.00", "quantity": q}]}))
-            .send()
-            .await
-            .unwrap();
-        let s = r.status();
-        (s, r.json().await.unwrap_or(Value::Null))
+        let lines = json!([{"skuCode": sku, "price": "10.00", "quantity": q}]);
+        let a = Order::new(order.base_url()).place(&lines, Some(key)).await;
+        (a.status, a.json)
     }
 
     async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.order.base_url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = shop_testkit::metrics(&self.http, &self.order.base_url()).await;
         shop_testkit::metric_value(&text, name)
     }
 
@@ -281,13 +245,12 @@ async fn stock_of_an_order_never_stored_comes_back_and_stored_orders_keep_theirs
     );
     let page: Value = get_json(&rig.http, format!("{}/api/order", rig.order.base_url())).await;
     assert_eq!(page["totalElements"], 1, "{page}");
-    let ghost = rig
-        .http
-        .get(format!("{}/api/order/ghost-1", rig.order.base_url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ghost.status(), StatusCode::NOT_FOUND);
+    let ghost = shop_testkit::send(
+        rig.http
+            .get(format!("{}/api/order/ghost-1", rig.order.base_url())),
+    )
+    .await;
+    assert_eq!(ghost.status, StatusCode::NOT_FOUND);
     // ...so a request for it that was only frozen (SIGSTOP, a paused VM) and now tries to store
     // its order is refused: its stock is already back on the shelf.
     let pool = sqlx::MySqlPool::connect(&rig.order_db).await.unwrap();
@@ -304,14 +267,11 @@ async fn stock_of_an_order_never_stored_comes_back_and_stored_orders_keep_theirs
         1
     );
     // The dead order number stays dead: a late reservation for it is refused.
-    let late = rig
-        .http
-        .post(rig.inv("/api/inventory/reservations"))
-        .json(&json!({"orderNumber": "ghost-1", "lines": [{"skuCode": "widget", "quantity": 5}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(late.status(), StatusCode::CONFLICT);
+    let (late, _) = rig
+        .inventory()
+        .reserve("ghost-1", json!([{"skuCode": "widget", "quantity": 5}]))
+        .await;
+    assert_eq!(late, StatusCode::CONFLICT);
     assert_eq!(rig.stock("widget").await, 18);
 }
 
@@ -425,13 +385,8 @@ async fn a_takeover_that_finds_its_reservation_released_is_placed_under_a_new_nu
         .unwrap();
     }
     rig.reserve_directly("dead-1", "widget", 3).await;
-    let r = rig
-        .http
-        .delete(rig.inv("/api/inventory/reservations/dead-1"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    // Releasing must answer 200 (checked by `release`).
+    rig.inventory().release("dead-1").await;
     assert_eq!(rig.stock("widget").await, 10);
 
     // Nothing was ordered under "dead-1": the retry is placed at once under a new number (it

@@ -7,13 +7,22 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use shop_testkit::get_json;
-use shop_testkit::{Service, free_port, fresh_name, mongo_url, wait_until};
+use shop_testkit::clients::{self, Inventory};
+use shop_testkit::{Answer, Service, free_port, fresh_name, get_json, mongo_url, wait_until};
 
+/// A shop-product process, its typed client (the methods of [`clients::Product`] are called on
+/// it directly) and its database, so a second process can share it.
 struct Product {
     svc: Service,
-    http: reqwest::Client,
+    api: clients::Product,
     db: String,
+}
+
+impl std::ops::Deref for Product {
+    type Target = clients::Product;
+    fn deref(&self) -> &clients::Product {
+        &self.api
+    }
 }
 
 impl Product {
@@ -48,67 +57,22 @@ impl Product {
         )
         .await;
         Product {
+            api: clients::Product::new(svc.base_url()),
             svc,
-            http: reqwest::Client::new(),
             db,
         }
     }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.svc.base_url())
-    }
-
-    async fn post(&self, body: &Value) -> (StatusCode, Value, Option<String>) {
-        let r = self
-            .http
-            .post(self.url("/api/product"))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let ct = r
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned());
-        (status, r.json().await.unwrap_or(Value::Null), ct)
-    }
-
-    async fn total(&self) -> u64 {
-        let r = self
-            .http
-            .get(self.url("/api/product"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        r.headers()["x-total-count"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-
-    async fn get(&self, id: &str) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .get(self.url(&format!("/api/product/{id}")))
-            .send()
-            .await
-            .unwrap();
-        (r.status(), r.json().await.unwrap_or(Value::Null))
-    }
 }
 
-fn assert_problem(
-    status: StatusCode,
-    body: &Value,
-    ct: Option<&str>,
-    want: StatusCode,
-    field: &str,
-) {
-    assert_eq!(status, want, "body: {body}");
-    assert_eq!(ct, Some("application/problem+json"), "body: {body}");
+/// `a` is the problem `want` naming `field`, as `application/problem+json`.
+fn assert_problem(a: &Answer, want: StatusCode, field: &str) {
+    let body = &a.json;
+    assert_eq!(a.status, want, "body: {body}");
+    assert_eq!(
+        a.header("content-type"),
+        Some("application/problem+json"),
+        "body: {body}"
+    );
     assert_eq!(body["field"], field, "body: {body}");
     assert_eq!(body["status"], want.as_u16(), "body: {body}");
 }
@@ -117,10 +81,9 @@ fn assert_problem(
 async fn crud_with_the_original_body_shape() {
     let p = Product::start(None).await;
     // The original's exact body: no skuCode, no quantity.
-    let (status, created, _) = p
-        .post(&json!({"name":"iPhone 13","description":"iPhone 13","price":1200}))
+    let created = p
+        .create(&json!({"name":"iPhone 13","description":"iPhone 13","price":1200}))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["price"], "1200.00");
     assert_eq!(created["stockSync"], "SYNCED");
@@ -133,32 +96,25 @@ async fn crud_with_the_original_body_shape() {
     assert_eq!(got["description"], "iPhone 13");
 
     // The list is the original's bare array with id/name/description/price.
-    let list: Value = get_json(&p.http, p.url("/api/product")).await;
+    let list: Value = get_json(p.http(), p.url("/api/product")).await;
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["id"], id.as_str());
 
     // Replace.
-    let r = p
-        .http
-        .put(p.url(&format!("/api/product/{id}")))
-        .json(&json!({"name":"iPhone 13 Pro","description":"pro","price":"1299.99"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    let (status, _) = p
+        .replace(
+            &id,
+            &json!({"name":"iPhone 13 Pro","description":"pro","price":"1299.99"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
     let (_, got) = p.get(&id).await;
     assert_eq!(got["name"], "iPhone 13 Pro");
     assert_eq!(got["price"], "1299.99");
     assert_eq!(got["skuCode"], created["skuCode"]);
 
     // Delete, then it is gone with a problem body naming the id.
-    let r = p
-        .http
-        .delete(p.url(&format!("/api/product/{id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(p.delete(&id).await, StatusCode::NO_CONTENT);
     let (status, body) = p.get(&id).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["field"], "id");
@@ -169,12 +125,10 @@ async fn crud_with_the_original_body_shape() {
 async fn paging_and_name_filter() {
     let p = Product::start(None).await;
     for i in 0..5 {
-        let (s, b, _) = p
-            .post(&json!({"name": format!("item {i}"), "description": "", "price": "1.00"}))
+        p.create(&json!({"name": format!("item {i}"), "description": "", "price": "1.00"}))
             .await;
-        assert_eq!(s, StatusCode::CREATED, "{b}");
     }
-    let page: Value = get_json(&p.http, p.url("/api/product?page=1&size=2")).await;
+    let page: Value = get_json(p.http(), p.url("/api/product?page=1&size=2")).await;
     let names: Vec<&str> = page
         .as_array()
         .unwrap()
@@ -182,48 +136,31 @@ async fn paging_and_name_filter() {
         .map(|x| x["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["item 2", "item 3"]);
-    let filtered: Value = get_json(&p.http, p.url("/api/product?name=item%204")).await;
+    let filtered: Value = get_json(p.http(), p.url("/api/product?name=item%204")).await;
     assert_eq!(filtered.as_array().unwrap().len(), 1);
     assert_eq!(filtered[0]["name"], "item 4");
-    let r = p
-        .http
-        .get(p.url("/api/product?size=0"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["field"], "size");
+    let a = p.list("size=0").await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.json["field"], "size");
     // Found by fuzzing: a page past 2^63 products was a 503 (MongoDB's skip is an int64), `page=`
     // and `page=2^63` (no int64) were served, and `size=1&size=2` was a text/plain 400.
-    let r = p
-        .http
-        .get(p.url("/api/product?page=9223372036854775807&size=2"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.headers()["x-total-count"], "5");
-    assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
+    let a = p.list("page=9223372036854775807&size=2").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.header("x-total-count"), Some("5"));
+    assert_eq!(a.json, json!([]));
     for (query, field) in [
         ("page=", "page"),
         ("page=9223372036854775808", "page"),
         ("size=1&size=2", "size"),
     ] {
-        let r = p
-            .http
-            .get(p.url(&format!("/api/product?{query}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{query}");
+        let a = p.list(query).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{query}");
         assert_eq!(
-            r.headers()["content-type"],
-            "application/problem+json",
+            a.header("content-type"),
+            Some("application/problem+json"),
             "{query}"
         );
-        let body: Value = r.json().await.unwrap();
-        assert_eq!(body["field"], field, "{query}");
+        assert_eq!(a.json["field"], field, "{query}");
     }
 }
 
@@ -278,12 +215,11 @@ async fn invalid_bodies_name_the_field_and_write_nothing() {
         ),
     ];
     for (body, want, field) in cases {
-        let (status, problem, ct) = p.post(&body).await;
-        assert_problem(status, &problem, ct.as_deref(), want, field);
+        assert_problem(&p.post(&body).await, want, field);
     }
     // Not JSON at all, and not declared as JSON.
     let r = p
-        .http
+        .http()
         .post(p.url("/api/product"))
         .header("content-type", "application/json")
         .body("{\"name\": ")
@@ -292,7 +228,7 @@ async fn invalid_bodies_name_the_field_and_write_nothing() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let r = p
-        .http
+        .http()
         .post(p.url("/api/product"))
         .header("content-type", "text/plain")
         .body("{}")
@@ -302,14 +238,7 @@ async fn invalid_bodies_name_the_field_and_write_nothing() {
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     // Oversized body (limit 64 KiB by default).
     let huge = json!({"name":"a","price":1,"description":"x".repeat(200 * 1024)});
-    let (status, problem, ct) = p.post(&huge).await;
-    assert_problem(
-        status,
-        &problem,
-        ct.as_deref(),
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body",
-    );
+    assert_problem(&p.post(&huge).await, StatusCode::PAYLOAD_TOO_LARGE, "body");
     assert_eq!(
         p.total().await,
         0,
@@ -318,33 +247,22 @@ async fn invalid_bodies_name_the_field_and_write_nothing() {
 
     // Unique SKU: the second product with the same SKU is refused and not written.
     let sku = fresh_name("sku-");
-    let (s, _, _) = p.post(&json!({"name":"a","price":1,"skuCode":sku})).await;
-    assert_eq!(s, StatusCode::CREATED);
-    let (s, problem, ct) = p.post(&json!({"name":"b","price":2,"skuCode":sku})).await;
-    assert_problem(s, &problem, ct.as_deref(), StatusCode::CONFLICT, "skuCode");
+    p.create(&json!({"name":"a","price":1,"skuCode":sku})).await;
+    let a = p.post(&json!({"name":"b","price":2,"skuCode":sku})).await;
+    assert_problem(&a, StatusCode::CONFLICT, "skuCode");
     assert_eq!(p.total().await, 1);
 
     // An invalid replace leaves the stored product untouched.
-    let list: Value = get_json(&p.http, p.url("/api/product")).await;
+    let list: Value = get_json(p.http(), p.url("/api/product")).await;
     let id = list[0]["id"].as_str().unwrap();
-    let r = p
-        .http
-        .put(p.url(&format!("/api/product/{id}")))
-        .json(&json!({"name":"a","price":"-5"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = p.replace(id, &json!({"name":"a","price":"-5"})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     // The SKU is the product's identity in inventory: it cannot be changed by a replace.
-    let r = p
-        .http
-        .put(p.url(&format!("/api/product/{id}")))
-        .json(&json!({"name":"a","price":"2","skuCode":"another-sku"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.json::<Value>().await.unwrap()["field"], "skuCode");
+    let (status, body) = p
+        .replace(id, &json!({"name":"a","price":"2","skuCode":"another-sku"}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["field"], "skuCode");
     let (_, got) = p.get(id).await;
     assert_eq!(got["price"], "1.00");
     assert_eq!(got["skuCode"], sku.as_str());
@@ -363,17 +281,9 @@ async fn start_inventory(port: u16, database_url: &str) -> Service {
     .await
 }
 
-async fn available(http: &reqwest::Client, inventory: &Service, sku: &str) -> Option<i64> {
-    let r = http
-        .get(format!(
-            "{}/api/inventory?skuCode={sku}",
-            inventory.base_url()
-        ))
-        .send()
-        .await
-        .ok()?;
-    let v: Value = r.json().await.ok()?;
-    v[0]["availableQuantity"].as_i64()
+/// Available quantity of `sku` in the inventory process (panics when it has none).
+async fn available(inventory: &Service, sku: &str) -> i64 {
+    Inventory::new(inventory.base_url()).available(sku).await
 }
 
 #[tokio::test]
@@ -383,30 +293,27 @@ async fn stock_is_seeded_into_a_running_inventory() {
     let inventory = start_inventory(inv_port, &db).await;
     let p = Product::start(Some(inv_port)).await;
     let sku = fresh_name("sku-");
-    let (status, created, _) = p
-        .post(&json!({"name":"iPhone 13","description":"x","price":"999.99","skuCode":sku,"quantity":7}))
+    let created = p
+        .create(&json!({"name":"iPhone 13","description":"x","price":"999.99","skuCode":sku,"quantity":7}))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["quantity"], 7);
     assert_eq!(
         created["stockSync"], "SYNCED",
         "inventory was up: synced inline"
     );
-    assert_eq!(available(&p.http, &inventory, &sku).await, Some(7));
+    assert_eq!(available(&inventory, &sku).await, 7);
 
     // Setting a new quantity through PUT replaces the stock (idempotent set).
     let id = created["id"].as_str().unwrap();
-    let r = p
-        .http
-        .put(p.url(&format!("/api/product/{id}")))
-        .json(&json!({"name":"iPhone 13","description":"x","price":"999.99","quantity":3}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let body: Value = r.json().await.unwrap();
+    let (status, body) = p
+        .replace(
+            id,
+            &json!({"name":"iPhone 13","description":"x","price":"999.99","quantity":3}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(body["stockSync"], "SYNCED");
-    assert_eq!(available(&p.http, &inventory, &sku).await, Some(3));
+    assert_eq!(available(&inventory, &sku).await, 3);
 }
 
 #[tokio::test]
@@ -416,12 +323,11 @@ async fn stock_is_not_lost_while_inventory_is_down() {
     // Inventory is NOT running yet.
     let p = Product::start(Some(inv_port)).await;
     let sku = fresh_name("sku-");
-    let (status, created, _) = p
-        .post(
+    let created = p
+        .create(
             &json!({"name":"Pixel","description":"x","price":"499.00","skuCode":sku,"quantity":5}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["stockSync"], "PENDING", "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
     // Still pending a moment later: the retry loop keeps failing while inventory is down.
@@ -435,17 +341,9 @@ async fn stock_is_not_lost_while_inventory_is_down() {
     })
     .await;
     assert!(synced, "stock never reached inventory after it came back");
-    assert_eq!(available(&p.http, &inventory, &sku).await, Some(5));
+    assert_eq!(available(&inventory, &sku).await, 5);
     // Operators see the retries in /metrics.
-    let metrics = p
-        .http
-        .get(p.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = shop_testkit::metrics(p.http(), &p.svc.base_url()).await;
     let value = |name: &str| shop_testkit::metric_value(&metrics, name);
     assert!(value("product_stock_push_failures_total") >= 1.0);
     assert!(value("product_stock_push_confirmed_total") >= 1.0);
@@ -457,10 +355,9 @@ async fn pending_stock_survives_a_product_restart() {
     let inv_port = free_port();
     let mut p = Product::start(Some(inv_port)).await;
     let sku = fresh_name("sku-");
-    let (status, created, _) = p
-        .post(&json!({"name":"Galaxy","price":"10","skuCode":sku,"quantity":9}))
+    let created = p
+        .create(&json!({"name":"Galaxy","price":"10","skuCode":sku,"quantity":9}))
         .await;
-    assert_eq!(status, StatusCode::CREATED);
     assert_eq!(created["stockSync"], "PENDING");
     let id = created["id"].as_str().unwrap().to_owned();
     // The product process dies before inventory ever came up.
@@ -473,7 +370,7 @@ async fn pending_stock_survives_a_product_restart() {
     })
     .await;
     assert!(synced, "marker left by the dead process was not retried");
-    assert_eq!(available(&p2.http, &inventory, &sku).await, Some(9));
+    assert_eq!(available(&inventory, &sku).await, 9);
 }
 
 /// Many PUTs of one product at once, each with its own name and quantity, while the stock of each
@@ -488,23 +385,22 @@ async fn concurrent_updates_of_one_product_lose_nothing() {
     let inventory = start_inventory(inv_port, &db).await;
     let p = Product::start(Some(inv_port)).await;
     let sku = fresh_name("sku-");
-    let (status, created, _) = p
-        .post(&json!({"name":"v0","price":"1.00","skuCode":sku,"quantity":1}))
+    let created = p
+        .create(&json!({"name":"v0","price":"1.00","skuCode":sku,"quantity":1}))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
     for round in 0..3 {
         let puts = (1..=12).map(|i| {
-            let (http, url) = (p.http.clone(), p.url(&format!("/api/product/{id}")));
+            let (api, id) = (p.api.clone(), id.clone());
             let q = round * 100 + i;
             async move {
-                let r = http
-                    .put(url)
-                    .json(&json!({"name": format!("v{q}"), "price":"1.00", "quantity": q}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), StatusCode::OK);
+                let (status, body) = api
+                    .replace(
+                        &id,
+                        &json!({"name": format!("v{q}"), "price":"1.00", "quantity": q}),
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{body}");
             }
         });
         futures::future::join_all(puts).await;
@@ -521,39 +417,15 @@ async fn concurrent_updates_of_one_product_lose_nothing() {
         format!("v{q}"),
         "name and quantity from different PUTs: {got}"
     );
-    assert_eq!(available(&p.http, &inventory, &sku).await, Some(q), "{got}");
+    assert_eq!(available(&inventory, &sku).await, q, "{got}");
 }
 
 impl Product {
-    /// `GET /api/product?<query>`: the names in order, and `X-Total-Count`.
-    async fn search(&self, query: &str) -> (Vec<String>, u64) {
-        let r = self
-            .http
-            .get(self.url(&format!("/api/product?{query}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK, "{query}");
-        let total = r.headers()["x-total-count"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let list: Value = r.json().await.unwrap();
-        let names = list
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["name"].as_str().unwrap().to_owned())
-            .collect();
-        (names, total)
-    }
-
     /// The search once the index answers (it is built in the background after a start).
     async fn search_when_ready(&self, query: &str) -> (Vec<String>, u64) {
         let url = self.url(&format!("/api/product?{query}"));
         let ready = wait_until(Duration::from_secs(20), || async {
-            let r = self.http.get(&url).send().await;
+            let r = self.http().get(&url).send().await;
             r.is_ok_and(|r| r.status() == StatusCode::OK)
         })
         .await;
@@ -561,13 +433,13 @@ impl Product {
         self.search(query).await
     }
 
-    async fn create(&self, name: &str, description: &str, price: &str, sku: &str) -> String {
-        let (status, body, _) = self
-            .post(
+    /// Creates a product with a SKU (must answer 201); its id.
+    async fn add(&self, name: &str, description: &str, price: &str, sku: &str) -> String {
+        let body = self
+            .create(
                 &json!({"name": name, "description": description, "price": price, "skuCode": sku}),
             )
             .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
         body["id"].as_str().unwrap().to_owned()
     }
 }
@@ -580,7 +452,7 @@ fn strings(names: &[&str]) -> Vec<String> {
 async fn catalog_search_matches_words_prices_and_sku_with_the_total() {
     let p = Product::start(None).await;
     p.search_when_ready("q=anything").await;
-    p.create(
+    p.add(
         "iPhone 15",
         "Apple's phone; titanium frame",
         "1199.00",
@@ -588,9 +460,9 @@ async fn catalog_search_matches_words_prices_and_sku_with_the_total() {
     )
     .await;
     let galaxy = p
-        .create("Galaxy S24", "Samsung PHONE, 256 GB", "899", "galaxy-s24")
+        .add("Galaxy S24", "Samsung PHONE, 256 GB", "899", "galaxy-s24")
         .await;
-    p.create(
+    p.add(
         "Pixel Buds",
         "Wireless earbuds by Google",
         "99.50",
@@ -598,7 +470,7 @@ async fn catalog_search_matches_words_prices_and_sku_with_the_total() {
     )
     .await;
     let case = p
-        .create(
+        .add(
             "Phone case",
             "Silicone case for iPhone 15",
             "19.99",
@@ -640,26 +512,19 @@ async fn catalog_search_matches_words_prices_and_sku_with_the_total() {
     assert_eq!(p.total().await, 4);
 
     // A rename moves the product to its new words at once; a deletion takes it out.
-    let r = p
-        .http
-        .put(p.url(&format!("/api/product/{galaxy}")))
-        .json(&json!({"name": "Galaxy Tab", "description": "Samsung tablet", "price": "499"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    let (status, _) = p
+        .replace(
+            &galaxy,
+            &json!({"name": "Galaxy Tab", "description": "Samsung tablet", "price": "499"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(p.search("q=tablet").await, (strings(&["Galaxy Tab"]), 1));
     assert_eq!(
         p.search("q=phone").await,
         (strings(&["iPhone 15", "Phone case"]), 2)
     );
-    let r = p
-        .http
-        .delete(p.url(&format!("/api/product/{case}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(p.delete(&case).await, StatusCode::NO_CONTENT);
     assert_eq!(p.search("q=silicone").await, (vec![], 0));
     assert_eq!(p.search("sku=case-15").await, (vec![], 0));
 }
@@ -673,19 +538,7 @@ async fn bad_search_parameters_name_the_field() {
         ("minPrice=10&maxPrice=5", "minPrice"),
         ("q=a%20b%20c%20d%20e%20f%20g%20h%20i", "q"),
     ] {
-        let r = p
-            .http
-            .get(p.url(&format!("/api/product?{query}")))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let ct = r
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let body: Value = r.json().await.unwrap();
-        assert_problem(status, &body, ct.as_deref(), StatusCode::BAD_REQUEST, field);
+        assert_problem(&p.list(query).await, StatusCode::BAD_REQUEST, field);
     }
 }
 
@@ -694,34 +547,27 @@ async fn another_replica_finds_what_this_one_wrote_and_a_restart_rebuilds() {
     let a = Product::start(None).await;
     let b = Product::restart_on(&a, None).await;
     b.search_when_ready("q=lamp").await;
-    let id = a
-        .create("Desk lamp", "LED, dimmable", "45.00", "lamp-1")
-        .await;
+    let id = a.add("Desk lamp", "LED, dimmable", "45.00", "lamp-1").await;
 
     // b learns of a's writes from product_changes (polled every second by default).
-    let http = &b.http;
-    let seen = |query: &'static str, want: u64| {
-        let url = b.url(&format!("/api/product?{query}"));
-        async move {
-            wait_until(Duration::from_secs(10), || async {
-                let r = http.get(&url).send().await.unwrap();
-                r.headers()["x-total-count"].to_str().unwrap() == want.to_string()
-            })
-            .await
-        }
+    let b_api = &b.api;
+    let seen = |query: &'static str, want: u64| async move {
+        wait_until(Duration::from_secs(10), || async {
+            b_api.list(query).await.header("x-total-count") == Some(want.to_string().as_str())
+        })
+        .await
     };
     assert!(
         seen("q=dimm", 1).await,
         "replica b never found a's new product"
     );
-    let r = a
-        .http
-        .put(a.url(&format!("/api/product/{id}")))
-        .json(&json!({"name": "Floor lamp", "description": "halogen", "price": "80"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    let (status, _) = a
+        .replace(
+            &id,
+            &json!({"name": "Floor lamp", "description": "halogen", "price": "80"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
     assert!(seen("q=halogen", 1).await, "replica b never saw the rename");
     assert_eq!(b.search("q=dimmable").await, (vec![], 0));
     assert_eq!(b.search("q=floor").await, (strings(&["Floor lamp"]), 1));
@@ -732,13 +578,7 @@ async fn another_replica_finds_what_this_one_wrote_and_a_restart_rebuilds() {
         c.search_when_ready("q=floor").await,
         (strings(&["Floor lamp"]), 1)
     );
-    let r = a
-        .http
-        .delete(a.url(&format!("/api/product/{id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(a.delete(&id).await, StatusCode::NO_CONTENT);
     assert!(
         seen("q=floor", 0).await,
         "replica b still finds a deleted product"
@@ -753,7 +593,7 @@ async fn every_operation_answers_as_the_openapi_document_says() {
     use shop_testkit::openapi::Spec;
     let p = Product::start(None).await;
     let spec = Spec::fetch(&p.svc.base_url()).await;
-    let h = &p.http;
+    let h = p.http();
     let list = "/api/product";
     let one = "/api/product/{id}";
 

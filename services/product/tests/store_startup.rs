@@ -17,12 +17,13 @@ async fn product_waits_unready_for_its_mongodb_then_serves_with_its_index() {
     let mongo_port = free_port();
     let url = format!("mongodb://127.0.0.1:{mongo_port}/?directConnection=true");
     let db = fresh_name("late-");
-    let svc = Service::start(
+    let svc = Service::launch(
         "shop-product",
         &[],
         &[("SHOP_MONGO_URL", &url), ("SHOP_MONGO_DB", &db)],
         0,
-    );
+    )
+    .await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

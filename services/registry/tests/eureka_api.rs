@@ -3,7 +3,7 @@
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use shop_testkit::get_json;
+use shop_testkit::clients::Eureka;
 use shop_testkit::registry::{eureka_url, instance_ids, java_instance, spawn_registry};
 use std::time::{Duration, Instant};
 
@@ -11,37 +11,22 @@ use std::time::{Duration, Instant};
 async fn register_renew_cancel_fetch_and_delta_like_the_java_client() {
     let reg = spawn_registry(&[]).await;
     let eureka = eureka_url(&reg);
-    let http = reqwest::Client::new();
+    let e = Eureka::new(&eureka);
 
-    let r = http
-        .post(format!("{eureka}/apps/ORDER-SERVICE"))
-        .json(&java_instance(
-            "order-service",
-            "host:order-service:8081",
-            8081,
-            90,
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        StatusCode::NO_CONTENT,
-        "register must answer 204"
-    );
-    http.post(format!("{eureka}/apps/ORDER-SERVICE"))
-        .json(&java_instance(
-            "order-service",
-            "host:order-service:8082",
-            8082,
-            90,
-        ))
-        .send()
-        .await
-        .unwrap();
+    // Register must answer 204 (checked by `register`).
+    for (id, port) in [
+        ("host:order-service:8081", 8081),
+        ("host:order-service:8082", 8082),
+    ] {
+        e.register(
+            "ORDER-SERVICE",
+            &java_instance("order-service", id, port, 90),
+        )
+        .await;
+    }
 
     // Full fetch: arrays always, ports as {"$":n,"@enabled":"true"}, the hashcode.
-    let full: Value = get_json(&http, format!("{eureka}/apps/")).await;
+    let full: Value = e.get_json("/apps/").await;
     let apps = &full["applications"];
     assert_eq!(apps["apps__hashcode"], "UP_2_");
     let app = &apps["application"][0];
@@ -59,37 +44,26 @@ async fn register_renew_cancel_fetch_and_delta_like_the_java_client() {
     );
 
     // Renew: 200 when known, 404 when unknown (the client then re-registers).
-    let renew = |id: &str| {
-        http.put(format!(
-            "{eureka}/apps/ORDER-SERVICE/{id}?status=UP&lastDirtyTimestamp=1700000000000"
-        ))
-        .send()
+    let renew = |id| {
+        e.renew(
+            "ORDER-SERVICE",
+            id,
+            "status=UP&lastDirtyTimestamp=1700000000000",
+        )
     };
-    assert_eq!(
-        renew("host:order-service:8081").await.unwrap().status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        renew("nobody").await.unwrap().status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(renew("host:order-service:8081").await, StatusCode::OK);
+    assert_eq!(renew("nobody").await, StatusCode::NOT_FOUND);
 
     // One app, one instance, by id; app names are case-insensitive.
-    let one: Value = get_json(&http, format!("{eureka}/apps/order-service")).await;
+    let one: Value = e.get_json("/apps/order-service").await;
     assert_eq!(one["application"]["instance"].as_array().unwrap().len(), 2);
-    let i: Value = get_json(
-        &http,
-        format!("{eureka}/apps/ORDER-SERVICE/host:order-service:8082"),
-    )
-    .await;
+    let i: Value = e
+        .get_json("/apps/ORDER-SERVICE/host:order-service:8082")
+        .await;
     assert_eq!(i["instance"]["port"]["$"], 8082);
-    let by_id = http
-        .get(format!("{eureka}/instances/host:order-service:8082"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(by_id.status(), StatusCode::OK);
-    let vip: Value = get_json(&http, format!("{eureka}/vips/order-service")).await;
+    let by_id = e.get("/instances/host:order-service:8082").await;
+    assert_eq!(by_id.status, StatusCode::OK);
+    let vip: Value = e.get_json("/vips/order-service").await;
     assert_eq!(
         vip["applications"]["application"][0]["instance"]
             .as_array()
@@ -99,23 +73,10 @@ async fn register_renew_cancel_fetch_and_delta_like_the_java_client() {
     );
 
     // Cancel: 200, then 404; the delta shows the deletion and the whole registry's hashcode.
-    let del = http
-        .delete(format!(
-            "{eureka}/apps/ORDER-SERVICE/host:order-service:8082"
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(del.status(), StatusCode::OK);
-    let del = http
-        .delete(format!(
-            "{eureka}/apps/ORDER-SERVICE/host:order-service:8082"
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(del.status(), StatusCode::NOT_FOUND);
-    let delta: Value = get_json(&http, format!("{eureka}/apps/delta")).await;
+    let cancel = || e.cancel("ORDER-SERVICE", "host:order-service:8082");
+    assert_eq!(cancel().await, StatusCode::OK);
+    assert_eq!(cancel().await, StatusCode::NOT_FOUND);
+    let delta: Value = e.get_json("/apps/delta").await;
     assert_eq!(delta["applications"]["apps__hashcode"], "UP_1_");
     let changed = delta["applications"]["application"][0]["instance"]
         .as_array()
@@ -129,89 +90,53 @@ async fn register_renew_cancel_fetch_and_delta_like_the_java_client() {
         instance_ids(&eureka, "order-service").await,
         vec!["host:order-service:8081"]
     );
-    let missing = http
-        .get(format!("{eureka}/apps/NOPE"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(e.get("/apps/NOPE").await.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn status_override_and_metadata() {
     let reg = spawn_registry(&[]).await;
-    let eureka = eureka_url(&reg);
-    let http = reqwest::Client::new();
-    http.post(format!("{eureka}/apps/PRODUCT"))
-        .json(&java_instance("product", "p1", 9001, 90))
-        .send()
-        .await
-        .unwrap();
-    let r = http
-        .put(format!(
-            "{eureka}/apps/PRODUCT/p1/status?value=OUT_OF_SERVICE&lastDirtyTimestamp=1"
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let full: Value = get_json(&http, format!("{eureka}/apps")).await;
+    let e = Eureka::new(eureka_url(&reg));
+    e.register("PRODUCT", &java_instance("product", "p1", 9001, 90))
+        .await;
+    let r = e
+        .put("/apps/PRODUCT/p1/status?value=OUT_OF_SERVICE&lastDirtyTimestamp=1")
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let full: Value = e.get_json("/apps").await;
     assert_eq!(full["applications"]["apps__hashcode"], "OUT_OF_SERVICE_1_");
     assert_eq!(
         full["applications"]["application"][0]["instance"][0]["overriddenStatus"],
         "OUT_OF_SERVICE"
     );
-    let bad = http
-        .put(format!("{eureka}/apps/PRODUCT/p1/status?value=SLEEPY"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
-    let body: Value = bad.json().await.unwrap();
-    assert_eq!(body["field"], "value");
-    let r = http
-        .delete(format!("{eureka}/apps/PRODUCT/p1/status?value=UP"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let r = http
-        .put(format!(
-            "{eureka}/apps/PRODUCT/p1/metadata?zone=a&version=2"
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let i: Value = get_json(&http, format!("{eureka}/apps/PRODUCT/p1")).await;
+    let bad = e.put("/apps/PRODUCT/p1/status?value=SLEEPY").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.json["field"], "value");
+    let r = e.delete("/apps/PRODUCT/p1/status?value=UP").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = e.put("/apps/PRODUCT/p1/metadata?zone=a&version=2").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let i: Value = e.get_json("/apps/PRODUCT/p1").await;
     assert_eq!(i["instance"]["status"], "UP");
     assert_eq!(i["instance"]["metadata"]["zone"], "a");
     assert_eq!(i["instance"]["metadata"]["version"], "2");
     // Found by fuzzing: a key given twice said two things; which one was kept depended on the
     // order. It is refused, and nothing changes.
-    let r = http
-        .put(format!("{eureka}/apps/PRODUCT/p1/metadata?zone=b&zone=c"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(r.headers()["content-type"], "application/problem+json");
-    assert_eq!(r.json::<Value>().await.unwrap()["field"], "metadata");
-    let i: Value = get_json(&http, format!("{eureka}/apps/PRODUCT/p1")).await;
+    let r = e.put("/apps/PRODUCT/p1/metadata?zone=b&zone=c").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(r.json["field"], "metadata");
+    let i: Value = e.get_json("/apps/PRODUCT/p1").await;
     assert_eq!(i["instance"]["metadata"]["zone"], "a");
-    let r = http
-        .put(format!("{eureka}/apps/PRODUCT/zzz/metadata?a=b"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = e.put("/apps/PRODUCT/zzz/metadata?a=b").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn bad_registrations_get_400_naming_the_field_and_limits_hold() {
     let reg = spawn_registry(&["--max-instances", "2", "--max-body-bytes", "8192"]).await;
     let eureka = eureka_url(&reg);
-    let http = reqwest::Client::new();
+    let e = Eureka::new(&eureka);
     let cases = [
         ("instanceId", "instance.instanceId"),
         ("hostName", "instance.hostName"),
@@ -221,39 +146,24 @@ async fn bad_registrations_get_400_naming_the_field_and_limits_hold() {
     for (remove, field) in cases {
         let mut body = java_instance("cart", "c1", 1, 90);
         body["instance"].as_object_mut().unwrap().remove(remove);
-        let r = http
-            .post(format!("{eureka}/apps/CART"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{remove}");
-        assert_eq!(r.headers()["content-type"], "application/problem+json");
-        let p: Value = r.json().await.unwrap();
-        assert_eq!(p["field"], field);
+        let r = e.post_instance("CART", &body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{remove}");
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+        assert_eq!(r.json["field"], field);
     }
     let mut body = java_instance("cart", "c1", 1, 90);
     body["instance"]["port"]["$"] = "eighty".into();
-    let p: Value = http
-        .post(format!("{eureka}/apps/CART"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let p: Value = e.post_instance("CART", &body).await.json;
     assert_eq!(p["field"], "instance.port.$");
     // App in the path must match the body.
-    let r = http
-        .post(format!("{eureka}/apps/OTHER"))
-        .json(&java_instance("cart", "c1", 1, 90))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let r = http
-        .post(format!("{eureka}/apps/CART"))
+    let r = e
+        .post_instance("OTHER", &java_instance("cart", "c1", 1, 90))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // Not JSON: sent raw, as no client would.
+    let r = e
+        .http()
+        .post(e.url("/apps/CART"))
         .header("content-type", "application/json")
         .body("{not json")
         .send()
@@ -263,64 +173,36 @@ async fn bad_registrations_get_400_naming_the_field_and_limits_hold() {
     // Oversized body.
     let mut big = java_instance("cart", "c9", 1, 90);
     big["instance"]["metadata"]["junk"] = "x".repeat(10_000).into();
-    let r = http
-        .post(format!("{eureka}/apps/CART"))
-        .json(&big)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let r = e.post_instance("CART", &big).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     // Nothing half-written by all of the above.
     assert!(instance_ids(&eureka, "cart").await.is_empty());
     // Instance limit: 2 fit, the third is refused, re-registering an existing one is fine.
     for id in ["c1", "c2"] {
-        let r = http
-            .post(format!("{eureka}/apps/CART"))
-            .json(&java_instance("cart", id, 1, 90))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        e.register("CART", &java_instance("cart", id, 1, 90)).await;
     }
-    let r = http
-        .post(format!("{eureka}/apps/CART"))
-        .json(&java_instance("cart", "c3", 1, 90))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let r = http
-        .post(format!("{eureka}/apps/CART"))
-        .json(&java_instance("cart", "c1", 1, 90))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = e
+        .post_instance("CART", &java_instance("cart", "c3", 1, 90))
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    e.register("CART", &java_instance("cart", "c1", 1, 90))
+        .await;
 }
 
 #[tokio::test]
 async fn instance_that_stops_renewing_is_gone_within_one_lease_plus_one_eviction_interval() {
     let reg = spawn_registry(&[]).await;
     let eureka = eureka_url(&reg);
-    let http = reqwest::Client::new();
+    let e = Eureka::new(&eureka);
     let registered = Instant::now();
-    http.post(format!("{eureka}/apps/INVENTORY"))
-        .json(&java_instance("inventory", "dies", 1, 2))
-        .send()
-        .await
-        .unwrap();
-    http.post(format!("{eureka}/apps/INVENTORY"))
-        .json(&java_instance("inventory", "lives", 2, 2))
-        .send()
-        .await
-        .unwrap();
+    e.register("INVENTORY", &java_instance("inventory", "dies", 1, 2))
+        .await;
+    e.register("INVENTORY", &java_instance("inventory", "lives", 2, 2))
+        .await;
     // "lives" renews every 500 ms; "dies" never renews.
     let mut gone_after = None;
     while registered.elapsed() < Duration::from_secs(6) {
-        http.put(format!("{eureka}/apps/INVENTORY/lives?status=UP"))
-            .send()
-            .await
-            .unwrap();
+        e.renew("INVENTORY", "lives", "status=UP").await;
         let ids = instance_ids(&eureka, "inventory").await;
         assert!(
             ids.contains(&"lives".to_owned()),
@@ -346,21 +228,10 @@ async fn instance_that_stops_renewing_is_gone_within_one_lease_plus_one_eviction
 #[tokio::test]
 async fn dashboard_lists_instances_and_threshold() {
     let reg = spawn_registry(&[]).await;
-    let eureka = eureka_url(&reg);
-    let http = reqwest::Client::new();
-    http.post(format!("{eureka}/apps/GATEWAY"))
-        .json(&java_instance("gateway", "gw-<1>", 8080, 90))
-        .send()
-        .await
-        .unwrap();
-    let html = http
-        .get(format!("{}/", reg.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let e = Eureka::new(eureka_url(&reg));
+    e.register("GATEWAY", &java_instance("gateway", "gw-<1>", 8080, 90))
+        .await;
+    let html = shop_testkit::get_text(e.http(), format!("{}/", reg.base_url())).await;
     assert!(html.contains("GATEWAY"));
     assert!(html.contains("gw-&lt;1&gt;"), "instance ids are escaped");
     assert!(html.contains("Renews in the last minute"));

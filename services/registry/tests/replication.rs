@@ -4,7 +4,7 @@
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use shop_testkit::get_json;
+use shop_testkit::clients::Eureka;
 use shop_testkit::registry::{
     eureka_url, instance_ids, java_instance, spawn_registry, spawn_registry_on,
 };
@@ -23,15 +23,10 @@ async fn two_replicas_converge_on_register_status_and_cancel() {
     let r1 = spawn_registry_on(p1, &["--peers", &peers]).await;
     let r2 = spawn_registry_on(p2, &["--peers", &peers]).await;
     let (e1, e2) = (eureka_url(&r1), eureka_url(&r2));
-    let http = reqwest::Client::new();
+    let (c1, c2) = (Eureka::new(&e1), Eureka::new(&e2));
 
-    let r = http
-        .post(format!("{e1}/apps/PRODUCT"))
-        .json(&java_instance("product", "p1", 1, 90))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    c1.register("PRODUCT", &java_instance("product", "p1", 1, 90))
+        .await;
     assert!(
         wait_until(Duration::from_secs(5), || async {
             instance_ids(&e2, "product").await == ["p1"]
@@ -40,30 +35,19 @@ async fn two_replicas_converge_on_register_status_and_cancel() {
         "registration on replica 1 did not reach replica 2"
     );
     // A renewal on replica 2 is known there (replicated registration) and must not bounce.
-    let r = http
-        .put(format!("{e2}/apps/PRODUCT/p1?status=UP"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(c2.renew("PRODUCT", "p1", "status=UP").await, StatusCode::OK);
 
-    http.put(format!("{e2}/apps/PRODUCT/p1/status?value=OUT_OF_SERVICE"))
-        .send()
-        .await
-        .unwrap();
+    c2.put("/apps/PRODUCT/p1/status?value=OUT_OF_SERVICE").await;
     assert!(
         wait_until(Duration::from_secs(5), || async {
-            let v: Value = get_json(&http, format!("{e1}/apps/PRODUCT/p1")).await;
+            let v: Value = c1.get_json("/apps/PRODUCT/p1").await;
             v["instance"]["overriddenStatus"] == "OUT_OF_SERVICE"
         })
         .await,
         "status override on replica 2 did not reach replica 1"
     );
 
-    http.delete(format!("{e2}/apps/PRODUCT/p1"))
-        .send()
-        .await
-        .unwrap();
+    c2.cancel("PRODUCT", "p1").await;
     assert!(
         wait_until(Duration::from_secs(5), || async {
             instance_ids(&e1, "product").await.is_empty()
@@ -79,14 +63,10 @@ async fn restarted_replica_catches_up_from_its_peer() {
     let (p1, p2) = (free_port(), free_port());
     let peers = format!("{},{}", peer(p1), peer(p2));
     let r1 = spawn_registry_on(p1, &["--peers", &peers]).await;
-    let e1 = eureka_url(&r1);
-    let http = reqwest::Client::new();
+    let c1 = Eureka::new(eureka_url(&r1));
     for id in ["a", "b", "c"] {
-        http.post(format!("{e1}/apps/ORDER"))
-            .json(&java_instance("order", id, 1, 90))
-            .send()
-            .await
-            .unwrap();
+        c1.register("ORDER", &java_instance("order", id, 1, 90))
+            .await;
     }
     // Replica 2 starts after the registrations; ready means it has copied replica 1.
     let r2 = spawn_registry_on(p2, &["--peers", &peers]).await;
@@ -102,23 +82,22 @@ async fn replica_stays_available_while_its_peer_is_down() {
     let dead = free_port();
     let reg = spawn_registry(&["--peers", &peer(dead)]).await;
     let e = eureka_url(&reg);
-    let http = reqwest::Client::new();
+    let c = Eureka::new(&e);
     let start = Instant::now();
     for i in 0..20 {
-        let r = http
-            .post(format!("{e}/apps/NOTIFICATION"))
-            .json(&java_instance("notification", &format!("n{i}"), 1, 90))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::NO_CONTENT);
-        let r = http
-            .put(format!("{e}/apps/NOTIFICATION/n{i}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
+        // With a timeout of its own: a registration waiting on the dead peer fails here.
+        let r = shop_testkit::send(
+            c.http()
+                .post(c.url("/apps/NOTIFICATION"))
+                .json(&java_instance("notification", &format!("n{i}"), 1, 90))
+                .timeout(Duration::from_secs(2)),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        assert_eq!(
+            c.put(&format!("/apps/NOTIFICATION/n{i}")).await.status,
+            StatusCode::OK
+        );
     }
     assert_eq!(instance_ids(&e, "notification").await.len(), 20);
     // Not a timing benchmark: only that a dead peer does not make callers wait on it (1 s connect timeout).
@@ -129,12 +108,9 @@ async fn replica_stays_available_while_its_peer_is_down() {
 async fn peers_found_through_dns_catch_up_and_receive_changes() {
     let r1 = spawn_registry(&[]).await;
     let e1 = eureka_url(&r1);
-    let http = reqwest::Client::new();
-    http.post(format!("{e1}/apps/GATEWAY"))
-        .json(&java_instance("gateway", "g1", 1, 90))
-        .send()
-        .await
-        .unwrap();
+    Eureka::new(&e1)
+        .register("GATEWAY", &java_instance("gateway", "g1", 1, 90))
+        .await;
     // "localhost:<port>" stands in for a headless Service name: every address it resolves to is a peer.
     let dns = format!("localhost:{}", r1.port());
     let r2 = spawn_registry(&["--peer-dns", &dns]).await;
@@ -144,11 +120,9 @@ async fn peers_found_through_dns_catch_up_and_receive_changes() {
         ["g1"],
         "catch-up through the DNS-found peer"
     );
-    http.post(format!("{e2}/apps/GATEWAY"))
-        .json(&java_instance("gateway", "g2", 2, 90))
-        .send()
-        .await
-        .unwrap();
+    let c2 = Eureka::new(&e2);
+    c2.register("GATEWAY", &java_instance("gateway", "g2", 2, 90))
+        .await;
     assert!(
         wait_until(Duration::from_secs(5), || async {
             instance_ids(&e1, "gateway").await == ["g1", "g2"]
@@ -156,14 +130,7 @@ async fn peers_found_through_dns_catch_up_and_receive_changes() {
         .await,
         "registration on the DNS-configured replica did not reach its peer"
     );
-    let dashboard = http
-        .get(format!("{}/", r2.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let dashboard = shop_testkit::get_text(c2.http(), format!("{}/", r2.base_url())).await;
     assert!(
         dashboard.contains(&format!("127.0.0.1:{}", r1.port())),
         "dashboard lists the peer"

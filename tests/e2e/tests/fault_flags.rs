@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use shop_testkit::clients::Notification;
 use shop_testkit::host_shop::{HostShop, HostShopOptions};
-use shop_testkit::wait_until;
+use shop_testkit::{metric_sample, wait_until};
 
 const SKU: &str = "fault_flag_sku";
 
@@ -27,17 +28,6 @@ fn write_flags(path: &Path, flags: &Value) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, flags.to_string()).unwrap();
     std::fs::rename(&tmp, path).unwrap();
-}
-
-/// The value of the sample `name{labels}` on a /metrics text, or None.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
 }
 
 struct Test {
@@ -49,14 +39,7 @@ struct Test {
 
 impl Test {
     async fn metrics(&self, component: &str) -> String {
-        let url = format!("{}/metrics", self.shop.url(component));
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        resp.text().await.unwrap()
+        shop_testkit::get_text(&self.http, format!("{}/metrics", self.shop.url(component))).await
     }
 
     /// Rewrites the flags file and waits until every service that reads it shows `expect` (the
@@ -66,7 +49,7 @@ impl Test {
         let series = format!("shop_fault_active{{fault=\"{fault}\"}}");
         for component in ["inventory", "order", "notification"] {
             let took = wait_until(Duration::from_secs(10), || async {
-                sample(&self.metrics(component).await, &series) == Some(expect)
+                metric_sample(&self.metrics(component).await, &series) == Some(expect)
             })
             .await;
             assert!(
@@ -78,7 +61,7 @@ impl Test {
     }
 
     async fn breaker(&self) -> f64 {
-        sample(
+        metric_sample(
             &self.metrics("order").await,
             "circuit_breaker_state{service=\"inventory\"}",
         )
@@ -116,15 +99,9 @@ impl Test {
 
     /// How many notifications notification has stored for `order`.
     async fn notified(&self, order: &str) -> u64 {
-        let url = format!(
-            "{}/api/notifications?orderNumber={order}",
-            self.shop.url("notification")
-        );
-        let resp = self.http.get(&url).send().await.unwrap();
-        assert!(resp.status().is_success(), "GET {url}: {}", resp.status());
-        let list: Value = resp.json().await.unwrap();
-        list.as_array()
-            .unwrap_or_else(|| panic!("GET {url}: not a list: {list}"))
+        Notification::new(self.shop.url("notification"))
+            .for_order(order)
+            .await
             .len() as u64
     }
 
@@ -210,7 +187,7 @@ async fn fault_flags_reach_the_services_without_a_restart() {
     for component in ["inventory", "order", "notification"] {
         let text = t.metrics(component).await;
         assert_eq!(
-            sample(&text, "shop_fault_active{fault=\"inventory_error_ratio\"}"),
+            metric_sample(&text, "shop_fault_active{fault=\"inventory_error_ratio\"}"),
             Some(0.0),
             "{component} reads the fault flags and shows them off:\n{text}"
         );
@@ -306,7 +283,7 @@ async fn fault_flags_reach_the_services_without_a_restart() {
         "a short-circuited order took {:?}",
         started.elapsed()
     );
-    let injected = sample(
+    let injected = metric_sample(
         &t.metrics("inventory").await,
         "shop_faults_injected_total{fault=\"inventory_error_ratio\"}",
     );
@@ -351,7 +328,7 @@ async fn fault_flags_reach_the_services_without_a_restart() {
         "while every Kafka publish fails",
     )
     .await;
-    let failed = sample(
+    let failed = metric_sample(
         &t.metrics("order").await,
         "shop_faults_injected_total{fault=\"kafka_publish_failure_ratio\"}",
     );

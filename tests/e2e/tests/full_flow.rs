@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use shop_testkit::get_json;
+use shop_testkit::clients::{Inventory, Notification, Order, Product};
 use shop_testkit::kafka::record_keyed;
 use shop_testkit::sse::{SseReader, span_service};
 use shop_testkit::{
@@ -98,22 +98,15 @@ async fn product_with_stock_then_order_then_event_notification_stream_and_one_tr
     }
 
     // 1. A product created with stock puts that stock into inventory.
-    let r = http
-        .post(format!("{}/api/product", product.base_url()))
-        .json(&json!({"name": "iPhone 13", "description": "iPhone 13", "price": "1200.00", "quantity": 3}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let created: Value = r.json().await.unwrap();
+    // (`create` checks the 201.)
+    let created = Product::new(product.base_url())
+        .create(&json!({"name": "iPhone 13", "description": "iPhone 13", "price": "1200.00", "quantity": 3}))
+        .await;
     let sku = created["skuCode"].as_str().unwrap().to_owned();
+    let inventory_api = Inventory::new(inventory.base_url());
     let stock = |sku: String| {
-        let http = http.clone();
-        let url = format!("{}/api/inventory?skuCode={sku}", inventory.base_url());
-        async move {
-            let v: Value = get_json(&http, url).await;
-            v[0]["availableQuantity"].as_i64().unwrap()
-        }
+        let inventory_api = inventory_api.clone();
+        async move { inventory_api.available(&sku).await }
     };
     assert!(
         wait_until(Duration::from_secs(15), || async {
@@ -124,21 +117,18 @@ async fn product_with_stock_then_order_then_event_notification_stream_and_one_tr
     );
 
     // 2. Listen on the notification stream before ordering.
-    let mut stream = SseReader::open(
-        &http,
-        &format!("{}/api/notifications/stream", notification.base_url()),
-    )
-    .await;
+    let notifications = Notification::new(notification.base_url());
+    let mut stream = SseReader::open(&http, &notifications.stream_url()).await;
 
     // 3. Place an order with the original's body.
-    let r = http
-        .post(format!("{}/api/order", order.base_url()))
-        .json(&json!({"orderLineItemsDtoList": [{"skuCode": sku, "price": 1200, "quantity": 2}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let placed: Value = r.json().await.unwrap();
+    let placed = Order::new(order.base_url())
+        .place(
+            &json!([{"skuCode": sku, "price": 1200, "quantity": 2}]),
+            None,
+        )
+        .await;
+    assert_eq!(placed.status, StatusCode::CREATED);
+    let placed = placed.json;
     let number = placed["orderNumber"].as_str().unwrap().to_owned();
     assert_eq!(
         stock(sku.clone()).await,
@@ -155,19 +145,14 @@ async fn product_with_stock_then_order_then_event_notification_stream_and_one_tr
     assert_eq!(event["total"], "2400.00");
 
     // 5. The notification is stored and was pushed on the stream.
-    let list_url = format!(
-        "{}/api/notifications?orderNumber={number}",
-        notification.base_url()
-    );
     assert!(
         wait_until(Duration::from_secs(20), || async {
-            let v: Value = get_json(&http, &list_url).await;
-            v.as_array().is_some_and(|a| a.len() == 1)
+            notifications.for_order(&number).await.len() == 1
         })
         .await,
         "notification not stored"
     );
-    let stored: Value = get_json(&http, &list_url).await;
+    let stored = notifications.for_order(&number).await;
     assert_eq!(stored[0]["eventId"], event["eventId"]);
     assert!(
         stream

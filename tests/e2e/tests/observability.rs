@@ -729,7 +729,7 @@ async fn every_metric_the_dashboards_and_alerts_read_is_exported() {
     let operator_port = free_port();
     let admin = format!("127.0.0.1:{operator_port}");
     let kubeconfig = kubeconfig_path();
-    let _operator = Service::start(
+    let _operator = Service::launch(
         "shop-operator",
         &[
             "run",
@@ -742,7 +742,8 @@ async fn every_metric_the_dashboards_and_alerts_read_is_exported() {
         ],
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
         operator_port,
-    );
+    )
+    .await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

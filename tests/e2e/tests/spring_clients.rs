@@ -223,16 +223,7 @@ fn eureka_args(app: &str, port: u16, eureka: &str) -> Vec<String> {
 
 /// The value of the sample whose name and labels are exactly `series` (0 when absent).
 fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
+    shop_testkit::metric_sample(metrics, series).unwrap_or(0.0)
 }
 
 async fn text(http: &Client, url: &str) -> String {

@@ -19,6 +19,7 @@ use std::{
 
 use fantoccini::{Client, ClientBuilder, Locator, key::Key};
 use serde_json::{Value, json};
+use shop_testkit::clients::Eureka;
 use shop_testkit::{
     free_port, fresh_name,
     host_shop::{HostShop, HostShopOptions},
@@ -238,17 +239,9 @@ async fn a_shopper_searches_orders_and_sees_the_notification_live_and_the_admin_
     let registry = shop.url("registry");
     let port: u16 = registry.rsplit(':').next().unwrap().parse().unwrap();
     let me = java_instance("REGISTRY", &format!("127.0.0.1:registry:{port}"), port, 600);
-    let r = http
-        .post(format!("{}/apps/REGISTRY", shop.eureka_url()))
-        .json(&me)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        r.status().is_success(),
-        "registering REGISTRY: {}",
-        r.status()
-    );
+    Eureka::new(shop.eureka_url())
+        .register("REGISTRY", &me)
+        .await;
     let apps = format!("{gateway}/eureka/apps");
     assert!(
         wait_until(PATIENCE, || async {

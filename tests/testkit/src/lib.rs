@@ -78,10 +78,118 @@ pub async fn get_json(http: &reqwest::Client, url: impl AsRef<str>) -> serde_jso
         .unwrap_or_else(|e| panic!("GET {url} answered {status}, not JSON ({e}): {body}"))
 }
 
+/// What a service answered: status, headers and body as JSON (`Null` when the body is empty or
+/// not JSON), for a test that checks all three.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: reqwest::StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub json: serde_json::Value,
+}
+
+impl Answer {
+    /// The header `name` as text, `None` when absent (panics when it is not visible ASCII).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| {
+            v.to_str()
+                .unwrap_or_else(|e| panic!("header {name} is not text ({e}): {v:?}"))
+        })
+    }
+}
+
+/// Sends `req` and reads the answer whatever its status; panics naming the method, URL and the
+/// request's body when it cannot be sent or its body cannot be read, so a failing test says which
+/// call failed.
+pub async fn send(req: reqwest::RequestBuilder) -> Answer {
+    let (http, req) = req.build_split();
+    let req = req.unwrap_or_else(|e| panic!("cannot build the request: {e}"));
+    let call = format!(
+        "{} {} {}",
+        req.method(),
+        req.url(),
+        req.body()
+            .and_then(|b| b.as_bytes())
+            .map(|b| String::from_utf8_lossy(&b[..b.len().min(200)]).into_owned())
+            .unwrap_or_default()
+    );
+    let resp = http
+        .execute(req)
+        .await
+        .unwrap_or_else(|e| panic!("{call}: {e}"));
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp
+        .bytes()
+        .await
+        .unwrap_or_else(|e| panic!("{call}: reading the body: {e}"));
+    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    Answer {
+        status,
+        headers,
+        json,
+    }
+}
+
+/// [`send`], the status and the JSON body (`Null` when not JSON).
+pub async fn send_json(req: reqwest::RequestBuilder) -> (reqwest::StatusCode, serde_json::Value) {
+    let a = send(req).await;
+    (a.status, a.json)
+}
+
+/// `POST url` with the JSON `body` (see [`send_json`]).
+pub async fn post_json(
+    http: &reqwest::Client,
+    url: impl AsRef<str>,
+    body: &serde_json::Value,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    send_json(http.post(url.as_ref()).json(body)).await
+}
+
+/// `GET url` as text; panics naming the URL when it cannot be read.
+pub async fn get_text(http: &reqwest::Client, url: impl AsRef<str>) -> String {
+    let url = url.as_ref();
+    http.get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: reading the body: {e}"))
+}
+
+/// The Prometheus text a service at `base` (`http://host:port`) exposes on `/metrics`; panics
+/// naming the URL when it does not answer 200.
+pub async fn metrics(http: &reqwest::Client, base: &str) -> String {
+    let url = format!("{base}/metrics");
+    let resp = http
+        .get(&url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status();
+    let text = resp
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: reading the body: {e}"));
+    assert_eq!(status, reqwest::StatusCode::OK, "GET {url}: {text}");
+    text
+}
+
+/// The value of the sample written exactly `series` (a name, with its labels in braces as the
+/// exposition writes them, e.g. `circuit_breaker_state{service="order"}`) in a Prometheus text;
+/// `None` when absent.
+pub fn metric_sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// The value of the unlabelled sample `name` in a Prometheus text exposition (`/metrics`);
 /// panics, showing the text, when it is absent.
 pub fn metric_value(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not on /metrics:\n{text}"))
+    metric_sample(text, name).unwrap_or_else(|| panic!("{name} not on /metrics:\n{text}"))
 }

@@ -5,7 +5,7 @@
 //! that finds one missing says so and how to build it.
 //!
 //! Port 0 is the normal way to start one: the process binds a port the OS picks and writes it to
-//! `SHOP_PORT_FILE` (see `shop_runtime::Runtime::listening`), which [`Service::start`] reads. A
+//! `SHOP_PORT_FILE` (see `shop_runtime::Runtime::listening`), which [`Service::launch`] reads. A
 //! port chosen by the test with [`free_port`] is free only until the test lets go of it, so another
 //! process can take it before the service binds; it is kept for ports that must be known before
 //! the process starts (peers naming each other, a restart at the same address) and for servers
@@ -56,11 +56,14 @@ pub struct Service {
 
 impl Service {
     /// Starts `bin` with `args` and extra `envs`, listening on `port` (0: a port the OS picks, read
-    /// back from the process, see [`Service::start`]), and waits up to 30 s for
+    /// back from the process, see [`Service::launch`]), and waits up to 30 s for
     /// `GET /health/ready` to answer 200. Logs go to the test's stderr, prefixed by nothing, so
     /// a failing test shows them.
     pub async fn spawn(bin: &str, args: &[&str], envs: &[(&str, &str)], port: u16) -> Service {
-        Service::start(bin, args, envs, port).ready(bin).await
+        Service::launch(bin, args, envs, port)
+            .await
+            .ready(bin)
+            .await
     }
 
     /// Like [`Service::spawn`], but the process's stdout and stderr go to the file `log` (created
@@ -77,9 +80,12 @@ impl Service {
         let err = out
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot share the log file {}: {e}", log.display()));
-        Service::start_with(bin, args, envs, port, out.into(), err.into())
-            .ready(bin)
-            .await
+        let (mut svc, port_file) =
+            Service::start_with(bin, args, envs, port, out.into(), err.into());
+        if let Some(f) = port_file {
+            svc.port = svc.bound_port(&f).await;
+        }
+        svc.ready(bin).await
     }
 
     /// Waits up to 30 s for `GET /health/ready` to answer 200; panics when the process exits first.
@@ -111,13 +117,32 @@ impl Service {
     }
 
     /// Starts the process without waiting for readiness. With `port` 0 it waits (up to 30 s, a
-    /// blocking poll of a few milliseconds in practice) for the process to bind and write the port
-    /// it got to `SHOP_PORT_FILE`, so [`Service::port`] is the real one; panics when the process
-    /// exits first.
-    pub fn start(bin: &str, args: &[&str], envs: &[(&str, &str)], port: u16) -> Service {
-        Service::start_with(bin, args, envs, port, Stdio::inherit(), Stdio::inherit())
+    /// few milliseconds in practice, sleeping on the tokio timer so the test's other tasks run)
+    /// for the process to bind and write the port it got to `SHOP_PORT_FILE`, so
+    /// [`Service::port`] is the real one; panics when the process exits first.
+    pub async fn launch(bin: &str, args: &[&str], envs: &[(&str, &str)], port: u16) -> Service {
+        let (mut svc, port_file) =
+            Service::start_with(bin, args, envs, port, Stdio::inherit(), Stdio::inherit());
+        if let Some(f) = port_file {
+            svc.port = svc.bound_port(&f).await;
+        }
+        svc
     }
 
+    /// [`Service::launch`] for a caller that is not async (a plain `fn` building a process at a
+    /// port it chose, as the operator's helm test does). With `port` 0 it blocks the calling
+    /// thread while it polls for the port file, which would stall a tokio worker: async tests
+    /// use [`Service::launch`].
+    pub fn start(bin: &str, args: &[&str], envs: &[(&str, &str)], port: u16) -> Service {
+        let (mut svc, port_file) =
+            Service::start_with(bin, args, envs, port, Stdio::inherit(), Stdio::inherit());
+        if let Some(f) = port_file {
+            svc.port = svc.bound_port_blocking(&f);
+        }
+        svc
+    }
+
+    /// Spawns the process; with `port` 0 also returns the file it will write its port to.
     fn start_with(
         bin: &str,
         args: &[&str],
@@ -125,7 +150,7 @@ impl Service {
         port: u16,
         stdout: Stdio,
         stderr: Stdio,
-    ) -> Service {
+    ) -> (Service, Option<PathBuf>) {
         let path = binary_path(bin);
         let port_file = (port == 0).then(|| {
             std::env::temp_dir().join(format!(
@@ -152,43 +177,66 @@ impl Service {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
-        let mut svc = Service {
+        let svc = Service {
             name: bin.to_string(),
             port,
             child: Some(child),
         };
-        if let Some(f) = port_file {
-            svc.port = svc.bound_port(&f);
-        }
-        svc
+        (svc, port_file)
     }
 
     /// Waits for the port the process writes to `file` once it listens; removes the file.
-    fn bound_port(&mut self, file: &std::path::Path) -> u16 {
+    async fn bound_port(&mut self, file: &std::path::Path) -> u16 {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            // The runtime renames a complete file into place, so what is there parses.
-            if let Some(port) = std::fs::read_to_string(file)
-                .ok()
-                .and_then(|s| s.trim().parse::<u16>().ok())
-            {
-                let _ = std::fs::remove_file(file);
+            if let Some(port) = self.port_from(file) {
                 return port;
             }
-            if let Some(status) = self.exit_status() {
-                panic!(
-                    "{} exited before listening ({status}); its log is above (or in its log file)",
-                    self.name
-                );
-            }
-            if std::time::Instant::now() >= deadline {
-                panic!(
-                    "{} did not write its port to {} within 30 s",
-                    self.name,
-                    file.display()
-                );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            self.check_port_deadline(file, deadline);
+        }
+    }
+
+    /// [`Service::bound_port`] for a caller without a runtime: sleeps the thread between looks.
+    fn bound_port_blocking(&mut self, file: &std::path::Path) -> u16 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(port) = self.port_from(file) {
+                return port;
             }
             std::thread::sleep(Duration::from_millis(5));
+            self.check_port_deadline(file, deadline);
+        }
+    }
+
+    /// The port in `file` once the process wrote it (the file is then removed); panics when the
+    /// process exited instead.
+    fn port_from(&mut self, file: &std::path::Path) -> Option<u16> {
+        // The runtime renames a complete file into place, so what is there parses.
+        if let Some(port) = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u16>().ok())
+        {
+            let _ = std::fs::remove_file(file);
+            return Some(port);
+        }
+        if let Some(status) = self.exit_status() {
+            panic!(
+                "{} exited before listening ({status}); its log is above (or in its log file)",
+                self.name
+            );
+        }
+        None
+    }
+
+    /// Panics, naming the file, once `deadline` passed without a port.
+    fn check_port_deadline(&self, file: &std::path::Path, deadline: std::time::Instant) {
+        if std::time::Instant::now() >= deadline {
+            panic!(
+                "{} did not write its port to {} within 30 s",
+                self.name,
+                file.display()
+            );
         }
     }
 

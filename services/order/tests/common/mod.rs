@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use reqwest::{Client, StatusCode};
-use serde_json::{Value, json};
-use shop_testkit::clients::Inventory;
+use serde_json::Value;
+use shop_testkit::clients::{Inventory, Order};
 use shop_testkit::{Service, fresh_mysql_database, fresh_name, kafka_bootstrap};
 use sqlx::{Connection, MySqlConnection};
 
@@ -115,17 +115,13 @@ impl Shop {
         lines: Value,
         key: Option<&str>,
     ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-        let mut req = self
-            .http
-            .post(self.order_url("/api/order"))
-            .json(&json!({"orderLineItemsDtoList": lines}));
-        if let Some(k) = key {
-            req = req.header("Idempotency-Key", k);
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status();
-        let headers = r.headers().clone();
-        (status, headers, r.json().await.unwrap_or(Value::Null))
+        let a = self.orders().place(&lines, key).await;
+        (a.status, a.headers, a.json)
+    }
+
+    /// A typed client of the order process.
+    pub fn orders(&self) -> Order {
+        Order::new(self.order.base_url())
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
@@ -133,14 +129,7 @@ impl Shop {
     }
 
     pub async fn metrics(&self) -> String {
-        self.http
-            .get(self.order_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        shop_testkit::metrics(&self.http, &self.order_url("")).await
     }
 }
 
