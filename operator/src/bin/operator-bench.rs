@@ -123,8 +123,10 @@ impl Cluster {
         let mut out = BTreeMap::new();
         let lp = ListParams::default().labels(MANAGED);
         for (plural, api) in &self.kinds {
+            // Metadata only: full objects (600 Deployments with their pod templates) every 250 ms
+            // would make the API server encode megabytes per poll, load on the server measured.
             let list = api
-                .list(&lp)
+                .list_metadata(&lp)
                 .await
                 .with_context(|| format!("listing {plural} in {}", self.ns))?;
             for o in list.items {
@@ -518,8 +520,11 @@ async fn main() -> anyhow::Result<()> {
 
     let client = client(&kubeconfig).await?;
     apply_crd(&client, &root).await?;
-    let ns = format!("bench-op-{:08x}", rand::random::<u32>());
     let namespaces = Api::<Namespace>::all(client.clone());
+    // A namespace of an earlier run still being deleted (3,200 objects and 600 pods for the
+    // garbage collector, minutes on a busy cluster) would load the API server this run measures.
+    settle(&namespaces).await?;
+    let ns = format!("{NS_PREFIX}{:08x}", rand::random::<u32>());
     let namespace: Namespace = serde_json::from_value(
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
     )
@@ -547,9 +552,50 @@ async fn main() -> anyhow::Result<()> {
     if let Err(e) = namespaces.delete(&ns, &DeleteParams::default()).await {
         eprintln!("operator-bench: deleting namespace {ns}: {e}");
     }
+    // Gone before this run reports, so the next run (or whatever comes next) starts quiet.
+    if let Err(e) = settle(&namespaces).await {
+        eprintln!("operator-bench: {e:#}");
+    }
     let results = outcome?;
     print(&results, args.shops, args.steady_secs);
     Ok(())
+}
+
+/// Prefix of the namespaces the benchmark creates.
+const NS_PREFIX: &str = "bench-op-";
+
+/// Waits until no benchmark namespace is left (being deleted), saying so on stderr every 10 s;
+/// fails after 10 minutes naming them.
+async fn settle(namespaces: &Api<Namespace>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut said = Duration::ZERO;
+    loop {
+        let left: Vec<String> = namespaces
+            .list_metadata(&ListParams::default())
+            .await
+            .context("listing namespaces")?
+            .items
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .filter(|n| n.starts_with(NS_PREFIX))
+            .collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        let waited = started.elapsed();
+        if waited > Duration::from_secs(600) {
+            bail!("benchmark namespaces still there after 10 min: {left:?}");
+        }
+        if waited >= said {
+            eprintln!(
+                "operator-bench: waiting for {} to be deleted ({}s)",
+                left.join(", "),
+                waited.as_secs()
+            );
+            said += Duration::from_secs(10);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Spawns the operator, measures (Ctrl-C aborts), and always stops the operator.
