@@ -42,6 +42,7 @@ use crate::monitoring::ServiceMonitor;
 use crate::status::SecretCheck;
 use crate::stores::{self, Store, StoreCredentials, StoreResources};
 use crate::validate::ExternalStore;
+use crate::watched::{self, Versions, Watched};
 
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "shop-operator";
@@ -155,6 +156,34 @@ impl Owner {
 }
 /// `Kind/name` -> fingerprint (see [`fingerprint`]) of a Shop's children.
 pub type Fingerprints = BTreeMap<String, String>;
+
+/// What an apply wrote, and what a look at the children finds: per `Kind/name` its
+/// [`fingerprint`] (compared with what the API server lists) and its [`watched::version`]
+/// (compared with what the watches' stores show, without a request).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Marks {
+    fingerprints: Fingerprints,
+    versions: Versions,
+}
+
+impl Marks {
+    fn insert<K: Child>(&mut self, obj: &K) {
+        let key = key_of(obj);
+        self.versions.insert(
+            key.clone(),
+            watched::version(obj.meta(), watched::by_generation(kind_of::<K>())),
+        );
+        self.fingerprints.insert(key, fingerprint(obj));
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        self.fingerprints.contains_key(key)
+    }
+}
+
+/// Per Shop uid: the hash of the desired state last applied and the marks of what the API server
+/// returned.
+type Cache = HashMap<String, (String, Marks)>;
 
 /// What identifies a version of a child for "has anyone changed it since we applied it": a hash
 /// of the object without `metadata` and `status` (so status updates and the Deployment
@@ -288,9 +317,11 @@ pub struct Applier {
     client: Client,
     field_manager: &'static str,
     metrics: Arc<Metrics>,
-    /// Per Shop uid: hash of the last desired state applied and the fingerprints of the objects
-    /// the API server returned. When both still match, a reconcile only reads.
-    cache: Mutex<HashMap<String, (String, Fingerprints)>>,
+    /// Per Shop uid: hash of the last desired state applied and the marks of the objects the API
+    /// server returned. When both still match, a reconcile only reads.
+    cache: Mutex<Cache>,
+    /// The owned watches' stores: when they show what was applied, a reconcile makes no request.
+    watched: Option<Arc<Watched>>,
 }
 
 impl Applier {
@@ -301,10 +332,17 @@ impl Applier {
             field_manager: FIELD_MANAGER,
             metrics,
             cache: Mutex::new(HashMap::new()),
+            watched: None,
         }
     }
 
-    fn cache(&self) -> MutexGuard<'_, HashMap<String, (String, Fingerprints)>> {
+    /// The same, reading the children from the owned watches' stores first (see [`watched`]).
+    pub fn with_watched(mut self, watched: Arc<Watched>) -> Self {
+        self.watched = Some(watched);
+        self
+    }
+
+    fn cache(&self) -> MutexGuard<'_, Cache> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -348,12 +386,29 @@ impl Applier {
                 .store_secret
                 .as_ref()
                 .and_then(|s| s.0.metadata.name.as_deref());
+            if let Some(children) = self
+                .unchanged_in_stores(owner, &last, secret)
+                .await
+                .map_err(ReconcileError::Observe)?
+            {
+                // The watches show exactly what was applied: nothing to write, nothing listed.
+                self.metrics.observed("store");
+                return Ok(res.into_applied(Applied {
+                    children,
+                    deleted: Vec::new(),
+                    written: false,
+                }));
+            }
+            self.metrics.observed("list");
             let (now, children) = self
                 .observe(owner, secret, apis)
                 .await
                 .map_err(ReconcileError::Observe)?;
-            if now == last {
-                // Same desired state and nobody touched the children: nothing to write.
+            if now.fingerprints == last.fingerprints {
+                // Same desired state and nobody touched the children: nothing to write. The
+                // versions are taken from this look (a status-only or autoscaler change moved
+                // them), so the next reconcile can trust the stores again.
+                self.cache().insert(owner.uid.clone(), (hash, now));
                 let applied = Applied {
                     children,
                     deleted: Vec::new(),
@@ -361,6 +416,7 @@ impl Applier {
                 };
                 return Ok(res.into_applied(applied));
             }
+            let (last, now) = (&last.fingerprints, &now.fingerprints);
             let changed: Vec<&String> = last
                 .iter()
                 .filter(|(k, v)| now.get(*k) != Some(*v))
@@ -372,7 +428,7 @@ impl Applier {
         let run = Run {
             applier: self,
             ns: &owner.namespace,
-            applied: Mutex::new(Fingerprints::new()),
+            applied: Mutex::new(Marks::default()),
         };
         let children = match run.all(&res).await {
             Ok(children) => children,
@@ -443,7 +499,7 @@ impl Applier {
     async fn prune(
         &self,
         owner: &Owner,
-        applied: &Fingerprints,
+        applied: &Marks,
         apis: Apis,
     ) -> Result<Vec<String>, Error> {
         let kinds: Vec<Pruned> = pruned_kinds(apis)
@@ -475,13 +531,22 @@ impl Applier {
         Ok(deleted)
     }
 
-    /// The names of this Shop's objects of one kind that were not applied: one metadata LIST.
+    /// The names of this Shop's objects of one kind that were not applied: from the kind's watch
+    /// store when it has one (an orphan it has not seen yet is deleted on the reconcile its own
+    /// watch event causes), else one metadata LIST.
     async fn orphans(
         &self,
         owner: &Owner,
         k: &Pruned,
-        applied: &Fingerprints,
+        applied: &Marks,
     ) -> Result<Vec<String>, Error> {
+        if let Some(names) = self
+            .watched
+            .as_ref()
+            .and_then(|w| w.orphans(owner, k.kind, &|key| applied.contains(key)))
+        {
+            return Ok(names);
+        }
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &owner.namespace, &k.resource);
         let list = api
@@ -498,7 +563,7 @@ impl Applier {
             // object someone labelled by hand, is never touched.
             .filter(|o| controlled_by(o, &owner.uid) && o.metadata.deletion_timestamp.is_none())
             .map(|o| o.name_any())
-            .filter(|name| !applied.contains_key(&format!("{}/{name}", k.kind)))
+            .filter(|name| !applied.contains(&format!("{}/{name}", k.kind)))
             .collect())
     }
 
@@ -533,7 +598,7 @@ impl Applier {
         owner: &Owner,
         store_secret: Option<&str>,
         apis: Apis,
-    ) -> Result<(Fingerprints, Children), Error> {
+    ) -> Result<(Marks, Children), Error> {
         let (deps, svcs, cms, sas, nps, pdbs, sets, hpas) = futures::try_join!(
             self.list_owned::<Deployment>(owner),
             self.list_owned::<Service>(owner),
@@ -544,39 +609,78 @@ impl Applier {
             self.list_owned::<StatefulSet>(owner),
             self.list_owned::<HorizontalPodAutoscaler>(owner),
         )?;
-        let mut fps = Fingerprints::new();
+        let mut marks = Marks::default();
         if let Some(name) = store_secret
             && let Some(secret) = get_secret(&self.client, &owner.namespace, name).await?
         {
-            fps.insert(key_of(&secret), fingerprint(&secret));
+            marks.insert(&secret);
         }
-        fps.extend(svcs.iter().map(|o| (key_of(o), fingerprint(o))));
-        fps.extend(cms.iter().map(|o| (key_of(o), fingerprint(o))));
-        fps.extend(sas.iter().map(|o| (key_of(o), fingerprint(o))));
-        fps.extend(nps.iter().map(|o| (key_of(o), fingerprint(o))));
-        fps.extend(pdbs.iter().map(|o| (key_of(o), fingerprint(o))));
-        fps.extend(deps.iter().map(|o| (key_of(o), fingerprint(o))));
-        fps.extend(sets.iter().map(|o| (key_of(o), fingerprint(o))));
-        fps.extend(hpas.iter().map(|o| (key_of(o), fingerprint(o))));
+        svcs.iter().for_each(|o| marks.insert(o));
+        cms.iter().for_each(|o| marks.insert(o));
+        sas.iter().for_each(|o| marks.insert(o));
+        nps.iter().for_each(|o| marks.insert(o));
+        pdbs.iter().for_each(|o| marks.insert(o));
+        deps.iter().for_each(|o| marks.insert(o));
+        sets.iter().for_each(|o| marks.insert(o));
+        hpas.iter().for_each(|o| marks.insert(o));
         if apis.ingress {
             let ingresses = self.list_owned::<Ingress>(owner).await?;
-            fps.extend(ingresses.iter().map(|o| (key_of(o), fingerprint(o))));
+            ingresses.iter().for_each(|o| marks.insert(o));
         }
         if apis.http_route {
             let routes = self.list_owned::<HttpRoute>(owner).await?;
-            fps.extend(routes.iter().map(|o| (key_of(o), fingerprint(o))));
+            routes.iter().for_each(|o| marks.insert(o));
         }
         if apis.service_monitor {
             let monitors = self.list_owned::<ServiceMonitor>(owner).await?;
-            fps.extend(monitors.iter().map(|o| (key_of(o), fingerprint(o))));
+            monitors.iter().for_each(|o| marks.insert(o));
         }
         Ok((
-            fps,
+            marks,
             Children {
                 deployments: by_component(deps),
                 statefulsets: by_store(sets),
             },
         ))
+    }
+
+    /// The children as the watches' stores show them, when those are exactly the versions `last`
+    /// recorded (the stores' kinds; the stores' credentials Secret, which is not watched, by its
+    /// fingerprint on one GET). `None` — look with the API server — when anything differs, a
+    /// store has not synced, a kind `last` holds is not watched, or there are no stores.
+    async fn unchanged_in_stores(
+        &self,
+        owner: &Owner,
+        last: &Marks,
+        store_secret: Option<&str>,
+    ) -> Result<Option<Children>, Error> {
+        let Some(watched) = &self.watched else {
+            return Ok(None);
+        };
+        let Some(now) = watched.versions(owner) else {
+            return Ok(None);
+        };
+        let secret_key = |k: &String| k.starts_with("Secret/");
+        let expected = last.versions.iter().filter(|(k, _)| !secret_key(k));
+        if !expected.eq(now.iter()) {
+            return Ok(None);
+        }
+        let secret_expected = last.fingerprints.iter().find(|(k, _)| secret_key(k));
+        match (store_secret, secret_expected) {
+            (None, None) => {}
+            (Some(name), Some((key, fp))) => {
+                let secret = get_secret(&self.client, &owner.namespace, name).await?;
+                if secret.is_none_or(|s| key_of(&s) != *key || fingerprint(&s) != *fp) {
+                    return Ok(None);
+                }
+            }
+            _ => return Ok(None),
+        }
+        let (deps, sets) = watched.workloads(owner);
+        Ok(Some(Children {
+            deployments: by_component(deps),
+            statefulsets: by_store(sets),
+        }))
     }
 
     /// The Shop's Deployments and StatefulSets as they are (by label, whoever controls them).
@@ -642,7 +746,7 @@ fn pruned_kinds(apis: Apis) -> [Pruned; 11] {
 struct Run<'a> {
     applier: &'a Applier,
     ns: &'a str,
-    applied: Mutex<Fingerprints>,
+    applied: Mutex<Marks>,
 }
 
 impl Run<'_> {
@@ -651,7 +755,7 @@ impl Run<'_> {
         self.applied
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key_of(&applied), fingerprint(&applied));
+            .insert(&applied);
         Ok(applied)
     }
 

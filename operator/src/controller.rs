@@ -96,6 +96,12 @@ impl Context {
         }
     }
 
+    /// The same, its applier reading the children from the owned watches' stores first.
+    pub fn with_watched(mut self, watched: Arc<crate::watched::Watched>) -> Self {
+        self.applier = self.applier.with_watched(watched);
+        self
+    }
+
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
         self.failures.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -23,6 +23,7 @@ pub mod operator;
 pub mod status;
 pub mod stores;
 pub mod validate;
+pub mod watched;
 
 pub use crd::{Shop, ShopSpec, ShopStatus};
 

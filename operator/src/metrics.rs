@@ -24,6 +24,13 @@ pub struct WriteLabel {
     pub verb: String,
 }
 
+/// Label of the observations counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// `store` (the watches' stores showed what was applied) or `list` (the API server was asked).
+    pub source: String,
+}
+
 /// All metrics, registered once.
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +44,8 @@ pub struct Metrics {
     pub writes: Family<WriteLabel, Counter>,
     /// 1 while this instance may reconcile (leader or no election).
     pub leader: Gauge,
+    /// Looks at an applied Shop's children, by where they were read.
+    pub observations: Family<SourceLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -47,6 +56,7 @@ impl Default for Metrics {
         let duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let writes = Family::<WriteLabel, Counter>::default();
         let leader = Gauge::default();
+        let observations = Family::<SourceLabel, Counter>::default();
         registry.register("reconciles", "Reconciles started", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -68,6 +78,11 @@ impl Default for Metrics {
             "1 when this instance is allowed to reconcile",
             leader.clone(),
         );
+        registry.register(
+            "observations",
+            "Looks at an applied Shop's children: from the watches' stores, or listed from the API server",
+            observations.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -75,11 +90,21 @@ impl Default for Metrics {
             duration,
             writes,
             leader,
+            observations,
         }
     }
 }
 
 impl Metrics {
+    /// Counts one look at an applied Shop's children (`store` or `list`).
+    pub fn observed(&self, source: &str) {
+        self.observations
+            .get_or_create(&SourceLabel {
+                source: source.to_string(),
+            })
+            .inc();
+    }
+
     /// Counts one write.
     pub fn write(&self, kind: &str, verb: &str) {
         self.writes

@@ -30,6 +30,7 @@ use crate::crd::{CRD_NAME, Shop};
 use crate::exposure::{Apis, HttpRoute};
 use crate::lease::{self, LeaseError, LeaseSettings};
 use crate::metrics::Metrics;
+use crate::watched::Watched;
 
 /// How the operator runs.
 #[derive(Clone, Debug)]
@@ -233,33 +234,67 @@ pub async fn run(
         instance: settings.instance.clone(),
     };
     let recorder = Recorder::new(client.clone(), reporter);
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        recorder,
-        metrics.clone(),
-        settings.reconcile.clone(),
-    ));
+    // The owned watches trigger reconciles and, on the way, fill the stores the applier reads
+    // the children from (crate::watched): one watch per kind, as `Controller::owns` would make.
     let owned = watcher::Config::default().labels(&managed_selector());
+    let mut watched = Watched::default();
     let shops = api::<DeserializeGuard<Shop>>(&client, ns);
-    let stop_fut = stop.clone();
     let mut controller = Controller::new(shops, watcher::Config::default().any_semantic())
-        .owns(api::<Deployment>(&client, ns), owned.clone())
-        .owns(api::<Service>(&client, ns), owned.clone())
-        .owns(api::<ConfigMap>(&client, ns), owned.clone())
-        .owns(api::<ServiceAccount>(&client, ns), owned.clone())
-        .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
-        .owns(api::<NetworkPolicy>(&client, ns), owned.clone())
-        .owns(api::<StatefulSet>(&client, ns), owned.clone())
-        .owns(api::<HorizontalPodAutoscaler>(&client, ns), owned.clone());
+        .owns_stream(watched.watch_deployments(api(&client, ns), owned.clone()))
+        .owns_stream(watched.watch_meta::<Service>("Service", api(&client, ns), owned.clone()))
+        .owns_stream(watched.watch_meta::<ConfigMap>("ConfigMap", api(&client, ns), owned.clone()))
+        .owns_stream(watched.watch_meta::<ServiceAccount>(
+            "ServiceAccount",
+            api(&client, ns),
+            owned.clone(),
+        ))
+        .owns_stream(watched.watch_meta::<PodDisruptionBudget>(
+            "PodDisruptionBudget",
+            api(&client, ns),
+            owned.clone(),
+        ))
+        .owns_stream(watched.watch_meta::<NetworkPolicy>(
+            "NetworkPolicy",
+            api(&client, ns),
+            owned.clone(),
+        ))
+        .owns_stream(watched.watch_statefulsets(api(&client, ns), owned.clone()))
+        .owns_stream(watched.watch_meta::<HorizontalPodAutoscaler>(
+            "HorizontalPodAutoscaler",
+            api(&client, ns),
+            owned.clone(),
+        ));
     if apis.ingress {
-        controller = controller.owns(api::<Ingress>(&client, ns), owned.clone());
+        controller = controller.owns_stream(watched.watch_meta::<Ingress>(
+            "Ingress",
+            api(&client, ns),
+            owned.clone(),
+        ));
     }
     if apis.http_route {
-        controller = controller.owns(api::<HttpRoute>(&client, ns), owned.clone());
+        controller = controller.owns_stream(watched.watch_meta::<HttpRoute>(
+            "HTTPRoute",
+            api(&client, ns),
+            owned.clone(),
+        ));
     }
     if apis.service_monitor {
-        controller = controller.owns(api::<ServiceMonitor>(&client, ns), owned);
+        controller = controller.owns_stream(watched.watch_meta::<ServiceMonitor>(
+            "ServiceMonitor",
+            api(&client, ns),
+            owned,
+        ));
     }
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            recorder,
+            metrics.clone(),
+            settings.reconcile.clone(),
+        )
+        .with_watched(Arc::new(watched)),
+    );
+    let stop_fut = stop.clone();
     info!(
         ingress = apis.ingress,
         http_route = apis.http_route,

@@ -441,6 +441,42 @@ async fn a_restarted_operator_writes_nothing() {
         0.0,
         "no delete"
     );
+
+    // At rest, a reconcile reads the children from the watches' indexes, not the API server:
+    // someone annotates the Shop (an event, a reconcile, nothing to do).
+    let (store, list, reconciles) = (
+        op.counter("shop_operator_observations_total", "source=\"store\""),
+        op.counter("shop_operator_observations_total", "source=\"list\""),
+        op.counter("shop_operator_reconciles_total", ""),
+    );
+    Api::<Shop>::namespaced(client.clone(), &ns.name)
+        .patch(
+            "steady",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"annotations": {"team": "ops"}}})),
+        )
+        .await
+        .unwrap();
+    let m = &op;
+    eventually(10, "the annotation reconciled", || async move {
+        m.counter("shop_operator_reconciles_total", "") > reconciles
+    })
+    .await;
+    assert!(
+        op.counter("shop_operator_observations_total", "source=\"store\"") > store,
+        "the children were read from the indexes"
+    );
+    assert_eq!(
+        op.counter("shop_operator_observations_total", "source=\"list\""),
+        list,
+        "nothing was listed"
+    );
+    let mut now = resource_versions(&client, &ns.name, "steady").await;
+    let mut children = after.clone();
+    // The Shop itself was annotated; its children are untouched.
+    now.remove("Shop/steady");
+    children.remove("Shop/steady");
+    assert_eq!(children, now, "no child changed");
     op.stop().await;
     ns.delete().await;
 }

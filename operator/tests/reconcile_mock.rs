@@ -12,10 +12,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::PartialObjectMeta;
 use kube::client::Body;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher::Event;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use shop_operator::Shop;
@@ -23,6 +27,7 @@ use shop_operator::controller::{Context, ReconcileSettings, reconcile};
 use shop_operator::crd::Phase;
 use shop_operator::error::ReconcileError;
 use shop_operator::metrics::Metrics;
+use shop_operator::watched::{Feed, Kept, Watched};
 
 const NS: &str = "mock";
 const UID: &str = "0b5e9d7c-1d7e-4f53-9c43-6a3c5e1f0001";
@@ -37,6 +42,8 @@ struct FakeApi {
     objects: BTreeMap<String, BTreeMap<String, Value>>,
     seen: Seen,
     refuse_apply: Option<(&'static str, u16, &'static str)>,
+    /// The last resourceVersion handed out.
+    version: u64,
 }
 
 fn status_body(code: u16, reason: &str, message: &str) -> Value {
@@ -121,11 +128,22 @@ impl FakeApi {
                 {
                     return (code, status_body(code, "Invalid", message));
                 }
-                self.objects
-                    .entry(collection)
-                    .or_default()
-                    .insert(name.to_string(), sent.clone());
-                (200, sent)
+                // As the API server: every write a new resourceVersion, a spec change a new
+                // generation.
+                self.version += 1;
+                let objects = self.objects.entry(collection).or_default();
+                let generation = match objects.get(name) {
+                    Some(old) if old["spec"] == sent["spec"] => {
+                        old["metadata"]["generation"].as_i64().unwrap_or(1)
+                    }
+                    Some(old) => old["metadata"]["generation"].as_i64().unwrap_or(0) + 1,
+                    None => 1,
+                };
+                let mut stored = sent;
+                stored["metadata"]["resourceVersion"] = json!(self.version.to_string());
+                stored["metadata"]["generation"] = json!(generation);
+                objects.insert(name.to_string(), stored.clone());
+                (200, stored)
             }
             ("PATCH", Some(name), Some("status")) => {
                 match self
@@ -225,6 +243,94 @@ fn context(client: Client) -> Arc<Context> {
         Arc::new(Metrics::default()),
         ReconcileSettings::default(),
     ))
+}
+
+/// The owned watches' indexes, fed by hand from the fake as the watch events would feed them.
+struct Stores {
+    deployments: Feed<Deployment>,
+    statefulsets: Feed<StatefulSet>,
+    /// (collection, feed) of the kinds kept as metadata (read through `ConfigMap`'s type: only
+    /// the metadata is kept).
+    meta: Vec<(&'static str, Feed<PartialObjectMeta<ConfigMap>>)>,
+}
+
+/// The collections of the kinds kept as metadata, with their kinds.
+const META_KINDS: [(&str, &str); 6] = [
+    ("Service", "/api/v1/namespaces/mock/services"),
+    ("ConfigMap", "/api/v1/namespaces/mock/configmaps"),
+    ("ServiceAccount", "/api/v1/namespaces/mock/serviceaccounts"),
+    (
+        "PodDisruptionBudget",
+        "/apis/policy/v1/namespaces/mock/poddisruptionbudgets",
+    ),
+    (
+        "NetworkPolicy",
+        "/apis/networking.k8s.io/v1/namespaces/mock/networkpolicies",
+    ),
+    (
+        "HorizontalPodAutoscaler",
+        "/apis/autoscaling/v2/namespaces/mock/horizontalpodautoscalers",
+    ),
+];
+
+impl Stores {
+    /// Every index re-listed from the fake (the watch events of everything written so far).
+    fn sync(&self, fake: &Mutex<FakeApi>) {
+        fn relist<K: Kept + serde::de::DeserializeOwned>(
+            feed: &Feed<K>,
+            objects: Option<&BTreeMap<String, Value>>,
+        ) {
+            feed.apply(&Event::Init);
+            for o in objects.into_iter().flat_map(|m| m.values()) {
+                let obj: K = serde_json::from_value(o.clone()).unwrap();
+                feed.apply(&Event::InitApply(obj));
+            }
+            feed.apply(&Event::InitDone);
+        }
+        let f = fake.lock().unwrap();
+        relist(
+            &self.deployments,
+            f.objects.get("/apis/apps/v1/namespaces/mock/deployments"),
+        );
+        relist(
+            &self.statefulsets,
+            f.objects.get("/apis/apps/v1/namespaces/mock/statefulsets"),
+        );
+        for (collection, feed) in &self.meta {
+            relist(feed, f.objects.get(*collection));
+        }
+    }
+}
+
+/// A context whose applier reads the children from indexes first, and the indexes' feeds.
+fn context_with_stores(client: Client) -> (Arc<Context>, Stores) {
+    let mut watched = Watched::default();
+    let deployments = watched.feed("Deployment");
+    let statefulsets = watched.feed("StatefulSet");
+    let meta = META_KINDS
+        .iter()
+        .map(|(kind, collection)| (*collection, watched.feed(kind)))
+        .collect();
+    let reporter = Reporter {
+        controller: "shop-operator".into(),
+        instance: None,
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let ctx = Context::new(
+        client,
+        recorder,
+        Arc::new(Metrics::default()),
+        ReconcileSettings::default(),
+    )
+    .with_watched(Arc::new(watched));
+    (
+        Arc::new(ctx),
+        Stores {
+            deployments,
+            statefulsets,
+            meta,
+        },
+    )
 }
 
 /// A Shop with external stores (their Secrets exist in the fake), as the API server would hand
@@ -486,4 +592,65 @@ async fn a_step_failing_before_the_status_is_named_in_the_status() {
         "{message}"
     );
     assert_eq!(stored.name_any(), "still");
+}
+
+#[tokio::test]
+async fn with_the_watches_caught_up_an_unchanged_shop_lists_nothing_and_a_reported_edit_is_reverted()
+ {
+    let fake = Arc::new(Mutex::new(FakeApi::default()));
+    let (ctx, stores) = context_with_stores(client(fake.clone()));
+    let s = shop(&fake, "mall", "");
+    stores.sync(&fake);
+    run(s, &ctx).await.unwrap();
+    let stored = fake.lock().unwrap().shop("mall");
+    // The watch events of what the first reconcile applied arrive.
+    stores.sync(&fake);
+    let before = fake.lock().unwrap().seen.len();
+    run(stored.clone(), &ctx).await.unwrap();
+    let requests = fake.lock().unwrap().seen[before..].to_vec();
+    // Only the external stores' Secrets are read (Secrets are not watched); no child is listed
+    // and nothing is written.
+    assert_eq!(
+        requests,
+        [
+            format!("GET /api/v1/namespaces/{NS}/secrets/db"),
+            format!("GET /api/v1/namespaces/{NS}/secrets/mongo"),
+        ],
+        "an unchanged Shop is reconciled from the stores"
+    );
+    // Someone scales a Deployment by hand.
+    let path = format!("/apis/apps/v1/namespaces/{NS}/deployments");
+    let replicas = {
+        let mut f = fake.lock().unwrap();
+        f.version += 1;
+        let version = f.version.to_string();
+        let d = f
+            .objects
+            .get_mut(&path)
+            .unwrap()
+            .get_mut("mall-order")
+            .unwrap();
+        let replicas = d["spec"]["replicas"].clone();
+        d["spec"]["replicas"] = json!(7);
+        d["metadata"]["generation"] = json!(d["metadata"]["generation"].as_i64().unwrap() + 1);
+        d["metadata"]["resourceVersion"] = json!(version);
+        replicas
+    };
+    // Its watch event arrives, and with it the reconcile: the applier sees another generation,
+    // asks the API server, and puts the Deployment back.
+    stores.sync(&fake);
+    let before = fake.lock().unwrap().seen.len();
+    run(stored.clone(), &ctx).await.unwrap();
+    let f = fake.lock().unwrap();
+    let requests = f.seen[before..].to_vec();
+    assert!(
+        requests.contains(&format!("GET {path}")),
+        "the stores differ from what was applied: the API server is asked: {requests:?}"
+    );
+    assert!(
+        requests.contains(&format!("PATCH {path}/mall-order")),
+        "a hand edit is reverted: {requests:?}"
+    );
+    assert_eq!(f.objects[&path]["mall-order"]["spec"]["replicas"], replicas);
+    assert_ne!(replicas, json!(7));
 }
