@@ -181,6 +181,19 @@ impl FakeApi {
             .collect()
     }
 
+    /// Someone scales Deployment `name` to `replicas` by hand (a new generation and
+    /// resourceVersion, as the API server would give it); returns the replicas it had.
+    fn scale_by_hand(&mut self, name: &str, replicas: i64) -> Value {
+        self.version += 1;
+        let path = format!("/apis/apps/v1/namespaces/{NS}/deployments");
+        let d = self.objects.get_mut(&path).unwrap().get_mut(name).unwrap();
+        let before = d["spec"]["replicas"].clone();
+        d["spec"]["replicas"] = json!(replicas);
+        d["metadata"]["generation"] = json!(d["metadata"]["generation"].as_i64().unwrap() + 1);
+        d["metadata"]["resourceVersion"] = json!(self.version.to_string());
+        before
+    }
+
     fn shop(&self, name: &str) -> Shop {
         let path = format!("/apis/shopkeeper.dev/v1alpha1/namespaces/{NS}/shops");
         serde_json::from_value(self.objects[&path][name].clone()).unwrap()
@@ -478,18 +491,7 @@ async fn an_unchanged_shop_is_reconciled_with_zero_writes() {
     );
     // Someone edits a child: the next reconcile puts it back.
     let path = format!("/apis/apps/v1/namespaces/{NS}/deployments");
-    let replicas = {
-        let mut f = fake.lock().unwrap();
-        let d = f
-            .objects
-            .get_mut(&path)
-            .unwrap()
-            .get_mut("mall-order")
-            .unwrap();
-        let replicas = d["spec"]["replicas"].clone();
-        d["spec"]["replicas"] = json!(7);
-        replicas
-    };
+    let replicas = fake.lock().unwrap().scale_by_hand("mall-order", 7);
     run(stored, &ctx).await.unwrap();
     let f = fake.lock().unwrap();
     let reapplied = f.writes()[after.len()..].to_vec();
@@ -620,22 +622,7 @@ async fn with_the_watches_caught_up_an_unchanged_shop_lists_nothing_and_a_report
     );
     // Someone scales a Deployment by hand.
     let path = format!("/apis/apps/v1/namespaces/{NS}/deployments");
-    let replicas = {
-        let mut f = fake.lock().unwrap();
-        f.version += 1;
-        let version = f.version.to_string();
-        let d = f
-            .objects
-            .get_mut(&path)
-            .unwrap()
-            .get_mut("mall-order")
-            .unwrap();
-        let replicas = d["spec"]["replicas"].clone();
-        d["spec"]["replicas"] = json!(7);
-        d["metadata"]["generation"] = json!(d["metadata"]["generation"].as_i64().unwrap() + 1);
-        d["metadata"]["resourceVersion"] = json!(version);
-        replicas
-    };
+    let replicas = fake.lock().unwrap().scale_by_hand("mall-order", 7);
     // Its watch event arrives, and with it the reconcile: the applier sees another generation,
     // asks the API server, and puts the Deployment back.
     stores.sync(&fake);
