@@ -9,7 +9,7 @@
 mod common;
 
 use common::cases::*;
-use common::{Gateway, JwksServer, Upstream, header};
+use common::{Gateway, Upstream, header};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::JwkSet};
 use serde_json::json;
 use shop_testkit::send;
@@ -148,24 +148,15 @@ routes:
 both!(jwt_rs256_es256_via_jwks_and_confusion_attack);
 async fn jwt_rs256_es256_via_jwks_and_confusion_attack(proto: Proto) {
     shop_gateway::auth::install_crypto();
-    let up = Upstream::start("orders").await;
     let rsa = rsa_key();
     let ec = EncodingKey::from_ec_pem(include_bytes!("fixtures/ec-private.pem")).unwrap();
-    let jwks = JwksServer::start(JwkSet {
-        keys: vec![
-            jwk(&rsa, Algorithm::RS256, "rsa-1"),
-            jwk(&ec, Algorithm::ES256, "ec-1"),
-        ],
-    })
-    .await;
-    let yaml = format!(
-        "routes:\n  - {{id: order, prefix: /api/order, upstreams: [\"{}\"]}}\n",
-        up.url()
-    );
     let mut env = auth_env();
-    env.push(("SHOP_JWKS_URL", &jwks.url));
     env.push(("SHOP_JWKS_MIN_REFRESH_SECS", "60"));
-    let gw = Gateway::start(&yaml, &env).await;
+    let keys = vec![
+        jwk(&rsa, Algorithm::RS256, "rsa-1"),
+        jwk(&ec, Algorithm::ES256, "ec-1"),
+    ];
+    let (_up, jwks, gw) = jwks_gateway(JwkSet { keys }, &env).await;
     let c = client(proto);
     let post = |tok: String| {
         c.post(gw.url("/api/order"))
@@ -248,22 +239,13 @@ async fn jwt_rs256_es256_via_jwks_and_confusion_attack(proto: Proto) {
 both!(jwks_key_rotation_is_picked_up_on_unknown_kid);
 async fn jwks_key_rotation_is_picked_up_on_unknown_kid(proto: Proto) {
     shop_gateway::auth::install_crypto();
-    let up = Upstream::start("orders").await;
     let rsa = rsa_key();
     let other =
         EncodingKey::from_rsa_pem(include_bytes!("fixtures/rsa-other-private.pem")).unwrap();
-    let jwks = JwksServer::start(JwkSet {
-        keys: vec![jwk(&rsa, Algorithm::RS256, "old")],
-    })
-    .await;
-    let yaml = format!(
-        "routes:\n  - {{id: order, prefix: /api/order, upstreams: [\"{}\"]}}\n",
-        up.url()
-    );
     let mut env = auth_env();
-    env.push(("SHOP_JWKS_URL", &jwks.url));
     env.push(("SHOP_JWKS_MIN_REFRESH_SECS", "0"));
-    let gw = Gateway::start(&yaml, &env).await;
+    let keys = vec![jwk(&rsa, Algorithm::RS256, "old")];
+    let (_up, jwks, gw) = jwks_gateway(JwkSet { keys }, &env).await;
     let c = client(proto);
     let tok_old = signed(Algorithm::RS256, "old", &rsa, &claims(json!({})));
     assert_eq!(
@@ -292,17 +274,8 @@ async fn jwks_key_rotation_is_picked_up_on_unknown_kid(proto: Proto) {
 
 both!(hs_tokens_refused_when_only_jwks_is_configured);
 async fn hs_tokens_refused_when_only_jwks_is_configured(proto: Proto) {
-    shop_gateway::auth::install_crypto();
-    let up = Upstream::start("orders").await;
-    let jwks = JwksServer::start(JwkSet {
-        keys: vec![jwk(&rsa_key(), Algorithm::RS256, "rsa-1")],
-    })
-    .await;
-    let yaml = format!(
-        "routes:\n  - {{id: order, prefix: /api/order, upstreams: [\"{}\"]}}\n",
-        up.url()
-    );
-    let gw = Gateway::start(&yaml, &[("SHOP_JWKS_URL", &jwks.url)]).await;
+    let keys = vec![jwk(&rsa_key(), Algorithm::RS256, "rsa-1")];
+    let (_up, _jwks, gw) = jwks_gateway(JwkSet { keys }, &[]).await;
     let forged = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims(json!({})),

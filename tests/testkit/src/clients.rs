@@ -2,24 +2,30 @@
 //! check ("must succeed", what the answer means) is written once. A call whose status is the point
 //! of a test stays in that test.
 
+use std::marker::PhantomData;
+
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
 use crate::{Answer, get_json, send, send_json};
 
-/// shop-inventory's stock and reservation API at `base` (`http://host:port`).
+/// One service's HTTP API at a base URL (`http://host:port`, or the registry's `…/eureka`): the
+/// address and the HTTP client every typed client below is made of. `S` says which service, and
+/// its calls are in that client's `impl` block.
 #[derive(Clone, Debug)]
-pub struct Inventory {
+pub struct ServiceApi<S> {
     base: String,
     http: Client,
+    service: PhantomData<S>,
 }
 
-impl Inventory {
-    /// A client of the inventory at `base`.
-    pub fn new(base: impl Into<String>) -> Inventory {
-        Inventory {
+impl<S> ServiceApi<S> {
+    /// A client of the API at `base`.
+    pub fn new(base: impl Into<String>) -> Self {
+        Self {
             base: base.into(),
             http: Client::new(),
+            service: PhantomData,
         }
     }
 
@@ -28,6 +34,20 @@ impl Inventory {
         format!("{}{path}", self.base)
     }
 
+    /// The HTTP client, for a raw call whose exact wire shape is the point of a test.
+    pub fn http(&self) -> &Client {
+        &self.http
+    }
+}
+
+/// shop-inventory's stock and reservation API at `base` (`http://host:port`).
+pub type Inventory = ServiceApi<InventoryApi>;
+
+/// Marks a [`ServiceApi`] as [`Inventory`].
+#[derive(Clone, Copy, Debug)]
+pub struct InventoryApi;
+
+impl Inventory {
     /// Sets a SKU's stock (must answer 200; the body is shown when not).
     pub async fn set_stock(&self, sku: &str, quantity: i64) {
         let r = self
@@ -106,31 +126,13 @@ impl Inventory {
 
 /// shop-product's catalogue API at `base` (`http://host:port`): the calls the product, gateway and
 /// end-to-end tests make again and again, with their checks written once.
-#[derive(Clone, Debug)]
-pub struct Product {
-    base: String,
-    http: Client,
-}
+pub type Product = ServiceApi<ProductApi>;
+
+/// Marks a [`ServiceApi`] as [`Product`].
+#[derive(Clone, Copy, Debug)]
+pub struct ProductApi;
 
 impl Product {
-    /// A client of the product service at `base`.
-    pub fn new(base: impl Into<String>) -> Product {
-        Product {
-            base: base.into(),
-            http: Client::new(),
-        }
-    }
-
-    /// `base` + `path`.
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// The HTTP client, for a raw call whose exact wire shape is the point of a test.
-    pub fn http(&self) -> &Client {
-        &self.http
-    }
-
     /// `POST /api/product` with `body`, whatever it answers (status, content type, JSON).
     pub async fn post(&self, body: &Value) -> Answer {
         send(self.http.post(self.url("/api/product")).json(body)).await
@@ -228,31 +230,13 @@ fn total_count(a: &Answer, query: &str) -> u64 {
 /// shop-registry's Eureka API at `eureka` (`http://host:port/eureka`), as the Java client calls
 /// it: register, renew, cancel, status and metadata, and the fetches. Every call returns what the
 /// registry answered; [`Eureka::register`] is the one that must succeed.
-#[derive(Clone, Debug)]
-pub struct Eureka {
-    eureka: String,
-    http: Client,
-}
+pub type Eureka = ServiceApi<EurekaApi>;
+
+/// Marks a [`ServiceApi`] as [`Eureka`].
+#[derive(Clone, Copy, Debug)]
+pub struct EurekaApi;
 
 impl Eureka {
-    /// A client of the Eureka API at `eureka` (the registry's base URL + `/eureka`).
-    pub fn new(eureka: impl Into<String>) -> Eureka {
-        Eureka {
-            eureka: eureka.into(),
-            http: Client::new(),
-        }
-    }
-
-    /// `eureka` + `path`.
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.eureka)
-    }
-
-    /// The HTTP client, for a raw call whose exact wire shape is the point of a test.
-    pub fn http(&self) -> &Client {
-        &self.http
-    }
-
     /// `POST /apps/{app}` with the registration `body`, whatever it answers.
     pub async fn post_instance(&self, app: &str, body: &Value) -> Answer {
         send(self.http.post(self.url(&format!("/apps/{app}"))).json(body)).await
@@ -304,31 +288,13 @@ impl Eureka {
 
 /// shop-order's order API at `base` (`http://host:port`): placing orders with the original's body
 /// and reading them back.
-#[derive(Clone, Debug)]
-pub struct Order {
-    base: String,
-    http: Client,
-}
+pub type Order = ServiceApi<OrderApi>;
+
+/// Marks a [`ServiceApi`] as [`Order`].
+#[derive(Clone, Copy, Debug)]
+pub struct OrderApi;
 
 impl Order {
-    /// A client of the order service at `base`.
-    pub fn new(base: impl Into<String>) -> Order {
-        Order {
-            base: base.into(),
-            http: Client::new(),
-        }
-    }
-
-    /// `base` + `path`.
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// The HTTP client, for a raw call whose exact wire shape is the point of a test.
-    pub fn http(&self) -> &Client {
-        &self.http
-    }
-
     /// `POST /api/order` with the original's body (`{"orderLineItemsDtoList": lines}`) and, when
     /// given, an `Idempotency-Key`; whatever it answers (status, headers, JSON).
     pub async fn place(&self, lines: &Value, key: Option<&str>) -> Answer {
@@ -355,26 +321,13 @@ impl Order {
 
 /// shop-notification's API at `base` (`http://host:port`): the stored notifications and the
 /// address of their live stream.
-#[derive(Clone, Debug)]
-pub struct Notification {
-    base: String,
-    http: Client,
-}
+pub type Notification = ServiceApi<NotificationApi>;
+
+/// Marks a [`ServiceApi`] as [`Notification`].
+#[derive(Clone, Copy, Debug)]
+pub struct NotificationApi;
 
 impl Notification {
-    /// A client of the notification service at `base`.
-    pub fn new(base: impl Into<String>) -> Notification {
-        Notification {
-            base: base.into(),
-            http: Client::new(),
-        }
-    }
-
-    /// `base` + `path`.
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
     /// The URL of the server-sent event stream (`/api/notifications/stream`).
     pub fn stream_url(&self) -> String {
         self.url("/api/notifications/stream")

@@ -90,6 +90,26 @@ pub fn jwk(key: &EncodingKey, alg: Algorithm, kid: &str) -> Jwk {
     j
 }
 
+/// A gateway routing `/api/order` to an `orders` upstream and verifying tokens against a JWKS
+/// server serving `keys`, started with `SHOP_JWKS_URL` plus `env`. The upstream and the JWKS server
+/// are returned to live as long as the test (the keys can be rotated through the server).
+pub async fn jwks_gateway(
+    keys: jsonwebtoken::jwk::JwkSet,
+    env: &[(&str, &str)],
+) -> (super::Upstream, super::JwksServer, super::Gateway) {
+    shop_gateway::auth::install_crypto();
+    let up = super::Upstream::start("orders").await;
+    let jwks = super::JwksServer::start(keys).await;
+    let yaml = format!(
+        "routes:\n  - {{id: order, prefix: /api/order, upstreams: [\"{}\"]}}\n",
+        up.url()
+    );
+    let mut all = vec![("SHOP_JWKS_URL", jwks.url.as_str())];
+    all.extend_from_slice(env);
+    let gw = super::Gateway::start(&yaml, &all).await;
+    (up, jwks, gw)
+}
+
 pub fn auth_env() -> Vec<(&'static str, &'static str)> {
     vec![
         ("SHOP_JWT_SECRET", SECRET),
