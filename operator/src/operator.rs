@@ -240,7 +240,11 @@ pub async fn run(
     let mut watched = Watched::default();
     let shops = api::<DeserializeGuard<Shop>>(&client, ns);
     let mut controller = Controller::new(shops, watcher::Config::default().any_semantic())
-        .owns_stream(watched.watch_deployments(api(&client, ns), owned.clone()))
+        .owns_stream(watched.watch_whole::<Deployment>(
+            "Deployment",
+            api(&client, ns),
+            owned.clone(),
+        ))
         .owns_stream(watched.watch_meta::<Service>("Service", api(&client, ns), owned.clone()))
         .owns_stream(watched.watch_meta::<ConfigMap>("ConfigMap", api(&client, ns), owned.clone()))
         .owns_stream(watched.watch_meta::<ServiceAccount>(
@@ -258,7 +262,11 @@ pub async fn run(
             api(&client, ns),
             owned.clone(),
         ))
-        .owns_stream(watched.watch_statefulsets(api(&client, ns), owned.clone()))
+        .owns_stream(watched.watch_whole::<StatefulSet>(
+            "StatefulSet",
+            api(&client, ns),
+            owned.clone(),
+        ))
         .owns_stream(watched.watch_meta::<HorizontalPodAutoscaler>(
             "HorizontalPodAutoscaler",
             api(&client, ns),

@@ -285,28 +285,21 @@ impl Watched {
         self.watch(kind, events)
     }
 
-    /// Watches Deployments whole (their status is read) and indexes them slimmed.
-    pub fn watch_deployments(
+    /// Watches a kind whose status is read (Deployments, StatefulSets) whole, and indexes it
+    /// slimmed ([`Kept::workload`]).
+    pub fn watch_whole<K>(
         &mut self,
-        api: Api<Deployment>,
+        kind: &'static str,
+        api: Api<K>,
         config: watcher::Config,
-    ) -> Trigger<Deployment> {
+    ) -> Trigger<K>
+    where
+        K: Kept + Resource<DynamicType = ()> + DeserializeOwned + Debug,
+    {
         let events = watcher(api, config)
             .default_backoff()
-            .modify(|d: &mut Deployment| d.managed_fields_mut().clear());
-        self.watch("Deployment", events)
-    }
-
-    /// Watches StatefulSets whole (their status is read) and indexes them slimmed.
-    pub fn watch_statefulsets(
-        &mut self,
-        api: Api<StatefulSet>,
-        config: watcher::Config,
-    ) -> Trigger<StatefulSet> {
-        let events = watcher(api, config)
-            .default_backoff()
-            .modify(|s: &mut StatefulSet| s.managed_fields_mut().clear());
-        self.watch("StatefulSet", events)
+            .modify(|o: &mut K| o.managed_fields_mut().clear());
+        self.watch(kind, events)
     }
 
     /// `Kind/name` → version of every child of `owner` in the indexes, or `None` while one has
