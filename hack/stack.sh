@@ -4,6 +4,8 @@
 #   (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok fake nodes).
 # Usage: hack/stack.sh up [data|kube]... | down | status
 # All data, logs, pids and the kubeconfig live under $STATE_DIR (default .state/, gitignored).
+# SHOP_PROFILING=true turns on /debug/pprof of kube-apiserver, -controller-manager and -scheduler (off by
+# default; for finding what bounds a benchmark, see docs/benchmarks.md).
 source "$(dirname "${BASH_SOURCE[0]}")/tools.sh"
 
 KUBECONFIG_PATH=$STATE_DIR/kubeconfig
@@ -195,7 +197,7 @@ up_kube() {
     --token-auth-file="$PKI/tokens.csv" --authorization-mode=Node,RBAC \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
-    --service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true --profiling=false \
+    --service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true --profiling="${SHOP_PROFILING:-false}" \
     --service-node-port-range=8000-32767 --kubelet-preferred-address-types=InternalIP \
     --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
     --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
@@ -205,10 +207,10 @@ up_kube() {
     --authentication-kubeconfig="$KUBECONFIG_PATH" --authorization-kubeconfig="$KUBECONFIG_PATH" \
     --leader-elect=false --bind-address=127.0.0.1 --secure-port=10257 \
     --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
-    --use-service-account-credentials=false --allocate-node-cidrs=false --profiling=false
+    --use-service-account-credentials=false --allocate-node-cidrs=false --profiling="${SHOP_PROFILING:-false}"
   start_bg kube-scheduler "$K8S_BIN/kube-scheduler" --kubeconfig="$KUBECONFIG_PATH" \
     --authentication-kubeconfig="$KUBECONFIG_PATH" --authorization-kubeconfig="$KUBECONFIG_PATH" \
-    --leader-elect=false --bind-address=127.0.0.1 --secure-port=10259 --profiling=false
+    --leader-elect=false --bind-address=127.0.0.1 --secure-port=10259 --profiling="${SHOP_PROFILING:-false}"
   wait_for kube-controller-manager 60 curl -skf https://127.0.0.1:10257/healthz
   wait_for kube-scheduler 60 curl -skf https://127.0.0.1:10259/healthz
   start_bg kwok "$KWOK_BIN" --kubeconfig="$KUBECONFIG_PATH" \

@@ -9,16 +9,22 @@
 //!   * operator RSS (VmRSS from /proc) idle and with the Shops reconciled,
 //!   * API writes per minute at steady state (operator metrics) and objects changed in that window.
 //!
+//! Children and phases are counted from watches (metadata-only for the children), not by polling
+//! lists: a list of 3,200 objects every 250 ms was a tenth of the API server's CPU during the
+//! ramp (measured with its pprof, docs/benchmarks.md), load on what is being measured.
+//!
 //! Every wait is bounded by a deadline and an iteration count; only 127.0.0.1 is contacted. The
 //! namespace it creates is deleted and the operator it starts is stopped (by pid) on every exit path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::Parser;
+use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
@@ -26,6 +32,8 @@ use kube::api::{
     PatchParams, PostParams,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{WatchStreamExt as _, watcher};
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -47,6 +55,8 @@ const KINDS: [(&str, &str, &str, &str); 5] = [
 ];
 const MANAGED: &str = "app.kubernetes.io/managed-by=shop-operator";
 const API_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longer than the 290 s after which the API server ends a watch (kube's default too).
+const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(295);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -88,34 +98,123 @@ struct Results {
     total_writes: f64,
 }
 
-/// API handles for one namespace.
+/// API handles for one namespace, and what its watches have seen so far.
 struct Cluster {
     ns: String,
     shops: Api<DynamicObject>,
+    /// The Shops again, for the watch.
+    shops_watched: Api<DynamicObject>,
     kinds: Vec<(&'static str, Api<DynamicObject>)>,
+    /// The same kinds for metadata-only requests, for the watches.
+    metadata: Vec<(&'static str, Api<PartialObjectMeta<DynamicObject>>)>,
+    seen: Arc<Mutex<Seen>>,
+}
+
+/// The state of the namespace as the watches last reported it.
+#[derive(Default)]
+struct Seen {
+    /// `plural/name` of every operator-managed child.
+    children: BTreeSet<String>,
+    /// Shop name → phase (empty before the first status).
+    phases: BTreeMap<String, String>,
 }
 
 impl Cluster {
-    fn new(client: &kube::Client, ns: &str) -> Self {
+    /// `watcher` serves the watches (its read timeout outlasts an idle watch).
+    fn new(client: &kube::Client, watcher: &kube::Client, ns: &str) -> Self {
         let shop_ar = ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk("shopkeeper.dev", "v1alpha1", "Shop"),
             "shops",
         );
-        let kinds = KINDS
+        let resources: Vec<(&'static str, ApiResource)> = KINDS
             .iter()
             .map(|(group, version, kind, plural)| {
-                let ar = ApiResource::from_gvk_with_plural(
-                    &GroupVersionKind::gvk(group, version, kind),
-                    plural,
-                );
-                (*plural, Api::namespaced_with(client.clone(), ns, &ar))
+                let gvk = GroupVersionKind::gvk(group, version, kind);
+                (*plural, ApiResource::from_gvk_with_plural(&gvk, plural))
             })
+            .collect();
+        let kinds = resources
+            .iter()
+            .map(|(plural, ar)| (*plural, Api::namespaced_with(client.clone(), ns, ar)))
+            .collect();
+        let metadata = resources
+            .iter()
+            .map(|(plural, ar)| (*plural, Api::namespaced_with(watcher.clone(), ns, ar)))
             .collect();
         Self {
             ns: ns.to_owned(),
             shops: Api::namespaced_with(client.clone(), ns, &shop_ar),
+            shops_watched: Api::namespaced_with(watcher.clone(), ns, &shop_ar),
             kinds,
+            metadata,
+            seen: Arc::default(),
         }
+    }
+
+    fn seen(&self) -> MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts one watch per counted kind (metadata only, the managed label) and one on the
+    /// Shops, feeding [`Seen`]; returns once every watch has listed what exists. The caller
+    /// aborts the returned tasks when it has counted enough.
+    async fn watch(&self) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+        let mut tasks = Vec::new();
+        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(KINDS.len() + 1);
+        for (plural, api) in &self.metadata {
+            let stream = watcher::watcher(api.clone(), watcher::Config::default().labels(MANAGED));
+            let (seen, ready, plural) = (self.seen.clone(), ready_tx.clone(), *plural);
+            tasks.push(tokio::spawn(follow(
+                stream,
+                seen,
+                ready,
+                move |seen, ev| {
+                    let key = |m: &kube::core::ObjectMeta| {
+                        format!("{plural}/{}", m.name.as_deref().unwrap_or_default())
+                    };
+                    match ev {
+                        Change::Put(o) => {
+                            seen.children.insert(key(&o.metadata));
+                        }
+                        Change::Gone(o) => {
+                            seen.children.remove(&key(&o.metadata));
+                        }
+                    }
+                },
+            )));
+        }
+        let stream = watcher::watcher(self.shops_watched.clone(), watcher::Config::default());
+        let (seen, ready) = (self.seen.clone(), ready_tx.clone());
+        tasks.push(tokio::spawn(follow(
+            stream,
+            seen,
+            ready,
+            |seen, ev| match ev {
+                Change::Put(o) => {
+                    let phase = o.data.pointer("/status/phase").and_then(|p| p.as_str());
+                    seen.phases.insert(
+                        o.metadata.name.clone().unwrap_or_default(),
+                        phase.unwrap_or_default().to_owned(),
+                    );
+                }
+                Change::Gone(o) => {
+                    seen.phases
+                        .remove(o.metadata.name.as_deref().unwrap_or_default());
+                }
+            },
+        )));
+        drop(ready_tx);
+        for _ in 0..=KINDS.len() {
+            tokio::time::timeout(API_TIMEOUT, ready_rx.recv())
+                .await
+                .map_err(|_| {
+                    anyhow!(
+                        "the watches in {} did not list within {API_TIMEOUT:?}",
+                        self.ns
+                    )
+                })?;
+        }
+        Ok(tasks)
     }
 
     /// `plural/name` → resourceVersion of every operator-managed object in the namespace.
@@ -138,31 +237,23 @@ impl Cluster {
         Ok(out)
     }
 
-    async fn count_children(&self, prefix: &str) -> anyhow::Result<usize> {
+    /// Children of the Shops named `prefix*` the watches have seen (an error if a watch failed).
+    fn count_children(&self, prefix: &str) -> anyhow::Result<usize> {
         Ok(self
-            .children()
-            .await?
-            .keys()
+            .seen()
+            .children
+            .iter()
             .filter(|k| k.split('/').nth(1).is_some_and(|n| n.starts_with(prefix)))
             .count())
     }
 
-    async fn count_available(&self, prefix: &str) -> anyhow::Result<usize> {
-        let list = self
-            .shops
-            .list(&ListParams::default())
-            .await
-            .with_context(|| format!("listing Shops in {}", self.ns))?;
-        Ok(list
-            .items
+    /// Shops named `prefix*` in phase Available, as the watch last reported them.
+    fn count_available(&self, prefix: &str) -> anyhow::Result<usize> {
+        Ok(self
+            .seen()
+            .phases
             .iter()
-            .filter(|s| {
-                s.metadata
-                    .name
-                    .as_deref()
-                    .is_some_and(|n| n.starts_with(prefix))
-                    && s.data.pointer("/status/phase").and_then(|p| p.as_str()) == Some("Available")
-            })
+            .filter(|(n, p)| n.starts_with(prefix) && p.as_str() == "Available")
             .count())
     }
 
@@ -183,23 +274,30 @@ impl Cluster {
         }
         let posted = t0.elapsed();
         let want = n * CHILDREN_PER_SHOP;
-        let every = if n == 1 { 50 } else { 250 };
+        // Polls memory only (the watches fill it), so a short interval costs the server nothing.
         wait(
             &format!("{want} children"),
             Duration::from_secs(300),
-            Duration::from_millis(every),
-            async || Ok(self.count_children(prefix).await? >= want),
+            Duration::from_millis(20),
+            async || Ok(self.count_children(prefix)? >= want),
         )
         .await?;
         let children = t0.elapsed();
-        let every = if n == 1 { 100 } else { 500 };
+        eprintln!(
+            "operator-bench: {n} Shop(s): all {want} children after {:.1} s",
+            children.as_secs_f64()
+        );
         wait(
             &format!("{n} Shops Available"),
             Duration::from_secs(600),
-            Duration::from_millis(every),
-            async || Ok(self.count_available(prefix).await? >= n),
+            Duration::from_millis(20),
+            async || Ok(self.count_available(prefix)? >= n),
         )
         .await?;
+        eprintln!(
+            "operator-bench: {n} Shop(s): all Available after {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
         Ok(Case {
             posted,
             children,
@@ -249,6 +347,39 @@ async fn wait(
         tokio::time::sleep(interval).await;
     }
     bail!("timed out after {}s waiting for {what}", deadline.as_secs())
+}
+
+/// One watch event as [`Cluster::watch`] applies it to [`Seen`].
+enum Change<K> {
+    Put(K),
+    Gone(K),
+}
+
+/// Applies a watch stream's events to `seen` with `apply`; says `ready` once the initial list is
+/// in. An error is said on stderr and the watch goes on, after a backoff, from the last version
+/// it saw: no event is lost.
+async fn follow<K>(
+    stream: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+    seen: Arc<Mutex<Seen>>,
+    ready: tokio::sync::mpsc::Sender<()>,
+    apply: impl Fn(&mut Seen, Change<K>),
+) {
+    let mut stream = std::pin::pin!(stream.default_backoff());
+    while let Some(ev) = stream.next().await {
+        let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+        match ev {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                apply(&mut s, Change::Put(o))
+            }
+            Ok(watcher::Event::Delete(o)) => apply(&mut s, Change::Gone(o)),
+            Ok(watcher::Event::Init) => {}
+            Ok(watcher::Event::InitDone) => {
+                // The channel has room for every watch's first list; a relist needs no signal.
+                let _ = ready.try_send(());
+            }
+            Err(e) => eprintln!("operator-bench: watch restarted: {e}"),
+        }
+    }
 }
 
 /// A plain HTTP/1.0 GET to the operator's admin server on loopback: (status, body).
@@ -342,14 +473,16 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-async fn client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+/// A client whose reads time out after `read_timeout` (a watch's must outlast the server's 290 s
+/// watch timeout, or an idle watch breaks).
+async fn client(kubeconfig: &Path, read_timeout: Duration) -> anyhow::Result<kube::Client> {
     let kc = Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("reading {}", kubeconfig.display()))?;
     let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .with_context(|| format!("loading {}", kubeconfig.display()))?;
     config.connect_timeout = Some(API_TIMEOUT);
-    config.read_timeout = Some(API_TIMEOUT);
+    config.read_timeout = Some(read_timeout);
     config.write_timeout = Some(API_TIMEOUT);
     kube::Client::try_from(config).context("building the Kubernetes client")
 }
@@ -393,8 +526,15 @@ async fn measure(
     )
     .await?;
     let rss_idle_kib = rss_kib(pid)?;
-    let one = cluster.run_case(1, "one-").await?;
-    let many = cluster.run_case(shops, "many-").await?;
+    let tasks = cluster.watch().await?;
+    let cases = async {
+        let one = cluster.run_case(1, "one-").await?;
+        let many = cluster.run_case(shops, "many-").await?;
+        anyhow::Ok((one, many))
+    }
+    .await;
+    tasks.iter().for_each(|t| t.abort());
+    let (one, many) = cases?;
     tokio::time::sleep(Duration::from_secs(5)).await; // trailing Deployment status events settle
     let rss_many_kib = rss_kib(pid)?;
     let w0 = metric(port, "shop_operator_api_writes_total").await?;
@@ -448,7 +588,7 @@ fn print(r: &Results, shops: usize, steady_secs: u64) {
         "(`spec.placement`: its pods are reported Ready without running) and created through the API,"
     );
     println!(
-        "children counted by listing the {CHILDREN_PER_SHOP} managed objects per Shop every 50–250 ms. No peer operator is"
+        "children ({CHILDREN_PER_SHOP} managed objects per Shop) and phases counted from watches. No peer operator is"
     );
     println!("named by the issue; the goal for steady-state writes is 0.\n");
     println!("| measure | value |\n|---|---|");
@@ -518,7 +658,8 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    let client = client(&kubeconfig).await?;
+    let watch_client = client(&kubeconfig, WATCH_READ_TIMEOUT).await?;
+    let client = client(&kubeconfig, API_TIMEOUT).await?;
     apply_crd(&client, &root).await?;
     let namespaces = Api::<Namespace>::all(client.clone());
     // A namespace of an earlier run still being deleted (3,200 objects and 600 pods for the
@@ -548,7 +689,8 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("creating Secret {name} in {ns}"))?;
     }
 
-    let outcome = run(&client, &root, &kubeconfig, &bin, &ns, &args).await;
+    let clients = (&client, &watch_client);
+    let outcome = run(clients, &root, &kubeconfig, &bin, &ns, &args).await;
     if let Err(e) = namespaces.delete(&ns, &DeleteParams::default()).await {
         eprintln!("operator-bench: deleting namespace {ns}: {e}");
     }
@@ -600,7 +742,7 @@ async fn settle(namespaces: &Api<Namespace>) -> anyhow::Result<()> {
 
 /// Spawns the operator, measures (Ctrl-C aborts), and always stops the operator.
 async fn run(
-    client: &kube::Client,
+    (client, watch_client): (&kube::Client, &kube::Client),
     root: &Path,
     kubeconfig: &Path,
     bin: &Path,
@@ -634,7 +776,7 @@ async fn run(
     let outcome = match child.id() {
         None => Err(anyhow!("{} exited at once", bin.display())),
         Some(pid) => {
-            let cluster = Cluster::new(client, ns);
+            let cluster = Cluster::new(client, watch_client, ns);
             tokio::select! {
                 r = measure(&cluster, port, pid, args.shops, args.steady_secs) => r,
                 _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
