@@ -30,6 +30,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use tokio::sync::Semaphore;
 use tracing::info;
 
 use crate::build::{self, ComponentResources, Prepared, Resources, shop_selector};
@@ -322,7 +323,16 @@ pub struct Applier {
     cache: Mutex<Cache>,
     /// The owned watches' stores: when they show what was applied, a reconcile makes no request.
     watched: Option<Arc<Watched>>,
+    /// Permits for writes in flight, over all Shops (see [`WRITES_IN_FLIGHT`]).
+    writes: Arc<Semaphore>,
 }
+
+/// Default bound on the applier's writes in flight. A Shop's apply fans out (a stage's components
+/// at once, a component's objects at once) and several Shops reconcile together: unbounded, 100
+/// new Shops opened ~70 connections to the API server, each with its own TLS state and buffers,
+/// and a server already busy on every core answers no sooner for being asked more at once
+/// (docs/benchmarks.md, operator).
+pub const WRITES_IN_FLIGHT: usize = 32;
 
 impl Applier {
     /// An applier writing as [`FIELD_MANAGER`], counting its writes in `metrics`.
@@ -333,7 +343,14 @@ impl Applier {
             metrics,
             cache: Mutex::new(HashMap::new()),
             watched: None,
+            writes: Arc::new(Semaphore::new(WRITES_IN_FLIGHT)),
         }
+    }
+
+    /// At most `n` (at least 1) writes in flight at once; the others wait their turn.
+    pub fn with_write_limit(mut self, n: usize) -> Self {
+        self.writes = Arc::new(Semaphore::new(n.max(1)));
+        self
     }
 
     /// The same, reading the children from the owned watches' stores first (see [`watched`]).
@@ -357,6 +374,8 @@ impl Applier {
         let kind = kind_of::<K>();
         let name = obj.meta().name.clone().ok_or(Error::Unnamed(kind))?;
         let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        // The semaphore is never closed, so a permit always comes; held until the answer is in.
+        let _permit = self.writes.acquire().await.ok();
         self.metrics.write(kind, verb);
         api.patch(
             &name,

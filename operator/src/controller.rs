@@ -47,6 +47,8 @@ pub struct ReconcileSettings {
     pub backoff_base: Duration,
     /// Longest retry delay.
     pub backoff_max: Duration,
+    /// Child writes in flight at once, over all Shops (see [`Applier::with_write_limit`]).
+    pub writes_in_flight: usize,
 }
 
 impl Default for ReconcileSettings {
@@ -55,6 +57,7 @@ impl Default for ReconcileSettings {
             requeue: Duration::from_secs(3600),
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(300),
+            writes_in_flight: crate::apply::WRITES_IN_FLIGHT,
         }
     }
 }
@@ -86,7 +89,8 @@ impl Context {
         settings: ReconcileSettings,
     ) -> Self {
         Self {
-            applier: Applier::new(client.clone(), metrics.clone()),
+            applier: Applier::new(client.clone(), metrics.clone())
+                .with_write_limit(settings.writes_in_flight),
             client,
             recorder,
             metrics,

@@ -44,6 +44,9 @@ struct RunArgs {
     /// Shops reconciled concurrently.
     #[arg(long, env = "SHOP_OPERATOR_CONCURRENCY", default_value_t = 8)]
     concurrency: u16,
+    /// Writes to Shops' children in flight at once, over all Shops.
+    #[arg(long, env = "SHOP_OPERATOR_WRITES_IN_FLIGHT", default_value_t = shop_operator::apply::WRITES_IN_FLIGHT)]
+    writes_in_flight: usize,
     /// Safety-net resync interval of a healthy Shop, in seconds.
     #[arg(long, env = "SHOP_OPERATOR_RESYNC_SECS", default_value_t = 3600)]
     resync_secs: u64,
@@ -191,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
         concurrency: args.concurrency.max(1),
         reconcile: ReconcileSettings {
             requeue: Duration::from_secs(args.resync_secs.max(10)),
+            writes_in_flight: args.writes_in_flight.max(1),
             ..Default::default()
         },
         instance: Some(identity),

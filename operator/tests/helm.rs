@@ -362,7 +362,7 @@ async fn helm_install_and_upgrade_then_the_operator_with_the_chart_rbac_reconcil
         "-f",
         kwok,
         "--set",
-        "crds.install=true,sampleShop.enabled=true,concurrency=4",
+        "crds.install=true,sampleShop.enabled=true,concurrency=4,writesInFlight=8",
         "--wait",
         "--timeout",
         "60s",

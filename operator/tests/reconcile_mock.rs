@@ -9,7 +9,9 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -220,31 +222,67 @@ fn selects(query: &str, obj: &Value) -> bool {
 
 /// A Client whose every request the fake answers (on its own task, until the test ends).
 fn client(fake: Arc<Mutex<FakeApi>>) -> Client {
+    slow_client(fake, Duration::ZERO, Arc::default())
+}
+
+/// Child writes (`PATCH`es but the statuses) being answered, and the most at once.
+#[derive(Default)]
+struct InFlight {
+    now: AtomicUsize,
+    most: AtomicUsize,
+}
+
+/// The same API answering every request `delay` after it arrives, each on its own task (as a
+/// server answers connections in parallel), counting the child writes in flight in `in_flight`.
+fn slow_client(fake: Arc<Mutex<FakeApi>>, delay: Duration, in_flight: Arc<InFlight>) -> Client {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     tokio::spawn(async move {
         while let Some((request, send)) = handle.next_request().await {
-            let (parts, body) = request.into_parts();
-            let body = body.collect_bytes().await.unwrap();
-            let accept = parts
-                .headers
-                .get("accept")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            let (code, value) = fake.lock().unwrap().handle(
-                &parts.method,
-                parts.uri.path(),
-                parts.uri.query().unwrap_or(""),
-                &accept,
-                &body,
-            );
-            send.send_response(respond(code, &value));
+            let (fake, in_flight) = (fake.clone(), in_flight.clone());
+            tokio::spawn(async move {
+                let write =
+                    request.method() == Method::PATCH && !request.uri().path().ends_with("/status");
+                if write {
+                    let now = in_flight.now.fetch_add(1, Ordering::SeqCst) + 1;
+                    in_flight.most.fetch_max(now, Ordering::SeqCst);
+                }
+                tokio::time::sleep(delay).await;
+                let response = answer(&fake, request).await;
+                if write {
+                    in_flight.now.fetch_sub(1, Ordering::SeqCst);
+                }
+                send.send_response(response);
+            });
         }
     });
     Client::new(service, NS)
 }
 
+/// The fake's answer to one request.
+async fn answer(fake: &Mutex<FakeApi>, request: Request<Body>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let body = body.collect_bytes().await.unwrap();
+    let accept = parts
+        .headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let (code, value) = fake.lock().unwrap().handle(
+        &parts.method,
+        parts.uri.path(),
+        parts.uri.query().unwrap_or(""),
+        &accept,
+        &body,
+    );
+    respond(code, &value)
+}
+
 fn context(client: Client) -> Arc<Context> {
+    context_with(client, ReconcileSettings::default())
+}
+
+fn context_with(client: Client, settings: ReconcileSettings) -> Arc<Context> {
     let reporter = Reporter {
         controller: "shop-operator".into(),
         instance: None,
@@ -254,7 +292,7 @@ fn context(client: Client) -> Arc<Context> {
         client,
         recorder,
         Arc::new(Metrics::default()),
-        ReconcileSettings::default(),
+        settings,
     ))
 }
 
@@ -503,6 +541,39 @@ async fn an_unchanged_shop_is_reconciled_with_zero_writes() {
     );
     assert_eq!(f.objects[&path]["mall-order"]["spec"]["replicas"], replicas);
     assert_ne!(replicas, json!(7));
+}
+
+#[tokio::test]
+async fn a_new_shops_writes_fan_out_but_never_past_the_write_limit() {
+    // A slow server (20 ms a request): every write the apply has started is still in flight
+    // when the next one is sent, so the count shows how far the fan-out goes.
+    let delay = Duration::from_millis(20);
+    let most_in_flight = async |limit: usize| {
+        let fake = Arc::new(Mutex::new(FakeApi::default()));
+        let in_flight = Arc::new(InFlight::default());
+        let settings = ReconcileSettings {
+            writes_in_flight: limit,
+            ..Default::default()
+        };
+        let ctx = context_with(
+            slow_client(fake.clone(), delay, in_flight.clone()),
+            settings,
+        );
+        run(shop(&fake, "mall", ""), &ctx).await.unwrap();
+        let writes = child_writes(&fake.lock().unwrap().writes(), "mall");
+        assert!(writes.len() > 20, "the children were applied: {writes:?}");
+        in_flight.most.load(Ordering::SeqCst)
+    };
+    let unbounded = most_in_flight(1000).await;
+    assert!(
+        unbounded > 3,
+        "a component's objects go out together (most at once: {unbounded})"
+    );
+    assert_eq!(
+        most_in_flight(3).await,
+        3,
+        "with a limit of 3, three writes at most are in flight"
+    );
 }
 
 #[tokio::test]

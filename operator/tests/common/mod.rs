@@ -145,6 +145,7 @@ pub fn test_settings(ns: &str) -> Settings {
             requeue: Duration::from_secs(3600),
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(5),
+            ..Default::default()
         },
         ..Default::default()
     }
