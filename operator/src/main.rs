@@ -194,7 +194,7 @@ async fn main() -> anyhow::Result<()> {
         concurrency: args.concurrency.max(1),
         reconcile: ReconcileSettings {
             requeue: Duration::from_secs(args.resync_secs.max(10)),
-            writes_in_flight: args.writes_in_flight.max(1),
+            writes_in_flight: args.writes_in_flight,
             ..Default::default()
         },
         instance: Some(identity),
