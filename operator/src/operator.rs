@@ -18,8 +18,8 @@ use kube::api::ListParams;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
-use kube::{Api, Client, Resource};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -92,6 +92,18 @@ pub enum RunError {
     /// Leader election failed.
     #[error(transparent)]
     Lease(#[from] LeaseError),
+}
+
+/// kubectl's annotation holding the whole spec it last applied.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// A Shop as the controller's store keeps it: the reconcile reads its spec, status, labels and
+/// owner identity, never its managedFields or kubectl's last-applied copy.
+fn slim_shop(shop: &mut DeserializeGuard<Shop>) {
+    shop.managed_fields_mut().clear();
+    if let Some(a) = shop.meta_mut().annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -238,8 +250,18 @@ pub async fn run(
     // the children from (crate::watched): one watch per kind, as `Controller::owns` would make.
     let owned = watcher::Config::default().labels(&managed_selector());
     let mut watched = Watched::default();
-    let shops = api::<DeserializeGuard<Shop>>(&client, ns);
-    let mut controller = Controller::new(shops, watcher::Config::default().any_semantic())
+    // The Shops' own store, as `Controller::new` keeps it but without what the reconcile never
+    // reads: managedFields (a status write adds an entry; ~23 KB per Shop as parsed JSON maps,
+    // measured with heaptrack at 101 Shops) and kubectl's copy of the whole last-applied spec.
+    let (shop_store, shop_writer) = reflector::store();
+    let shops = watcher(
+        api::<DeserializeGuard<Shop>>(&client, ns),
+        watcher::Config::default().any_semantic(),
+    )
+    .modify(slim_shop)
+    .reflect(shop_writer)
+    .applied_objects();
+    let mut controller = Controller::for_stream(shops, shop_store)
         .owns_stream(watched.watch_whole::<Deployment>(
             "Deployment",
             api(&client, ns),

@@ -33,7 +33,9 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::{Stream, TryStreamExt as _};
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStatus, StatefulSet, StatefulSetSpec, StatefulSetStatus,
+};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use kube::api::{Api, ObjectMeta, PartialObjectMeta};
 use kube::runtime::watcher::{self, Event};
@@ -100,10 +102,119 @@ struct Entry {
 pub enum Workload {
     /// Metadata only.
     None,
-    /// A slimmed Deployment ([`slim_deployment`]).
-    Deployment(Arc<Deployment>),
-    /// A slimmed StatefulSet ([`slim_statefulset`]).
-    StatefulSet(Arc<StatefulSet>),
+    /// What the status reads of a Deployment ([`slim_deployment`]).
+    Deployment(Slim<DeploymentStatus>),
+    /// What the status reads of a StatefulSet ([`slim_statefulset`]).
+    StatefulSet(Slim<StatefulSetStatus>),
+}
+
+/// The fields of a Deployment or StatefulSet that [`crate::status`] reads, kept as plain fields:
+/// even cut down, a k8s-openapi object costs ~5 KB (a `Deployment` is 2,448 bytes before any of
+/// its strings, each `Container` 2,144, a one-label map a 544-byte node), so 900 workloads
+/// held 4–5 MB of the operator's 14 MB heap peak at 101 Shops (heaptrack, docs/benchmarks.md).
+/// The reconcile gets the object back ([`Slim::deployment`], [`Slim::statefulset`]) when it reads.
+#[derive(Clone, Debug)]
+pub struct Slim<S> {
+    name: Option<String>,
+    namespace: Option<String>,
+    generation: Option<i64>,
+    /// The `app.kubernetes.io/component` label.
+    component: Option<String>,
+    replicas: Option<i32>,
+    /// Each container's name and image, in order.
+    containers: Box<[(String, Option<String>)]>,
+    status: Option<S>,
+}
+
+impl<S: Clone> Slim<S> {
+    fn of(
+        meta: &ObjectMeta,
+        replicas: Option<i32>,
+        pod: Option<&PodSpec>,
+        status: Option<&S>,
+    ) -> Self {
+        Self {
+            name: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            generation: meta.generation,
+            component: meta
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(labels::COMPONENT))
+                .cloned(),
+            replicas,
+            containers: pod
+                .map(|p| {
+                    p.containers
+                        .iter()
+                        .map(|c| (c.name.clone(), c.image.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            status: status.cloned(),
+        }
+    }
+
+    fn metadata(&self) -> ObjectMeta {
+        ObjectMeta {
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            generation: self.generation,
+            labels: self
+                .component
+                .clone()
+                .map(|c| [(labels::COMPONENT.to_string(), c)].into()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn template(&self) -> PodTemplateSpec {
+        PodTemplateSpec {
+            metadata: None,
+            spec: Some(PodSpec {
+                containers: self
+                    .containers
+                    .iter()
+                    .map(|(name, image)| Container {
+                        name: name.clone(),
+                        image: image.clone(),
+                        ..Container::default()
+                    })
+                    .collect(),
+                ..PodSpec::default()
+            }),
+        }
+    }
+}
+
+impl Slim<DeploymentStatus> {
+    /// The Deployment as the status sees it: the kept fields, nothing else.
+    pub fn deployment(&self) -> Deployment {
+        Deployment {
+            metadata: self.metadata(),
+            spec: Some(DeploymentSpec {
+                replicas: self.replicas,
+                template: self.template(),
+                ..DeploymentSpec::default()
+            }),
+            status: self.status.clone(),
+        }
+    }
+}
+
+impl Slim<StatefulSetStatus> {
+    /// The StatefulSet as the status sees it: the kept fields, nothing else.
+    pub fn statefulset(&self) -> StatefulSet {
+        StatefulSet {
+            metadata: self.metadata(),
+            spec: Some(StatefulSetSpec {
+                replicas: self.replicas,
+                template: self.template(),
+                ..StatefulSetSpec::default()
+            }),
+            status: self.status.clone(),
+        }
+    }
 }
 
 /// A kind an index can keep: its metadata, and the object when the status reads it.
@@ -123,17 +234,25 @@ where
 
 impl Kept for Deployment {
     fn workload(&self) -> Workload {
-        let mut d = self.clone();
-        slim_deployment(&mut d);
-        Workload::Deployment(Arc::new(d))
+        let spec = self.spec.as_ref();
+        Workload::Deployment(Slim::of(
+            &self.metadata,
+            spec.and_then(|s| s.replicas),
+            spec.and_then(|s| s.template.spec.as_ref()),
+            self.status.as_ref(),
+        ))
     }
 }
 
 impl Kept for StatefulSet {
     fn workload(&self) -> Workload {
-        let mut s = self.clone();
-        slim_statefulset(&mut s);
-        Workload::StatefulSet(Arc::new(s))
+        let spec = self.spec.as_ref();
+        Workload::StatefulSet(Slim::of(
+            &self.metadata,
+            spec.and_then(|s| s.replicas),
+            spec.and_then(|s| s.template.spec.as_ref()),
+            self.status.as_ref(),
+        ))
     }
 }
 
@@ -348,8 +467,8 @@ impl Watched {
         for (_, index) in &self.kinds {
             for e in lock(index).owned(owner) {
                 match &e.workload {
-                    Workload::Deployment(d) => deployments.push(d.as_ref().clone()),
-                    Workload::StatefulSet(s) => statefulsets.push(s.as_ref().clone()),
+                    Workload::Deployment(d) => deployments.push(d.deployment()),
+                    Workload::StatefulSet(s) => statefulsets.push(s.statefulset()),
                     Workload::None => {}
                 }
             }
@@ -358,56 +477,20 @@ impl Watched {
     }
 }
 
-/// A Deployment cut to what the status reads: name, generation, the component label,
-/// `spec.replicas`, each container's name and image, `status`. 600 of them stay small.
-pub fn slim_deployment(d: &mut Deployment) {
-    slim_meta(&mut d.metadata);
-    if let Some(spec) = d.spec.as_mut() {
-        spec.selector = Default::default();
-        slim_template(&mut spec.template);
+/// A Deployment cut to what the status reads: name, namespace, generation, the component label,
+/// `spec.replicas`, each container's name and image, `status` — what an index keeps of it.
+pub fn slim_deployment(d: &Deployment) -> Deployment {
+    match d.workload() {
+        Workload::Deployment(slim) => slim.deployment(),
+        _ => Deployment::default(),
     }
 }
 
-/// A StatefulSet cut the same way (see [`slim_deployment`]); its claim templates go too.
-pub fn slim_statefulset(s: &mut StatefulSet) {
-    slim_meta(&mut s.metadata);
-    if let Some(spec) = s.spec.as_mut() {
-        spec.selector = Default::default();
-        slim_template(&mut spec.template);
-        spec.volume_claim_templates = None;
-    }
-}
-
-fn slim_meta(m: &mut ObjectMeta) {
-    let component = m
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(labels::COMPONENT))
-        .cloned();
-    *m = ObjectMeta {
-        name: m.name.take(),
-        namespace: m.namespace.take(),
-        generation: m.generation,
-        labels: component.map(|c| [(labels::COMPONENT.to_string(), c)].into()),
-        ..ObjectMeta::default()
-    };
-}
-
-fn slim_template(t: &mut PodTemplateSpec) {
-    t.metadata = None;
-    if let Some(pod) = t.spec.as_mut() {
-        let containers = std::mem::take(&mut pod.containers)
-            .into_iter()
-            .map(|c| Container {
-                name: c.name,
-                image: c.image,
-                ..Container::default()
-            })
-            .collect();
-        *pod = PodSpec {
-            containers,
-            ..PodSpec::default()
-        };
+/// A StatefulSet cut the same way (see [`slim_deployment`]).
+pub fn slim_statefulset(s: &StatefulSet) -> StatefulSet {
+    match s.workload() {
+        Workload::StatefulSet(slim) => slim.statefulset(),
+        _ => StatefulSet::default(),
     }
 }
 
@@ -582,7 +665,7 @@ mod tests {
         };
         d.metadata.annotations = Some([("big".to_string(), "x".repeat(1000))].into());
         let before = d.clone();
-        slim_deployment(&mut d);
+        let d = slim_deployment(&before);
         assert_eq!(d.metadata.name, before.metadata.name);
         assert_eq!(d.metadata.generation, Some(4));
         assert_eq!(
@@ -599,5 +682,53 @@ mod tests {
         assert_eq!(d.metadata.owner_references, None);
         assert_eq!(pod.containers[0].env, None);
         assert_eq!(pod.service_account_name, None);
+    }
+
+    #[test]
+    fn a_slimmed_statefulset_keeps_what_the_status_reads() {
+        use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+        let before = StatefulSet {
+            metadata: meta(Some(2), "7", &[(labels::COMPONENT, "mysql")]),
+            spec: Some(StatefulSetSpec {
+                replicas: Some(1),
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta::default()),
+                    spec: Some(PodSpec {
+                        containers: vec![Container {
+                            name: "mariadb".into(),
+                            image: Some("shop/mariadb:11".into()),
+                            args: Some(vec!["--big".into()]),
+                            ..Container::default()
+                        }],
+                        ..PodSpec::default()
+                    }),
+                },
+                volume_claim_templates: Some(vec![PersistentVolumeClaim::default()]),
+                ..StatefulSetSpec::default()
+            }),
+            status: Some(StatefulSetStatus {
+                observed_generation: Some(2),
+                ready_replicas: Some(1),
+                current_revision: Some("r1".into()),
+                update_revision: Some("r1".into()),
+                ..StatefulSetStatus::default()
+            }),
+        };
+        let s = slim_statefulset(&before);
+        assert_eq!(s.metadata.name, before.metadata.name);
+        assert_eq!(s.metadata.generation, Some(2));
+        assert_eq!(
+            s.labels().get(labels::COMPONENT).map(String::as_str),
+            Some("mysql")
+        );
+        assert_eq!(s.status, before.status);
+        let spec = s.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(1));
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.containers[0].image.as_deref(), Some("shop/mariadb:11"));
+        // And nothing else.
+        assert_eq!(spec.volume_claim_templates, None);
+        assert_eq!(pod.containers[0].args, None);
+        assert_eq!(s.metadata.resource_version, None);
     }
 }
