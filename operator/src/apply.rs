@@ -770,7 +770,10 @@ struct Run<'a> {
 
 impl Run<'_> {
     async fn one<K: Child>(&self, obj: &K) -> Result<K, Error> {
-        let applied = self.applier.patch(self.ns, obj, "apply").await?;
+        let mut applied = self.applier.patch(self.ns, obj, "apply").await?;
+        // Never read, and the largest part of an answer once parsed (every manager's field
+        // set as JSON maps): not carried through the rest of the reconcile.
+        applied.meta_mut().managed_fields = None;
         self.applied
             .lock()
             .unwrap_or_else(|p| p.into_inner())
