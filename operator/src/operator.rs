@@ -364,3 +364,33 @@ pub async fn run(
     info!("shop-operator stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shop_store_keeps_no_managed_fields_nor_kubectls_copy() {
+        let mut shop: DeserializeGuard<Shop> = serde_json::from_value(serde_json::json!({
+            "apiVersion": "shopkeeper.dev/v1alpha1",
+            "kind": "Shop",
+            "metadata": {
+                "name": "demo",
+                "namespace": "shop",
+                "annotations": { LAST_APPLIED: "{\"spec\":{}}", "team": "web" },
+                "managedFields": [{
+                    "manager": "kubectl", "operation": "Apply", "apiVersion": "shopkeeper.dev/v1alpha1",
+                    "fieldsType": "FieldsV1", "fieldsV1": { "f:spec": {} }
+                }],
+            },
+            "spec": {},
+        }))
+        .unwrap();
+        slim_shop(&mut shop);
+        assert!(shop.managed_fields().is_empty());
+        let annotations = shop.annotations();
+        assert_eq!(annotations.get("team").map(String::as_str), Some("web"));
+        assert!(!annotations.contains_key(LAST_APPLIED));
+        assert_eq!(shop.name_any(), "demo");
+    }
+}
