@@ -15,7 +15,7 @@
 //! (33.5 → 41.1 MiB with 101 Shops, docs/benchmarks.md). An [`Entry`] keeps what the applier
 //! asks: the Shop and controller it belongs to, its [`version`], whether it is being deleted; and
 //! for Deployments and StatefulSets — whose status the Shop's status is computed from — the
-//! object slimmed to what [`crate::status`] reads ([`slim_deployment`], [`slim_statefulset`]).
+//! fields [`crate::status`] reads ([`Slim`]).
 //! Events are applied as kube's reflector applies them (a relist replaces the whole set when it
 //! ends).
 //!
@@ -37,10 +37,10 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStatus, StatefulSet, StatefulSetSpec, StatefulSetStatus,
 };
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use kube::Resource;
 use kube::api::{Api, ObjectMeta, PartialObjectMeta};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt as _, watcher::watcher};
-use kube::{Resource, ResourceExt as _};
 use serde::de::DeserializeOwned;
 
 use crate::apply::Owner;
@@ -102,11 +102,11 @@ struct Entry {
 pub enum Workload {
     /// Metadata only.
     None,
-    /// What the status reads of a Deployment ([`slim_deployment`]). Boxed, as is the other: an
+    /// What the status reads of a Deployment ([`Slim`]). Boxed, as is the other: an
     /// index's table holds every entry inline at up to twice its count, and most entries are
     /// metadata only (heaptrack: five 410 KB tables at 101 Shops with the `Slim` inline).
     Deployment(Box<Slim<DeploymentStatus>>),
-    /// What the status reads of a StatefulSet ([`slim_statefulset`]).
+    /// What the status reads of a StatefulSet.
     StatefulSet(Box<Slim<StatefulSetStatus>>),
 }
 
@@ -400,10 +400,7 @@ impl Watched {
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     {
-        let events = watcher(api, config)
-            .default_backoff()
-            .modify(|o: &mut PartialObjectMeta<K>| o.managed_fields_mut().clear());
-        self.watch(kind, events)
+        self.watch(kind, watcher(api, config).default_backoff())
     }
 
     /// Watches a kind whose status is read (Deployments, StatefulSets) whole, and indexes it
@@ -417,10 +414,7 @@ impl Watched {
     where
         K: Kept + Resource<DynamicType = ()> + DeserializeOwned + Debug,
     {
-        let events = watcher(api, config)
-            .default_backoff()
-            .modify(|o: &mut K| o.managed_fields_mut().clear());
-        self.watch(kind, events)
+        self.watch(kind, watcher(api, config).default_backoff())
     }
 
     /// `Kind/name` → version of every child of `owner` in the indexes, or `None` while one has
@@ -479,26 +473,26 @@ impl Watched {
     }
 }
 
-/// A Deployment cut to what the status reads: name, namespace, generation, the component label,
-/// `spec.replicas`, each container's name and image, `status` — what an index keeps of it.
-pub fn slim_deployment(d: &Deployment) -> Deployment {
-    match d.workload() {
-        Workload::Deployment(slim) => slim.deployment(),
-        _ => Deployment::default(),
-    }
-}
-
-/// A StatefulSet cut the same way (see [`slim_deployment`]).
-pub fn slim_statefulset(s: &StatefulSet) -> StatefulSet {
-    match s.workload() {
-        Workload::StatefulSet(slim) => slim.statefulset(),
-        _ => StatefulSet::default(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::ResourceExt as _;
+
+    /// A Deployment as an index keeps it, rebuilt.
+    fn slim_deployment(d: &Deployment) -> Deployment {
+        match d.workload() {
+            Workload::Deployment(slim) => slim.deployment(),
+            other => panic!("a Deployment kept as {other:?}"),
+        }
+    }
+
+    /// A StatefulSet as an index keeps it, rebuilt.
+    fn slim_statefulset(s: &StatefulSet) -> StatefulSet {
+        match s.workload() {
+            Workload::StatefulSet(slim) => slim.statefulset(),
+            other => panic!("a StatefulSet kept as {other:?}"),
+        }
+    }
     use k8s_openapi::api::core::v1::ConfigMap;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
